@@ -1,0 +1,104 @@
+# Makefile - build, run and test the FastCGI signaling responder.
+#   make            build build/signal-fcgi
+#   make run        install what is missing, build, run lighttpd on $(PORT) in the foreground
+#   make test       install what is missing, build, run every test (TAP through prove)
+#   make bench      benchmarks (see bench/)
+#   make clean
+
+PORT     ?= 8080
+BIND     ?= 127.0.0.1
+DB       ?= $(CURDIR)/var/signal.db
+ARGS     ?=
+PROCS    ?= 1
+
+CC       ?= cc
+CFLAGS   ?= -O2 -g
+WARN      = -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wformat=2 -Wno-format-nonliteral
+CPPFLAGS += -D_FORTIFY_SOURCE=2 -Ifcgi -Ibuild
+LDLIBS    = -lfcgi -ljson-c -lsqlite3 -lcrypto -lpthread
+SAN       = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+
+# Debian packages the build, the service and the tests need.
+DEB_BUILD = gcc make libc6-dev pkg-config libfcgi-dev libjson-c-dev libsqlite3-dev libssl-dev
+DEB_RUN   = lighttpd
+DEB_TEST  = curl perl sqlite3 valgrind python3
+
+# The responder, one object per subsystem.
+CORE_OBJS = util.o log.o error.o config.o jsonv.o store_sqlite.o schema.o core.o
+SRV_OBJS  = $(CORE_OBJS) bell.o hold.o web.o maint.o main.o
+
+OBJS      = $(addprefix build/,$(SRV_OBJS))
+SAN_OBJS  = $(addprefix build/san/,$(CORE_OBJS))
+HEADERS   = $(wildcard fcgi/*.h)
+SCHEMA    = $(sort $(wildcard schema/*.sql))
+
+.PHONY: all run test unit integration bench clean deps deps-test install
+
+all: build/signal-fcgi
+
+build/signal-fcgi: $(OBJS)
+	$(CC) $(CFLAGS) -o $@ $(OBJS) $(LDLIBS)
+
+build/%.o: fcgi/%.c $(HEADERS) | build
+	$(CC) $(WARN) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
+
+build/schema.o: build/schema.c
+	$(CC) $(WARN) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
+
+# The SQL migrations, in file-name order, as C strings: migration N sets
+# PRAGMA user_version = N.
+build/schema.c: $(SCHEMA) | build
+	@{ echo '/* generated from the schema/ SQL files by the Makefile */'; \
+	   echo 'const char *const schema_migrations[] = {'; \
+	   for f in $(SCHEMA); do \
+	     sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/"/' -e 's/$$/\\n"/' $$f; echo ','; \
+	   done; \
+	   echo '};'; \
+	   echo 'const int schema_migration_count = sizeof schema_migrations / sizeof schema_migrations[0];'; \
+	 } > $@
+
+build/san/%.o: fcgi/%.c $(HEADERS) | build
+	@mkdir -p build/san
+	$(CC) $(WARN) $(CPPFLAGS) -O1 -g $(SAN) -c -o $@ $<
+
+build/san/schema.o: build/schema.c
+	@mkdir -p build/san
+	$(CC) $(WARN) $(CPPFLAGS) -O1 -g $(SAN) -c -o $@ $<
+
+build/unit: tests/unit.c $(SAN_OBJS) $(HEADERS)
+	$(CC) $(WARN) $(CPPFLAGS) -O1 -g $(SAN) -o $@ tests/unit.c $(SAN_OBJS) $(LDLIBS)
+
+build:
+	@mkdir -p build
+
+# Install missing Debian packages (we run as root on the target machines).
+deps:
+	@missing=""; for p in $(DEB_BUILD) $(DEB_RUN); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
+
+deps-test: deps
+	@missing=""; for p in $(DEB_TEST); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
+
+run: deps
+	@$(MAKE) --no-print-directory all
+	@mkdir -p $(dir $(DB)) var/run
+	@echo "signaling service on http://$(BIND):$(PORT)/  (database $(DB); Ctrl-C stops it)"
+	SIGNAL_ROOT=$(CURDIR) SIGNAL_RUNDIR=$(CURDIR)/var/run SIGNAL_DB=$(DB) SIGNAL_ARGS="$(ARGS)" \
+	  SIGNAL_PROCS=$(PROCS) SIGNAL_BIND=$(BIND) PORT=$(PORT) exec lighttpd -D -f lighttpd.conf
+
+test: deps-test
+	@$(MAKE) --no-print-directory all build/unit
+	prove -v tests/*.t
+
+bench: deps
+	@$(MAKE) --no-print-directory all
+	@if [ -f bench/Makefile ]; then $(MAKE) -C bench run; else echo "no benchmarks yet"; fi
+
+install: all
+	install -D -m 0755 build/signal-fcgi $(DESTDIR)/usr/local/bin/signal-fcgi
+
+clean:
+	rm -rf build

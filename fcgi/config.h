@@ -1,0 +1,37 @@
+/*
+ * config.h - the responder's options, parsed once at start-up from argv and
+ * read-only afterwards. config.c holds the one table of options: name,
+ * default, bounds and help text.
+ */
+#ifndef SIG_CONFIG_H
+#define SIG_CONFIG_H
+
+#include <stdint.h>
+
+struct sig_config {
+	const char *listen;         /* NULL: use the socket lighttpd passes as fd 0 */
+	const char *db_path;
+	int64_t room_limit;
+	int64_t heartbeat_timeout;  /* seconds */
+	int64_t prune_interval;     /* seconds */
+	int64_t keepalive;          /* seconds between SSE keepalive comments */
+	int64_t mailbox_limit;      /* undelivered events per recipient */
+	int64_t replay_window;      /* delivered-but-unacknowledged events kept */
+	int64_t poll_default;       /* seconds */
+	int64_t poll_max;           /* seconds */
+	int64_t threads;            /* request threads */
+	int64_t write_timeout;      /* seconds a held stream may make no progress */
+	int64_t max_body;           /* bytes */
+	int64_t busy_timeout;       /* milliseconds */
+	int64_t retry_ms;           /* SSE retry: hint */
+	int64_t recheck;            /* seconds between safety re-checks of the mailboxes */
+	int verbose;
+};
+
+extern struct sig_config cfg;
+
+/* Parse argv into cfg. Returns 0 to run, 1 when --help/--version printed
+ * (exit 0), -1 on a bad option (a message was printed; exit 2). */
+int config_parse(int argc, char **argv);
+
+#endif

@@ -1,0 +1,673 @@
+/*
+ * core.c - the signaling rules. Each command runs inside one store
+ * transaction: authenticate, check, change state, queue the events that the
+ * change causes, commit. A command that fails rolls back, so a bad request
+ * changes nothing, and an event exists exactly when its cause does.
+ *
+ * Events are stored as one-line JSON objects without their "id"; the
+ * transports splice the id in when they deliver (see hold.c).
+ */
+#define _GNU_SOURCE
+#include "core.h"
+#include "jsonv.h"
+#include "log.h"
+#include "util.h"
+
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#define JSON_FLAGS (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
+#define ROOM_SCAN_MAX 1024 /* members read per room; rooms are capped far lower */
+#define PRUNE_BATCH 64
+
+struct core {
+	store *st;
+	struct core_limits lim;
+	store_member members[ROOM_SCAN_MAX];
+};
+
+/* The state one command runs against. */
+struct cmd_ctx {
+	core *c;
+	const char *token;  /* presented token, may be NULL */
+	store_session sess; /* id 0 when not authenticated */
+	int64_t now;
+	core_result *r;
+	const char *type;
+};
+
+core *core_new(store *st, const struct core_limits *limits)
+{
+	core *c = xcalloc(1, sizeof *c);
+	c->st = st;
+	c->lim = *limits;
+	return c;
+}
+
+void core_free(core *c)
+{
+	free(c);
+}
+
+void core_result_init(core_result *r)
+{
+	memset(r, 0, sizeof *r);
+	r->status = 200;
+}
+
+void core_result_free(core_result *r)
+{
+	json_object_put(r->reply);
+	free(r->wakes.v);
+	memset(r, 0, sizeof *r);
+}
+
+void core_wakes_add(core_wakes *w, int64_t owner, int64_t session)
+{
+	if (owner == 0)
+		return;
+	if (w->n == w->cap) {
+		w->cap = w->cap ? w->cap * 2 : 8;
+		w->v = xrealloc(w->v, (size_t)w->cap * sizeof *w->v);
+	}
+	w->v[w->n].owner = owner;
+	w->v[w->n].session = session;
+	w->n++;
+}
+
+json_object *core_error_reply(const char *type, sig_err e)
+{
+	json_object *o = json_object_new_object();
+	json_object_object_add(o, "type", json_object_new_string(type ? type : "error"));
+	json_object_object_add(o, "success", json_object_new_boolean(0));
+	json_object_object_add(o, "error", json_object_new_string(sig_err_code(e)));
+	json_object_object_add(o, "msg", json_object_new_string(sig_err_msg(e)));
+	return o;
+}
+
+static json_object *ok_reply(const char *type)
+{
+	json_object *o = json_object_new_object();
+	json_object_object_add(o, "type", json_object_new_string(type));
+	json_object_object_add(o, "success", json_object_new_boolean(1));
+	return o;
+}
+
+int core_token_hash(const char *token, uint8_t out[STORE_HASH_LEN])
+{
+	if (token == NULL || strlen(token) != CORE_TOKEN_LEN)
+		return -1;
+	for (int i = 0; i < CORE_TOKEN_LEN; i++) {
+		char ch = token[i];
+		if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f')))
+			return -1;
+	}
+	unsigned int n = 0;
+	if (!EVP_Digest(token, CORE_TOKEN_LEN, out, &n, EVP_sha256(), NULL) || n != STORE_HASH_LEN)
+		return -1;
+	return 0;
+}
+
+static sig_err token_new(char out[CORE_TOKEN_LEN + 1])
+{
+	static const char hex[] = "0123456789abcdef";
+	uint8_t raw[CORE_TOKEN_LEN / 2];
+	size_t got = 0;
+	while (got < sizeof raw) {
+		ssize_t n = getrandom(raw + got, sizeof raw - got, 0);
+		if (n < 0)
+			return SIG_E_INTERNAL;
+		got += (size_t)n;
+	}
+	for (size_t i = 0; i < sizeof raw; i++) {
+		out[2 * i] = hex[raw[i] >> 4];
+		out[2 * i + 1] = hex[raw[i] & 15];
+	}
+	out[CORE_TOKEN_LEN] = '\0';
+	return SIG_OK;
+}
+
+/* ---- event fan-out ---- */
+
+/* Queue obj in the mailbox of every member of room except `except`.
+ * capped: a full mailbox fails the whole command (signals); system events
+ * (user-joined/user-left) are never refused, so room state is never lost. */
+static sig_err room_broadcast(struct cmd_ctx *x, const char *room, int64_t except, json_object *obj,
+			      int capped, int *count)
+{
+	core *c = x->c;
+	int n = 0;
+	sig_err e = store_room_members(c->st, room, c->members, ROOM_SCAN_MAX, &n);
+	if (e != SIG_OK)
+		return e;
+	if (n > ROOM_SCAN_MAX)
+		n = ROOM_SCAN_MAX;
+	size_t len = 0;
+	const char *body = json_object_to_json_string_length(obj, JSON_FLAGS, &len);
+	int sent = 0;
+	for (int i = 0; i < n; i++) {
+		store_member *m = &c->members[i];
+		if (m->session_id == except)
+			continue;
+		e = store_event_push(c->st, m->session_id, body, len, capped ? c->lim.mailbox_limit : 0,
+				     x->now, NULL);
+		if (e != SIG_OK)
+			return e;
+		core_wakes_add(&x->r->wakes, m->stream_owner, m->session_id);
+		sent++;
+	}
+	if (count)
+		*count = sent;
+	return SIG_OK;
+}
+
+static json_object *presence_event(const char *type, const store_session *s, const char *room)
+{
+	json_object *o = json_object_new_object();
+	json_object_object_add(o, "type", json_object_new_string(type));
+	json_object_object_add(o, "userId", json_object_new_string(s->user_id));
+	json_object_object_add(o, "roomId", json_object_new_string(room));
+	if (strcmp(type, "user-joined") == 0)
+		json_object_object_add(o, "protocol", json_object_new_string(s->protocol));
+	return o;
+}
+
+/* Take s out of its room, telling the members who stay. */
+static sig_err leave_room(struct cmd_ctx *x, const store_session *s)
+{
+	if (s->room_id[0] == '\0')
+		return SIG_OK;
+	sig_err e = store_member_set(x->c->st, s->id, NULL, x->now);
+	if (e != SIG_OK)
+		return e;
+	json_object *ev = presence_event("user-left", s, s->room_id);
+	e = room_broadcast(x, s->room_id, s->id, ev, 0, NULL);
+	json_object_put(ev);
+	return e;
+}
+
+/* Remove a session entirely: leave its room, end its stream, drop it. */
+static sig_err remove_session(struct cmd_ctx *x, const store_session *s)
+{
+	sig_err e = leave_room(x, s);
+	if (e != SIG_OK)
+		return e;
+	core_wakes_add(&x->r->wakes, s->stream_owner, s->id);
+	return store_session_delete(x->c->st, s->id);
+}
+
+static json_object *users_array(core *c, int n)
+{
+	json_object *a = json_object_new_array();
+	for (int i = 0; i < n && i < ROOM_SCAN_MAX; i++)
+		json_object_array_add(a, json_object_new_string(c->members[i].user_id));
+	return a;
+}
+
+/* ---- commands ---- */
+
+static const struct jv_field login_fields[] = {
+	{"userId", json_type_string, JV_REQUIRED | JV_ID, 64},
+	{"protocol", json_type_string, JV_TEXT, 64},
+};
+
+static sig_err cmd_login(struct cmd_ctx *x, json_object *cmd, json_object **reply)
+{
+	sig_err e = jv_check(cmd, login_fields, 2);
+	if (e != SIG_OK)
+		return e;
+	core *c = x->c;
+	const char *user = jv_str(cmd, "userId");
+	const char *protocol = jv_str(cmd, "protocol");
+	store_session old;
+	if ((e = store_session_by_user(c->st, user, &old)) != SIG_OK)
+		return e;
+	char token[CORE_TOKEN_LEN + 1];
+	if (old.id != 0 && x->sess.id == old.id) {
+		/* The holder presented its own token: resume the session. */
+		snprintf(token, sizeof token, "%s", x->token);
+		if ((e = store_session_touch(c->st, old.id, x->now)) != SIG_OK)
+			return e;
+	} else {
+		if (old.id != 0) {
+			if (old.last_seen >= x->now - c->lim.heartbeat_timeout_ms)
+				return SIG_E_USER_EXISTS;
+			/* Dead but not yet pruned: prune it now rather than refuse. */
+			if ((e = remove_session(x, &old)) != SIG_OK)
+				return e;
+		}
+		uint8_t hash[STORE_HASH_LEN];
+		int64_t sid = 0;
+		if ((e = token_new(token)) != SIG_OK || core_token_hash(token, hash) != 0)
+			return SIG_E_INTERNAL;
+		if ((e = store_session_create(c->st, user, protocol ? protocol : "", hash, x->now, &sid)) != SIG_OK)
+			return e;
+		memset(&old, 0, sizeof old);
+		old.id = sid;
+		snprintf(old.user_id, sizeof old.user_id, "%s", user);
+		snprintf(old.protocol, sizeof old.protocol, "%s", protocol ? protocol : "");
+	}
+	json_object *o = ok_reply("login");
+	json_object_object_add(o, "userId", json_object_new_string(old.user_id));
+	json_object_object_add(o, "protocol", json_object_new_string(old.protocol));
+	json_object_object_add(o, "token", json_object_new_string(token));
+	if (old.room_id[0])
+		json_object_object_add(o, "roomId", json_object_new_string(old.room_id));
+	*reply = o;
+	x->sess = old;
+	snprintf(x->r->token, sizeof x->r->token, "%s", token);
+	return SIG_OK;
+}
+
+static const struct jv_field room_fields[] = {
+	{"roomId", json_type_string, JV_REQUIRED | JV_ID, 64},
+};
+
+static sig_err cmd_join(struct cmd_ctx *x, json_object *cmd, json_object **reply)
+{
+	sig_err e = jv_check(cmd, room_fields, 1);
+	if (e != SIG_OK)
+		return e;
+	core *c = x->c;
+	const char *room = jv_str(cmd, "roomId");
+	int n = 0;
+	if (strcmp(x->sess.room_id, room) != 0) {
+		if ((e = store_room_members(c->st, room, c->members, ROOM_SCAN_MAX, &n)) != SIG_OK)
+			return e;
+		if (n >= c->lim.room_limit)
+			return SIG_E_ROOM_FULL;
+		if ((e = leave_room(x, &x->sess)) != SIG_OK ||
+		    (e = store_member_set(c->st, x->sess.id, room, x->now)) != SIG_OK)
+			return e;
+		json_object *ev = presence_event("user-joined", &x->sess, room);
+		e = room_broadcast(x, room, x->sess.id, ev, 0, NULL);
+		json_object_put(ev);
+		if (e != SIG_OK)
+			return e;
+		snprintf(x->sess.room_id, sizeof x->sess.room_id, "%s", room);
+	}
+	if ((e = store_room_members(c->st, room, c->members, ROOM_SCAN_MAX, &n)) != SIG_OK)
+		return e;
+	json_object *o = ok_reply("join");
+	json_object_object_add(o, "roomId", json_object_new_string(room));
+	json_object_object_add(o, "users", users_array(c, n));
+	*reply = o;
+	return SIG_OK;
+}
+
+static sig_err cmd_leave(struct cmd_ctx *x, json_object *cmd, json_object **reply)
+{
+	(void)cmd;
+	if (x->sess.room_id[0] == '\0')
+		return SIG_E_NOT_IN_ROOM;
+	sig_err e = leave_room(x, &x->sess);
+	if (e != SIG_OK)
+		return e;
+	json_object *o = ok_reply("leave");
+	json_object_object_add(o, "roomId", json_object_new_string(x->sess.room_id));
+	*reply = o;
+	x->sess.room_id[0] = '\0';
+	return SIG_OK;
+}
+
+static const struct jv_field signal_fields[] = {
+	{"to", json_type_string, JV_ID, 64},
+};
+
+static sig_err cmd_signal(struct cmd_ctx *x, json_object *cmd, json_object **reply)
+{
+	sig_err e = jv_check(cmd, signal_fields, 1);
+	if (e != SIG_OK)
+		return e;
+	core *c = x->c;
+	if (x->sess.room_id[0] == '\0')
+		return SIG_E_NOT_IN_ROOM;
+	const char *to = jv_str(cmd, "to");
+	/* The event is the sender's object with the server's word on who sent
+	 * it and where: a forged "from" or "roomId" is overwritten. */
+	json_object_object_del(cmd, "id");
+	json_object_object_add(cmd, "from", json_object_new_string(x->sess.user_id));
+	json_object_object_add(cmd, "roomId", json_object_new_string(x->sess.room_id));
+	int count = 0;
+	if (to == NULL) {
+		e = room_broadcast(x, x->sess.room_id, x->sess.id, cmd, 1, &count);
+	} else {
+		store_session peer;
+		if ((e = store_session_by_user(c->st, to, &peer)) != SIG_OK)
+			return e;
+		if (peer.id == 0 || peer.id == x->sess.id || strcmp(peer.room_id, x->sess.room_id) != 0)
+			return SIG_E_UNKNOWN_PEER;
+		size_t len = 0;
+		const char *body = json_object_to_json_string_length(cmd, JSON_FLAGS, &len);
+		e = store_event_push(c->st, peer.id, body, len, c->lim.mailbox_limit, x->now, NULL);
+		if (e == SIG_OK) {
+			core_wakes_add(&x->r->wakes, peer.stream_owner, peer.id);
+			count = 1;
+		}
+	}
+	if (e != SIG_OK)
+		return e;
+	json_object *o = ok_reply("signal");
+	if (to)
+		json_object_object_add(o, "to", json_object_new_string(to));
+	json_object_object_add(o, "recipients", json_object_new_int(count));
+	*reply = o;
+	return SIG_OK;
+}
+
+static const struct jv_field ping_fields[] = {
+	{"ack", json_type_int, 0, 0},
+};
+
+static sig_err cmd_ping(struct cmd_ctx *x, json_object *cmd, json_object **reply)
+{
+	sig_err e = jv_check(cmd, ping_fields, 1);
+	if (e != SIG_OK)
+		return e;
+	json_object *ack = NULL;
+	if (json_object_object_get_ex(cmd, "ack", &ack) &&
+	    (e = store_events_ack(x->c->st, x->sess.id, json_object_get_int64(ack))) != SIG_OK)
+		return e;
+	*reply = ok_reply("pong");
+	return SIG_OK;
+}
+
+static sig_err cmd_room_users(struct cmd_ctx *x, json_object *cmd, json_object **reply)
+{
+	sig_err e = jv_check(cmd, room_fields, 1);
+	if (e != SIG_OK)
+		return e;
+	const char *room = jv_str(cmd, "roomId");
+	int n = 0;
+	if ((e = store_room_members(x->c->st, room, x->c->members, ROOM_SCAN_MAX, &n)) != SIG_OK)
+		return e;
+	json_object *o = ok_reply("room-users");
+	json_object_object_add(o, "roomId", json_object_new_string(room));
+	json_object_object_add(o, "users", users_array(x->c, n));
+	*reply = o;
+	return SIG_OK;
+}
+
+static sig_err cmd_logout(struct cmd_ctx *x, json_object *cmd, json_object **reply)
+{
+	(void)cmd;
+	sig_err e = remove_session(x, &x->sess);
+	if (e != SIG_OK)
+		return e;
+	json_object *o = ok_reply("logout");
+	json_object_object_add(o, "userId", json_object_new_string(x->sess.user_id));
+	*reply = o;
+	x->r->logged_out = 1;
+	x->r->token[0] = '\0';
+	memset(&x->sess, 0, sizeof x->sess);
+	return SIG_OK;
+}
+
+static const struct command {
+	const char *type;
+	int needs_session;
+	sig_err (*run)(struct cmd_ctx *x, json_object *cmd, json_object **reply);
+} commands[] = {
+	{"login", 0, cmd_login},
+	{"join", 1, cmd_join},
+	{"leave", 1, cmd_leave},
+	{"signal", 1, cmd_signal},
+	{"ping", 1, cmd_ping},
+	{"room-users", 1, cmd_room_users},
+	{"logout", 1, cmd_logout},
+};
+
+static const struct command *find_command(const char *type)
+{
+	for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+		if (strcmp(commands[i].type, type) == 0)
+			return &commands[i];
+	return NULL;
+}
+
+/* Resolve the presented token to a live session (id 0 when none). */
+static sig_err authenticate(struct cmd_ctx *x)
+{
+	memset(&x->sess, 0, sizeof x->sess);
+	uint8_t hash[STORE_HASH_LEN];
+	if (x->token == NULL || core_token_hash(x->token, hash) != 0)
+		return SIG_OK;
+	sig_err e = store_session_by_token(x->c->st, hash, &x->sess);
+	if (e == SIG_OK && x->sess.id != 0 &&
+	    x->sess.last_seen < x->now - x->c->lim.heartbeat_timeout_ms)
+		memset(&x->sess, 0, sizeof x->sess); /* expired: the pruner will remove it */
+	return e;
+}
+
+/* One command in its own transaction. Returns the status; *reply is set. */
+static int exec_one(struct cmd_ctx *x, json_object *cmd, json_object **reply)
+{
+	const char *type = NULL;
+	sig_err e = SIG_OK;
+	const struct command *command = NULL;
+	*reply = NULL;
+	if (!json_object_is_type(cmd, json_type_object)) {
+		e = SIG_E_INVALID_JSON;
+		goto done;
+	}
+	type = jv_str(cmd, "type");
+	if (type == NULL || (command = find_command(type)) == NULL) {
+		e = SIG_E_UNKNOWN_TYPE;
+		type = NULL;
+		goto done;
+	}
+	type = command->type; /* a static string: outlives cmd */
+	x->type = type;
+	if (x->r->first_type == NULL)
+		x->r->first_type = type;
+	x->now = now_ms();
+	if ((e = store_begin(x->c->st)) != SIG_OK)
+		goto done;
+	if ((e = authenticate(x)) == SIG_OK) {
+		if (command->needs_session && x->sess.id == 0)
+			e = SIG_E_UNAUTHORIZED;
+		else if (x->sess.id != 0 && (e = store_session_touch(x->c->st, x->sess.id, x->now)) != SIG_OK)
+			;
+		else
+			e = command->run(x, cmd, reply);
+	}
+	if (e == SIG_OK)
+		e = store_commit(x->c->st);
+	else
+		store_rollback(x->c->st);
+	if (x->sess.id != 0)
+		snprintf(x->r->user_id, sizeof x->r->user_id, "%s", x->sess.user_id);
+done:
+	if (e != SIG_OK) {
+		json_object_put(*reply);
+		*reply = core_error_reply(type, e);
+		/* Wakes gathered by a rolled-back command point at nothing new;
+		 * ringing them is harmless, so they are kept simple. */
+	}
+	return sig_err_status(e);
+}
+
+void core_exec_body(core *c, const char *token, const char *body, size_t len, core_result *r)
+{
+	json_object *req = NULL;
+	sig_err e = jv_parse(body, len, &req);
+	if (e != SIG_OK) {
+		r->status = sig_err_status(e);
+		r->reply = core_error_reply(NULL, e);
+		return;
+	}
+	struct cmd_ctx x = {.c = c, .token = token, .r = r};
+	if (!json_object_is_type(req, json_type_array)) {
+		r->status = exec_one(&x, req, &r->reply);
+		json_object_put(req);
+		return;
+	}
+	size_t n = json_object_array_length(req);
+	if (n == 0 || n > CORE_BATCH_MAX) {
+		r->status = 400;
+		r->reply = core_error_reply(NULL, SIG_E_INVALID_FIELD);
+		json_object_put(req);
+		return;
+	}
+	/* A batch: each command on its own, answered in order. A login inside
+	 * the batch authenticates the commands after it. */
+	json_object *out = json_object_new_array();
+	for (size_t i = 0; i < n; i++) {
+		json_object *reply = NULL;
+		x.token = r->token[0] ? r->token : (r->logged_out ? NULL : token);
+		int status = exec_one(&x, json_object_array_get_idx(req, i), &reply);
+		if (status != 200)
+			json_object_object_add(reply, "status", json_object_new_int(status));
+		json_object_array_add(out, reply);
+	}
+	r->status = 200;
+	r->reply = out;
+	json_object_put(req);
+}
+
+/* ---- streams ---- */
+
+sig_err core_stream_open(core *c, const char *token, int64_t ack, int64_t owner, core_stream *out,
+			 core_wakes *w)
+{
+	core_result tmp;
+	core_result_init(&tmp);
+	struct cmd_ctx x = {.c = c, .token = token, .r = &tmp, .now = now_ms()};
+	int64_t prev = 0;
+	sig_err e = store_begin(c->st);
+	if (e != SIG_OK)
+		return e;
+	if ((e = authenticate(&x)) == SIG_OK && x.sess.id == 0)
+		e = SIG_E_UNAUTHORIZED;
+	if (e == SIG_OK && ack > 0)
+		e = store_events_ack(c->st, x.sess.id, ack);
+	if (e == SIG_OK)
+		e = store_stream_claim(c->st, x.sess.id, owner, x.now, &out->gen, &prev);
+	if (e == SIG_OK)
+		e = store_commit(c->st);
+	else
+		store_rollback(c->st);
+	core_result_free(&tmp);
+	if (e != SIG_OK)
+		return e;
+	out->session = x.sess.id;
+	snprintf(out->user_id, sizeof out->user_id, "%s", x.sess.user_id);
+	core_wakes_add(w, prev, x.sess.id);
+	return SIG_OK;
+}
+
+sig_err core_delivery_begin(core *c)
+{
+	return store_begin(c->st);
+}
+
+void core_delivery_end(core *c, int commit)
+{
+	if (!commit || store_commit(c->st) != SIG_OK)
+		store_rollback(c->st);
+}
+
+sig_err core_stream_pull(core *c, const core_stream *s, int64_t after, int limit, store_event_fn fn,
+			 void *ctx, int64_t *lost_upto)
+{
+	return store_stream_pull(c->st, s->session, s->gen, after, limit, fn, ctx, lost_upto);
+}
+
+sig_err core_stream_sent(core *c, const core_stream *s, int64_t upto)
+{
+	return store_mark_sent(c->st, s->session, upto, c->lim.replay_window);
+}
+
+sig_err core_stream_close(core *c, const core_stream *s)
+{
+	sig_err e = store_begin(c->st);
+	if (e != SIG_OK)
+		return e;
+	if ((e = store_stream_release(c->st, s->session, s->gen)) != SIG_OK) {
+		store_rollback(c->st);
+		return e;
+	}
+	return store_commit(c->st);
+}
+
+sig_err core_streams_refresh(core *c, int64_t owner)
+{
+	sig_err e = store_begin(c->st);
+	if (e != SIG_OK)
+		return e;
+	if ((e = store_streams_refresh(c->st, owner, now_ms())) != SIG_OK) {
+		store_rollback(c->st);
+		return e;
+	}
+	return store_commit(c->st);
+}
+
+sig_err core_recent_recipients(core *c, int64_t owner, int64_t after, int64_t *sids, int max,
+			       int *n, int64_t *max_id)
+{
+	return store_recent_recipients(c->st, owner, after, sids, max, n, max_id);
+}
+
+/* ---- pruning ---- */
+
+sig_err core_prune(core *c, int64_t now, core_wakes *w, int *pruned)
+{
+	*pruned = 0;
+	store_session stale[PRUNE_BATCH];
+	for (;;) {
+		core_result tmp;
+		core_result_init(&tmp);
+		struct cmd_ctx x = {.c = c, .r = &tmp, .now = now};
+		int n = 0;
+		sig_err e = store_begin(c->st);
+		if (e != SIG_OK) {
+			core_result_free(&tmp);
+			return e;
+		}
+		e = store_sessions_stale(c->st, now - c->lim.heartbeat_timeout_ms, stale, PRUNE_BATCH, &n);
+		for (int i = 0; e == SIG_OK && i < n; i++) {
+			e = remove_session(&x, &stale[i]);
+			if (e == SIG_OK)
+				log_info("prune: user %s (session %lld) silent %lld ms%s%s", stale[i].user_id,
+					 (long long)stale[i].id, (long long)(now - stale[i].last_seen),
+					 stale[i].room_id[0] ? ", left room " : "", stale[i].room_id);
+		}
+		if (e == SIG_OK)
+			e = store_commit(c->st);
+		else
+			store_rollback(c->st);
+		if (e == SIG_OK) {
+			for (int i = 0; i < tmp.wakes.n; i++)
+				core_wakes_add(w, tmp.wakes.v[i].owner, tmp.wakes.v[i].session);
+			*pruned += n;
+		}
+		core_result_free(&tmp);
+		if (e != SIG_OK || n < PRUNE_BATCH)
+			return e;
+	}
+}
+
+sig_err core_checkpoint(core *c)
+{
+	return store_checkpoint(c->st);
+}
+
+sig_err core_health(core *c, json_object **out)
+{
+	struct store_stats s;
+	sig_err e = store_stats(c->st, &s);
+	if (e != SIG_OK)
+		return e;
+	json_object *o = json_object_new_object();
+	json_object_object_add(o, "ok", json_object_new_boolean(1));
+	json_object_object_add(o, "sessions", json_object_new_int64(s.sessions));
+	json_object_object_add(o, "rooms", json_object_new_int64(s.rooms));
+	json_object_object_add(o, "members", json_object_new_int64(s.memberships));
+	json_object_object_add(o, "queued", json_object_new_int64(s.events));
+	json_object_object_add(o, "streams", json_object_new_int64(s.streams));
+	*out = o;
+	return SIG_OK;
+}

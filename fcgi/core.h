@@ -1,0 +1,110 @@
+/*
+ * core.h - the command core: login, join, leave, signal, ping, room-users,
+ * logout, stream attach/delivery and pruning, as rules over the store.
+ *
+ * The core knows nothing of HTTP or sockets: it takes a token and a JSON
+ * body and gives back a status, a JSON reply and the list of streams that
+ * must be woken (the caller rings their bells after the call returns, since
+ * the state they will read is committed by then). Every command is one
+ * store transaction: it happens whole or not at all.
+ */
+#ifndef SIG_CORE_H
+#define SIG_CORE_H
+
+#include <json-c/json.h>
+#include <stdint.h>
+
+#include "error.h"
+#include "store.h"
+
+#define CORE_TOKEN_LEN 64 /* hex characters: 256 bits from the kernel */
+#define CORE_BATCH_MAX 64
+
+/* A stream that must re-read its mailbox: held by process `owner`. */
+struct core_wake {
+	int64_t owner;
+	int64_t session;
+};
+
+typedef struct core_wakes {
+	struct core_wake *v;
+	int n, cap;
+} core_wakes;
+
+typedef struct core_result {
+	int status;            /* HTTP status of the whole request */
+	json_object *reply;    /* owned; the response body */
+	core_wakes wakes;
+	/* Set when the request logged in (cookie to set) or out (to clear). */
+	char token[CORE_TOKEN_LEN + 1];
+	int logged_out;
+	char user_id[STORE_ID_MAX + 1]; /* for the log line */
+	const char *first_type;         /* for the log line */
+} core_result;
+
+typedef struct core core;
+
+struct core_limits {
+	int64_t room_limit;
+	int64_t mailbox_limit;
+	int64_t replay_window;
+	int64_t heartbeat_timeout_ms;
+};
+
+/* A core over an open store (the core does not own it). Free with core_free. */
+core *core_new(store *st, const struct core_limits *limits);
+void core_free(core *c); /* NULL is fine */
+
+void core_result_init(core_result *r);
+void core_result_free(core_result *r); /* safe on an initialised result */
+void core_wakes_add(core_wakes *w, int64_t owner, int64_t session);
+
+/* Run a POST body: one command object or an array of them. token may be
+ * NULL (login needs none). Always fills r (status + reply). */
+void core_exec_body(core *c, const char *token, const char *body, size_t len, core_result *r);
+
+/* Build the standard error reply for e (type may be NULL). */
+json_object *core_error_reply(const char *type, sig_err e);
+
+/* ---- streams (SSE and long-poll), for the transports ---- */
+typedef struct core_stream {
+	int64_t session;
+	int64_t gen;
+	char user_id[STORE_ID_MAX + 1];
+} core_stream;
+
+/* Authenticate, acknowledge events up to ack (0: none), and make process
+ * `owner` hold the session's single stream. The previous holder, if any, is
+ * added to w. On error nothing changed. */
+sig_err core_stream_open(core *c, const char *token, int64_t ack, int64_t owner, core_stream *out,
+			 core_wakes *w);
+
+/* Delivery runs many pulls in one transaction. */
+sig_err core_delivery_begin(core *c);
+void core_delivery_end(core *c, int commit);
+/* Pull events after `after` (see store_stream_pull). SIG_E_UNAUTHORIZED:
+ * the stream must close (session gone or replaced). */
+sig_err core_stream_pull(core *c, const core_stream *s, int64_t after, int limit, store_event_fn fn,
+			 void *ctx, int64_t *lost_upto);
+sig_err core_stream_sent(core *c, const core_stream *s, int64_t upto);
+sig_err core_stream_close(core *c, const core_stream *s);
+sig_err core_streams_refresh(core *c, int64_t owner);
+sig_err core_recent_recipients(core *c, int64_t owner, int64_t after, int64_t *sids, int max,
+			       int *n, int64_t *max_id);
+
+/* Prune sessions silent for longer than the heartbeat timeout: each leaves
+ * its room (members get user-left) and is deleted with its mailbox.
+ * *pruned gets the count. Safe to run from any number of processes. */
+sig_err core_prune(core *c, int64_t now, core_wakes *w, int *pruned);
+
+/* A passive WAL checkpoint (never waits). */
+sig_err core_checkpoint(core *c);
+
+/* {"ok":true, counts...} for /api/health. */
+sig_err core_health(core *c, json_object **out);
+
+/* Hash a token (hex) for the store: SHA-256 of its bytes. Returns -1 when
+ * the token is not of our format. */
+int core_token_hash(const char *token, uint8_t out[STORE_HASH_LEN]);
+
+#endif

@@ -1,0 +1,65 @@
+/*
+ * error.c - the single table from sig_err to HTTP status, wire code and
+ * message. Nothing else in the tree decides an error's status.
+ */
+#include "error.h"
+
+static const struct {
+	int status;
+	const char *code;
+	const char *msg;
+} sig_errors[SIG_E__COUNT] = {
+	[SIG_OK] = {200, "ok", "ok"},
+	[SIG_E_INVALID_JSON] = {400, "invalid-json", "body must be one JSON object or an array of them (UTF-8, nesting capped)"},
+	[SIG_E_UNKNOWN_TYPE] = {400, "unknown-type", "\"type\" is missing or names no command"},
+	[SIG_E_INVALID_FIELD] = {400, "invalid-field", "a field is missing, of the wrong type or out of bounds"},
+	[SIG_E_BAD_REQUEST] = {400, "bad-request", "malformed query string or header"},
+	[SIG_E_UNAUTHORIZED] = {401, "unauthorized", "no token, or the session is gone; log in again"},
+	[SIG_E_NOT_FOUND] = {404, "not-found", "no such endpoint"},
+	[SIG_E_METHOD] = {405, "method-not-allowed", "wrong HTTP method for this endpoint"},
+	[SIG_E_USER_EXISTS] = {409, "user-exists", "that userId belongs to another live session"},
+	[SIG_E_ROOM_FULL] = {409, "room-full", "the room is full"},
+	[SIG_E_NOT_IN_ROOM] = {409, "not-in-room", "join a room first"},
+	[SIG_E_UNKNOWN_PEER] = {409, "unknown-peer", "\"to\" is not a member of your room"},
+	[SIG_E_TOO_LARGE] = {413, "too-large", "request body over the size limit"},
+	[SIG_E_MAILBOX_FULL] = {429, "mailbox-full", "a recipient's mailbox is full; nothing was queued, retry later"},
+	[SIG_E_BUSY] = {503, "busy", "the store is busy; retry"},
+	[SIG_E_INTERNAL] = {500, "internal", "internal error"},
+};
+
+static int in_range(sig_err e)
+{
+	return e >= 0 && e < SIG_E__COUNT;
+}
+
+int sig_err_status(sig_err e)
+{
+	return in_range(e) ? sig_errors[e].status : 500;
+}
+
+const char *sig_err_code(sig_err e)
+{
+	return in_range(e) ? sig_errors[e].code : "internal";
+}
+
+const char *sig_err_msg(sig_err e)
+{
+	return in_range(e) ? sig_errors[e].msg : "internal error";
+}
+
+const char *sig_http_reason(int status)
+{
+	switch (status) {
+	case 200: return "OK";
+	case 204: return "No Content";
+	case 400: return "Bad Request";
+	case 401: return "Unauthorized";
+	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
+	case 409: return "Conflict";
+	case 413: return "Payload Too Large";
+	case 429: return "Too Many Requests";
+	case 503: return "Service Unavailable";
+	default: return "Internal Server Error";
+	}
+}

@@ -1,0 +1,36 @@
+/*
+ * error.h - the service's one list of outcomes. Every failure a client can
+ * see is one of these; error.c maps each to its HTTP status, its wire code
+ * and a human message, in exactly one place.
+ */
+#ifndef SIG_ERROR_H
+#define SIG_ERROR_H
+
+typedef enum sig_err {
+	SIG_OK = 0,
+	/* the peer sent something we refuse */
+	SIG_E_INVALID_JSON,   /* 400 body is not one JSON object/array, bad UTF-8, too deep */
+	SIG_E_UNKNOWN_TYPE,   /* 400 "type" missing or not a command we know */
+	SIG_E_INVALID_FIELD,  /* 400 a field is missing, mistyped or out of bounds */
+	SIG_E_BAD_REQUEST,    /* 400 malformed query string or header */
+	SIG_E_UNAUTHORIZED,   /* 401 no token, or a token of no live session */
+	SIG_E_NOT_FOUND,      /* 404 unknown path */
+	SIG_E_METHOD,         /* 405 wrong method for the path */
+	SIG_E_USER_EXISTS,    /* 409 the id belongs to another live session */
+	SIG_E_ROOM_FULL,      /* 409 the room is at its limit */
+	SIG_E_NOT_IN_ROOM,    /* 409 a room command outside a room */
+	SIG_E_UNKNOWN_PEER,   /* 409 "to" is not in the sender's room */
+	SIG_E_TOO_LARGE,      /* 413 body over the limit */
+	SIG_E_MAILBOX_FULL,   /* 429 a recipient's mailbox is at its cap */
+	/* we failed */
+	SIG_E_BUSY,           /* 503 the store stayed locked past the busy timeout */
+	SIG_E_INTERNAL,       /* 500 a store or system call failed */
+	SIG_E__COUNT
+} sig_err;
+
+int sig_err_status(sig_err e);      /* HTTP status */
+const char *sig_err_code(sig_err e); /* wire code, e.g. "room-full" */
+const char *sig_err_msg(sig_err e);  /* one English sentence */
+const char *sig_http_reason(int status);
+
+#endif

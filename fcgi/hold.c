@@ -1,0 +1,623 @@
+/*
+ * hold.c - the held-response loop: every SSE stream and waiting long-poll
+ * of this process lives here, on one epoll thread.
+ *
+ * Design note. A request thread authenticates a stream, claims it in the
+ * store and passes the FastCGI connection here; from then on this thread
+ * alone writes to it. libfcgi's output streams block, and one slow reader
+ * must never stall a thread or the other streams, so held responses are
+ * written by this file as FastCGI STDOUT records (the 8-byte header of
+ * fastcgi.h) on a non-blocking socket, from a small per-stream queue.
+ *
+ * Wake-ups come as session ids on the bell (bell.c) and mark streams dirty;
+ * a dirty stream re-reads its mailbox after its cursor, all dirty streams
+ * in one store transaction. A stream whose queue is above the low-water
+ * mark reads nothing more: events wait in the mailbox, not in memory, so a
+ * reader that never reads costs at most one queue. Once a second the loop
+ * sends keepalives, ends long-polls that waited long enough, and closes
+ * streams whose writes made no progress for --write-timeout seconds.
+ * Every few seconds it refreshes its sessions' heartbeat (an open stream
+ * counts as alive) and re-checks the store for events whose bell was lost.
+ *
+ * It must never: block on a socket, hold the store's write lock while
+ * writing to a socket, or keep more than QUEUE_HIGH bytes for one stream.
+ */
+#define _GNU_SOURCE
+#include "hold.h"
+#include "bell.h"
+#include "config.h"
+#include "log.h"
+#include "util.h"
+
+#include <errno.h>
+#include <fastcgi.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#define QUEUE_LOW (32 * 1024)  /* read more events only below this */
+#define PULL_LIMIT 64          /* events per stream per round */
+#define MAX_EVENTS 256
+#define TABLE_BITS 14
+#define RECHECK_MAX 1024
+
+struct held {
+	int fd;
+	int request_id;
+	enum hold_kind kind;
+	core_stream cs;
+	int64_t cursor;
+	int64_t deadline_us;   /* HOLD_POLL */
+	int64_t last_write_us; /* keepalive clock */
+	int64_t stall_us;      /* when the queue last made no progress, 0 none */
+	buf out;               /* FastCGI records waiting for the socket */
+	int dirty, more, ending, gone, want_out;
+	struct held *next_dirty;
+	struct held *hnext;            /* session hash chain */
+	struct held *prev, *next;      /* all held */
+};
+
+/* Hand-over queue from request threads. */
+struct pending {
+	struct hold_req req;
+	struct pending *next;
+};
+
+static struct {
+	core *c;
+	int64_t owner;
+	int ep, efd, bell;
+	pthread_mutex_t lock;
+	struct pending *queue;
+	struct held *table[1 << TABLE_BITS];
+	struct held *all;
+	struct held *dirty;
+	_Atomic int64_t count;
+} H = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+int64_t hold_count(void)
+{
+	return atomic_load(&H.count);
+}
+
+static unsigned slot(int64_t session)
+{
+	return (unsigned)(((uint64_t)session * 11400714819323198485ull) >> (64 - TABLE_BITS));
+}
+
+static struct held *find(int64_t session)
+{
+	for (struct held *h = H.table[slot(session)]; h; h = h->hnext)
+		if (h->cs.session == session)
+			return h;
+	return NULL;
+}
+
+static void table_remove(struct held *h)
+{
+	for (struct held **p = &H.table[slot(h->cs.session)]; *p; p = &(*p)->hnext) {
+		if (*p == h) {
+			*p = h->hnext;
+			return;
+		}
+	}
+}
+
+static void mark_dirty(struct held *h)
+{
+	if (h->dirty || h->gone)
+		return;
+	h->dirty = 1;
+	h->next_dirty = H.dirty;
+	H.dirty = h;
+}
+
+/* ---- FastCGI records ---- */
+
+static void record(buf *b, int type, int request_id, const char *data, size_t len)
+{
+	FCGI_Header hdr = {
+		.version = FCGI_VERSION_1,
+		.type = (unsigned char)type,
+		.requestIdB1 = (unsigned char)((request_id >> 8) & 0xff),
+		.requestIdB0 = (unsigned char)(request_id & 0xff),
+		.contentLengthB1 = (unsigned char)((len >> 8) & 0xff),
+		.contentLengthB0 = (unsigned char)(len & 0xff),
+	};
+	buf_append(b, &hdr, sizeof hdr);
+	if (len)
+		buf_append(b, data, len);
+}
+
+/* Queue data as STDOUT records of at most 65535 bytes each. */
+static void put_stdout(struct held *h, const char *data, size_t len)
+{
+	while (len > 0) {
+		size_t n = len > 65535 ? 65535 : len;
+		record(&h->out, FCGI_STDOUT, h->request_id, data, n);
+		data += n;
+		len -= n;
+	}
+}
+
+/* Queue the end of the response: an empty STDOUT and END_REQUEST. */
+static void put_end(struct held *h)
+{
+	FCGI_EndRequestBody end = {.protocolStatus = FCGI_REQUEST_COMPLETE};
+	record(&h->out, FCGI_STDOUT, h->request_id, NULL, 0);
+	record(&h->out, FCGI_END_REQUEST, h->request_id, (const char *)&end, sizeof end);
+	h->ending = 1;
+}
+
+/* ---- lifecycle ---- */
+
+static void set_epoll_out(struct held *h, int on)
+{
+	if (h->want_out == on)
+		return;
+	struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | (on ? EPOLLOUT : 0), .data.ptr = h};
+	epoll_ctl(H.ep, EPOLL_CTL_MOD, h->fd, &ev);
+	h->want_out = on;
+}
+
+static void destroy(struct held *h, int release)
+{
+	if (release && core_stream_close(H.c, &h->cs) != SIG_OK)
+		log_warn("hold: could not release stream of session %lld", (long long)h->cs.session);
+	epoll_ctl(H.ep, EPOLL_CTL_DEL, h->fd, NULL);
+	close(h->fd);
+	table_remove(h);
+	if (h->prev)
+		h->prev->next = h->next;
+	else
+		H.all = h->next;
+	if (h->next)
+		h->next->prev = h->prev;
+	buf_free(&h->out);
+	h->gone = 1;
+	atomic_fetch_sub(&H.count, 1);
+	/* A dirty entry may still point here; it is freed after the dirty pass. */
+	if (!h->dirty)
+		free(h);
+}
+
+/* Write what the socket takes. Returns 0, or -1 when the stream died (and
+ * was destroyed). */
+static int flush(struct held *h)
+{
+	int64_t now = mono_us();
+	while (h->out.len > 0) {
+		ssize_t n = write(h->fd, h->out.data, h->out.len);
+		if (n > 0) {
+			buf_consume(&h->out, (size_t)n);
+			h->last_write_us = now;
+			h->stall_us = 0;
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			if (h->stall_us == 0)
+				h->stall_us = now;
+			set_epoll_out(h, 1);
+			return 0;
+		}
+		destroy(h, !h->ending); /* the web server went away */
+		return -1;
+	}
+	set_epoll_out(h, 0);
+	if (h->out.cap > 4 * QUEUE_LOW)
+		buf_free(&h->out); /* an idle stream keeps no big buffer */
+	if (h->ending) {
+		/* A finished long-poll lets go of the session until the next poll. */
+		destroy(h, h->kind == HOLD_POLL);
+		return -1;
+	}
+	if (h->more)
+		mark_dirty(h);
+	return 0;
+}
+
+static const char sse_head[] = "Status: 200 OK\r\n"
+			       "Content-Type: text/event-stream\r\n"
+			       "Cache-Control: no-cache, no-store\r\n"
+			       "X-Accel-Buffering: no\r\n\r\n";
+static const char poll_head[] = "Status: 200 OK\r\n"
+				"Content-Type: application/json\r\n"
+				"Cache-Control: no-store\r\n\r\n";
+
+static void adopt(const struct hold_req *r)
+{
+	struct held *old = find(r->stream.session);
+	if (old) {
+		/* A newer stream of the same session in this process ends the old. */
+		table_remove(old);
+		if (!old->ending) {
+			put_end(old);
+			flush(old);
+		}
+	}
+	struct held *h = xcalloc(1, sizeof *h);
+	h->fd = r->fd;
+	h->request_id = r->request_id;
+	h->kind = r->kind;
+	h->cs = r->stream;
+	h->cursor = r->cursor;
+	h->last_write_us = mono_us();
+	h->deadline_us = h->last_write_us + r->wait_ms * 1000;
+	struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = h};
+	if (epoll_ctl(H.ep, EPOLL_CTL_ADD, h->fd, &ev) != 0) {
+		log_error("hold: epoll_ctl: %s", strerror(errno));
+		close(h->fd);
+		free(h);
+		return;
+	}
+	unsigned s = slot(h->cs.session);
+	h->hnext = H.table[s];
+	H.table[s] = h;
+	h->next = H.all;
+	if (H.all)
+		H.all->prev = h;
+	H.all = h;
+	atomic_fetch_add(&H.count, 1);
+	if (h->kind == HOLD_SSE) {
+		char retry[32];
+		int n = snprintf(retry, sizeof retry, "retry: %lld\n\n", (long long)cfg.retry_ms);
+		buf tmp = {0};
+		buf_append(&tmp, sse_head, sizeof sse_head - 1);
+		buf_append(&tmp, retry, (size_t)n);
+		put_stdout(h, tmp.data, tmp.len);
+		buf_free(&tmp);
+	}
+	/* Events committed before we registered found no stream to wake:
+	 * the first pull picks them up. */
+	mark_dirty(h);
+	if (cfg.verbose)
+		log_info("hold: %s open for %s (session %lld) after %lld", h->kind == HOLD_SSE ? "stream" : "poll",
+			 h->cs.user_id, (long long)h->cs.session, (long long)h->cursor);
+}
+
+/* ---- delivery ---- */
+
+struct pull_ctx {
+	struct held *h;
+	buf *text;
+	int count;
+	int64_t last;
+};
+
+static void splice_event(buf *t, int64_t id, const char *body, size_t len)
+{
+	/* body is a JSON object from the core: "{...}"; put the id first. */
+	buf_printf(t, "{\"id\":%lld", (long long)id);
+	if (len > 2)
+		buf_append(t, ",", 1);
+	buf_append(t, body + 1, len - 1);
+}
+
+static int on_event(void *ctx, int64_t id, const char *body, size_t len)
+{
+	struct pull_ctx *p = ctx;
+	if (p->h->kind == HOLD_SSE) {
+		buf_printf(p->text, "id: %lld\ndata: ", (long long)id);
+		splice_event(p->text, id, body, len);
+		buf_append(p->text, "\n\n", 2);
+	} else {
+		if (p->count > 0)
+			buf_append(p->text, ",", 1);
+		splice_event(p->text, id, body, len);
+	}
+	p->count++;
+	p->last = id;
+	return 0;
+}
+
+static void lost_notice(struct pull_ctx *p, int64_t lost_upto)
+{
+	char body[96];
+	int n = snprintf(body, sizeof body, "{\"type\":\"events-lost\",\"after\":%lld}", (long long)p->h->cursor);
+	on_event(p, lost_upto, body, (size_t)n);
+	log_warn("hold: session %lld resumed after %lld but events up to %lld were trimmed",
+		 (long long)p->h->cs.session, (long long)p->h->cursor, (long long)lost_upto);
+}
+
+/* Pull one stream's new events into its queue. Returns 0, or -1 when the
+ * stream must end (session gone or replaced). */
+static int pull(struct held *h)
+{
+	buf text = {0};
+	struct pull_ctx p = {.h = h, .text = &text};
+	int64_t lost_upto = 0;
+	h->more = 0;
+	sig_err e = core_stream_pull(H.c, &h->cs, h->cursor, PULL_LIMIT, on_event, &p, &lost_upto);
+	if (e == SIG_E_UNAUTHORIZED) {
+		buf_free(&text);
+		return -1;
+	}
+	if (e == SIG_OK && lost_upto > h->cursor) {
+		/* Report the gap first, then what followed it. */
+		buf rest = text;
+		struct pull_ctx q = {.h = h, .text = &text};
+		memset(&text, 0, sizeof text);
+		lost_notice(&q, lost_upto);
+		if (rest.len) {
+			if (h->kind == HOLD_POLL)
+				buf_append(&text, ",", 1);
+			buf_append(&text, rest.data, rest.len);
+		}
+		buf_free(&rest);
+		p.count += q.count;
+		if (p.last < lost_upto)
+			p.last = lost_upto;
+	}
+	if (e != SIG_OK) {
+		buf_free(&text);
+		h->more = 1; /* try again on the next round */
+		return 0;
+	}
+	if (p.count > 0 && core_stream_sent(H.c, &h->cs, p.last) != SIG_OK) {
+		buf_free(&text);
+		h->more = 1;
+		return 0;
+	}
+	if (h->kind == HOLD_SSE) {
+		if (p.count > 0) {
+			put_stdout(h, text.data, text.len);
+			h->cursor = p.last;
+			h->more = p.count >= PULL_LIMIT;
+		}
+	} else if (p.count > 0 || mono_us() >= h->deadline_us) {
+		buf resp = {0};
+		buf_append(&resp, poll_head, sizeof poll_head - 1);
+		buf_printf(&resp, "{\"events\":[%s],\"last\":%lld}\n", text.data ? text.data : "",
+			   (long long)(p.count ? p.last : h->cursor));
+		put_stdout(h, resp.data, resp.len);
+		buf_free(&resp);
+		h->cursor = p.count ? p.last : h->cursor;
+		put_end(h);
+	}
+	buf_free(&text);
+	return 0;
+}
+
+static void run_dirty(void)
+{
+	if (H.dirty == NULL)
+		return;
+	struct held *list = H.dirty;
+	H.dirty = NULL;
+	int in_txn = core_delivery_begin(H.c) == SIG_OK;
+	for (struct held *h = list; h; h = h->next_dirty) {
+		if (h->gone || h->ending || !in_txn)
+			continue;
+		if (h->out.len >= QUEUE_LOW) {
+			h->more = 1; /* resumes when the socket drains */
+			continue;
+		}
+		if (pull(h) != 0) {
+			h->ending = 2; /* replaced or logged out */
+		}
+	}
+	if (in_txn)
+		core_delivery_end(H.c, 1);
+	/* Writes happen after the commit: never write while holding the lock. */
+	for (struct held *h = list, *next; h; h = next) {
+		next = h->next_dirty;
+		h->dirty = 0;
+		h->next_dirty = NULL;
+		if (h->gone) {
+			free(h);
+			continue;
+		}
+		if (!in_txn) {
+			mark_dirty(h);
+			continue;
+		}
+		if (h->ending == 2) {
+			h->ending = 0;
+			put_end(h);
+		}
+		flush(h);
+	}
+}
+
+/* ---- periodic work ---- */
+
+static void tick(int64_t now)
+{
+	static const char keepalive[] = ": keepalive\n\n";
+	for (struct held *h = H.all, *next; h; h = next) {
+		next = h->next;
+		if (h->out.len > 0 && h->stall_us && now - h->stall_us > cfg.write_timeout * 1000000) {
+			log_warn("hold: closing stream of %s (session %lld): no write progress for %llds, %zu bytes queued",
+				 h->cs.user_id, (long long)h->cs.session, (long long)cfg.write_timeout, h->out.len);
+			destroy(h, !h->ending);
+			continue;
+		}
+		if (h->ending)
+			continue;
+		if (h->kind == HOLD_POLL && now >= h->deadline_us) {
+			mark_dirty(h); /* answers with what there is, maybe nothing */
+		} else if (h->kind == HOLD_SSE && h->out.len == 0 &&
+			   now - h->last_write_us >= cfg.keepalive * 1000000) {
+			put_stdout(h, keepalive, sizeof keepalive - 1);
+			flush(h);
+		}
+	}
+}
+
+static void recheck(int64_t *seen_max)
+{
+	int64_t sids[RECHECK_MAX];
+	int n = 0;
+	int64_t max_id = 0;
+	if (core_recent_recipients(H.c, H.owner, *seen_max, sids, RECHECK_MAX, &n, &max_id) != SIG_OK)
+		return;
+	for (int i = 0; i < n; i++) {
+		struct held *h = find(sids[i]);
+		if (h)
+			mark_dirty(h);
+	}
+	if (n > 0)
+		log_debug("hold: re-check found %d stream(s) with events the bell missed", n);
+	if (n < RECHECK_MAX)
+		*seen_max = max_id;
+}
+
+/* ---- the loop ---- */
+
+static void take_queue(void)
+{
+	uint64_t v;
+	ssize_t r = read(H.efd, &v, sizeof v);
+	(void)r;
+	pthread_mutex_lock(&H.lock);
+	struct pending *q = H.queue;
+	H.queue = NULL;
+	pthread_mutex_unlock(&H.lock);
+	/* The queue is LIFO; reverse so streams are adopted in arrival order. */
+	struct pending *rev = NULL;
+	while (q) {
+		struct pending *n = q->next;
+		q->next = rev;
+		rev = q;
+		q = n;
+	}
+	while (rev) {
+		struct pending *n = rev->next;
+		adopt(&rev->req);
+		free(rev);
+		rev = n;
+	}
+}
+
+static void ring_received(void)
+{
+	int64_t ids[BELL_BATCH];
+	int n;
+	while ((n = bell_read(H.bell, ids)) >= 0) {
+		for (int i = 0; i < n; i++) {
+			struct held *h = find(ids[i]);
+			if (h)
+				mark_dirty(h);
+		}
+	}
+}
+
+static void on_socket(struct held *h, uint32_t events)
+{
+	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+		/* The web server sends nothing more on a held request but its end
+		 * of stdin; anything readable is drained, EOF means it hung up. */
+		char scratch[512];
+		for (;;) {
+			ssize_t n = read(h->fd, scratch, sizeof scratch);
+			if (n > 0)
+				continue;
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+				if (cfg.verbose)
+					log_info("hold: %s (session %lld) went away", h->cs.user_id, (long long)h->cs.session);
+				destroy(h, !h->ending);
+				return;
+			}
+			break;
+		}
+	}
+	if (events & EPOLLOUT)
+		flush(h);
+}
+
+static void *hold_main(void *arg)
+{
+	(void)arg;
+	struct epoll_event evs[MAX_EVENTS];
+	int64_t next_tick = mono_us() + 1000000;
+	int64_t refresh_every = cfg.heartbeat_timeout * 1000000 / 3;
+	if (refresh_every > cfg.keepalive * 1000000)
+		refresh_every = cfg.keepalive * 1000000;
+	int64_t next_refresh = mono_us() + refresh_every;
+	int64_t next_recheck = mono_us() + cfg.recheck * 1000000;
+	int64_t seen_max = INT64_MAX;
+	recheck(&seen_max); /* learn the newest event id: re-checks look past it */
+	for (;;) {
+		int64_t now = mono_us();
+		int timeout = H.dirty ? 0 : (int)((next_tick - now) / 1000 + 1);
+		if (timeout < 0)
+			timeout = 0;
+		int n = epoll_wait(H.ep, evs, MAX_EVENTS, timeout);
+		if (n < 0 && errno != EINTR) {
+			log_error("hold: epoll_wait: %s", strerror(errno));
+			continue;
+		}
+		for (int i = 0; i < n; i++) {
+			if (evs[i].data.ptr == &H.efd)
+				take_queue();
+			else if (evs[i].data.ptr == &H.bell)
+				ring_received();
+			else
+				on_socket(evs[i].data.ptr, evs[i].events);
+		}
+		run_dirty();
+		now = mono_us();
+		if (now >= next_tick) {
+			next_tick = now + 1000000;
+			tick(now);
+			if (now >= next_refresh) {
+				next_refresh = now + refresh_every;
+				if (H.all && core_streams_refresh(H.c, H.owner) != SIG_OK)
+					log_warn("hold: heartbeat refresh failed; will retry");
+			}
+			if (now >= next_recheck) {
+				next_recheck = now + cfg.recheck * 1000000;
+				if (H.all == NULL)
+					seen_max = INT64_MAX; /* nothing held: only learn the newest id */
+				recheck(&seen_max);
+			}
+		}
+	}
+	return NULL;
+}
+
+int hold_start(core *c, int64_t owner, int bell_fd)
+{
+	H.c = c;
+	H.owner = owner;
+	H.bell = bell_fd;
+	H.ep = epoll_create1(EPOLL_CLOEXEC);
+	H.efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (H.ep < 0 || H.efd < 0) {
+		log_error("hold: epoll/eventfd: %s", strerror(errno));
+		return -1;
+	}
+	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &H.efd};
+	epoll_ctl(H.ep, EPOLL_CTL_ADD, H.efd, &ev);
+	ev.data.ptr = &H.bell;
+	epoll_ctl(H.ep, EPOLL_CTL_ADD, H.bell, &ev);
+	pthread_t t;
+	if (pthread_create(&t, NULL, hold_main, NULL) != 0) {
+		log_error("hold: cannot start thread");
+		return -1;
+	}
+	pthread_detach(t);
+	return 0;
+}
+
+void hold_submit(const struct hold_req *r)
+{
+	struct pending *p = xmalloc(sizeof *p);
+	p->req = *r;
+	pthread_mutex_lock(&H.lock);
+	p->next = H.queue;
+	H.queue = p;
+	pthread_mutex_unlock(&H.lock);
+	uint64_t one = 1;
+	ssize_t w = write(H.efd, &one, sizeof one);
+	(void)w;
+}

@@ -1,0 +1,99 @@
+/*
+ * jsonv.c - parsing and table-driven validation of request JSON. Nothing
+ * downstream reads a field that did not pass through here.
+ */
+#include "jsonv.h"
+
+#include <string.h>
+
+sig_err jv_parse(const char *body, size_t len, json_object **out)
+{
+	*out = NULL;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)body[i];
+		if (c < 0x20 && c != '\t' && c != '\n' && c != '\r')
+			return SIG_E_INVALID_JSON;
+	}
+	json_tokener *tok = json_tokener_new_ex(JV_MAX_DEPTH);
+	if (tok == NULL)
+		return SIG_E_INTERNAL;
+	json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+	json_object *obj = json_tokener_parse_ex(tok, body, (int)len);
+	enum json_tokener_error err = json_tokener_get_error(tok);
+	size_t used = json_tokener_get_parse_end(tok);
+	json_tokener_free(tok);
+	if (obj == NULL || err != json_tokener_success) {
+		json_object_put(obj);
+		return SIG_E_INVALID_JSON;
+	}
+	for (size_t i = used; i < len; i++) {
+		if (body[i] != ' ' && body[i] != '\t' && body[i] != '\n' && body[i] != '\r') {
+			json_object_put(obj);
+			return SIG_E_INVALID_JSON;
+		}
+	}
+	*out = obj;
+	return SIG_OK;
+}
+
+int jv_is_id(const char *s, size_t len)
+{
+	if (len < 1 || len > 64)
+		return 0;
+	for (size_t i = 0; i < len; i++) {
+		char c = s[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '.' || c == '_' || c == '~' || c == '@' || c == '+' || c == '-'))
+			return 0;
+	}
+	return 1;
+}
+
+static int is_text(const char *s, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+			return 0;
+	return 1;
+}
+
+sig_err jv_check(json_object *obj, const struct jv_field *fields, size_t n)
+{
+	if (!json_object_is_type(obj, json_type_object))
+		return SIG_E_INVALID_JSON;
+	for (size_t i = 0; i < n; i++) {
+		const struct jv_field *f = &fields[i];
+		json_object *v = NULL;
+		if (!json_object_object_get_ex(obj, f->name, &v)) {
+			if (f->flags & JV_REQUIRED)
+				return SIG_E_INVALID_FIELD;
+			continue;
+		}
+		if (!json_object_is_type(v, f->type))
+			return SIG_E_INVALID_FIELD;
+		if (f->type == json_type_string) {
+			const char *s = json_object_get_string(v);
+			size_t len = (size_t)json_object_get_string_len(v);
+			if (strlen(s) != len) /* an escaped \u0000 inside */
+				return SIG_E_INVALID_FIELD;
+			if ((f->flags & JV_ID) && !jv_is_id(s, len))
+				return SIG_E_INVALID_FIELD;
+			if ((f->flags & JV_TEXT) && !is_text(s, len))
+				return SIG_E_INVALID_FIELD;
+			if (f->max_len && len > f->max_len)
+				return SIG_E_INVALID_FIELD;
+		} else if (f->type == json_type_int) {
+			if (json_object_get_int64(v) < 0)
+				return SIG_E_INVALID_FIELD;
+		}
+	}
+	return SIG_OK;
+}
+
+const char *jv_str(json_object *obj, const char *name)
+{
+	json_object *v = NULL;
+	if (!json_object_object_get_ex(obj, name, &v) || !json_object_is_type(v, json_type_string))
+		return NULL;
+	return json_object_get_string(v);
+}

@@ -1,0 +1,108 @@
+/*
+ * main.c - start-up and shutdown of one responder process: options, the
+ * listening socket (inherited from the web server as fd 0, or --listen),
+ * the bell, and the threads: request threads (web.c), the hold loop
+ * (hold.c) and maintenance (maint.c), each with its own store connection.
+ */
+#define _GNU_SOURCE
+#include "bell.h"
+#include "config.h"
+#include "core.h"
+#include "hold.h"
+#include "log.h"
+#include "maint.h"
+#include "store.h"
+#include "util.h"
+#include "web.h"
+
+#include <fcgiapp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+static core *open_core(void)
+{
+	store *st = NULL;
+	if (store_open(cfg.db_path, cfg.busy_timeout, &st) != SIG_OK)
+		return NULL;
+	struct core_limits lim = {
+		.room_limit = cfg.room_limit,
+		.mailbox_limit = cfg.mailbox_limit,
+		.replay_window = cfg.replay_window,
+		.heartbeat_timeout_ms = cfg.heartbeat_timeout * 1000,
+	};
+	/* The store lives as long as the thread that uses it: the process. */
+	return core_new(st, &lim);
+}
+
+/* Signals are taken by one thread with sigwait(): libfcgi's own handlers
+ * never run, and a SIGTERM from lighttpd ends the process at once. Every
+ * acknowledged command is already committed, so exiting loses nothing. */
+static void block_signals(sigset_t *set)
+{
+	sigemptyset(set);
+	sigaddset(set, SIGTERM);
+	sigaddset(set, SIGINT);
+	sigaddset(set, SIGHUP);
+	sigaddset(set, SIGUSR1);
+	pthread_sigmask(SIG_BLOCK, set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+}
+
+int main(int argc, char **argv)
+{
+	int rc = config_parse(argc, argv);
+	if (rc != 0)
+		return rc > 0 ? 0 : 2;
+	if (cfg.verbose)
+		log_set_level(LOG_DEBUG);
+	if (FCGX_Init() != 0) {
+		log_error("FCGX_Init failed");
+		return 1;
+	}
+	int listen_fd = 0;
+	if (cfg.listen) {
+		listen_fd = FCGX_OpenSocket(cfg.listen, 1024);
+		if (listen_fd < 0) {
+			log_error("cannot listen on %s", cfg.listen);
+			return 1;
+		}
+	} else if (FCGX_IsCGI()) {
+		fprintf(stderr, "signal-fcgi: not started by a FastCGI server; use --listen ADDR "
+				"(see --help)\n");
+		return 2;
+	} else {
+		/* Spawned by the web server: go when it goes. */
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
+	}
+	sigset_t sigs;
+	block_signals(&sigs); /* after FCGX_Init, which installs its own */
+
+	core *maint_core = open_core(); /* also creates and migrates the database */
+	core *hold_core = maint_core ? open_core() : NULL;
+	if (hold_core == NULL) {
+		log_error("cannot open database %s", cfg.db_path);
+		return 1;
+	}
+	int64_t owner = bell_owner_new();
+	int bell_fd = bell_open(owner);
+	if (bell_fd < 0 || hold_start(hold_core, owner, bell_fd) != 0 || maint_start(maint_core) != 0 ||
+	    web_start(listen_fd, (int)cfg.threads, owner, open_core) != 0)
+		return 1;
+	log_info("signal-fcgi started: db=%s threads=%lld room-limit=%lld heartbeat=%llds mailbox=%lld%s%s",
+		 cfg.db_path, (long long)cfg.threads, (long long)cfg.room_limit,
+		 (long long)cfg.heartbeat_timeout, (long long)cfg.mailbox_limit, cfg.listen ? " listen=" : "",
+		 cfg.listen ? cfg.listen : "");
+	for (;;) {
+		int sig = 0;
+		if (sigwait(&sigs, &sig) != 0)
+			continue;
+		if (sig == SIGHUP || sig == SIGUSR1)
+			continue; /* nothing to reload; lighttpd sends these on log rotation */
+		log_info("signal %d: exiting", sig);
+		_exit(0);
+	}
+}

@@ -1,0 +1,111 @@
+/*
+ * store.h - the state store: sessions, room memberships and mailboxes.
+ *
+ * This is the only interface the command core and the stream loop have to
+ * persistent state; store_sqlite.c implements it on SQLite in WAL mode and
+ * a networked store (PostgreSQL, Redis/Valkey) would implement the same
+ * calls. A store handle is one connection: one per thread, never shared.
+ *
+ * Conventions: every call returns SIG_OK or the error that stopped it.
+ * Lookups that find nothing return SIG_OK with an id of 0. Writes happen
+ * inside store_begin()/store_commit(); on any error the caller rolls back
+ * and nothing of the transaction remains.
+ */
+#ifndef SIG_STORE_H
+#define SIG_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+
+#define STORE_ID_MAX 64 /* bytes in a user or room id */
+#define STORE_HASH_LEN 32
+
+typedef struct store store;
+
+typedef struct store_session {
+	int64_t id; /* 0: not found */
+	char user_id[STORE_ID_MAX + 1];
+	char protocol[STORE_ID_MAX + 1];
+	char room_id[STORE_ID_MAX + 1]; /* "" when in no room */
+	int64_t last_seen;
+	int64_t stream_owner;
+} store_session;
+
+typedef struct store_member {
+	int64_t session_id;
+	char user_id[STORE_ID_MAX + 1];
+	int64_t stream_owner;
+} store_member;
+
+struct store_stats {
+	int64_t sessions, rooms, memberships, events, streams;
+};
+
+/* Open (creating and migrating as needed) the database at path. On success
+ * *out must be freed with store_close(); on failure *out is NULL. */
+sig_err store_open(const char *path, int64_t busy_timeout_ms, store **out);
+void store_close(store *st); /* NULL is fine */
+
+/* A write transaction. Writers in one process queue on a mutex; writers in
+ * other processes on SQLite's lock, up to the busy timeout (then SIG_E_BUSY). */
+sig_err store_begin(store *st);
+sig_err store_commit(store *st);
+void store_rollback(store *st);
+
+/* Sessions. */
+sig_err store_session_by_token(store *st, const uint8_t hash[STORE_HASH_LEN], store_session *out);
+sig_err store_session_by_user(store *st, const char *user_id, store_session *out);
+sig_err store_session_create(store *st, const char *user_id, const char *protocol,
+			     const uint8_t hash[STORE_HASH_LEN], int64_t now, int64_t *id_out);
+sig_err store_session_touch(store *st, int64_t sid, int64_t now);
+/* Deletes the session with its membership and mailbox. */
+sig_err store_session_delete(store *st, int64_t sid);
+/* Up to max sessions whose last_seen < before, oldest first; returns count in *n. */
+sig_err store_sessions_stale(store *st, int64_t before, store_session *out, int max, int *n);
+
+/* Rooms. room NULL leaves any room. */
+sig_err store_member_set(store *st, int64_t sid, const char *room, int64_t now);
+/* Members of room in join order: at most max written to out, total in *n. */
+sig_err store_room_members(store *st, const char *room, store_member *out, int max, int *n);
+
+/* Mailboxes. Appends body (a JSON object without "id") to sid's mailbox.
+ * With cap > 0, fails with SIG_E_MAILBOX_FULL when cap events are already
+ * waiting undelivered. */
+sig_err store_event_push(store *st, int64_t sid, const char *body, size_t len, int64_t cap,
+			 int64_t now, int64_t *id_out);
+/* The recipient acknowledged every event up to and including upto. */
+sig_err store_events_ack(store *st, int64_t sid, int64_t upto);
+
+/* Streams (SSE or long-poll). claim makes the caller's process (owner) the
+ * holder of sid's one stream and returns its generation and the previous
+ * holder (0 none), which must be told to let go. */
+sig_err store_stream_claim(store *st, int64_t sid, int64_t owner, int64_t now, int64_t *gen_out,
+			   int64_t *prev_owner);
+/* Let go of the stream if generation gen still holds it. */
+sig_err store_stream_release(store *st, int64_t sid, int64_t gen);
+
+/* Called for each event pulled; return nonzero to stop early. */
+typedef int (*store_event_fn)(void *ctx, int64_t id, const char *body, size_t len);
+/* Read up to limit events after `after` for a stream of generation gen.
+ * Returns SIG_E_UNAUTHORIZED when the session is gone or another stream
+ * took over. *lost_upto receives the highest id trimmed unacknowledged. */
+sig_err store_stream_pull(store *st, int64_t sid, int64_t gen, int64_t after, int limit,
+			  store_event_fn fn, void *ctx, int64_t *lost_upto);
+/* Record that events up to upto were written out; trims the delivered but
+ * unacknowledged ones beyond the newest `window`. */
+sig_err store_mark_sent(store *st, int64_t sid, int64_t upto, int64_t window);
+/* Refresh last_seen of every session whose stream owner holds. */
+sig_err store_streams_refresh(store *st, int64_t owner, int64_t now);
+/* Sessions whose stream owner holds and that have events with id in
+ * (after, *max_id]; *max_id is set to the newest event id first. At most max
+ * written to sids, count in *n. */
+sig_err store_recent_recipients(store *st, int64_t owner, int64_t after, int64_t *sids, int max,
+				int *n, int64_t *max_id);
+
+sig_err store_stats(store *st, struct store_stats *out);
+/* Passive WAL checkpoint: never waits for readers or writers. */
+sig_err store_checkpoint(store *st);
+
+#endif

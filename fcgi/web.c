@@ -1,0 +1,392 @@
+/*
+ * web.c - request threads of the FastCGI transport.
+ *
+ * Each thread takes a request with its own FCGX_Request, decides it from
+ * the path and method, and answers through libfcgi. The body is capped
+ * before it is read; query strings and cookies are parsed strictly (an
+ * ambiguous request is a 400, never a guess). A stream or long-poll is
+ * authenticated and claimed here, then its connection passes to hold.c and
+ * this thread is free again: held responses never pin a thread.
+ *
+ * It must never: touch the store (everything goes through the core), log a
+ * token, or read more than --max-body bytes of a body.
+ */
+#define _GNU_SOURCE
+#include "web.h"
+#include "bell.h"
+#include "config.h"
+#include "hold.h"
+#include "log.h"
+#include "util.h"
+
+#include <fcgiapp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <strings.h>
+#include <string.h>
+#include <unistd.h>
+
+#define QUERY_MAX_PAIRS 8
+#define QUERY_VALUE_MAX 128
+#define COOKIE_NAME "signal_token"
+
+static pthread_mutex_t accept_lock = PTHREAD_MUTEX_INITIALIZER;
+static int64_t web_owner;
+static int web_listen_fd;
+static web_core_factory web_make_core;
+
+struct query {
+	int n;
+	struct {
+		char key[16];
+		char value[QUERY_VALUE_MAX + 1];
+	} kv[QUERY_MAX_PAIRS];
+};
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Percent-decode src[0..len) into dst (room for max bytes + NUL). Refuses
+ * bad escapes, control bytes and overlong values. */
+static int url_decode(const char *src, size_t len, char *dst, size_t max)
+{
+	size_t o = 0;
+	for (size_t i = 0; i < len; i++) {
+		int c = (unsigned char)src[i];
+		if (c == '+') {
+			c = ' ';
+		} else if (c == '%') {
+			if (i + 2 >= len)
+				return -1;
+			int hi = hexval(src[i + 1]), lo = hexval(src[i + 2]);
+			if (hi < 0 || lo < 0)
+				return -1;
+			c = hi * 16 + lo;
+			i += 2;
+		}
+		if (c < 0x20 || c == 0x7f || o >= max)
+			return -1;
+		dst[o++] = (char)c;
+	}
+	dst[o] = '\0';
+	return 0;
+}
+
+/* Parse a query string. Unknown keys are kept (and ignored by the caller);
+ * a repeated key, a bad escape or too many pairs is an error. */
+static int query_parse(const char *qs, struct query *q)
+{
+	q->n = 0;
+	if (qs == NULL)
+		return 0;
+	while (*qs) {
+		const char *amp = strchr(qs, '&');
+		size_t len = amp ? (size_t)(amp - qs) : strlen(qs);
+		if (len > 0) {
+			const char *eq = memchr(qs, '=', len);
+			size_t klen = eq ? (size_t)(eq - qs) : len;
+			if (q->n == QUERY_MAX_PAIRS)
+				return -1;
+			if (url_decode(qs, klen, q->kv[q->n].key, sizeof q->kv[q->n].key - 1) != 0)
+				return -1;
+			const char *v = eq ? eq + 1 : qs + len;
+			if (url_decode(v, (size_t)(qs + len - v), q->kv[q->n].value, QUERY_VALUE_MAX) != 0)
+				return -1;
+			for (int i = 0; i < q->n; i++)
+				if (strcmp(q->kv[i].key, q->kv[q->n].key) == 0)
+					return -1;
+			q->n++;
+		}
+		qs += len;
+		if (*qs == '&')
+			qs++;
+	}
+	return 0;
+}
+
+static const char *query_get(const struct query *q, const char *key)
+{
+	for (int i = 0; i < q->n; i++)
+		if (strcmp(q->kv[i].key, key) == 0)
+			return q->kv[i].value;
+	return NULL;
+}
+
+/* The token from "Authorization: Bearer", ?token= or the cookie, copied
+ * into out; "" when none was presented. */
+static void find_token(FCGX_Request *req, const struct query *q, char out[CORE_TOKEN_LEN + 1])
+{
+	out[0] = '\0';
+	const char *auth = FCGX_GetParam("HTTP_AUTHORIZATION", req->envp);
+	if (auth && strncasecmp(auth, "Bearer ", 7) == 0) {
+		const char *t = auth + 7;
+		while (*t == ' ')
+			t++;
+		if (strlen(t) == CORE_TOKEN_LEN)
+			memcpy(out, t, CORE_TOKEN_LEN + 1);
+		return;
+	}
+	const char *qt = query_get(q, "token");
+	if (qt) {
+		if (strlen(qt) == CORE_TOKEN_LEN)
+			memcpy(out, qt, CORE_TOKEN_LEN + 1);
+		return;
+	}
+	const char *cookie = FCGX_GetParam("HTTP_COOKIE", req->envp);
+	size_t nlen = strlen(COOKIE_NAME);
+	for (const char *p = cookie; p && *p;) {
+		while (*p == ' ' || *p == ';')
+			p++;
+		const char *end = strchr(p, ';');
+		size_t len = end ? (size_t)(end - p) : strlen(p);
+		if (len == nlen + 1 + CORE_TOKEN_LEN && strncmp(p, COOKIE_NAME "=", nlen + 1) == 0) {
+			memcpy(out, p + nlen + 1, CORE_TOKEN_LEN);
+			out[CORE_TOKEN_LEN] = '\0';
+			return;
+		}
+		p += len;
+	}
+}
+
+static void respond(FCGX_Request *req, int status, const char *headers, json_object *body)
+{
+	FCGX_FPrintF(req->out,
+		     "Status: %d %s\r\nContent-Type: application/json\r\nCache-Control: no-store\r\n%s\r\n",
+		     status, sig_http_reason(status), headers ? headers : "");
+	const char *method = FCGX_GetParam("REQUEST_METHOD", req->envp);
+	if (body && !(method && strcmp(method, "HEAD") == 0)) {
+		size_t len = 0;
+		const char *s = json_object_to_json_string_length(
+			body, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
+		FCGX_PutStr(s, (int)len, req->out);
+		FCGX_PutChar('\n', req->out);
+	}
+}
+
+static void respond_error(FCGX_Request *req, sig_err e, const char *headers)
+{
+	json_object *o = core_error_reply(NULL, e);
+	respond(req, sig_err_status(e), headers, o);
+	json_object_put(o);
+}
+
+/* Read the body into b, at most cfg.max_body bytes. */
+static sig_err read_body(FCGX_Request *req, buf *b)
+{
+	const char *cl = FCGX_GetParam("CONTENT_LENGTH", req->envp);
+	int64_t declared = -1;
+	if (cl && *cl && parse_i64(cl, 0, INT64_MAX, &declared) != 0)
+		return SIG_E_BAD_REQUEST;
+	if (declared > cfg.max_body)
+		return SIG_E_TOO_LARGE;
+	char chunk[8192];
+	for (;;) {
+		int n = FCGX_GetStr(chunk, sizeof chunk, req->in);
+		if (n <= 0)
+			break;
+		if ((int64_t)(b->len + (size_t)n) > cfg.max_body)
+			return SIG_E_TOO_LARGE;
+		buf_append(b, chunk, (size_t)n);
+	}
+	if (b->data == NULL)
+		buf_append(b, "", 0);
+	return SIG_OK;
+}
+
+static void handle_cmd(core *c, FCGX_Request *req, const struct query *q)
+{
+	buf body = {0};
+	char token[CORE_TOKEN_LEN + 1];
+	sig_err e = read_body(req, &body);
+	if (e != SIG_OK) {
+		respond_error(req, e, NULL);
+		buf_free(&body);
+		return;
+	}
+	find_token(req, q, token);
+	core_result r;
+	core_result_init(&r);
+	core_exec_body(c, token[0] ? token : NULL, body.data, body.len, &r);
+	buf_free(&body);
+	char headers[256] = "";
+	const char *https = FCGX_GetParam("HTTPS", req->envp);
+	const char *secure = https && strcmp(https, "on") == 0 ? "; Secure" : "";
+	if (r.token[0])
+		snprintf(headers, sizeof headers,
+			 "Set-Cookie: " COOKIE_NAME "=%s; Path=/api/; HttpOnly; SameSite=Strict%s\r\n", r.token,
+			 secure);
+	else if (r.logged_out)
+		snprintf(headers, sizeof headers,
+			 "Set-Cookie: " COOKIE_NAME "=; Path=/api/; Max-Age=0; HttpOnly; SameSite=Strict%s\r\n",
+			 secure);
+	respond(req, r.status, headers, r.reply);
+	/* Bells after the answer is queued: the commit is already done, and the
+	 * sender's reply should not wait on other processes' sockets. */
+	bell_ring(&r.wakes);
+	if (r.first_type && r.status == 200 &&
+	    (strcmp(r.first_type, "login") == 0 || strcmp(r.first_type, "logout") == 0))
+		log_info("%s: user %s", r.first_type, r.user_id[0] ? r.user_id : "?");
+	core_result_free(&r);
+}
+
+static int query_int(const struct query *q, const char *key, int64_t max, int64_t *out)
+{
+	const char *v = query_get(q, key);
+	if (v == NULL)
+		return 0;
+	return parse_i64(v, 0, max, out);
+}
+
+/* Open an SSE stream or a long-poll. Returns 1 when the connection was
+ * handed to the hold thread (the caller must not finish the request). */
+static int handle_hold(core *c, FCGX_Request *req, const struct query *q, enum hold_kind kind)
+{
+	int64_t ack = 0, wait = cfg.poll_default;
+	if (kind == HOLD_SSE) {
+		const char *hdr = FCGX_GetParam("HTTP_LAST_EVENT_ID", req->envp);
+		if ((hdr && *hdr && parse_i64(hdr, 0, INT64_MAX, &ack) != 0) ||
+		    query_int(q, "lastEventId", INT64_MAX, &ack) != 0) {
+			respond_error(req, SIG_E_BAD_REQUEST, NULL);
+			return 0;
+		}
+	} else if (query_int(q, "since", INT64_MAX, &ack) != 0 ||
+		   query_int(q, "timeout", cfg.poll_max, &wait) != 0) {
+		respond_error(req, SIG_E_BAD_REQUEST, NULL);
+		return 0;
+	}
+	char token[CORE_TOKEN_LEN + 1];
+	find_token(req, q, token);
+	core_wakes w = {0};
+	struct hold_req h = {.fd = req->ipcFd, .request_id = req->requestId, .kind = kind,
+			     .cursor = ack, .wait_ms = wait * 1000};
+	sig_err e = core_stream_open(c, token[0] ? token : NULL, ack, web_owner, &h.stream, &w);
+	if (e != SIG_OK) {
+		free(w.v);
+		respond_error(req, e, NULL);
+		return 0;
+	}
+	bell_ring(&w); /* tell a previous holder to let go */
+	free(w.v);
+	/* The connection now belongs to the hold thread: free libfcgi's
+	 * buffers without closing it or writing an end of request. */
+	FCGX_Free(req, 0);
+	hold_submit(&h);
+	return 1;
+}
+
+static void handle_health(core *c, FCGX_Request *req)
+{
+	json_object *o = NULL;
+	sig_err e = core_health(c, &o);
+	if (e != SIG_OK) {
+		respond_error(req, e, NULL);
+		return;
+	}
+	json_object_object_add(o, "pid", json_object_new_int64(getpid()));
+	json_object_object_add(o, "held", json_object_new_int64(hold_count()));
+	respond(req, 200, NULL, o);
+	json_object_put(o);
+}
+
+/* Handle one request. Returns 1 when the connection was handed off. */
+static int serve(core *c, FCGX_Request *req)
+{
+	const char *method = FCGX_GetParam("REQUEST_METHOD", req->envp);
+	const char *uri = FCGX_GetParam("REQUEST_URI", req->envp);
+	if (method == NULL || uri == NULL) {
+		respond_error(req, SIG_E_BAD_REQUEST, NULL);
+		return 0;
+	}
+	char path[64];
+	size_t plen = strcspn(uri, "?");
+	const char *qs = uri[plen] == '?' ? uri + plen + 1 : NULL;
+	struct query q;
+	if (plen >= sizeof path) {
+		respond_error(req, SIG_E_NOT_FOUND, NULL);
+		return 0;
+	}
+	memcpy(path, uri, plen);
+	path[plen] = '\0';
+	if (query_parse(qs, &q) != 0) {
+		respond_error(req, SIG_E_BAD_REQUEST, NULL);
+		return 0;
+	}
+	int get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+	if (strcmp(path, "/api/cmd") == 0) {
+		if (strcmp(method, "POST") != 0) {
+			respond_error(req, SIG_E_METHOD, "Allow: POST\r\n");
+			return 0;
+		}
+		handle_cmd(c, req, &q);
+		return 0;
+	}
+	if (strcmp(path, "/api/events") == 0 || strcmp(path, "/api/poll") == 0 ||
+	    strcmp(path, "/api/health") == 0) {
+		if (!get) {
+			respond_error(req, SIG_E_METHOD, "Allow: GET, HEAD\r\n");
+			return 0;
+		}
+		if (path[5] == 'h') {
+			handle_health(c, req);
+			return 0;
+		}
+		return handle_hold(c, req, &q, path[5] == 'e' ? HOLD_SSE : HOLD_POLL);
+	}
+	respond_error(req, SIG_E_NOT_FOUND, NULL);
+	return 0;
+}
+
+static void *web_main(void *arg)
+{
+	(void)arg;
+	core *c = web_make_core();
+	if (c == NULL) {
+		log_error("web: cannot open the store for a request thread");
+		return NULL;
+	}
+	for (;;) {
+		FCGX_Request req;
+		FCGX_InitRequest(&req, web_listen_fd, 0);
+		pthread_mutex_lock(&accept_lock);
+		int rc = FCGX_Accept_r(&req);
+		pthread_mutex_unlock(&accept_lock);
+		if (rc < 0) {
+			log_warn("web: accept failed (%d)", rc);
+			FCGX_Free(&req, 1);
+			usleep(10000);
+			continue;
+		}
+		int64_t t0 = mono_us();
+		int held = serve(c, &req);
+		if (!held)
+			FCGX_Finish_r(&req);
+		if (cfg.verbose)
+			log_info("web: request done in %lld us%s", (long long)(mono_us() - t0), held ? " (held)" : "");
+	}
+	return NULL;
+}
+
+int web_start(int listen_fd, int threads, int64_t owner, web_core_factory make_core)
+{
+	web_owner = owner;
+	web_listen_fd = listen_fd;
+	web_make_core = make_core;
+	for (int i = 0; i < threads; i++) {
+		pthread_t t;
+		if (pthread_create(&t, NULL, web_main, NULL) != 0) {
+			log_error("web: cannot start request thread %d", i);
+			return -1;
+		}
+		pthread_detach(t);
+	}
+	return 0;
+}
