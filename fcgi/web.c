@@ -235,6 +235,9 @@ static void handle_cmd(core *c, FCGX_Request *req, const struct query *q)
 	if (r.first_type && r.status == 200 &&
 	    (strcmp(r.first_type, "login") == 0 || strcmp(r.first_type, "logout") == 0))
 		log_info("%s: user %s", r.first_type, r.user_id[0] ? r.user_id : "?");
+	else if (cfg.verbose || r.status >= 500)
+		log_msg(r.status >= 500 ? LOG_WARN : LOG_INFO, "cmd: %s by %s -> %d",
+			r.first_type ? r.first_type : "?", r.user_id[0] ? r.user_id : "-", r.status);
 	core_result_free(&r);
 }
 
@@ -365,12 +368,8 @@ static void *web_main(void *arg)
 			usleep(10000);
 			continue;
 		}
-		int64_t t0 = mono_us();
-		int held = serve(c, &req);
-		if (!held)
+		if (!serve(c, &req))
 			FCGX_Finish_r(&req);
-		if (cfg.verbose)
-			log_info("web: request done in %lld us%s", (long long)(mono_us() - t0), held ? " (held)" : "");
 	}
 	return NULL;
 }

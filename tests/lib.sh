@@ -1,0 +1,152 @@
+# tests/lib.sh - shared helpers for the curl-driven integration tests.
+#
+# Each test script sources this file, starts its own lighttpd (with the
+# responder spawned by it) on a free 127.0.0.1 port with a fresh database,
+# speaks TAP on stdout, and stops the server it started, by PID, on exit.
+#
+#   start_server [--procs N] [--valgrind] [-- responder options...]
+#   stop_server
+#   login USER            -> prints the token (fails the test on error)
+#   post TOKEN JSON       -> sets $STATUS and $BODY
+#   get PATH [curl args]  -> sets $STATUS and $BODY
+#   ok COND NAME / is GOT WANT NAME / like GOT REGEX NAME / done_testing
+
+set -u
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TESTNAME=$(basename "$0" .t)
+OUT="$ROOT/tests/out/$TESTNAME"
+rm -rf "$OUT"
+mkdir -p "$OUT"
+_T_N=0
+_T_FAIL=0
+SERVER_PID=""
+BG_PIDS=""
+
+ok() { # ok EXIT_STATUS_OR_0/1 NAME
+	_T_N=$((_T_N + 1))
+	if [ "$1" = 0 ] || [ "$1" = true ]; then
+		echo "ok $_T_N - $2"
+	else
+		echo "not ok $_T_N - $2"
+		_T_FAIL=$((_T_FAIL + 1))
+	fi
+}
+is() {
+	if [ "$1" = "$2" ]; then ok 0 "$3"; else
+		ok 1 "$3"
+		echo "#   got:      '$1'"
+		echo "#   expected: '$2'"
+	fi
+}
+like() {
+	if printf '%s' "$1" | grep -Eq -- "$2"; then ok 0 "$3"; else
+		ok 1 "$3"
+		echo "#   got:   '$(printf '%s' "$1" | head -c 400)'"
+		echo "#   match: '$2'"
+	fi
+}
+diag() { echo "# $*"; }
+done_testing() {
+	echo "1..$_T_N"
+	[ "$_T_FAIL" = 0 ]
+}
+
+free_port() {
+	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# start_server [--procs N] [--db FILE] [-- responder options]
+start_server() {
+	local procs=1 db="$OUT/signal.db"
+	while [ $# -gt 0 ]; do
+		case "$1" in
+		--procs) procs=$2; shift 2 ;;
+		--db) db=$2; shift 2 ;;
+		--) shift; break ;;
+		*) break ;;
+		esac
+	done
+	SERVER_ARGS="$*"
+	SERVER_DB=$db
+	SERVER_PROCS=$procs
+	[ -n "${PORT_FIXED:-}" ] || PORT=$(free_port)
+	BASE="http://127.0.0.1:$PORT"
+	mkdir -p "$OUT/run"
+	SIGNAL_ROOT=$ROOT SIGNAL_RUNDIR=$OUT/run SIGNAL_DB=$db SIGNAL_ARGS="$SERVER_ARGS" \
+		SIGNAL_PROCS=$procs SIGNAL_BIND=127.0.0.1 PORT=$PORT \
+		lighttpd -D -f "$ROOT/lighttpd.conf" >>"$OUT/server.log" 2>&1 &
+	SERVER_PID=$!
+	local i
+	for i in $(seq 1 100); do
+		if curl -sf -o /dev/null "$BASE/api/health"; then return 0; fi
+		sleep 0.05
+	done
+	echo "# server did not come up; log:"; sed 's/^/#   /' "$OUT/server.log"
+	return 1
+}
+
+stop_server() {
+	if [ -n "$SERVER_PID" ]; then
+		kill "$SERVER_PID" 2>/dev/null
+		wait "$SERVER_PID" 2>/dev/null
+		SERVER_PID=""
+		# lighttpd sends SIGTERM to the responders it spawned; give them a moment.
+		sleep 0.1
+	fi
+}
+
+# Background helpers (curl -N readers) are killed at exit too.
+bg() { "$@" & BG_PIDS="$BG_PIDS $!"; }
+cleanup() {
+	for p in $BG_PIDS; do kill "$p" 2>/dev/null; done
+	stop_server
+}
+trap cleanup EXIT
+
+# post TOKEN JSON: POST /api/cmd; sets STATUS and BODY.
+post() {
+	local tok=$1 json=$2 resp
+	if [ -n "$tok" ]; then
+		resp=$(curl -s -w '\n%{http_code}' -H "Authorization: Bearer $tok" --data-binary "$json" "$BASE/api/cmd")
+	else
+		resp=$(curl -s -w '\n%{http_code}' --data-binary "$json" "$BASE/api/cmd")
+	fi
+	STATUS=${resp##*$'\n'}
+	BODY=${resp%$'\n'*}
+}
+
+# get PATH [curl args]: GET; sets STATUS and BODY.
+get() {
+	local path=$1 resp
+	shift
+	resp=$(curl -s -w '\n%{http_code}' "$@" "$BASE$path")
+	STATUS=${resp##*$'\n'}
+	BODY=${resp%$'\n'*}
+}
+
+login() {
+	post "" "{\"type\":\"login\",\"userId\":\"$1\",\"protocol\":\"${2:-webrtc}\"}"
+	printf '%s' "$BODY" | jq -r .token
+}
+
+# sse_open NAME TOKEN [curl args]: start `curl -N` on /api/events writing to $OUT/NAME.sse
+sse_open() {
+	local name=$1 tok=$2
+	shift 2
+	: >"$OUT/$name.sse"
+	bg curl -s -N -H "Authorization: Bearer $tok" "$@" "$BASE/api/events" -o "$OUT/$name.sse"
+	SSE_PID=$!
+}
+
+# wait_for FILE REGEX [seconds]: wait until FILE has a line matching REGEX.
+wait_for() {
+	local f=$1 re=$2 t=${3:-5} i
+	for i in $(seq 1 $((t * 50))); do
+		grep -Eq -- "$re" "$f" 2>/dev/null && return 0
+		sleep 0.02
+	done
+	return 1
+}
+
+# sse_data FILE: the JSON of each data: line, one per line.
+sse_data() { sed -n 's/^data: //p' "$1"; }
