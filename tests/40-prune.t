@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Liveness: with a 2 s heartbeat timeout, a silent session is pruned within
+# timeout + prune interval, its room is told once (two worker processes
+# race to prune it), its token answers 401 and its mailbox is gone; an open
+# stream keeps its session alive without pings.
+. "$(dirname "$0")/lib.sh"
+
+start_server --procs 2 -- --heartbeat-timeout 2 --prune-interval 1 || exit 1
+
+A=$(login alice)
+B=$(login bob)
+C=$(login carol)
+for t in "$A" "$B" "$C"; do post "$t" '{"type":"join","roomId":"r"}'; done
+post "$A" '{"type":"signal","to":"bob","x":1}'   # bob has mail when he dies
+sse_open alice "$A"
+sse_open carol "$C"
+t0=$(date +%s%N)
+
+wait_for "$OUT/alice.sse" '"type":"user-left","userId":"bob"' 15
+ok $? "the room is told user-left when a silent session is pruned"
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+[ $ms -ge 1500 ] && [ $ms -le 12000 ]; ok $? "pruned within timeout + 10 s (${ms} ms after its last request)"
+post "$B" '{"type":"ping"}'
+is "$STATUS/$(echo "$BODY" | jq -r .error)" 401/unauthorized "a pruned session's token answers 401"
+is "$(sqlite3 "$SERVER_DB" "SELECT count(*) FROM sessions WHERE user_id='bob'")" 0 "the session row is gone"
+is "$(sqlite3 "$SERVER_DB" "SELECT count(*) FROM events WHERE session_id NOT IN (SELECT id FROM sessions)")" 0 "its mailbox is gone"
+
+sleep 2.5   # two more prune passes in each of the two processes
+is "$(grep -c '"type":"user-left","userId":"bob"' "$OUT/alice.sse")" 1 "user-left is sent once, though two processes prune"
+is "$(grep -c 'prune: user bob' "$OUT/server.log")" 1 "exactly one process pruned bob"
+
+post "$A" '{"type":"room-users","roomId":"r"}'
+is "$(echo "$BODY" | jq -c .users)" '["alice","carol"]' "sessions holding a stream stay alive without pings"
+post "$C" '{"type":"ping"}'
+is "$STATUS" 200 "carol's token (stream only, no pings for 5 s) still works"
+
+# a silent id is free again: login as bob works (the old session is gone)
+post "" '{"type":"login","userId":"bob"}'
+is "$STATUS" 200 "the pruned id can log in again"
+
+done_testing
