@@ -6,13 +6,51 @@
 
 #include <string.h>
 
+/* Length of the well-formed UTF-8 sequence at s (RFC 3629: no overlong
+ * forms, no surrogates, nothing above U+10FFFF), or 0. json-c's own check
+ * (JSON_TOKENER_VALIDATE_UTF8) lets overlong forms such as C0 AF through. */
+static size_t utf8_seq(const unsigned char *s, size_t left)
+{
+	unsigned char c = s[0];
+	size_t n;
+	unsigned char lo = 0x80, hi = 0xbf; /* bounds of the second byte */
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf)
+		n = 2;
+	else if (c >= 0xe0 && c <= 0xef) {
+		n = 3;
+		if (c == 0xe0)
+			lo = 0xa0;
+		else if (c == 0xed)
+			hi = 0x9f;
+	} else if (c >= 0xf0 && c <= 0xf4) {
+		n = 4;
+		if (c == 0xf0)
+			lo = 0x90;
+		else if (c == 0xf4)
+			hi = 0x8f;
+	} else
+		return 0;
+	if (left < n || s[1] < lo || s[1] > hi)
+		return 0;
+	for (size_t i = 2; i < n; i++)
+		if (s[i] < 0x80 || s[i] > 0xbf)
+			return 0;
+	return n;
+}
+
 sig_err jv_parse(const char *body, size_t len, json_object **out)
 {
 	*out = NULL;
-	for (size_t i = 0; i < len; i++) {
-		unsigned char c = (unsigned char)body[i];
-		if (c < 0x20 && c != '\t' && c != '\n' && c != '\r')
+	const unsigned char *u = (const unsigned char *)body;
+	for (size_t i = 0; i < len;) {
+		if (u[i] < 0x20 && u[i] != '\t' && u[i] != '\n' && u[i] != '\r')
 			return SIG_E_INVALID_JSON;
+		size_t n = utf8_seq(u + i, len - i);
+		if (n == 0)
+			return SIG_E_INVALID_JSON;
+		i += n;
 	}
 	json_tokener *tok = json_tokener_new_ex(JV_MAX_DEPTH);
 	if (tok == NULL)
