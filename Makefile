@@ -29,6 +29,7 @@ SRV_OBJS  = $(CORE_OBJS) bell.o hold.o web.o maint.o main.o
 
 OBJS      = $(addprefix build/,$(SRV_OBJS))
 SAN_OBJS  = $(addprefix build/san/,$(CORE_OBJS))
+SAN_SRV   = $(addprefix build/san/,$(SRV_OBJS))
 HEADERS   = $(wildcard fcgi/*.h)
 SCHEMA    = $(sort $(wildcard schema/*.sql))
 
@@ -65,6 +66,10 @@ build/san/schema.o: build/schema.c
 	@mkdir -p build/san
 	$(CC) $(WARN) $(CPPFLAGS) -O1 -g $(SAN) -c -o $@ $<
 
+# The responder built with AddressSanitizer/UBSan, for tests/80-sanitizers.t.
+build/san/signal-fcgi: $(SAN_SRV)
+	$(CC) -O1 -g $(SAN) -o $@ $(SAN_SRV) $(LDLIBS)
+
 build/unit: tests/unit.c $(SAN_OBJS) $(HEADERS)
 	$(CC) $(WARN) $(CPPFLAGS) -O1 -g $(SAN) -o $@ tests/unit.c $(SAN_OBJS) $(LDLIBS)
 
@@ -86,11 +91,11 @@ run: deps
 	@$(MAKE) --no-print-directory all
 	@mkdir -p $(dir $(DB)) var/run
 	@echo "signaling service on http://$(BIND):$(PORT)/  (database $(DB); Ctrl-C stops it)"
-	SIGNAL_ROOT=$(CURDIR) SIGNAL_RUNDIR=$(CURDIR)/var/run SIGNAL_DB=$(DB) SIGNAL_ARGS="$(ARGS)" \
+	SIGNAL_ROOT=$(CURDIR) SIGNAL_BIN=$(CURDIR)/build/signal-fcgi SIGNAL_RUNDIR=$(CURDIR)/var/run SIGNAL_DB=$(DB) SIGNAL_ARGS="$(ARGS)" \
 	  SIGNAL_PROCS=$(PROCS) SIGNAL_BIND=$(BIND) PORT=$(PORT) exec lighttpd -D -f lighttpd.conf
 
 test: deps-test
-	@$(MAKE) --no-print-directory all build/unit
+	@$(MAKE) --no-print-directory all build/unit build/san/signal-fcgi
 	prove -v tests/*.t
 
 bench: deps

@@ -22,6 +22,9 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <unistd.h>
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/lsan_interface.h>
+#endif
 
 static core *open_core(void)
 {
@@ -103,6 +106,9 @@ int main(int argc, char **argv)
 		if (sig == SIGHUP || sig == SIGUSR1)
 			continue; /* nothing to reload; lighttpd sends these on log rotation */
 		log_info("signal %d: exiting", sig);
+#if defined(__SANITIZE_ADDRESS__)
+		__lsan_do_leak_check(); /* _exit skips the at-exit check */
+#endif
 		_exit(0);
 	}
 }

@@ -14,7 +14,7 @@
 set -u
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TESTNAME=$(basename "$0" .t)
-OUT="$ROOT/tests/out/$TESTNAME"
+OUT="$ROOT/tests/out/$TESTNAME${OUT_SUFFIX:-}"
 rm -rf "$OUT"
 mkdir -p "$OUT"
 _T_N=0
@@ -72,12 +72,12 @@ start_server() {
 	[ -n "${PORT_FIXED:-}" ] || PORT=$(free_port)
 	BASE="http://127.0.0.1:$PORT"
 	mkdir -p "$OUT/run"
-	SIGNAL_ROOT=$ROOT SIGNAL_RUNDIR=$OUT/run SIGNAL_DB=$db SIGNAL_ARGS="$SERVER_ARGS" \
+	SIGNAL_ROOT=$ROOT SIGNAL_BIN=${SIGNAL_BIN:-$ROOT/build/signal-fcgi} SIGNAL_RUNDIR=$OUT/run SIGNAL_DB=$db SIGNAL_ARGS="$SERVER_ARGS" \
 		SIGNAL_PROCS=$procs SIGNAL_BIND=127.0.0.1 PORT=$PORT \
 		lighttpd -D -f "$ROOT/lighttpd.conf" >>"$OUT/server.log" 2>&1 &
 	SERVER_PID=$!
 	local i
-	for i in $(seq 1 100); do
+	for i in $(seq 1 ${START_TRIES:-100}); do
 		if curl -sf -o /dev/null "$BASE/api/health"; then return 0; fi
 		sleep 0.05
 	done
