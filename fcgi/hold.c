@@ -31,6 +31,7 @@
 
 #include <errno.h>
 #include <fastcgi.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -241,6 +242,14 @@ static void adopt(const struct hold_req *r)
 			put_end(old);
 			flush(old);
 		}
+	}
+	/* libfcgi accepted the connection blocking; from here on no write may
+	 * wait, or one stuck reader would stall every stream of the process. */
+	int fl = fcntl(r->fd, F_GETFL);
+	if (fl < 0 || fcntl(r->fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+		log_error("hold: cannot make stream socket non-blocking: %s", strerror(errno));
+		close(r->fd);
+		return;
 	}
 	struct held *h = xcalloc(1, sizeof *h);
 	h->fd = r->fd;

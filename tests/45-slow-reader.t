@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# A reader that never reads: 8 MB of events queue for it while another
+# pair keeps relaying at normal speed; the slow one's events stay in its
+# mailbox, its connection is closed after the write timeout, and it
+# resumes by Last-Event-ID with nothing lost. (8 MB, not 1: on loopback the
+# kernel's TCP send buffer alone absorbs up to 4 MB before anyone notices.)
+. "$(dirname "$0")/lib.sh"
+
+start_server -- --write-timeout 3 --mailbox-limit 5000 --keepalive 1 || exit 1
+A=$(login alice)
+B=$(login bob)
+S=$(login sam)
+for t in "$A" "$B" "$S"; do post "$t" '{"type":"join","roomId":"r"}'; done
+sse_open bob "$B"
+
+# sam: a raw socket that sends the request and then never reads.
+python3 - "$PORT" "$S" >"$OUT/sam.log" 2>&1 <<'PY' &
+import socket, sys, time
+port, tok = int(sys.argv[1]), sys.argv[2]
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.connect(("127.0.0.1", port))
+s.sendall(f"GET /api/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {tok}\r\n\r\n".encode())
+print("connected", flush=True)
+time.sleep(12)            # never read while the server pushes
+s.settimeout(1)
+data = b""
+state = "still-open"
+deadline = time.time() + 10
+while time.time() < deadline:   # then take what reached us, until EOF or the deadline
+    try:
+        chunk = s.recv(1 << 20)
+    except socket.timeout:
+        continue
+    if not chunk:
+        state = "closed-by-server"
+        break
+    data += chunk
+print(state, flush=True)
+ids = [int(l.split()[1]) for l in data.decode("utf-8", "replace").splitlines() if l.startswith("id: ")]
+print("got", len(ids), "last", ids[-1] if ids else 0, flush=True)
+PY
+SAM=$!
+BG_PIDS="$BG_PIDS $SAM"
+wait_for "$OUT/sam.log" connected 5
+pad=$(head -c 4000 /dev/zero | tr '\0' 'x')
+TOTAL=2010   # 134 batches of 15 signals of 4 KB: under the 64 KiB body cap each
+for b in $(seq 0 133); do
+	batch=$(for i in $(seq $((b * 15 + 1)) $((b * 15 + 15))); do
+		printf '{"type":"signal","to":"sam","n":%d,"pad":"%s"}\n' "$i" "$pad"; done | jq -cs .)
+	curl -s -H "Authorization: Bearer $A" --data-binary "$batch" "$BASE/api/cmd" | jq -r '.[] | .success'
+done | sort | uniq -c >"$OUT/sam-codes"
+is "$(cat "$OUT/sam-codes" | tr -s ' ')" " $TOTAL true" "$TOTAL x 4 KB signals to the slow reader are all accepted"
+
+# meanwhile the other pair relays at normal speed
+worst=0
+for n in $(seq 1 10); do
+	t1=$(date +%s%N)
+	post "$A" "{\"type\":\"signal\",\"to\":\"bob\",\"n\":$n}"
+	wait_for "$OUT/bob.sse" "\"n\":$n[,}]" 5 || break
+	ms=$(( ($(date +%s%N) - t1) / 1000000 ))
+	[ $ms -gt $worst ] && worst=$ms
+done
+diag "alice->bob while sam is stuck: slowest of 10 relays ${worst} ms (curl start-up included)"
+[ $worst -lt 500 ]; ok $? "other streams keep their normal latency"
+is "$(sse_data "$OUT/bob.sse" | jq -r 'select(.n) | .n' | tr '\n' ' ')" "$(seq 1 10 | tr '\n' ' ')" "bob got all 10, in order"
+
+wait $SAM
+cat "$OUT/sam.log" | sed 's/^/# sam: /'
+grep -q closed-by-server "$OUT/sam.log"
+ok $? "the stuck stream was closed by the server (write timeout)"
+grep -q 'no write progress' "$OUT/server.log"
+ok $? "... and the server logged why"
+got=$(sed -n 's/^got \([0-9]*\) last \([0-9]*\)/\1/p' "$OUT/sam.log")
+last=$(sed -n 's/^got \([0-9]*\) last \([0-9]*\)/\2/p' "$OUT/sam.log")
+[ "${got:-0}" -lt $TOTAL ]; ok $? "only part of the 8 MB reached the stuck socket (${got:-0} events)"
+kept=$(sqlite3 "$SERVER_DB" "SELECT count(*) FROM events e JOIN sessions s ON s.id=e.session_id WHERE s.user_id='sam' AND e.id > ${last:-0}")
+[ "$kept" -ge $((TOTAL - ${got:-0})) ]; ok $? "the rest waits in sam's mailbox ($kept events after $last)"
+
+# sam resumes where his socket stopped
+sse_open sam2 "$S" -H "Last-Event-ID: ${last:-0}"
+wait_for "$OUT/sam2.sse" "\"n\":$TOTAL," 20
+ok $? "sam resumes by Last-Event-ID and gets the rest"
+n_resumed=$(sse_data "$OUT/sam2.sse" | jq -r 'select(.n) | .n' | wc -l)
+first=$(sse_data "$OUT/sam2.sse" | jq -r 'select(.n) | .n' | head -1)
+is "$((got + n_resumed))" $TOTAL "first socket + resume = $TOTAL events, none lost or doubled"
+is "$first" "$((got + 1))" "the resume starts right after the last event received"
+done_testing
