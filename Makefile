@@ -24,7 +24,7 @@ DEB_RUN   = lighttpd curl jq
 DEB_TEST  = curl jq perl sqlite3 valgrind python3 libfcgi-bin
 
 # The responder, one object per subsystem.
-CORE_OBJS = util.o log.o error.o config.o jsonv.o store_sqlite.o schema.o core.o
+CORE_OBJS = util.o log.o error.o config.o jsonv.o store_sqlite.o schema.o ratelimit.o core.o
 SRV_OBJS  = $(CORE_OBJS) bell.o hold.o web.o maint.o main.o
 
 OBJS      = $(addprefix build/,$(SRV_OBJS))

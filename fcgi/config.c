@@ -3,11 +3,13 @@
  * once, at start-up; a bad value stops the responder with a message rather
  * than running with a guess.
  */
+#define _GNU_SOURCE
 #include "config.h"
 #include "util.h"
 
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define SIG_VERSION "1.0.0"
 
@@ -29,6 +31,12 @@ struct sig_config cfg = {
 	.retry_ms = 2000,
 	.recheck = 2,
 	.verbose = 0,
+	.max_sessions = 100000,
+	.max_rooms = 50000,
+	.max_signal = 32768,
+	.rate_ip = 1000,
+	.rate_session = 100,
+	.rate_login = 60,
 };
 
 struct int_opt {
@@ -53,6 +61,12 @@ static const struct int_opt int_opts[] = {
 	{"--busy-timeout", &cfg.busy_timeout, 1, 600000, "ms to wait for the database lock before answering 503"},
 	{"--retry", &cfg.retry_ms, 100, 600000, "SSE reconnect hint sent to clients, ms"},
 	{"--recheck", &cfg.recheck, 1, 3600, "seconds between safety re-checks for a lost wake-up"},
+	{"--max-sessions", &cfg.max_sessions, 1, 100000000, "live sessions at most (logins beyond: 503 server-full)"},
+	{"--max-rooms", &cfg.max_rooms, 1, 100000000, "rooms at most (joins of a new room beyond: 503 server-full)"},
+	{"--max-signal", &cfg.max_signal, 256, 16 * 1024 * 1024, "bytes of one signal (SDP/ICE) event (beyond: 413)"},
+	{"--rate-ip", &cfg.rate_ip, 1, 1000000, "requests per second per client address, burst 2x (beyond: 429)"},
+	{"--rate-session", &cfg.rate_session, 1, 1000000, "commands per second per session, burst 2x (beyond: 429)"},
+	{"--rate-login", &cfg.rate_login, 1, 1000000, "logins per minute per client address, across processes"},
 };
 
 static void usage(FILE *f)
@@ -63,7 +77,13 @@ static void usage(FILE *f)
 		"long-poll delivery) keeping its state in SQLite.\n\n"
 		"  --listen ADDR          listen on HOST:PORT or a unix socket path\n"
 		"                         (default: the socket the web server passes as fd 0)\n"
-		"  --db PATH              SQLite database file (default %s)\n",
+		"  --db PATH              SQLite database file (default %s)\n"
+		"  --auth-secret FILE     require logins signed by your backend: \"auth\":\"EXPIRY:HMAC\",\n"
+		"                         HMAC = hex HMAC-SHA256(secret, userId \":\" EXPIRY), EXPIRY in\n"
+		"                         Unix seconds (default: none, anyone may log in as any id)\n"
+		"  --allow-origin LIST    comma-separated origins (https://app.example) that browsers may\n"
+		"                         call from, with CORS; \"*\" for any origin with a Bearer token\n"
+		"                         (default: same origin only)\n",
 		cfg.db_path);
 	for (size_t i = 0; i < sizeof int_opts / sizeof int_opts[0]; i++) {
 		char left[64];
@@ -76,6 +96,34 @@ static void usage(FILE *f)
 		"  --verbose              log every request\n"
 		"  --help                 this text\n"
 		"  --version              print the version\n");
+}
+
+/* The shared secret: the file's bytes without a trailing newline, 16 to
+ * 256 of them. Refuse a file others may read: it signs every login. */
+static int read_secret(const char *path)
+{
+	FILE *f = fopen(path, "rb");
+	if (f == NULL) {
+		fprintf(stderr, "signal-fcgi: --auth-secret %s: cannot open\n", path);
+		return -1;
+	}
+	struct stat sb;
+	if (fstat(fileno(f), &sb) == 0 && (sb.st_mode & 077)) {
+		fprintf(stderr, "signal-fcgi: --auth-secret %s: readable by others (chmod 600 it)\n", path);
+		fclose(f);
+		return -1;
+	}
+	size_t n = fread(cfg.auth_secret, 1, sizeof cfg.auth_secret, f);
+	int more = fgetc(f) != EOF;
+	fclose(f);
+	while (n > 0 && (cfg.auth_secret[n - 1] == '\n' || cfg.auth_secret[n - 1] == '\r'))
+		n--;
+	if (more || n < 16) {
+		fprintf(stderr, "signal-fcgi: --auth-secret %s: the secret must be 16 to 256 bytes\n", path);
+		return -1;
+	}
+	cfg.auth_secret_len = n;
+	return 0;
 }
 
 int config_parse(int argc, char **argv)
@@ -110,6 +158,14 @@ int config_parse(int argc, char **argv)
 			cfg.db_path = v;
 			continue;
 		}
+		if (strcmp(a, "--auth-secret") == 0) {
+			cfg.auth_secret_file = v;
+			continue;
+		}
+		if (strcmp(a, "--allow-origin") == 0) {
+			cfg.allow_origin = v;
+			continue;
+		}
 		size_t k;
 		for (k = 0; k < sizeof int_opts / sizeof int_opts[0]; k++)
 			if (strcmp(a, int_opts[k].name) == 0)
@@ -127,5 +183,7 @@ int config_parse(int argc, char **argv)
 	}
 	if (cfg.poll_default > cfg.poll_max)
 		cfg.poll_default = cfg.poll_max;
+	if (cfg.auth_secret_file && read_secret(cfg.auth_secret_file) != 0)
+		return -1;
 	return 0;
 }

@@ -6,6 +6,7 @@
 #ifndef SIG_CONFIG_H
 #define SIG_CONFIG_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 struct sig_config {
@@ -26,6 +27,17 @@ struct sig_config {
 	int64_t retry_ms;           /* SSE retry: hint */
 	int64_t recheck;            /* seconds between safety re-checks of the mailboxes */
 	int verbose;
+	/* security */
+	const char *auth_secret_file;
+	unsigned char auth_secret[256]; /* read from the file at start-up */
+	size_t auth_secret_len;         /* 0: logins are open */
+	const char *allow_origin;       /* comma-separated origins, "*", or NULL: same origin only */
+	int64_t max_sessions;
+	int64_t max_rooms;
+	int64_t max_signal;             /* bytes of one signal event */
+	int64_t rate_ip;                /* requests per second per remote address (burst: 2x) */
+	int64_t rate_session;           /* commands per second per session (burst: 2x) */
+	int64_t rate_login;             /* logins per minute per remote address, shared by processes */
 };
 
 extern struct sig_config cfg;

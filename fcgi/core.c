@@ -11,9 +11,12 @@
 #include "core.h"
 #include "jsonv.h"
 #include "log.h"
+#include "ratelimit.h"
 #include "util.h"
 
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +36,7 @@ struct core {
 struct cmd_ctx {
 	core *c;
 	const char *token;  /* presented token, may be NULL */
+	const char *remote; /* client address, may be NULL */
 	store_session sess; /* id 0 when not authenticated */
 	int64_t now;
 	core_result *r;
@@ -212,11 +216,46 @@ static json_object *users_array(core *c, int n)
 static const struct jv_field login_fields[] = {
 	{"userId", json_type_string, JV_REQUIRED | JV_ID, 64},
 	{"protocol", json_type_string, JV_TEXT, 64},
+	{"auth", json_type_string, JV_TEXT, 128},
 };
+
+/* With --auth-secret, a new login must carry "auth":"EXPIRY:HMAC" where
+ * HMAC is the lowercase hex HMAC-SHA256 of `userId ":" EXPIRY` under the
+ * secret, made by the application's backend (the TURN REST scheme), and
+ * EXPIRY (Unix seconds) is not past. Compared in constant time. */
+static sig_err check_login_auth(const struct core_limits *lim, const char *user, const char *auth,
+				int64_t now_ms)
+{
+	static const char hex[] = "0123456789abcdef";
+	if (lim->auth_secret_len == 0)
+		return SIG_OK;
+	const char *colon = auth ? strchr(auth, ':') : NULL;
+	if (colon == NULL || colon == auth || colon - auth > 19 || strlen(colon + 1) != 64)
+		return SIG_E_UNAUTHORIZED;
+	char expiry[20];
+	memcpy(expiry, auth, (size_t)(colon - auth));
+	expiry[colon - auth] = '\0';
+	int64_t exp = 0;
+	if (parse_i64(expiry, 0, INT64_MAX, &exp) != 0 || exp < now_ms / 1000)
+		return SIG_E_UNAUTHORIZED;
+	char msg[STORE_ID_MAX + 1 + 20];
+	int mlen = snprintf(msg, sizeof msg, "%s:%s", user, expiry);
+	unsigned char mac[EVP_MAX_MD_SIZE];
+	unsigned int maclen = 0;
+	if (HMAC(EVP_sha256(), lim->auth_secret, (int)lim->auth_secret_len, (const unsigned char *)msg,
+		 (size_t)mlen, mac, &maclen) == NULL || maclen != 32)
+		return SIG_E_INTERNAL;
+	char want[64];
+	for (int i = 0; i < 32; i++) {
+		want[2 * i] = hex[mac[i] >> 4];
+		want[2 * i + 1] = hex[mac[i] & 15];
+	}
+	return CRYPTO_memcmp(want, colon + 1, 64) == 0 ? SIG_OK : SIG_E_UNAUTHORIZED;
+}
 
 static sig_err cmd_login(struct cmd_ctx *x, json_object *cmd, json_object **reply)
 {
-	sig_err e = jv_check(cmd, login_fields, 2);
+	sig_err e = jv_check(cmd, login_fields, 3);
 	if (e != SIG_OK)
 		return e;
 	core *c = x->c;
@@ -232,6 +271,19 @@ static sig_err cmd_login(struct cmd_ctx *x, json_object *cmd, json_object **repl
 		if ((e = store_session_touch(c->st, old.id, x->now)) != SIG_OK)
 			return e;
 	} else {
+		if ((e = check_login_auth(&c->lim, user, jv_str(cmd, "auth"), x->now)) != SIG_OK)
+			return e;
+		if (c->lim.rate_login > 0 && x->remote) {
+			char key[80];
+			int wait = 0;
+			snprintf(key, sizeof key, "login:%s", x->remote);
+			if ((e = store_rate_take(c->st, key, c->lim.rate_login, 10, x->now, &wait)) != SIG_OK)
+				return e;
+			if (wait > 0) {
+				x->r->retry_after = wait;
+				return SIG_E_RATE_LIMITED;
+			}
+		}
 		if (old.id != 0) {
 			if (old.last_seen >= x->now - c->lim.heartbeat_timeout_ms)
 				return SIG_E_USER_EXISTS;
@@ -239,6 +291,10 @@ static sig_err cmd_login(struct cmd_ctx *x, json_object *cmd, json_object **repl
 			if ((e = remove_session(x, &old)) != SIG_OK)
 				return e;
 		}
+		int64_t live = 0;
+		if (c->lim.max_sessions > 0 &&
+		    ((e = store_session_count(c->st, &live)) != SIG_OK || live >= c->lim.max_sessions))
+			return e != SIG_OK ? e : SIG_E_SERVER_FULL;
 		uint8_t hash[STORE_HASH_LEN];
 		int64_t sid = 0;
 		if ((e = token_new(token)) != SIG_OK || core_token_hash(token, hash) != 0)
@@ -279,6 +335,10 @@ static sig_err cmd_join(struct cmd_ctx *x, json_object *cmd, json_object **reply
 			return e;
 		if (n >= c->lim.room_limit)
 			return SIG_E_ROOM_FULL;
+		int64_t rooms = 0;
+		if (n == 0 && c->lim.max_rooms > 0 &&
+		    ((e = store_room_count(c->st, &rooms)) != SIG_OK || rooms >= c->lim.max_rooms))
+			return e != SIG_OK ? e : SIG_E_SERVER_FULL;
 		if ((e = leave_room(x, &x->sess)) != SIG_OK ||
 		    (e = store_member_set(c->st, x->sess.id, room, x->now)) != SIG_OK)
 			return e;
@@ -331,6 +391,10 @@ static sig_err cmd_signal(struct cmd_ctx *x, json_object *cmd, json_object **rep
 	json_object_object_del(cmd, "id");
 	json_object_object_add(cmd, "from", json_object_new_string(x->sess.user_id));
 	json_object_object_add(cmd, "roomId", json_object_new_string(x->sess.room_id));
+	size_t size = 0;
+	json_object_to_json_string_length(cmd, JSON_FLAGS, &size);
+	if (c->lim.max_signal > 0 && (int64_t)size > c->lim.max_signal)
+		return SIG_E_TOO_LARGE;
 	int count = 0;
 	if (to == NULL) {
 		e = room_broadcast(x, x->sess.room_id, x->sess.id, cmd, 1, &count);
@@ -442,6 +506,21 @@ static sig_err authenticate(struct cmd_ctx *x)
 	return e;
 }
 
+/* Commands per session, per process (a flood never costs others). */
+static sig_err session_rate(struct cmd_ctx *x)
+{
+	double rate = x->c->lim.rate_session;
+	if (rate <= 0)
+		return SIG_OK;
+	char key[24];
+	snprintf(key, sizeof key, "%lld", (long long)x->sess.id);
+	int wait = rl_take('s', key, rate, 2 * rate);
+	if (wait == 0)
+		return SIG_OK;
+	x->r->retry_after = wait;
+	return SIG_E_RATE_LIMITED;
+}
+
 /* One command in its own transaction. Returns the status; *reply is set. */
 static int exec_one(struct cmd_ctx *x, json_object *cmd, json_object **reply)
 {
@@ -469,6 +548,8 @@ static int exec_one(struct cmd_ctx *x, json_object *cmd, json_object **reply)
 	if ((e = authenticate(x)) == SIG_OK) {
 		if (command->needs_session && x->sess.id == 0)
 			e = SIG_E_UNAUTHORIZED;
+		else if (x->sess.id != 0 && (e = session_rate(x)) != SIG_OK)
+			;
 		else if (x->sess.id != 0 && (e = store_session_touch(x->c->st, x->sess.id, x->now)) != SIG_OK)
 			;
 		else
@@ -492,6 +573,12 @@ done:
 
 void core_exec_body(core *c, const char *token, const char *body, size_t len, core_result *r)
 {
+	core_exec_request(c, token, NULL, body, len, r);
+}
+
+void core_exec_request(core *c, const char *token, const char *remote, const char *body, size_t len,
+		       core_result *r)
+{
 	json_object *req = NULL;
 	sig_err e = jv_parse(body, len, &req);
 	if (e != SIG_OK) {
@@ -499,7 +586,7 @@ void core_exec_body(core *c, const char *token, const char *body, size_t len, co
 		r->reply = core_error_reply(NULL, e);
 		return;
 	}
-	struct cmd_ctx x = {.c = c, .token = token, .r = r};
+	struct cmd_ctx x = {.c = c, .token = token, .remote = remote, .r = r};
 	if (!json_object_is_type(req, json_type_array)) {
 		r->status = exec_one(&x, req, &r->reply);
 		json_object_put(req);
@@ -613,9 +700,25 @@ sig_err core_recent_recipients(core *c, int64_t owner, int64_t after, int64_t *s
 
 /* ---- pruning ---- */
 
+/* Forget shared rate buckets idle for an hour. */
+static sig_err rate_gc(core *c, int64_t now)
+{
+	sig_err e = store_begin(c->st);
+	if (e != SIG_OK)
+		return e;
+	if ((e = store_rate_gc(c->st, now - 3600 * 1000)) != SIG_OK) {
+		store_rollback(c->st);
+		return e;
+	}
+	return store_commit(c->st);
+}
+
 sig_err core_prune(core *c, int64_t now, core_wakes *w, int *pruned)
 {
 	*pruned = 0;
+	sig_err ge = rate_gc(c, now);
+	if (ge != SIG_OK)
+		return ge;
 	store_session stale[PRUNE_BATCH];
 	for (;;) {
 		core_result tmp;

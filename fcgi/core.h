@@ -40,15 +40,25 @@ typedef struct core_result {
 	int logged_out;
 	char user_id[STORE_ID_MAX + 1]; /* for the log line */
 	const char *first_type;         /* for the log line */
+	int retry_after;                /* seconds, with 429 rate-limited */
 } core_result;
 
 typedef struct core core;
 
+/* Zero in any of the optional limits means "no limit". */
 struct core_limits {
 	int64_t room_limit;
 	int64_t mailbox_limit;
 	int64_t replay_window;
 	int64_t heartbeat_timeout_ms;
+	/* optional */
+	const unsigned char *auth_secret; /* logins must be signed with it */
+	size_t auth_secret_len;
+	int64_t max_sessions;
+	int64_t max_rooms;
+	int64_t max_signal;   /* bytes of one signal event */
+	double rate_session;  /* commands per second per session, burst 2x */
+	double rate_login;    /* logins per second per client address, shared, burst 10 */
 };
 
 /* A core over an open store (the core does not own it). Free with core_free. */
@@ -62,6 +72,10 @@ void core_wakes_add(core_wakes *w, int64_t owner, int64_t session);
 /* Run a POST body: one command object or an array of them. token may be
  * NULL (login needs none). Always fills r (status + reply). */
 void core_exec_body(core *c, const char *token, const char *body, size_t len, core_result *r);
+/* The same, for a client at address remote (for per-address limits; NULL
+ * when unknown). */
+void core_exec_request(core *c, const char *token, const char *remote, const char *body, size_t len,
+		       core_result *r);
 
 /* Build the standard error reply for e (type may be NULL). */
 json_object *core_error_reply(const char *type, sig_err e);

@@ -15,6 +15,7 @@ static const struct {
 	[SIG_E_INVALID_FIELD] = {400, "invalid-field", "a field is missing, of the wrong type or out of bounds"},
 	[SIG_E_BAD_REQUEST] = {400, "bad-request", "malformed query string or header"},
 	[SIG_E_UNAUTHORIZED] = {401, "unauthorized", "no token, or the session is gone; log in again"},
+	[SIG_E_FORBIDDEN_ORIGIN] = {403, "forbidden-origin", "requests from this origin are not allowed"},
 	[SIG_E_NOT_FOUND] = {404, "not-found", "no such endpoint"},
 	[SIG_E_METHOD] = {405, "method-not-allowed", "wrong HTTP method for this endpoint"},
 	[SIG_E_USER_EXISTS] = {409, "user-exists", "that userId belongs to another live session"},
@@ -23,6 +24,8 @@ static const struct {
 	[SIG_E_UNKNOWN_PEER] = {409, "unknown-peer", "\"to\" is not a member of your room"},
 	[SIG_E_TOO_LARGE] = {413, "too-large", "request body over the size limit"},
 	[SIG_E_MAILBOX_FULL] = {429, "mailbox-full", "a recipient's mailbox is full; nothing was queued, retry later"},
+	[SIG_E_RATE_LIMITED] = {429, "rate-limited", "too many requests; retry after the time in Retry-After"},
+	[SIG_E_SERVER_FULL] = {503, "server-full", "the service is at its session or room limit; retry later"},
 	[SIG_E_BUSY] = {503, "busy", "the store is busy; retry"},
 	[SIG_E_INTERNAL] = {500, "internal", "internal error"},
 };
@@ -54,6 +57,7 @@ const char *sig_http_reason(int status)
 	case 204: return "No Content";
 	case 400: return "Bad Request";
 	case 401: return "Unauthorized";
+	case 403: return "Forbidden";
 	case 404: return "Not Found";
 	case 405: return "Method Not Allowed";
 	case 409: return "Conflict";

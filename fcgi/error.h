@@ -13,7 +13,8 @@ typedef enum sig_err {
 	SIG_E_UNKNOWN_TYPE,   /* 400 "type" missing or not a command we know */
 	SIG_E_INVALID_FIELD,  /* 400 a field is missing, mistyped or out of bounds */
 	SIG_E_BAD_REQUEST,    /* 400 malformed query string or header */
-	SIG_E_UNAUTHORIZED,   /* 401 no token, or a token of no live session */
+	SIG_E_UNAUTHORIZED,   /* 401 no token, or a token of no live session, or a bad login signature */
+	SIG_E_FORBIDDEN_ORIGIN, /* 403 a browser request from an origin not allowed */
 	SIG_E_NOT_FOUND,      /* 404 unknown path */
 	SIG_E_METHOD,         /* 405 wrong method for the path */
 	SIG_E_USER_EXISTS,    /* 409 the id belongs to another live session */
@@ -22,8 +23,10 @@ typedef enum sig_err {
 	SIG_E_UNKNOWN_PEER,   /* 409 "to" is not in the sender's room */
 	SIG_E_TOO_LARGE,      /* 413 body over the limit */
 	SIG_E_MAILBOX_FULL,   /* 429 a recipient's mailbox is at its cap */
+	SIG_E_RATE_LIMITED,   /* 429 this client or session is over its rate */
 	/* we failed */
 	SIG_E_BUSY,           /* 503 the store stayed locked past the busy timeout */
+	SIG_E_SERVER_FULL,    /* 503 --max-sessions or --max-rooms reached */
 	SIG_E_INTERNAL,       /* 500 a store or system call failed */
 	SIG_E__COUNT
 } sig_err;

@@ -58,6 +58,7 @@ struct held {
 	int64_t stall_us;      /* when the queue last made no progress, 0 none */
 	buf out;               /* FastCGI records waiting for the socket */
 	int dirty, more, ending, gone, want_out;
+	char *headers;         /* extra header lines (CORS) for a poll's answer, or NULL */
 	struct held *next_dirty;
 	struct held *hnext;            /* session hash chain */
 	struct held *prev, *next;      /* all held */
@@ -180,6 +181,8 @@ static void destroy(struct held *h, int release)
 	if (h->next)
 		h->next->prev = h->prev;
 	buf_free(&h->out);
+	free(h->headers);
+	h->headers = NULL;
 	h->gone = 1;
 	atomic_fetch_sub(&H.count, 1);
 	/* A dirty entry may still point here; it is freed after the dirty pass. */
@@ -227,10 +230,10 @@ static int flush(struct held *h)
 static const char sse_head[] = "Status: 200 OK\r\n"
 			       "Content-Type: text/event-stream\r\n"
 			       "Cache-Control: no-cache, no-store\r\n"
-			       "X-Accel-Buffering: no\r\n\r\n";
+			       "X-Accel-Buffering: no\r\n";
 static const char poll_head[] = "Status: 200 OK\r\n"
 				"Content-Type: application/json\r\n"
-				"Cache-Control: no-store\r\n\r\n";
+				"Cache-Control: no-store\r\n";
 
 static void adopt(const struct hold_req *r)
 {
@@ -259,6 +262,8 @@ static void adopt(const struct hold_req *r)
 	h->cursor = r->cursor;
 	h->last_write_us = mono_us();
 	h->deadline_us = h->last_write_us + r->wait_ms * 1000;
+	if (h->kind == HOLD_POLL && r->headers[0])
+		h->headers = xstrdup(r->headers);
 	struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = h};
 	if (epoll_ctl(H.ep, EPOLL_CTL_ADD, h->fd, &ev) != 0) {
 		log_error("hold: epoll_ctl: %s", strerror(errno));
@@ -279,6 +284,8 @@ static void adopt(const struct hold_req *r)
 		int n = snprintf(retry, sizeof retry, "retry: %lld\n\n", (long long)cfg.retry_ms);
 		buf tmp = {0};
 		buf_append(&tmp, sse_head, sizeof sse_head - 1);
+		buf_puts(&tmp, r->headers);
+		buf_append(&tmp, "\r\n", 2);
 		buf_append(&tmp, retry, (size_t)n);
 		put_stdout(h, tmp.data, tmp.len);
 		buf_free(&tmp);
@@ -383,6 +390,9 @@ static int pull(struct held *h)
 	} else if (p.count > 0 || mono_us() >= h->deadline_us) {
 		buf resp = {0};
 		buf_append(&resp, poll_head, sizeof poll_head - 1);
+		if (h->headers)
+			buf_puts(&resp, h->headers);
+		buf_append(&resp, "\r\n", 2);
 		buf_printf(&resp, "{\"events\":[%s],\"last\":%lld}\n", text.data ? text.data : "",
 			   (long long)(p.count ? p.last : h->cursor));
 		put_stdout(h, resp.data, resp.len);

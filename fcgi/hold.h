@@ -21,6 +21,7 @@ struct hold_req {
 	core_stream stream;
 	int64_t cursor;     /* deliver events after this id */
 	int64_t wait_ms;    /* HOLD_POLL: longest wait */
+	char headers[384];  /* extra response header lines (CORS), "" for none */
 };
 
 /* Start the hold thread over its own core (and store). owner is this

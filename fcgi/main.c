@@ -36,6 +36,13 @@ static core *open_core(void)
 		.mailbox_limit = cfg.mailbox_limit,
 		.replay_window = cfg.replay_window,
 		.heartbeat_timeout_ms = cfg.heartbeat_timeout * 1000,
+		.auth_secret = cfg.auth_secret,
+		.auth_secret_len = cfg.auth_secret_len,
+		.max_sessions = cfg.max_sessions,
+		.max_rooms = cfg.max_rooms,
+		.max_signal = cfg.max_signal,
+		.rate_session = (double)cfg.rate_session,
+		.rate_login = (double)cfg.rate_login / 60.0,
 	};
 	/* The store lives as long as the thread that uses it: the process. */
 	return core_new(st, &lim);
@@ -99,6 +106,11 @@ int main(int argc, char **argv)
 		 cfg.db_path, (long long)cfg.threads, (long long)cfg.room_limit,
 		 (long long)cfg.heartbeat_timeout, (long long)cfg.mailbox_limit, cfg.listen ? " listen=" : "",
 		 cfg.listen ? cfg.listen : "");
+	if (cfg.auth_secret_len)
+		log_info("logins must be signed with the --auth-secret key");
+	else
+		log_warn("no --auth-secret: logins are open, anyone may log in as any unused id");
+	log_info("browser origins allowed: %s", cfg.allow_origin ? cfg.allow_origin : "same origin only");
 	for (;;) {
 		int sig = 0;
 		if (sigwait(&sigs, &sig) != 0)

@@ -105,6 +105,16 @@ sig_err store_recent_recipients(store *st, int64_t owner, int64_t after, int64_t
 				int *n, int64_t *max_id);
 
 sig_err store_stats(store *st, struct store_stats *out);
+sig_err store_session_count(store *st, int64_t *n);
+sig_err store_room_count(store *st, int64_t *n);
+
+/* A token bucket shared by every process (inside a write transaction):
+ * take one token from `key`, refilled at rate per second up to burst.
+ * *wait_s: 0 when allowed, else whole seconds until a token is there. */
+sig_err store_rate_take(store *st, const char *key, double rate, double burst, int64_t now,
+			int *wait_s);
+/* Forget buckets untouched since `before` (ms). */
+sig_err store_rate_gc(store *st, int64_t before);
 /* Passive WAL checkpoint: never waits for readers or writers. */
 sig_err store_checkpoint(store *st);
 

@@ -60,6 +60,11 @@ enum stmt_id {
 	Q_MAX_EVENT,
 	Q_RECENT,
 	Q_STATS,
+	Q_SESSION_COUNT,
+	Q_ROOM_COUNT,
+	Q_RATE_READ,
+	Q_RATE_WRITE,
+	Q_RATE_GC,
 	Q__COUNT
 };
 
@@ -103,6 +108,12 @@ static const char *const stmt_sql[Q__COUNT] = {
 		    "(SELECT count(DISTINCT room_id) FROM memberships), "
 		    "(SELECT count(*) FROM memberships), (SELECT count(*) FROM events), "
 		    "(SELECT count(*) FROM sessions WHERE stream_owner <> 0)",
+	[Q_SESSION_COUNT] = "SELECT count(*) FROM sessions",
+	[Q_ROOM_COUNT] = "SELECT count(*) FROM (SELECT DISTINCT room_id FROM memberships)",
+	[Q_RATE_READ] = "SELECT tokens, updated FROM rate_buckets WHERE key = ?1",
+	[Q_RATE_WRITE] = "INSERT INTO rate_buckets(key, tokens, updated) VALUES (?1, ?2, ?3) "
+			 "ON CONFLICT(key) DO UPDATE SET tokens = excluded.tokens, updated = excluded.updated",
+	[Q_RATE_GC] = "DELETE FROM rate_buckets WHERE updated < ?1",
 };
 
 struct store {
@@ -592,6 +603,50 @@ sig_err store_stats(store *st, struct store_stats *out)
 	if (rc != SQLITE_ROW)
 		return db_error(st, "stats", rc);
 	return SIG_OK;
+}
+
+sig_err store_session_count(store *st, int64_t *n)
+{
+	return query_int(st, stmt(st, Q_SESSION_COUNT), n, "session count");
+}
+
+sig_err store_room_count(store *st, int64_t *n)
+{
+	return query_int(st, stmt(st, Q_ROOM_COUNT), n, "room count");
+}
+
+sig_err store_rate_take(store *st, const char *key, double rate, double burst, int64_t now,
+			int *wait_s)
+{
+	sqlite3_stmt *s = stmt(st, Q_RATE_READ);
+	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(s);
+	double tokens = burst;
+	if (rc == SQLITE_ROW) {
+		int64_t updated = sqlite3_column_int64(s, 1);
+		tokens = sqlite3_column_double(s, 0) + (double)(now - updated) / 1000.0 * rate;
+		if (tokens > burst)
+			tokens = burst;
+	}
+	finish(s);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return db_error(st, "rate read", rc);
+	*wait_s = 0;
+	if (tokens >= 1.0)
+		tokens -= 1.0;
+	else
+		*wait_s = (int)((1.0 - tokens) / rate) + 1;
+	s = stmt(st, Q_RATE_WRITE);
+	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+	sqlite3_bind_double(s, 2, tokens);
+	sqlite3_bind_int64(s, 3, now);
+	return exec_stmt(st, Q_RATE_WRITE, "rate write");
+}
+
+sig_err store_rate_gc(store *st, int64_t before)
+{
+	sqlite3_bind_int64(stmt(st, Q_RATE_GC), 1, before);
+	return exec_stmt(st, Q_RATE_GC, "rate gc");
 }
 
 sig_err store_checkpoint(store *st)

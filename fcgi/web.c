@@ -17,6 +17,7 @@
 #include "config.h"
 #include "hold.h"
 #include "log.h"
+#include "ratelimit.h"
 #include "util.h"
 
 #include <fcgiapp.h>
@@ -121,9 +122,12 @@ static const char *query_get(const struct query *q, const char *key)
 	return NULL;
 }
 
+enum token_source { TOKEN_NONE, TOKEN_EXPLICIT, TOKEN_COOKIE };
+
 /* The token from "Authorization: Bearer", ?token= or the cookie, copied
- * into out; "" when none was presented. */
-static void find_token(FCGX_Request *req, const struct query *q, char out[CORE_TOKEN_LEN + 1])
+ * into out ("" when none was presented). The cookie is the one a browser
+ * sends by itself, so only it is subject to the Origin policy. */
+static enum token_source find_token(FCGX_Request *req, const struct query *q, char out[CORE_TOKEN_LEN + 1])
 {
 	out[0] = '\0';
 	const char *auth = FCGX_GetParam("HTTP_AUTHORIZATION", req->envp);
@@ -133,13 +137,13 @@ static void find_token(FCGX_Request *req, const struct query *q, char out[CORE_T
 			t++;
 		if (strlen(t) == CORE_TOKEN_LEN)
 			memcpy(out, t, CORE_TOKEN_LEN + 1);
-		return;
+		return TOKEN_EXPLICIT;
 	}
 	const char *qt = query_get(q, "token");
 	if (qt) {
 		if (strlen(qt) == CORE_TOKEN_LEN)
 			memcpy(out, qt, CORE_TOKEN_LEN + 1);
-		return;
+		return TOKEN_EXPLICIT;
 	}
 	const char *cookie = FCGX_GetParam("HTTP_COOKIE", req->envp);
 	size_t nlen = strlen(COOKIE_NAME);
@@ -151,10 +155,72 @@ static void find_token(FCGX_Request *req, const struct query *q, char out[CORE_T
 		if (len == nlen + 1 + CORE_TOKEN_LEN && strncmp(p, COOKIE_NAME "=", nlen + 1) == 0) {
 			memcpy(out, p + nlen + 1, CORE_TOKEN_LEN);
 			out[CORE_TOKEN_LEN] = '\0';
-			return;
+			return TOKEN_COOKIE;
 		}
 		p += len;
 	}
+	return TOKEN_NONE;
+}
+
+/* ---- browsers from other sites ----
+ * Default: same origin only. --allow-origin lists origins that may call
+ * with credentials (CORS with Access-Control-Allow-Credentials); "*" lets
+ * any origin call with an explicit token, never with the cookie. A request
+ * without Origin (curl, native apps) is not a browser's cross-site call. */
+
+static int origin_listed(const char *origin)
+{
+	const char *list = cfg.allow_origin;
+	size_t olen = strlen(origin);
+	while (list && *list) {
+		const char *comma = strchr(list, ',');
+		size_t len = comma ? (size_t)(comma - list) : strlen(list);
+		while (len > 0 && *list == ' ')
+			list++, len--;
+		if (len == olen && strncmp(list, origin, len) == 0)
+			return 1;
+		list += len;
+		if (*list == ',')
+			list++;
+	}
+	return 0;
+}
+
+static int origin_any(void)
+{
+	return cfg.allow_origin && strcmp(cfg.allow_origin, "*") == 0;
+}
+
+static int same_origin(FCGX_Request *req, const char *origin)
+{
+	const char *host = FCGX_GetParam("HTTP_HOST", req->envp);
+	const char *https = FCGX_GetParam("HTTPS", req->envp);
+	const char *scheme = https && strcmp(https, "on") == 0 ? "https://" : "http://";
+	size_t sl = strlen(scheme);
+	return host && strncmp(origin, scheme, sl) == 0 && strcmp(origin + sl, host) == 0;
+}
+
+/* Decide the Origin policy. Returns SIG_OK and fills cors (header lines,
+ * "" when none are needed) or SIG_E_FORBIDDEN_ORIGIN. */
+static sig_err origin_policy(FCGX_Request *req, enum token_source src, char *cors, size_t size)
+{
+	cors[0] = '\0';
+	const char *origin = FCGX_GetParam("HTTP_ORIGIN", req->envp);
+	if (origin == NULL || same_origin(req, origin))
+		return SIG_OK;
+	if (strlen(origin) > 200 || strpbrk(origin, "\r\n"))
+		return SIG_E_FORBIDDEN_ORIGIN;
+	if (origin_listed(origin)) {
+		snprintf(cors, size,
+			 "Access-Control-Allow-Origin: %s\r\nAccess-Control-Allow-Credentials: true\r\n"
+			 "Vary: Origin\r\n", origin);
+		return SIG_OK;
+	}
+	if (origin_any() && src != TOKEN_COOKIE) {
+		snprintf(cors, size, "Access-Control-Allow-Origin: %s\r\nVary: Origin\r\n", origin);
+		return SIG_OK;
+	}
+	return SIG_E_FORBIDDEN_ORIGIN;
 }
 
 static void respond(FCGX_Request *req, int status, const char *headers, json_object *body)
@@ -202,33 +268,38 @@ static sig_err read_body(FCGX_Request *req, buf *b)
 	return SIG_OK;
 }
 
-static void handle_cmd(core *c, FCGX_Request *req, const struct query *q)
+static void handle_cmd(core *c, FCGX_Request *req, const struct query *q, const char *cors)
 {
 	buf body = {0};
 	char token[CORE_TOKEN_LEN + 1];
 	sig_err e = read_body(req, &body);
 	if (e != SIG_OK) {
-		respond_error(req, e, NULL);
+		respond_error(req, e, cors);
 		buf_free(&body);
 		return;
 	}
 	find_token(req, q, token);
 	core_result r;
 	core_result_init(&r);
-	core_exec_body(c, token[0] ? token : NULL, body.data, body.len, &r);
+	core_exec_request(c, token[0] ? token : NULL, FCGX_GetParam("REMOTE_ADDR", req->envp), body.data,
+			  body.len, &r);
 	buf_free(&body);
-	char headers[256] = "";
+	buf headers = {0};
+	buf_puts(&headers, cors);
 	const char *https = FCGX_GetParam("HTTPS", req->envp);
 	const char *secure = https && strcmp(https, "on") == 0 ? "; Secure" : "";
 	if (r.token[0])
-		snprintf(headers, sizeof headers,
-			 "Set-Cookie: " COOKIE_NAME "=%s; Path=/api/; HttpOnly; SameSite=Strict%s\r\n", r.token,
-			 secure);
+		buf_printf(&headers,
+			   "Set-Cookie: " COOKIE_NAME "=%s; Path=/api/; HttpOnly; SameSite=Strict%s\r\n", r.token,
+			   secure);
 	else if (r.logged_out)
-		snprintf(headers, sizeof headers,
-			 "Set-Cookie: " COOKIE_NAME "=; Path=/api/; Max-Age=0; HttpOnly; SameSite=Strict%s\r\n",
-			 secure);
-	respond(req, r.status, headers, r.reply);
+		buf_printf(&headers,
+			   "Set-Cookie: " COOKIE_NAME "=; Path=/api/; Max-Age=0; HttpOnly; SameSite=Strict%s\r\n",
+			   secure);
+	if (r.retry_after > 0)
+		buf_printf(&headers, "Retry-After: %d\r\n", r.retry_after);
+	respond(req, r.status, headers.data ? headers.data : "", r.reply);
+	buf_free(&headers);
 	/* Bells after the answer is queued: the commit is already done, and the
 	 * sender's reply should not wait on other processes' sockets. */
 	bell_ring(&r.wakes);
@@ -251,19 +322,20 @@ static int query_int(const struct query *q, const char *key, int64_t max, int64_
 
 /* Open an SSE stream or a long-poll. Returns 1 when the connection was
  * handed to the hold thread (the caller must not finish the request). */
-static int handle_hold(core *c, FCGX_Request *req, const struct query *q, enum hold_kind kind)
+static int handle_hold(core *c, FCGX_Request *req, const struct query *q, enum hold_kind kind,
+		       const char *cors)
 {
 	int64_t ack = 0, wait = cfg.poll_default;
 	if (kind == HOLD_SSE) {
 		const char *hdr = FCGX_GetParam("HTTP_LAST_EVENT_ID", req->envp);
 		if ((hdr && *hdr && parse_i64(hdr, 0, INT64_MAX, &ack) != 0) ||
 		    query_int(q, "lastEventId", INT64_MAX, &ack) != 0) {
-			respond_error(req, SIG_E_BAD_REQUEST, NULL);
+			respond_error(req, SIG_E_BAD_REQUEST, cors);
 			return 0;
 		}
 	} else if (query_int(q, "since", INT64_MAX, &ack) != 0 ||
 		   query_int(q, "timeout", cfg.poll_max, &wait) != 0) {
-		respond_error(req, SIG_E_BAD_REQUEST, NULL);
+		respond_error(req, SIG_E_BAD_REQUEST, cors);
 		return 0;
 	}
 	char token[CORE_TOKEN_LEN + 1];
@@ -274,9 +346,10 @@ static int handle_hold(core *c, FCGX_Request *req, const struct query *q, enum h
 	sig_err e = core_stream_open(c, token[0] ? token : NULL, ack, web_owner, &h.stream, &w);
 	if (e != SIG_OK) {
 		free(w.v);
-		respond_error(req, e, NULL);
+		respond_error(req, e, cors);
 		return 0;
 	}
+	snprintf(h.headers, sizeof h.headers, "%s", cors);
 	bell_ring(&w); /* tell a previous holder to let go */
 	free(w.v);
 	/* The connection now belongs to the hold thread: free libfcgi's
@@ -324,28 +397,61 @@ static int serve(core *c, FCGX_Request *req)
 		return 0;
 	}
 	int get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
-	if (strcmp(path, "/api/cmd") == 0) {
-		if (strcmp(method, "POST") != 0) {
-			respond_error(req, SIG_E_METHOD, "Allow: POST\r\n");
-			return 0;
-		}
-		handle_cmd(c, req, &q);
+	int is_cmd = strcmp(path, "/api/cmd") == 0;
+	int is_hold = strcmp(path, "/api/events") == 0 || strcmp(path, "/api/poll") == 0;
+	if (strcmp(path, "/api/health") == 0) {
+		if (!get)
+			respond_error(req, SIG_E_METHOD, "Allow: GET, HEAD\r\n");
+		else
+			handle_health(c, req);
 		return 0;
 	}
-	if (strcmp(path, "/api/events") == 0 || strcmp(path, "/api/poll") == 0 ||
-	    strcmp(path, "/api/health") == 0) {
-		if (!get) {
-			respond_error(req, SIG_E_METHOD, "Allow: GET, HEAD\r\n");
-			return 0;
-		}
-		if (path[5] == 'h') {
-			handle_health(c, req);
-			return 0;
-		}
-		return handle_hold(c, req, &q, path[5] == 'e' ? HOLD_SSE : HOLD_POLL);
+	if (!is_cmd && !is_hold) {
+		respond_error(req, SIG_E_NOT_FOUND, NULL);
+		return 0;
 	}
-	respond_error(req, SIG_E_NOT_FOUND, NULL);
-	return 0;
+	char token[CORE_TOKEN_LEN + 1];
+	char cors[384];
+	enum token_source src = find_token(req, &q, token);
+	sig_err e = origin_policy(req, strcmp(method, "OPTIONS") == 0 ? TOKEN_EXPLICIT : src, cors, sizeof cors);
+	if (e != SIG_OK) {
+		respond_error(req, e, "Vary: Origin\r\n");
+		return 0;
+	}
+	if (strcmp(method, "OPTIONS") == 0) {
+		/* CORS preflight: only an allowed cross-origin caller gets here with cors set. */
+		if (cors[0] == '\0') {
+			respond_error(req, SIG_E_FORBIDDEN_ORIGIN, NULL);
+			return 0;
+		}
+		FCGX_FPrintF(req->out,
+			     "Status: 204 No Content\r\n%sAccess-Control-Allow-Methods: GET, POST, OPTIONS\r\n"
+			     "Access-Control-Allow-Headers: Authorization, Content-Type, Last-Event-ID\r\n"
+			     "Access-Control-Max-Age: 600\r\n\r\n",
+			     cors);
+		return 0;
+	}
+	const char *remote = FCGX_GetParam("REMOTE_ADDR", req->envp);
+	int wait = rl_take('a', remote ? remote : "-", (double)cfg.rate_ip, 2.0 * (double)cfg.rate_ip);
+	if (wait > 0) {
+		char extra[448];
+		snprintf(extra, sizeof extra, "%sRetry-After: %d\r\n", cors, wait);
+		respond_error(req, SIG_E_RATE_LIMITED, extra);
+		return 0;
+	}
+	if (is_cmd) {
+		if (strcmp(method, "POST") != 0) {
+			respond_error(req, SIG_E_METHOD, "Allow: POST, OPTIONS\r\n");
+			return 0;
+		}
+		handle_cmd(c, req, &q, cors);
+		return 0;
+	}
+	if (!get) {
+		respond_error(req, SIG_E_METHOD, "Allow: GET, HEAD, OPTIONS\r\n");
+		return 0;
+	}
+	return handle_hold(c, req, &q, path[5] == 'e' ? HOLD_SSE : HOLD_POLL, cors);
 }
 
 static void *web_main(void *arg)

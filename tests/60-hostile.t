@@ -50,9 +50,14 @@ post "$A" "$ok15"
 is "$STATUS" 200 "nesting within the cap (16) is fine"
 head -c 65537 /dev/zero | tr '\0' ' ' >"$OUT/big"
 expect 413 too-large "65,537 bytes of body" -- "${auth[@]}" --data-binary @"$OUT/big" "$(cmd)"
-python3 -c 'import json; print(json.dumps({"type":"signal","to":"bob","sdp":"x"*65400}))' >"$OUT/fits.json"
+python3 -c 'import json; print(json.dumps({"type":"signal","to":"bob","sdp":"x"*32000}))' >"$OUT/fits.json"
 post "$A" "$(cat "$OUT/fits.json")"
-is "$STATUS" 200 "a 64 KiB SDP fits"
+is "$STATUS" 200 "a 32,000-byte SDP fits under --max-signal (32 KiB)"
+python3 -c 'import json; print(json.dumps({"type":"signal","to":"bob","sdp":"x"*40000}))' >"$OUT/over.json"
+before_q=$(sqlite3 "$SERVER_DB" "SELECT count(*) FROM events")
+post "$A" "$(cat "$OUT/over.json")"
+is "$STATUS/$(echo "$BODY" | jq -r .error)" 413/too-large "a 40,000-byte signal is over --max-signal: 413"
+is "$(sqlite3 "$SERVER_DB" "SELECT count(*) FROM events")" "$before_q" "... and nothing was queued"
 expect 400 unknown-type "type is a number" -- "${auth[@]}" --data-binary '{"type":1}' "$(cmd)"
 
 # --- ids ---
