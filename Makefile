@@ -21,7 +21,7 @@ SAN       = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-r
 # Debian packages the build, the service and the tests need.
 DEB_BUILD = gcc make libc6-dev pkg-config libfcgi-dev libjson-c-dev libsqlite3-dev libssl-dev
 DEB_RUN   = lighttpd curl jq
-DEB_TEST  = curl jq perl sqlite3 valgrind python3 libfcgi-bin
+DEB_TEST  = curl jq perl sqlite3 valgrind python3 libfcgi-bin openssl nodejs
 
 # The responder, one object per subsystem.
 CORE_OBJS = util.o log.o error.o config.o jsonv.o store_sqlite.o schema.o ratelimit.o core.o
