@@ -16,6 +16,7 @@
 #include "bell.h"
 #include "config.h"
 #include "hold.h"
+#include "httpparse.h"
 #include "log.h"
 #include "ratelimit.h"
 #include "util.h"
@@ -28,138 +29,18 @@
 #include <string.h>
 #include <unistd.h>
 
-#define QUERY_MAX_PAIRS 8
-#define QUERY_VALUE_MAX 128
-#define COOKIE_NAME "signal_token"
-
 static pthread_mutex_t accept_lock = PTHREAD_MUTEX_INITIALIZER;
 static int64_t web_owner;
 static int web_listen_fd;
 static web_core_factory web_make_core;
 
-struct query {
-	int n;
-	struct {
-		char key[16];
-		char value[QUERY_VALUE_MAX + 1];
-	} kv[QUERY_MAX_PAIRS];
-};
+_Static_assert(HTTP_TOKEN_LEN == CORE_TOKEN_LEN, "the transport and the core disagree on tokens");
 
-static int hexval(char c)
+/* The token and where it came from (see token_pick). */
+static enum token_source find_token(FCGX_Request *req, const struct query *q, char out[HTTP_TOKEN_LEN + 1])
 {
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-/* Percent-decode src[0..len) into dst (room for max bytes + NUL). Refuses
- * bad escapes, control bytes and overlong values. */
-static int url_decode(const char *src, size_t len, char *dst, size_t max)
-{
-	size_t o = 0;
-	for (size_t i = 0; i < len; i++) {
-		int c = (unsigned char)src[i];
-		if (c == '+') {
-			c = ' ';
-		} else if (c == '%') {
-			if (i + 2 >= len)
-				return -1;
-			int hi = hexval(src[i + 1]), lo = hexval(src[i + 2]);
-			if (hi < 0 || lo < 0)
-				return -1;
-			c = hi * 16 + lo;
-			i += 2;
-		}
-		if (c < 0x20 || c == 0x7f || o >= max)
-			return -1;
-		dst[o++] = (char)c;
-	}
-	dst[o] = '\0';
-	return 0;
-}
-
-/* Parse a query string. Unknown keys are kept (and ignored by the caller);
- * a repeated key, a bad escape or too many pairs is an error. */
-static int query_parse(const char *qs, struct query *q)
-{
-	q->n = 0;
-	if (qs == NULL)
-		return 0;
-	while (*qs) {
-		const char *amp = strchr(qs, '&');
-		size_t len = amp ? (size_t)(amp - qs) : strlen(qs);
-		if (len > 0) {
-			const char *eq = memchr(qs, '=', len);
-			size_t klen = eq ? (size_t)(eq - qs) : len;
-			if (q->n == QUERY_MAX_PAIRS)
-				return -1;
-			if (url_decode(qs, klen, q->kv[q->n].key, sizeof q->kv[q->n].key - 1) != 0)
-				return -1;
-			const char *v = eq ? eq + 1 : qs + len;
-			if (url_decode(v, (size_t)(qs + len - v), q->kv[q->n].value, QUERY_VALUE_MAX) != 0)
-				return -1;
-			for (int i = 0; i < q->n; i++)
-				if (strcmp(q->kv[i].key, q->kv[q->n].key) == 0)
-					return -1;
-			q->n++;
-		}
-		qs += len;
-		if (*qs == '&')
-			qs++;
-	}
-	return 0;
-}
-
-static const char *query_get(const struct query *q, const char *key)
-{
-	for (int i = 0; i < q->n; i++)
-		if (strcmp(q->kv[i].key, key) == 0)
-			return q->kv[i].value;
-	return NULL;
-}
-
-enum token_source { TOKEN_NONE, TOKEN_EXPLICIT, TOKEN_COOKIE };
-
-/* The token from "Authorization: Bearer", ?token= or the cookie, copied
- * into out ("" when none was presented). The cookie is the one a browser
- * sends by itself, so only it is subject to the Origin policy. */
-static enum token_source find_token(FCGX_Request *req, const struct query *q, char out[CORE_TOKEN_LEN + 1])
-{
-	out[0] = '\0';
-	const char *auth = FCGX_GetParam("HTTP_AUTHORIZATION", req->envp);
-	if (auth && strncasecmp(auth, "Bearer ", 7) == 0) {
-		const char *t = auth + 7;
-		while (*t == ' ')
-			t++;
-		if (strlen(t) == CORE_TOKEN_LEN)
-			memcpy(out, t, CORE_TOKEN_LEN + 1);
-		return TOKEN_EXPLICIT;
-	}
-	const char *qt = query_get(q, "token");
-	if (qt) {
-		if (strlen(qt) == CORE_TOKEN_LEN)
-			memcpy(out, qt, CORE_TOKEN_LEN + 1);
-		return TOKEN_EXPLICIT;
-	}
-	const char *cookie = FCGX_GetParam("HTTP_COOKIE", req->envp);
-	size_t nlen = strlen(COOKIE_NAME);
-	for (const char *p = cookie; p && *p;) {
-		while (*p == ' ' || *p == ';')
-			p++;
-		const char *end = strchr(p, ';');
-		size_t len = end ? (size_t)(end - p) : strlen(p);
-		if (len == nlen + 1 + CORE_TOKEN_LEN && strncmp(p, COOKIE_NAME "=", nlen + 1) == 0) {
-			memcpy(out, p + nlen + 1, CORE_TOKEN_LEN);
-			out[CORE_TOKEN_LEN] = '\0';
-			return TOKEN_COOKIE;
-		}
-		p += len;
-	}
-	return TOKEN_NONE;
+	return token_pick(FCGX_GetParam("HTTP_AUTHORIZATION", req->envp), q,
+			  FCGX_GetParam("HTTP_COOKIE", req->envp), out);
 }
 
 /* ---- browsers from other sites ----
@@ -167,24 +48,6 @@ static enum token_source find_token(FCGX_Request *req, const struct query *q, ch
  * with credentials (CORS with Access-Control-Allow-Credentials); "*" lets
  * any origin call with an explicit token, never with the cookie. A request
  * without Origin (curl, native apps) is not a browser's cross-site call. */
-
-static int origin_listed(const char *origin)
-{
-	const char *list = cfg.allow_origin;
-	size_t olen = strlen(origin);
-	while (list && *list) {
-		const char *comma = strchr(list, ',');
-		size_t len = comma ? (size_t)(comma - list) : strlen(list);
-		while (len > 0 && *list == ' ')
-			list++, len--;
-		if (len == olen && strncmp(list, origin, len) == 0)
-			return 1;
-		list += len;
-		if (*list == ',')
-			list++;
-	}
-	return 0;
-}
 
 static int origin_any(void)
 {
@@ -210,7 +73,7 @@ static sig_err origin_policy(FCGX_Request *req, enum token_source src, char *cor
 		return SIG_OK;
 	if (strlen(origin) > 200 || strpbrk(origin, "\r\n"))
 		return SIG_E_FORBIDDEN_ORIGIN;
-	if (origin_listed(origin)) {
+	if (origin_listed(cfg.allow_origin, origin)) {
 		snprintf(cors, size,
 			 "Access-Control-Allow-Origin: %s\r\nAccess-Control-Allow-Credentials: true\r\n"
 			 "Vary: Origin\r\n", origin);
@@ -310,14 +173,6 @@ static void handle_cmd(core *c, FCGX_Request *req, const struct query *q, const 
 		log_msg(r.status >= 500 ? LOG_WARN : LOG_INFO, "cmd: %s by %s -> %d",
 			r.first_type ? r.first_type : "?", r.user_id[0] ? r.user_id : "-", r.status);
 	core_result_free(&r);
-}
-
-static int query_int(const struct query *q, const char *key, int64_t max, int64_t *out)
-{
-	const char *v = query_get(q, key);
-	if (v == NULL)
-		return 0;
-	return parse_i64(v, 0, max, out);
 }
 
 /* Open an SSE stream or a long-poll. Returns 1 when the connection was
