@@ -21,6 +21,7 @@ SAN       = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-r
 # Debian packages the build, the service and the tests need.
 DEB_BUILD = gcc make libc6-dev pkg-config libfcgi-dev libjson-c-dev libsqlite3-dev libssl-dev
 DEB_RUN   = lighttpd curl jq
+DEB_FUZZ  = clang libclang-rt-14-dev
 DEB_TEST  = curl jq perl sqlite3 valgrind python3 libfcgi-bin openssl nodejs
 
 # The responder, one object per subsystem.
@@ -33,7 +34,7 @@ SAN_SRV   = $(addprefix build/san/,$(SRV_OBJS))
 HEADERS   = $(wildcard fcgi/*.h)
 SCHEMA    = $(sort $(wildcard schema/*.sql))
 
-.PHONY: all run test unit integration bench clean deps deps-test install
+.PHONY: all run test unit integration bench fuzz clean deps deps-test deps-fuzz install
 
 all: build/signal-fcgi
 
@@ -76,6 +77,42 @@ build/unit: tests/unit.c $(SAN_OBJS) $(HEADERS)
 build:
 	@mkdir -p build
 
+# Fuzz targets (tests/fuzz/): libFuzzer builds for `make fuzz` (clang), and
+# replay builds (gcc + ASan, no libFuzzer) that `make test` runs over the
+# seed corpus and every crash input kept in tests/fuzz/regress/.
+FUZZ_TARGETS  = json http core
+FUZZ_SRC_json = fcgi/jsonv.c fcgi/util.c fcgi/log.c fcgi/error.c
+FUZZ_SRC_http = fcgi/httpparse.c fcgi/util.c
+FUZZ_SRC_core = fcgi/util.c fcgi/log.c fcgi/error.c fcgi/config.c fcgi/jsonv.c fcgi/store_sqlite.c \
+                fcgi/ratelimit.c fcgi/core.c build/schema.c
+FUZZ_SECONDS ?= 60
+
+build/fuzz/%: tests/fuzz/fuzz_%.c $(wildcard fcgi/*.c) $(HEADERS) build/schema.c
+	@mkdir -p build/fuzz
+	clang $(WARN) -Wno-unknown-warning-option -g -O1 -fsanitize=fuzzer,address,undefined -Ifcgi -Ibuild -o $@ $< $(FUZZ_SRC_$*) $(LDLIBS)
+
+build/replay/%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(wildcard fcgi/*.c) $(HEADERS) build/schema.c
+	@mkdir -p build/replay
+	$(CC) $(WARN) -g -O1 $(SAN) -Ifcgi -Ibuild -o $@ $< tests/fuzz/replay.c $(FUZZ_SRC_$*) $(LDLIBS)
+
+deps-fuzz: deps
+	@missing=""; for p in $(DEB_FUZZ); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
+
+# Each target runs FUZZ_SECONDS; a crash input lands in tests/fuzz/regress/TARGET/
+# (commit it: `make test` replays it from then on).
+fuzz: deps-fuzz
+	@$(MAKE) --no-print-directory $(addprefix build/fuzz/,$(FUZZ_TARGETS))
+	@status=0; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p build/fuzz/work-$$t tests/fuzz/regress/$$t; \
+	  echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \
+	  ./build/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -max_len=70000 -print_final_stats=1 \
+	    -artifact_prefix=tests/fuzz/regress/$$t/ build/fuzz/work-$$t tests/fuzz/corpus/$$t \
+	    > build/fuzz/$$t.log 2>&1 || status=1; \
+	  grep -E '^stat::number_of_executed_units|^stat::peak_rss_mb|^#[0-9]+ *DONE|ERROR|SUMMARY' build/fuzz/$$t.log | sed "s/^/  $$t: /"; \
+	done; exit $$status
+
 # Install missing Debian packages (we run as root on the target machines).
 deps:
 	@missing=""; for p in $(DEB_BUILD) $(DEB_RUN); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -95,7 +132,7 @@ run: deps
 	  SIGNAL_PROCS=$(PROCS) SIGNAL_BIND=$(BIND) PORT=$(PORT) exec lighttpd -D -f lighttpd.conf
 
 test: deps-test
-	@$(MAKE) --no-print-directory all build/unit build/san/signal-fcgi
+	@$(MAKE) --no-print-directory all build/unit build/san/signal-fcgi $(addprefix build/replay/,$(FUZZ_TARGETS))
 	prove -v tests/*.t
 
 bench: deps

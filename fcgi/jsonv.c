@@ -4,6 +4,8 @@
  */
 #include "jsonv.h"
 
+#include <stdint.h>
+
 #include <string.h>
 
 /* Length of the well-formed UTF-8 sequence at s (RFC 3629: no overlong
@@ -40,6 +42,35 @@ static size_t utf8_seq(const unsigned char *s, size_t left)
 	return n;
 }
 
+/* json-c saturates integers out of the 64-bit range instead of failing,
+ * so a relayed "seq":99999999999999999999 would arrive changed. Refuse
+ * them: a relay is faithful or says no. (Depth is capped, so is recursion.) */
+static int has_saturated_int(json_object *o)
+{
+	switch (json_object_get_type(o)) {
+	case json_type_int: {
+		int64_t v = json_object_get_int64(o);
+		uint64_t u = json_object_get_uint64(o);
+		return v == INT64_MIN || (v == INT64_MAX && u >= (uint64_t)INT64_MAX) || u == UINT64_MAX;
+	}
+	case json_type_array:
+		for (size_t i = 0; i < json_object_array_length(o); i++)
+			if (has_saturated_int(json_object_array_get_idx(o, i)))
+				return 1;
+		return 0;
+	case json_type_object: {
+		json_object_object_foreach(o, key, val) {
+			(void)key;
+			if (has_saturated_int(val))
+				return 1;
+		}
+		return 0;
+	}
+	default:
+		return 0;
+	}
+}
+
 sig_err jv_parse(const char *body, size_t len, json_object **out)
 {
 	*out = NULL;
@@ -60,7 +91,7 @@ sig_err jv_parse(const char *body, size_t len, json_object **out)
 	enum json_tokener_error err = json_tokener_get_error(tok);
 	size_t used = json_tokener_get_parse_end(tok);
 	json_tokener_free(tok);
-	if (obj == NULL || err != json_tokener_success) {
+	if (obj == NULL || err != json_tokener_success || has_saturated_int(obj)) {
 		json_object_put(obj);
 		return SIG_E_INVALID_JSON;
 	}

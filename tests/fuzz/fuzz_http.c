@@ -1,0 +1,53 @@
+/*
+ * fuzz_http.c - query strings, tokens (header, query, cookie), origin lists
+ * and Last-Event-ID numbers. The input is split at newlines into: query
+ * string, Authorization header, Cookie header, origin list, origin.
+ */
+#include "httpparse.h"
+#include "util.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+static char *next_line(char **p)
+{
+	char *s = *p;
+	if (s == NULL)
+		return NULL;
+	char *nl = strchr(s, '\n');
+	if (nl) {
+		*nl = '\0';
+		*p = nl + 1;
+	} else {
+		*p = NULL;
+	}
+	return s;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	char *copy = malloc(size + 1);
+	memcpy(copy, data, size);
+	copy[size] = '\0';
+	char *p = copy;
+	char *qs = next_line(&p), *auth = next_line(&p), *cookie = next_line(&p);
+	char *list = next_line(&p), *origin = next_line(&p);
+	struct query q;
+	if (query_parse(qs, &q) == 0) {
+		int64_t v = 0;
+		(void)query_int(&q, "since", INT64_MAX, &v);
+		(void)query_get(&q, "token");
+		char tok[HTTP_TOKEN_LEN + 1];
+		enum token_source src = token_pick(auth, &q, cookie, tok);
+		if (src != TOKEN_NONE && tok[0] && strlen(tok) != HTTP_TOKEN_LEN)
+			abort(); /* a token is exactly HTTP_TOKEN_LEN bytes or empty */
+	}
+	if (origin)
+		(void)origin_listed(list, origin);
+	int64_t id = 0;
+	if (qs && parse_i64(qs, 0, INT64_MAX, &id) == 0 && id < 0)
+		abort();
+	free(copy);
+	return 0;
+}
