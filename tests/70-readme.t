@@ -18,4 +18,10 @@ like "$o" '"events":\[\{"id":[0-9]+,"type":"user-joined","userId":"bob"' "alice'
 like "$o" '"type":"room-users","success":true,"roomId":"room1","users":\["alice","bob"\]' "room-users"
 like "$o" '"ok":true' "health"
 like "$o" '"type":"logout","success":true' "logout"
+# the options block in the README is the responder's own --help
+missing=""
+for o in $("$ROOT/build/signal-fcgi" --help | grep -oE '^  --[a-z-]+' | grep -v -e --help -e --version); do
+	grep -q -- "^  $o " "$ROOT/README.md" || missing="$missing $o"
+done
+is "$missing" "" "the README documents every option --help lists"
 done_testing
