@@ -71,8 +71,12 @@ build/san/schema.o: build/schema.c
 build/san/signal-fcgi: $(SAN_SRV)
 	$(CC) -O1 -g $(SAN) -o $@ $(SAN_SRV) $(LDLIBS)
 
-build/unit: tests/unit.c $(SAN_OBJS) $(HEADERS)
-	$(CC) $(WARN) $(CPPFLAGS) -O1 -g $(SAN) -o $@ tests/unit.c $(SAN_OBJS) $(LDLIBS)
+build/unit: tests/unit.c $(SAN_OBJS) build/san/httpparse.o $(HEADERS)
+	$(CC) $(WARN) $(CPPFLAGS) -O1 -g $(SAN) -o $@ tests/unit.c $(SAN_OBJS) build/san/httpparse.o $(LDLIBS)
+
+# The same tests without sanitizers, for valgrind.
+build/unit-plain: tests/unit.c $(addprefix build/,$(CORE_OBJS) httpparse.o) $(HEADERS)
+	$(CC) $(WARN) $(CPPFLAGS) -O1 -g -o $@ tests/unit.c $(addprefix build/,$(CORE_OBJS) httpparse.o) $(LDLIBS)
 
 build:
 	@mkdir -p build
@@ -132,7 +136,7 @@ run: deps
 	  SIGNAL_PROCS=$(PROCS) SIGNAL_BIND=$(BIND) PORT=$(PORT) exec lighttpd -D -f lighttpd.conf
 
 test: deps-test
-	@$(MAKE) --no-print-directory all build/unit build/san/signal-fcgi $(addprefix build/replay/,$(FUZZ_TARGETS))
+	@$(MAKE) --no-print-directory all build/unit build/unit-plain build/san/signal-fcgi $(addprefix build/replay/,$(FUZZ_TARGETS))
 	prove -v tests/*.t
 
 bench: deps

@@ -1,0 +1,623 @@
+/*
+ * unit.c - C unit tests of the command core, the store, the JSON intake,
+ * the HTTP parsers and the rate limiter, without HTTP. Built with ASan and
+ * UBSan (`make build/unit`); tests/10-unit.t also runs it under valgrind.
+ * Prints TAP; exits 1 on any failure.
+ */
+#define _GNU_SOURCE
+#include "core.h"
+#include "httpparse.h"
+#include "jsonv.h"
+#include "ratelimit.h"
+#include "store.h"
+#include "util.h"
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static int n_tests, n_failed;
+
+static void ok(int cond, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void ok(int cond, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	printf("%s %d - ", cond ? "ok" : "not ok", ++n_tests);
+	vprintf(fmt, ap);
+	printf("\n");
+	va_end(ap);
+	if (!cond)
+		n_failed++;
+}
+
+static void is_str(const char *got, const char *want, const char *name)
+{
+	int same = got && want && strcmp(got, want) == 0;
+	ok(same, "%s", name);
+	if (!same)
+		printf("#   got:      '%s'\n#   expected: '%s'\n", got ? got : "(null)", want ? want : "(null)");
+}
+
+static void is_int(long long got, long long want, const char *name)
+{
+	ok(got == want, "%s", name);
+	if (got != want)
+		printf("#   got: %lld, expected: %lld\n", got, want);
+}
+
+/* ---- fixture: a fresh database and a core over it ---- */
+
+static char dir[] = "/tmp/signal-unit-XXXXXX";
+static char dbpath[256];
+static store *st;
+static core *c;
+static unsigned char secret[] = "0123456789abcdef-unit-secret";
+
+static struct core_limits limits(void)
+{
+	struct core_limits lim = {.room_limit = 3, .mailbox_limit = 4, .replay_window = 3,
+				  .heartbeat_timeout_ms = 1000};
+	return lim;
+}
+
+static void open_fixture(const char *name, const struct core_limits *lim)
+{
+	snprintf(dbpath, sizeof dbpath, "%s/%s.db", dir, name);
+	if (store_open(dbpath, 1000, &st) != SIG_OK) {
+		printf("Bail out! cannot open %s\n", dbpath);
+		exit(1);
+	}
+	c = core_new(st, lim);
+}
+
+static void close_fixture(void)
+{
+	core_free(c);
+	store_close(st);
+	c = NULL;
+	st = NULL;
+}
+
+/* Run body with token; returns the status, *reply a new reference (or NULL). */
+static int run(const char *token, const char *body, json_object **reply, char *token_out)
+{
+	core_result r;
+	core_result_init(&r);
+	core_exec_body(c, token, body, strlen(body), &r);
+	int status = r.status;
+	if (token_out)
+		strcpy(token_out, r.token);
+	if (reply)
+		*reply = json_object_get(r.reply);
+	core_result_free(&r);
+	return status;
+}
+
+static const char *field(json_object *o, const char *name)
+{
+	json_object *v = NULL;
+	if (!json_object_object_get_ex(o, name, &v))
+		return NULL;
+	return json_object_get_string(v);
+}
+
+/* The error code of a reply, or "" for a success. */
+static const char *error_of(json_object *o)
+{
+	const char *e = field(o, "error");
+	return e ? e : "";
+}
+
+static void login(const char *user, char token[CORE_TOKEN_LEN + 1])
+{
+	char body[128];
+	snprintf(body, sizeof body, "{\"type\":\"login\",\"userId\":\"%s\",\"protocol\":\"p\"}", user);
+	if (run(NULL, body, NULL, token) != 200) {
+		printf("Bail out! login %s failed\n", user);
+		exit(1);
+	}
+}
+
+static void join(const char *token, const char *room)
+{
+	char body[128];
+	snprintf(body, sizeof body, "{\"type\":\"join\",\"roomId\":\"%s\"}", room);
+	run(token, body, NULL, NULL);
+}
+
+/* Counts from the store: "sessions/members/queued". */
+static void counts(char *out, size_t size)
+{
+	json_object *h = NULL;
+	core_health(c, &h);
+	snprintf(out, size, "%s/%s/%s", field(h, "sessions"), field(h, "members"), field(h, "queued"));
+	json_object_put(h);
+}
+
+/* ---- reading a mailbox through the stream API ---- */
+
+struct mail {
+	int n;
+	int64_t ids[64];
+	char *bodies[64];
+};
+
+static int collect(void *ctx, int64_t id, const char *body, size_t len)
+{
+	struct mail *m = ctx;
+	if (m->n < 64) {
+		m->ids[m->n] = id;
+		m->bodies[m->n] = strndup(body, len);
+		m->n++;
+	}
+	return 0;
+}
+
+static void mail_free(struct mail *m)
+{
+	for (int i = 0; i < m->n; i++)
+		free(m->bodies[i]);
+	m->n = 0;
+}
+
+/* Open a stream for token (acknowledging ack) and pull everything after it. */
+static sig_err read_mail(const char *token, int64_t ack, core_stream *cs, struct mail *m, int64_t *lost)
+{
+	core_wakes w = {0};
+	sig_err e = core_stream_open(c, token, ack, 42, cs, &w);
+	free(w.v);
+	if (e != SIG_OK)
+		return e;
+	int64_t lost_upto = 0;
+	core_delivery_begin(c);
+	e = core_stream_pull(c, cs, ack, 64, collect, m, &lost_upto);
+	core_delivery_end(c, 1);
+	if (lost)
+		*lost = lost_upto;
+	return e;
+}
+
+/* A mailbox's bodies, as one string "type:from,type:from,...". */
+static void summary(struct mail *m, char *out, size_t size)
+{
+	out[0] = '\0';
+	for (int i = 0; i < m->n; i++) {
+		json_object *o = json_tokener_parse(m->bodies[i]);
+		const char *type = field(o, "type");
+		const char *who = field(o, "from") ? field(o, "from") : field(o, "userId");
+		size_t len = strlen(out);
+		snprintf(out + len, size - len, "%s%s:%s", i ? "," : "", type ? type : "?", who ? who : "?");
+		json_object_put(o);
+	}
+}
+
+/* ---- tests ---- */
+
+static void test_login(void)
+{
+	struct core_limits lim = limits();
+	open_fixture("login", &lim);
+	char a[CORE_TOKEN_LEN + 1], again[CORE_TOKEN_LEN + 1];
+	json_object *r = NULL;
+	is_int(run(NULL, "{\"type\":\"login\",\"userId\":\"alice\",\"protocol\":\"x\"}", &r, a), 200, "login: 200");
+	ok(strlen(a) == 64 && strspn(a, "0123456789abcdef") == 64, "login: token is 64 hex characters");
+	is_str(field(r, "token"), a, "login: the reply carries the token");
+	is_str(field(r, "protocol"), "x", "login: protocol echoed");
+	json_object_put(r);
+	is_int(run(NULL, "{\"type\":\"login\",\"userId\":\"alice\"}", &r, NULL), 409, "login: a live id is taken");
+	is_str(error_of(r), "user-exists", "login: ... user-exists");
+	json_object_put(r);
+	is_int(run(a, "{\"type\":\"login\",\"userId\":\"alice\"}", &r, again), 200, "login: own token resumes");
+	is_str(again, a, "login: ... with the same token");
+	json_object_put(r);
+	const char *bad[] = {"", "a b", "a/b", "\\u00e9", "x\\u0000y",
+			     "12345678901234567890123456789012345678901234567890123456789012345"};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		char body[200];
+		snprintf(body, sizeof body, "{\"type\":\"login\",\"userId\":\"%s\"}", bad[i]);
+		int s = run(NULL, body, &r, NULL);
+		ok(s == 400 && strcmp(error_of(r), "invalid-field") == 0, "login: bad id #%zu is invalid-field", i);
+		json_object_put(r);
+	}
+	char cnt[64];
+	counts(cnt, sizeof cnt);
+	is_str(cnt, "1/0/0", "login: refused logins created nothing");
+	close_fixture();
+}
+
+static void test_rooms_and_signals(void)
+{
+	struct core_limits lim = limits();
+	open_fixture("rooms", &lim);
+	char a[65], b[65], cc[65], d[65], before[64], after[64], sum[512];
+	json_object *r = NULL;
+	login("alice", a);
+	login("bob", b);
+	login("carol", cc);
+	login("dave", d);
+	join(a, "r1");
+	is_int(run(b, "{\"type\":\"join\",\"roomId\":\"r1\"}", &r, NULL), 200, "join: 200");
+	is_str(json_object_to_json_string_ext(json_object_object_get(r, "users"), JSON_C_TO_STRING_PLAIN),
+	       "[\"alice\",\"bob\"]", "join: users in join order");
+	json_object_put(r);
+	join(cc, "r1");
+	counts(before, sizeof before);
+	is_int(run(d, "{\"type\":\"join\",\"roomId\":\"r1\"}", &r, NULL), 409, "join: room-full at the limit");
+	is_str(error_of(r), "room-full", "join: ... room-full");
+	json_object_put(r);
+	counts(after, sizeof after);
+	is_str(after, before, "join: a refused join changes nothing");
+
+	is_int(run(a, "{\"type\":\"signal\",\"to\":\"bob\",\"from\":\"eve\",\"roomId\":\"x\",\"sdp\":\"o\"}", &r,
+		   NULL), 200, "signal: to a peer");
+	json_object_put(r);
+	struct mail m = {0};
+	core_stream cs;
+	read_mail(b, 0, &cs, &m, NULL);
+	summary(&m, sum, sizeof sum);
+	is_str(sum, "user-joined:carol,signal:alice", "signal: bob's mailbox, forged from overwritten");
+	ok(m.n == 2 && strstr(m.bodies[1], "\"roomId\":\"r1\"") != NULL, "signal: roomId stamped by the server");
+	ok(m.n == 2 && m.ids[0] < m.ids[1], "signal: ids increase");
+	mail_free(&m);
+	read_mail(a, 0, &cs, &m, NULL);
+	summary(&m, sum, sizeof sum);
+	is_str(sum, "user-joined:bob,user-joined:carol", "signal: never echoed to the sender");
+	mail_free(&m);
+
+	is_int(run(a, "{\"type\":\"signal\",\"to\":\"dave\"}", &r, NULL), 409, "signal: to a non-member");
+	is_str(error_of(r), "unknown-peer", "signal: ... unknown-peer");
+	json_object_put(r);
+	is_int(run(a, "{\"type\":\"signal\",\"to\":\"alice\"}", &r, NULL), 409, "signal: to oneself is unknown-peer");
+	json_object_put(r);
+	is_int(run(d, "{\"type\":\"signal\"}", &r, NULL), 409, "signal: outside a room");
+	is_str(error_of(r), "not-in-room", "signal: ... not-in-room");
+	json_object_put(r);
+
+	/* Mailbox cap 4 undelivered: carol has 0 after reading; fill, then refuse whole. */
+	read_mail(cc, 0, &cs, &m, NULL);
+	if (m.n > 0) {
+		core_delivery_begin(c);
+		core_stream_sent(c, &cs, m.ids[m.n - 1]);
+		core_delivery_end(c, 1);
+	}
+	mail_free(&m);
+	for (int i = 0; i < 4; i++)
+		run(a, "{\"type\":\"signal\",\"to\":\"carol\",\"x\":1}", NULL, NULL);
+	counts(before, sizeof before);
+	is_int(run(a, "{\"type\":\"signal\",\"x\":2}", &r, NULL), 429, "signal: a broadcast with one full mailbox");
+	is_str(error_of(r), "mailbox-full", "signal: ... mailbox-full");
+	json_object_put(r);
+	counts(after, sizeof after);
+	is_str(after, before, "signal: ... and nothing queued for anyone");
+
+	/* joining a second room leaves the first */
+	join(b, "r2");
+	read_mail(a, 0, &cs, &m, NULL);
+	summary(&m, sum, sizeof sum);
+	ok(strstr(sum, "user-left:bob") != NULL, "join elsewhere: the old room gets user-left");
+	mail_free(&m);
+	is_int(run(d, "{\"type\":\"leave\"}", &r, NULL), 409, "leave: not in a room");
+	json_object_put(r);
+	is_int(run(a, "{\"type\":\"room-users\",\"roomId\":\"r1\"}", &r, NULL), 200, "room-users: 200");
+	is_str(json_object_to_json_string_ext(json_object_object_get(r, "users"), JSON_C_TO_STRING_PLAIN),
+	       "[\"alice\",\"carol\"]", "room-users: the members");
+	json_object_put(r);
+
+	/* logout */
+	is_int(run(cc, "{\"type\":\"logout\"}", &r, NULL), 200, "logout: 200");
+	json_object_put(r);
+	is_int(run(cc, "{\"type\":\"ping\"}", &r, NULL), 401, "logout: the token is dead");
+	json_object_put(r);
+	read_mail(a, 0, &cs, &m, NULL);
+	summary(&m, sum, sizeof sum);
+	ok(strstr(sum, "user-left:carol") != NULL, "logout: the room gets user-left");
+	mail_free(&m);
+	close_fixture();
+}
+
+static void test_errors_and_batches(void)
+{
+	struct core_limits lim = limits();
+	open_fixture("errors", &lim);
+	char a[65], before[64], after[64];
+	json_object *r = NULL;
+	login("alice", a);
+	counts(before, sizeof before);
+	static const struct {
+		const char *body;
+		int status;
+		const char *code;
+	} cases[] = {
+		{"{\"type\":\"nope\"}", 400, "unknown-type"},
+		{"{\"roomId\":\"r\"}", 400, "unknown-type"},
+		{"{\"type\":\"join\"", 400, "invalid-json"},
+		{"{\"type\":\"ping\"} x", 400, "invalid-json"},
+		{"{\"type\":\"ping\",\"x\":\"\xff\"}", 400, "invalid-json"},
+		{"{\"type\":\"ping\",\"x\":\"\xc0\xaf\"}", 400, "invalid-json"},
+		{"{\"type\":\"ping\",\"n\":99999999999999999999}", 400, "invalid-json"},
+		{"[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]", 400, "invalid-json"},
+		{"{\"type\":\"join\",\"roomId\":7}", 400, "invalid-field"},
+		{"{\"type\":\"ping\",\"ack\":-1}", 400, "invalid-field"},
+		{"[]", 400, "invalid-field"},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		int s = run(a, cases[i].body, &r, NULL);
+		ok(s == cases[i].status && strcmp(error_of(r), cases[i].code) == 0, "error case %zu -> %d %s", i,
+		   cases[i].status, cases[i].code);
+		ok(json_object_object_get(r, "msg") != NULL && json_object_object_get(r, "success") != NULL,
+		   "error: ... carries success and msg");
+		json_object_put(r);
+	}
+	core_result res;
+	core_result_init(&res);
+	const char nul_body[] = "{\"type\":\"ping\",\"x\":\"a\0b\"}";
+	core_exec_body(c, a, nul_body, sizeof nul_body - 1, &res);
+	is_int(res.status, 400, "a raw NUL byte inside the body: 400");
+	core_result_free(&res);
+	is_int(run(NULL, "{\"type\":\"ping\"}", &r, NULL), 401, "no token: 401");
+	json_object_put(r);
+	is_int(run("zz", "{\"type\":\"ping\"}", &r, NULL), 401, "malformed token: 401");
+	json_object_put(r);
+	counts(after, sizeof after);
+	is_str(after, before, "no failed command changed anything");
+
+	char tok[65];
+	is_int(run(NULL, "[{\"type\":\"login\",\"userId\":\"bob\"},{\"type\":\"join\",\"roomId\":\"r\"},{\"type\":\"x\"}]",
+		   &r, tok), 200, "batch: 200");
+	ok(json_object_is_type(r, json_type_array) && json_object_array_length(r) == 3, "batch: one reply each");
+	is_str(field(json_object_array_get_idx(r, 1), "type"), "join", "batch: login authenticates the rest");
+	is_str(field(json_object_array_get_idx(r, 2), "status"), "400", "batch: a failed command carries its status");
+	json_object_put(r);
+	char big[64 * 20 + 8] = "[";
+	for (int i = 0; i < 65; i++)
+		strcat(big, i ? ",{\"type\":\"ping\"}" : "{\"type\":\"ping\"}");
+	strcat(big, "]");
+	is_int(run(a, big, &r, NULL), 400, "batch: over 64 commands is refused");
+	json_object_put(r);
+	close_fixture();
+}
+
+static void test_streams(void)
+{
+	struct core_limits lim = limits();
+	lim.mailbox_limit = 100;
+	open_fixture("streams", &lim);
+	char a[65], b[65];
+	login("alice", a);
+	login("bob", b);
+	join(a, "r");
+	join(b, "r");
+	for (int i = 0; i < 6; i++)
+		run(a, "{\"type\":\"signal\",\"to\":\"bob\",\"n\":1}", NULL, NULL);
+	struct mail m = {0};
+	core_stream first, second;
+	int64_t lost = 0;
+	is_int(read_mail(b, 0, &first, &m, &lost), SIG_OK, "stream: open and pull");
+	is_int(m.n, 6, "stream: all six queued signals");
+	int64_t third = m.ids[2], last = m.ids[5];
+	mail_free(&m);
+	/* Acknowledge up to the third: a new stream starts after it, and the
+	 * first stream is replaced. */
+	core_wakes w = {0};
+	is_int(core_stream_open(c, b, third, 77, &second, &w), SIG_OK, "stream: a second stream opens");
+	is_int(w.n, 1, "stream: ... and names the previous holder to wake");
+	ok(w.n == 1 && w.v[0].owner == 42, "stream: ... which is the first owner");
+	free(w.v);
+	int64_t l2 = 0;
+	core_delivery_begin(c);
+	sig_err e = core_stream_pull(c, &first, 0, 64, collect, &m, &l2);
+	core_delivery_end(c, 1);
+	is_int(e, SIG_E_UNAUTHORIZED, "stream: the replaced stream is told to end");
+	mail_free(&m);
+	core_delivery_begin(c);
+	core_stream_pull(c, &second, third, 64, collect, &m, &l2);
+	core_delivery_end(c, 1);
+	is_int(m.n, 3, "stream: events up to the ack are gone, the rest remain");
+	mail_free(&m);
+	/* Replay window 3: mark all six sent; older delivered ones are trimmed. */
+	for (int i = 0; i < 3; i++)
+		run(a, "{\"type\":\"signal\",\"to\":\"bob\",\"n\":2}", NULL, NULL);
+	core_delivery_begin(c);
+	core_stream_pull(c, &second, third, 64, collect, &m, &l2);
+	int64_t newest = m.ids[m.n - 1];
+	core_stream_sent(c, &second, newest);
+	core_delivery_end(c, 1);
+	mail_free(&m);
+	core_delivery_begin(c);
+	core_stream_pull(c, &second, 0, 64, collect, &m, &l2);
+	core_delivery_end(c, 1);
+	is_int(m.n, 3, "stream: only the replay window of sent events is kept");
+	ok(l2 > last - 10 && l2 < newest, "stream: the trimmed point is reported (lost_upto)");
+	mail_free(&m);
+	is_int(core_stream_close(c, &second), SIG_OK, "stream: close releases it");
+	close_fixture();
+}
+
+static void test_prune(void)
+{
+	struct core_limits lim = limits();
+	lim.heartbeat_timeout_ms = 3000;
+	open_fixture("prune", &lim);
+	char a[65], b[65], sum[256];
+	json_object *r = NULL;
+	login("alice", a);
+	login("bob", b);
+	join(a, "r");
+	join(b, "r");
+	core_wakes w = {0};
+	int pruned = -1;
+	is_int(core_prune(c, now_ms(), &w, &pruned), SIG_OK, "prune: runs");
+	is_int(pruned, 0, "prune: fresh sessions stay");
+	sleep(1);
+	run(a, "{\"type\":\"ping\"}", NULL, NULL); /* alice stays fresh, bob goes silent */
+	usleep(200 * 1000);
+	/* 2.5 s later: bob is 3.7 s silent, alice 2.7 s. */
+	is_int(core_prune(c, now_ms() + 2500, &w, &pruned), SIG_OK, "prune: runs again");
+	is_int(pruned, 1, "prune: the silent session is pruned");
+	free(w.v);
+	is_int(run(b, "{\"type\":\"ping\"}", &r, NULL), 401, "prune: its token answers 401");
+	json_object_put(r);
+	is_int(run(a, "{\"type\":\"ping\"}", &r, NULL), 200, "prune: the one that pinged stays");
+	json_object_put(r);
+	struct mail m = {0};
+	core_stream cs;
+	read_mail(a, 0, &cs, &m, NULL);
+	summary(&m, sum, sizeof sum);
+	ok(strstr(sum, "user-left:bob") != NULL, "prune: the room gets user-left");
+	mail_free(&m);
+	is_int(run(NULL, "{\"type\":\"login\",\"userId\":\"bob\"}", &r, NULL), 200, "prune: the id is free again");
+	json_object_put(r);
+	close_fixture();
+}
+
+static void mint(const char *user, long long expiry, char *out, size_t size)
+{
+	char msg[128];
+	unsigned char mac[32];
+	unsigned int len = 0;
+	int n = snprintf(msg, sizeof msg, "%s:%lld", user, expiry);
+	HMAC(EVP_sha256(), secret, (int)strlen((char *)secret), (unsigned char *)msg, (size_t)n, mac, &len);
+	int o = snprintf(out, size, "%lld:", expiry);
+	for (int i = 0; i < 32; i++)
+		o += snprintf(out + o, size - (size_t)o, "%02x", mac[i]);
+}
+
+static void test_auth_secret(void)
+{
+	struct core_limits lim = limits();
+	lim.auth_secret = secret;
+	lim.auth_secret_len = strlen((char *)secret);
+	open_fixture("auth", &lim);
+	char auth[128], body[256];
+	json_object *r = NULL;
+	long long soon = (long long)(now_ms() / 1000) + 60;
+	is_int(run(NULL, "{\"type\":\"login\",\"userId\":\"alice\"}", &r, NULL), 401, "auth: unsigned login refused");
+	json_object_put(r);
+	mint("alice", soon, auth, sizeof auth);
+	snprintf(body, sizeof body, "{\"type\":\"login\",\"userId\":\"alice\",\"auth\":\"%s\"}", auth);
+	is_int(run(NULL, body, &r, NULL), 200, "auth: a valid signature logs in");
+	json_object_put(r);
+	snprintf(body, sizeof body, "{\"type\":\"login\",\"userId\":\"bob\",\"auth\":\"%s\"}", auth);
+	is_int(run(NULL, body, &r, NULL), 401, "auth: another user's signature does not");
+	json_object_put(r);
+	mint("carol", soon - 120, auth, sizeof auth);
+	snprintf(body, sizeof body, "{\"type\":\"login\",\"userId\":\"carol\",\"auth\":\"%s\"}", auth);
+	is_int(run(NULL, body, &r, NULL), 401, "auth: an expired signature does not");
+	json_object_put(r);
+	mint("carol", soon, auth, sizeof auth);
+	auth[strlen(auth) - 1] ^= 1;
+	snprintf(body, sizeof body, "{\"type\":\"login\",\"userId\":\"carol\",\"auth\":\"%s\"}", auth);
+	is_int(run(NULL, body, &r, NULL), 401, "auth: one flipped bit does not");
+	json_object_put(r);
+	close_fixture();
+}
+
+static void test_migration(void)
+{
+	struct core_limits lim = limits();
+	open_fixture("migrate", &lim);
+	char a[65];
+	login("alice", a);
+	close_fixture();
+	open_fixture("migrate", &lim);
+	json_object *r = NULL;
+	is_int(run(a, "{\"type\":\"ping\"}", &r, NULL), 200, "migration: data survives a reopen");
+	json_object_put(r);
+	close_fixture();
+	sqlite3 *db = NULL;
+	sqlite3_open(dbpath, &db);
+	sqlite3_stmt *s = NULL;
+	sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &s, NULL);
+	sqlite3_step(s);
+	is_int(sqlite3_column_int(s, 0), 2, "migration: user_version is the newest schema");
+	sqlite3_finalize(s);
+	sqlite3_exec(db, "PRAGMA user_version = 99", NULL, NULL, NULL);
+	sqlite3_close(db);
+	store *newer = NULL;
+	ok(store_open(dbpath, 1000, &newer) != SIG_OK && newer == NULL, "migration: a newer schema is refused");
+}
+
+static void test_httpparse(void)
+{
+	struct query q;
+	int64_t v = -1;
+	ok(query_parse("since=5&timeout=%31%30", &q) == 0, "query: parses");
+	ok(query_int(&q, "since", 100, &v) == 0 && v == 5, "query: since=5");
+	ok(query_int(&q, "timeout", 100, &v) == 0 && v == 10, "query: percent-decoded");
+	ok(query_int(&q, "timeout", 5, &v) == -1, "query: over the maximum");
+	ok(query_parse("a=1&a=2", &q) == -1, "query: a repeated key is refused");
+	ok(query_parse("a=%zz", &q) == -1, "query: a bad escape is refused");
+	ok(query_parse("a=%4", &q) == -1, "query: a truncated escape is refused");
+	ok(query_parse("a=%00", &q) == -1, "query: an escaped NUL is refused");
+	ok(query_parse("a=1&b=2&c=3&d=4&e=5&f=6&g=7&h=8&i=9", &q) == -1, "query: too many pairs");
+	char tok[HTTP_TOKEN_LEN + 1];
+	char good[65];
+	memset(good, 'a', 64);
+	good[64] = '\0';
+	char hdr[80], cookie[128];
+	snprintf(hdr, sizeof hdr, "Bearer %s", good);
+	query_parse(NULL, &q);
+	ok(token_pick(hdr, &q, NULL, tok) == TOKEN_EXPLICIT && strcmp(tok, good) == 0, "token: from the header");
+	snprintf(cookie, sizeof cookie, "x=1; signal_token=%s; y=2", good);
+	ok(token_pick(NULL, &q, cookie, tok) == TOKEN_COOKIE && strcmp(tok, good) == 0, "token: from the cookie");
+	ok(token_pick("Basic abc", &q, NULL, tok) == TOKEN_NONE && tok[0] == '\0', "token: Basic is no token");
+	ok(token_pick("Bearer short", &q, NULL, tok) == TOKEN_EXPLICIT && tok[0] == '\0',
+	   "token: a short Bearer yields no token");
+	ok(origin_listed("https://a.example,https://b.example", "https://b.example"), "origin: listed");
+	ok(!origin_listed("https://a.example,https://b.example", "https://b.example.evil"), "origin: prefix is not a match");
+	ok(!origin_listed(NULL, "https://a.example"), "origin: no list, no match");
+}
+
+static void test_jsonv(void)
+{
+	json_object *o = NULL;
+	ok(jv_parse("{\"a\":\"\xf0\x9f\x98\x80\"}", 12, &o) == SIG_OK, "json: a 4-byte UTF-8 character");
+	json_object_put(o);
+	ok(jv_parse("{\"a\":\"\xed\xa0\x80\"}", 11, &o) != SIG_OK, "json: a UTF-16 surrogate in UTF-8 is refused");
+	ok(jv_parse("{\"a\":\"\xf4\x90\x80\x80\"}", 12, &o) != SIG_OK, "json: above U+10FFFF is refused");
+	ok(jv_is_id("a.b_c~d@e+f-9", 13) && !jv_is_id("a b", 3) && !jv_is_id("", 0), "json: the id alphabet");
+}
+
+static void test_ratelimit(void)
+{
+	int allowed = 0, wait = 0;
+	for (int i = 0; i < 10; i++) {
+		int w = rl_take('t', "unit", 2, 4);
+		allowed += w == 0;
+		if (w)
+			wait = w;
+	}
+	is_int(allowed, 4, "rate: the burst passes, the rest wait");
+	ok(wait >= 1, "rate: the wait is at least a second");
+	is_int(rl_take('t', "other", 2, 4), 0, "rate: another key is not affected");
+}
+
+int main(void)
+{
+	setvbuf(stdout, NULL, _IONBF, 0); /* TAP lines survive a sanitizer abort */
+	if (mkdtemp(dir) == NULL) {
+		printf("Bail out! mkdtemp\n");
+		return 1;
+	}
+	test_login();
+	test_rooms_and_signals();
+	test_errors_and_batches();
+	test_streams();
+	test_prune();
+	test_auth_secret();
+	test_migration();
+	test_httpparse();
+	test_jsonv();
+	test_ratelimit();
+	printf("1..%d\n", n_tests);
+	char cmd[300];
+	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+	if (system(cmd) != 0)
+		printf("# could not remove %s\n", dir);
+	return n_failed ? 1 : 0;
+}
