@@ -182,12 +182,17 @@ static int handle_hold(core *c, FCGX_Request *req, const struct query *q, enum h
 {
 	int64_t ack = 0, wait = cfg.poll_default;
 	if (kind == HOLD_SSE) {
+		/* EventSource reconnects to the same URL with a newer Last-Event-ID
+		 * header: when both are given, the larger cursor wins. */
 		const char *hdr = FCGX_GetParam("HTTP_LAST_EVENT_ID", req->envp);
+		int64_t from_query = 0;
 		if ((hdr && *hdr && parse_i64(hdr, 0, INT64_MAX, &ack) != 0) ||
-		    query_int(q, "lastEventId", INT64_MAX, &ack) != 0) {
+		    query_int(q, "lastEventId", INT64_MAX, &from_query) != 0) {
 			respond_error(req, SIG_E_BAD_REQUEST, cors);
 			return 0;
 		}
+		if (from_query > ack)
+			ack = from_query;
 	} else if (query_int(q, "since", INT64_MAX, &ack) != 0 ||
 		   query_int(q, "timeout", cfg.poll_max, &wait) != 0) {
 		respond_error(req, SIG_E_BAD_REQUEST, cors);

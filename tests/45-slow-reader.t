@@ -6,7 +6,7 @@
 # kernel's TCP send buffer alone absorbs up to 4 MB before anyone notices.)
 . "$(dirname "$0")/lib.sh"
 
-start_server -- --write-timeout 3 --mailbox-limit 5000 --keepalive 1 || exit 1
+start_server -- --write-timeout 3 --mailbox-limit 5000 --keepalive 1 --rate-session 100000 --rate-ip 100000 || exit 1
 A=$(login alice)
 B=$(login bob)
 S=$(login sam)
