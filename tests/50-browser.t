@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Real WebRTC calls through the service in headless Chromium: the call page
+# (www/) and its client library (www/signal.js), over SSE, long-poll and a
+# restart mid-call, with fake camera and microphone. Needs Debian's
+# chromium and npm's playwright-core: tests/browser/setup.sh installs them.
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+OUT=$ROOT/tests/out/50-browser
+rm -rf "$OUT"; mkdir -p "$OUT"
+if ! "$ROOT/tests/browser/setup.sh" >"$OUT/setup.log" 2>&1; then
+	echo "not ok 1 - browser test set-up (chromium, playwright-core)"
+	sed 's/^/# /' "$OUT/setup.log" | tail -20
+	echo "1..1"
+	exit 1
+fi
+timeout 600 node "$ROOT/tests/browser/calls.mjs" "$OUT"

@@ -1,0 +1,212 @@
+// calls.mjs - real WebRTC calls through signal-fcgi in headless Chromium.
+// Starts its own lighttpd (the repo's lighttpd.conf) on a free port with a
+// fresh database, drives the call page (www/index.html) in separate browser
+// contexts (one cookie jar per user), prints TAP, and stops what it started.
+//   node tests/browser/calls.mjs OUTDIR
+import { chromium } from 'playwright-core';
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdirSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const OUT = path.resolve(process.argv[2] || path.join(ROOT, 'tests/out/50-browser'));
+mkdirSync(OUT, { recursive: true });
+
+let n = 0;
+let failed = 0;
+function ok(cond, name, diag) {
+  n++;
+  if (!cond) failed++;
+  console.log(`${cond ? 'ok' : 'not ok'} ${n} - ${name}`);
+  if (!cond && diag) console.log(`# ${String(diag).split('\n').join('\n# ')}`);
+}
+
+// ---- the service ----
+function freePort() {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
+  });
+}
+
+let server = null;
+async function startServer(port, db, args = '') {
+  const env = {
+    ...process.env, SIGNAL_ROOT: ROOT, SIGNAL_BIN: `${ROOT}/build/signal-fcgi`, SIGNAL_RUNDIR: `${OUT}/run`,
+    SIGNAL_DB: db, SIGNAL_ARGS: args, SIGNAL_PROCS: '1', SIGNAL_BIND: '127.0.0.1', PORT: String(port),
+  };
+  mkdirSync(`${OUT}/run`, { recursive: true });
+  server = spawn('lighttpd', ['-D', '-f', `${ROOT}/lighttpd.conf`], { env, stdio: ['ignore', 'ignore', 'ignore'] });
+  for (let i = 0; i < 100; i++) {
+    try {
+      const r = await fetch(`http://127.0.0.1:${port}/api/health`);
+      if (r.ok) return;
+    } catch (e) { /* not yet */ }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error('server did not start');
+}
+async function stopServer() {
+  if (!server) return;
+  const s = server;
+  server = null;
+  const done = new Promise((r) => s.once('exit', r));
+  s.kill('SIGTERM');
+  await done;
+  await new Promise((r) => setTimeout(r, 100));
+}
+
+// ---- pages ----
+const browser = await chromium.launch({
+  executablePath: '/usr/bin/chromium',
+  args: ['--no-sandbox', '--disable-features=WebRtcHideLocalIpsWithMdns',
+    '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream'],
+});
+
+let base = '';
+const contexts = [];
+async function openPage(name, room, { transport = 'auto', media = false, width = 1100 } = {}) {
+  const ctx = await browser.newContext({ viewport: { width, height: 800 } });
+  contexts.push(ctx);
+  const page = await ctx.newPage();
+  page.on('pageerror', (e) => console.log(`# page error (${name}): ${e.message}`));
+  await page.goto(base + '/');
+  await page.fill('#name', name);
+  await page.fill('#room', room);
+  await page.selectOption('#transport', transport);
+  if (media) await page.check('#media');
+  await page.click('#joinBtn');
+  return page;
+}
+async function closeAll() {
+  while (contexts.length) await contexts.pop().close();
+}
+// Wait until page shows an open chat channel with every one of peers.
+async function channelsOpen(page, peers, timeout = 20000) {
+  const sel = peers.map((p) => `#peers li[data-peer="${p}"][data-channel="open"]`).join(', ');
+  await page.waitForFunction((s) => document.querySelectorAll(s.sel).length === s.count,
+    { sel, count: peers.length }, { timeout });
+}
+async function chat(from, to, text) {
+  await from.fill('#chatInput', text);
+  await from.press('#chatInput', 'Enter');
+  await to.waitForFunction((t) => [...document.querySelectorAll('#messages li')].some((li) => li.textContent.includes(t)),
+    text, { timeout: 10000 });
+}
+async function attempt(name, fn) {
+  try {
+    await fn();
+    return true;
+  } catch (e) {
+    ok(false, name, e.stack || e);
+    return false;
+  }
+}
+
+const port = await freePort();
+base = `http://127.0.0.1:${port}`;
+const db = `${OUT}/browser.db`;
+rmSync(db, { force: true });
+await startServer(port, db);
+
+try {
+  // 1. two pages, a data channel, a message
+  await attempt('two pages talk over a data channel', async () => {
+    const a = await openPage('alice', 'pair');
+    const b = await openPage('bob', 'pair');
+    await channelsOpen(a, ['bob']);
+    await channelsOpen(b, ['alice']);
+    await chat(a, b, 'hello from alice');
+    await chat(b, a, 'hi alice');
+    const transport = await a.getAttribute('#transportState', 'data-transport');
+    ok(true, `two pages join a room and open a data channel; messages cross both ways (transport ${transport})`);
+    ok(transport === 'sse', 'automatic mode uses SSE when it works', transport);
+    ok(!(await a.isVisible('#join')) && (await a.isVisible('#call')), 'after joining, the call view replaces the form');
+  });
+  await closeAll();
+
+  // 2. three pages, full mesh
+  await attempt('three pages form a full mesh', async () => {
+    const names = ['ann', 'ben', 'cat'];
+    const pages = [];
+    for (const nm of names) pages.push(await openPage(nm, 'mesh'));
+    for (let i = 0; i < 3; i++) await channelsOpen(pages[i], names.filter((x) => x !== names[i]));
+    ok(true, 'three pages form a full mesh (each sees two open channels)');
+    await chat(pages[2], pages[0], 'mesh works');
+  });
+  await closeAll();
+
+  // 3. long-poll forced
+  await attempt('the call over long-poll', async () => {
+    const a = await openPage('pollA', 'polled', { transport: 'poll' });
+    const b = await openPage('pollB', 'polled', { transport: 'poll' });
+    await channelsOpen(a, ['pollB']);
+    await channelsOpen(b, ['pollA']);
+    await chat(a, b, 'over long-poll');
+    ok((await a.getAttribute('#transportState', 'data-transport')) === 'poll', 'the two-page call completes with long-poll forced');
+  });
+  await closeAll();
+
+  // 4. SSE while the service restarts in the middle of call set-up
+  await attempt('the call survives a restart mid-setup', async () => {
+    const a = await openPage('restA', 'restart', { transport: 'sse' });
+    await a.waitForSelector('#call:not([hidden])');
+    const b = await openPage('restB', 'restart', { transport: 'sse' });
+    await b.waitForSelector('#call:not([hidden])');
+    await stopServer(); // offers/answers/candidates are in flight or queued
+    await new Promise((r) => setTimeout(r, 700));
+    await startServer(port, db);
+    await channelsOpen(a, ['restB'], 30000);
+    await channelsOpen(b, ['restA'], 30000);
+    await chat(b, a, 'after the restart');
+    ok(true, 'with SSE, the service restarts mid call set-up: the clients resume and the call completes');
+  });
+  await closeAll();
+
+  // 5. camera: fake media, remote video playing, screenshots
+  await attempt('remote video plays', async () => {
+    const a = await openPage('vidA', 'video', { media: true });
+    const b = await openPage('vidB', 'video', { media: true });
+    await channelsOpen(a, ['vidB']);
+    const playing = async (page) => page.waitForFunction(() => {
+      const v = document.querySelector('video.remote');
+      if (!v || v.readyState < 2) return false;
+      if (window.__t0 === undefined) { window.__t0 = v.currentTime; return false; }
+      return v.currentTime > window.__t0 + 0.2 && v.videoWidth > 0;
+    }, null, { timeout: 20000, polling: 200 });
+    await playing(a);
+    await playing(b);
+    ok(true, 'with fake devices, each page plays the other\'s remote video (time advancing, frames sized)');
+    await a.screenshot({ path: `${OUT}/call-laptop.png` });
+    const phone = await openPage('vidC', 'video-phone', { width: 390 });
+    await phone.waitForSelector('#call:not([hidden])');
+    await phone.screenshot({ path: `${OUT}/call-phone.png`, fullPage: true });
+    ok(true, `screenshots saved: ${OUT}/call-laptop.png, call-phone.png`);
+  });
+  await closeAll();
+
+  // 6. a sixth page in a full room
+  await attempt('room-full is shown', async () => {
+    const pages = [];
+    for (let i = 1; i <= 5; i++) {
+      const p = await openPage(`full${i}`, 'full');
+      await p.waitForSelector('#call:not([hidden])');
+      pages.push(p);
+    }
+    const sixth = await openPage('full6', 'full');
+    await sixth.waitForSelector('#formError:not([hidden])', { timeout: 10000 });
+    const text = await sixth.textContent('#formError');
+    ok(/room is full/i.test(text), 'a sixth page in a full room sees the room-full message', text);
+    const taken = await openPage('full1', 'elsewhere');
+    await taken.waitForSelector('#formError:not([hidden])', { timeout: 10000 });
+    ok(/name is taken/i.test(await taken.textContent('#formError')), 'a taken name is explained');
+  });
+  await closeAll();
+} finally {
+  await browser.close();
+  await stopServer();
+}
+console.log(`1..${n}`);
+process.exit(failed ? 1 : 0);

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# setup.sh - what the browser tests need: Debian's chromium (never a browser
+# download) and playwright-core from npm, installed when missing.
+set -e
+cd "$(dirname "$0")"
+if ! command -v chromium >/dev/null 2>&1; then
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+if ! command -v npm >/dev/null 2>&1; then
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+fi
+if [ ! -d node_modules/playwright-core ]; then
+	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error >/dev/null
+fi

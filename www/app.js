@@ -1,0 +1,234 @@
+/*
+ * app.js - the call page: joins a room through signal.js and keeps a full
+ * mesh of RTCPeerConnections with every other member, each with a chat
+ * data channel (works without any device) and, when asked, camera and
+ * microphone. Negotiation follows the "perfect negotiation" pattern, so
+ * two peers that start at once never deadlock.
+ */
+import { SignalClient } from './signal.js';
+
+const $ = (id) => document.getElementById(id);
+const ICE = { iceServers: [] }; // same-network demo; add STUN/TURN for the internet
+
+let sc = null;
+let me = null;
+let localStream = null;
+const peers = new Map(); // userId -> { pc, dc, polite, makingOffer, ignoreOffer, li, video }
+
+function say(text, who) {
+  const li = document.createElement('li');
+  if (who) {
+    const b = document.createElement('span');
+    b.className = 'who';
+    b.textContent = who;
+    li.append(b, document.createTextNode(text));
+  } else {
+    li.className = 'system';
+    li.textContent = text;
+  }
+  $('messages').append(li);
+  li.scrollIntoView({ block: 'nearest' });
+}
+
+function showBanner(text) {
+  $('banner').textContent = text;
+  $('banner').hidden = !text;
+}
+
+function formError(text) {
+  $('formError').textContent = text;
+  $('formError').hidden = !text;
+}
+
+function peerRow(id) {
+  const li = document.createElement('li');
+  li.dataset.peer = id;
+  li.innerHTML = '<span class="name"></span><span class="state">new</span>';
+  li.querySelector('.name').textContent = id;
+  $('peers').append(li);
+  return li;
+}
+
+function updateRow(p) {
+  const state = p.pc.connectionState;
+  const channel = p.dc ? p.dc.readyState : 'none';
+  p.li.dataset.state = state;
+  p.li.dataset.channel = channel;
+  p.li.querySelector('.state').textContent = `${state}, chat ${channel}`;
+}
+
+function setupChannel(id, p) {
+  p.dc.onopen = () => { updateRow(p); say(`${id} connected`); };
+  p.dc.onclose = () => updateRow(p);
+  p.dc.onmessage = (m) => say(m.data, id);
+}
+
+function addPeer(id) {
+  if (id === me || peers.has(id)) return peers.get(id);
+  const pc = new RTCPeerConnection(ICE);
+  // Both ends create the same pre-negotiated channel: no glare over who opens it.
+  const dc = pc.createDataChannel('chat', { negotiated: true, id: 0 });
+  const p = { pc, dc, polite: me < id, makingOffer: false, ignoreOffer: false, li: peerRow(id), video: null };
+  peers.set(id, p);
+  setupChannel(id, p);
+  if (localStream) for (const t of localStream.getTracks()) pc.addTrack(t, localStream);
+  pc.onnegotiationneeded = async () => {
+    try {
+      p.makingOffer = true;
+      await pc.setLocalDescription();
+      await sc.signal(id, { description: pc.localDescription.toJSON() });
+    } catch (e) {
+      console.warn('negotiation with', id, e);
+    } finally {
+      p.makingOffer = false;
+    }
+  };
+  pc.onicecandidate = ({ candidate }) => {
+    if (candidate) sc.signal(id, { candidate: candidate.toJSON() }, { batch: true }).catch(() => {});
+  };
+  pc.onconnectionstatechange = () => updateRow(p);
+  pc.ontrack = ({ streams }) => {
+    if (!p.video) {
+      p.video = document.createElement('video');
+      p.video.className = 'remote';
+      p.video.dataset.peer = id;
+      p.video.autoplay = true;
+      p.video.playsInline = true;
+      $('videos').append(p.video);
+    }
+    p.video.srcObject = streams[0];
+  };
+  updateRow(p);
+  return p;
+}
+
+function dropPeer(id) {
+  const p = peers.get(id);
+  if (!p) return;
+  p.pc.close();
+  p.li.remove();
+  if (p.video) p.video.remove();
+  peers.delete(id);
+}
+
+async function onSignal({ detail: msg }) {
+  const id = msg.from;
+  const p = addPeer(id);
+  if (!p) return;
+  const { pc } = p;
+  try {
+    if (msg.description) {
+      const offerCollision = msg.description.type === 'offer' &&
+        (p.makingOffer || pc.signalingState !== 'stable');
+      p.ignoreOffer = !p.polite && offerCollision;
+      if (p.ignoreOffer) return;
+      await pc.setRemoteDescription(msg.description);
+      if (msg.description.type === 'offer') {
+        await pc.setLocalDescription();
+        await sc.signal(id, { description: pc.localDescription.toJSON() });
+      }
+    } else if (msg.candidate) {
+      try {
+        await pc.addIceCandidate(msg.candidate);
+      } catch (e) {
+        if (!p.ignoreOffer) throw e;
+      }
+    }
+  } catch (e) {
+    console.warn('signal from', id, e);
+  }
+}
+
+function explain(e) {
+  switch (e.code) {
+    case 'room-full': return 'That room is full (5 people at most). Try another room.';
+    case 'user-exists': return 'That name is taken in a live session. Pick another name.';
+    case 'invalid-field': return 'Names and rooms are 1-64 letters, digits or . _ ~ @ + -';
+    case 'rate-limited': return 'Too many attempts; wait a moment and try again.';
+    case 'network': return 'The signaling service cannot be reached.';
+    default: return e.message;
+  }
+}
+
+async function join(ev) {
+  ev.preventDefault();
+  formError('');
+  $('joinBtn').disabled = true;
+  const name = $('name').value.trim();
+  const room = $('room').value.trim();
+  try {
+    if ($('media').checked && !localStream) {
+      try {
+        localStream = await navigator.mediaDevices.getUserMedia({ video: true, audio: true });
+        $('localVideo').srcObject = localStream;
+        $('localVideo').hidden = false;
+      } catch (e) {
+        say('No camera or microphone available: chat only.');
+      }
+    }
+    sc = new SignalClient({ transport: $('transport').value });
+    sc.addEventListener('signal', onSignal);
+    sc.addEventListener('user-joined', ({ detail }) => { say(`${detail.userId} joined`); addPeer(detail.userId); });
+    sc.addEventListener('user-left', ({ detail }) => { say(`${detail.userId} left`); dropPeer(detail.userId); });
+    sc.addEventListener('state', ({ detail }) => {
+      const label = `${detail.transport === 'poll' ? 'long-poll' : 'SSE'}: ${detail.state}`;
+      $('transportState').textContent = label;
+      $('transportState').dataset.transport = detail.transport;
+      $('transportState').dataset.state = detail.state;
+      $('transportState').classList.toggle('bad', detail.state !== 'open');
+      showBanner(detail.state === 'reconnecting' ? 'Connection to the signaling service lost; reconnecting...' : '');
+    });
+    sc.addEventListener('session-lost', () => {
+      showBanner('Your session has ended (timed out or logged out elsewhere). Leave and join again.');
+    });
+    sc.addEventListener('events-lost', () => say('Some signaling messages were lost; calls may need a rejoin.'));
+    await sc.login(name, { protocol: 'call-page' });
+    me = name;
+    const { users } = await sc.join(room);
+    $('roomName').textContent = room;
+    $('me').textContent = me;
+    $('join').hidden = true;
+    $('call').hidden = false;
+    say(`You joined ${room}` + (users.length > 1 ? ` with ${users.filter((u) => u !== me).join(', ')}` : ''));
+    for (const u of users) if (u !== me) addPeer(u);
+  } catch (e) {
+    formError(explain(e));
+    if (sc && sc.token) sc.logout().catch(() => {});
+    sc = null;
+  } finally {
+    $('joinBtn').disabled = false;
+  }
+}
+
+async function leave() {
+  for (const id of [...peers.keys()]) dropPeer(id);
+  if (sc) await sc.logout().catch(() => {});
+  sc = null;
+  $('call').hidden = true;
+  $('join').hidden = false;
+  $('messages').textContent = '';
+  showBanner('');
+}
+
+function sendChat(ev) {
+  ev.preventDefault();
+  const text = $('chatInput').value;
+  if (!text) return;
+  let sent = 0;
+  for (const p of peers.values()) {
+    if (p.dc && p.dc.readyState === 'open') {
+      p.dc.send(text);
+      sent++;
+    }
+  }
+  say(text, 'you');
+  if (!sent) say('(nobody is connected yet)');
+  $('chatInput').value = '';
+}
+
+$('join').addEventListener('submit', join);
+$('leaveBtn').addEventListener('click', leave);
+$('chatForm').addEventListener('submit', sendChat);
+window.addEventListener('pagehide', () => { if (sc) navigator.sendBeacon && sc.logout().catch(() => {}); });
+// for tests and the curious
+window.signalApp = { peers, get client() { return sc; } };
