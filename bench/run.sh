@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# run.sh - the benchmark: our service and nchan, side by side, on identical
+# work. The server is pinned to CPU 0 and the load generator to CPU 1.
+#   bench/run.sh [CASE...]   cases: latency throughput held xproc idle (default: all)
+# Prints a table and writes it as TSV to bench/results/DATE.tsv.
+# HELD="1000 5000 9000" IDLE_SECS=30 THROUGHPUT_SECS=10 override the sizes.
+set -u
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+B=$ROOT/bench
+WORK=$(mktemp -d /tmp/signal-bench.XXXXXX)
+RESULTS=$B/results
+mkdir -p "$RESULTS"
+TSV=$RESULTS/$(date -u +%Y%m%dT%H%M%SZ).tsv
+HELD=${HELD:-"1000 5000 9000"}
+IDLE_SECS=${IDLE_SECS:-30}
+THROUGHPUT_SECS=${THROUGHPUT_SECS:-10}
+CASES=${*:-latency throughput held xproc idle}
+LG=$WORK/loadgen
+SERVER_PID=""
+TICK=$(getconf CLK_TCK)
+gcc -std=c11 -O2 -Wall -Wextra -Werror -o "$LG" "$B/loadgen.c" || exit 1
+ulimit -n "$(ulimit -Hn)"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# The server process and all its descendants (lighttpd + responders, or nginx + worker).
+tree() {
+	local p=$1
+	echo "$p"
+	for c in $(pgrep -P "$p"); do tree "$c"; done
+}
+rss_kb() { local t=0 p; for p in $(tree "$SERVER_PID"); do t=$((t + $(awk '/VmRSS/{print $2}' /proc/$p/status 2>/dev/null || echo 0))); done; echo $t; }
+cpu_ticks() { local t=0 p; for p in $(tree "$SERVER_PID"); do t=$((t + $(awk '{sub(/.*\) /,""); print $12+$13}' /proc/$p/stat 2>/dev/null || echo 0))); done; echo $t; }
+
+start_ours() {
+	local procs=${1:-1}
+	PORT=$(free_port)
+	rm -rf "$WORK/ours"; mkdir -p "$WORK/ours/run"
+	SIGNAL_ROOT=$ROOT SIGNAL_BIN=$ROOT/build/signal-fcgi SIGNAL_RUNDIR=$WORK/ours/run SIGNAL_DB=$WORK/ours/bench.db \
+		SIGNAL_ARGS="--rate-ip 1000000 --rate-session 1000000 --rate-login 1000000 --mailbox-limit 100000" \
+		SIGNAL_PROCS=$procs SIGNAL_BIND=127.0.0.1 PORT=$PORT \
+		taskset -c 0 lighttpd -D -f "$ROOT/lighttpd.conf" >"$WORK/ours/server.log" 2>&1 &
+	SERVER_PID=$!
+	for i in $(seq 1 100); do curl -sf -o /dev/null "http://127.0.0.1:$PORT/api/health" && return 0; sleep 0.05; done
+	echo "our service did not start"; cat "$WORK/ours/server.log"; exit 1
+}
+start_nchan() {
+	PORT=$(free_port)
+	rm -rf "$WORK/nchan"; mkdir -p "$WORK/nchan/tmp"
+	sed -e "s|@PORT@|$PORT|g" -e "s|@DIR@|$WORK/nchan|g" "$B/nchan.conf" >"$WORK/nchan/nchan.conf"
+	taskset -c 0 nginx -p "$WORK/nchan" -c "$WORK/nchan/nchan.conf" >"$WORK/nchan/out.log" 2>&1 &
+	SERVER_PID=$!
+	for i in $(seq 1 100); do
+		curl -s -o /dev/null -w '%{http_code}' -X POST -d x "http://127.0.0.1:$PORT/pub/probe" | grep -q '^20' && return 0
+		sleep 0.05
+	done
+	echo "nchan did not start"; cat "$WORK/nchan/out.log" "$WORK/nchan/nginx-error.log"; exit 1
+}
+stop_server() {
+	[ -n "$SERVER_PID" ] || return
+	kill "$SERVER_PID" 2>/dev/null; wait "$SERVER_PID" 2>/dev/null
+	SERVER_PID=""
+	sleep 0.3
+}
+cleanup() { stop_server; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+lg() { taskset -c 1 "$LG" "$@"; }
+val() { sed -n "s/.*\b$1=\([^ ]*\).*/\1/p" | tail -1; }
+
+printf 'case\tmetric\tours\tnchan\tratio_ours_over_nchan\ttarget\n' >"$TSV"
+row() { # row CASE METRIC OURS NCHAN TARGET
+	local ratio="-"
+	if [ -n "$3" ] && [ -n "$4" ] && [ "$4" != "-" ] && [ "$3" != "-" ]; then
+		ratio=$(awk -v a="$3" -v b="$4" 'BEGIN{ if (b+0 == 0) print "-"; else printf "%.2f", a/b }')
+	fi
+	printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "${4:--}" "$ratio" "$5" >>"$TSV"
+	printf '%-12s %-34s %12s %12s %8s   %s\n' "$1" "$2" "$3" "${4:--}" "$ratio" "$5"
+}
+
+echo "machine: $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); server on CPU 0, load generator on CPU 1"
+printf '%-12s %-34s %12s %12s %8s   %s\n' case metric ours nchan ratio target
+
+run_latency() {
+	local t=$1 o n
+	start_ours; o=$(lg --port "$PORT" latency "$t" 200 2000); stop_server
+	start_nchan; n=$(lg --nchan --port "$PORT" latency "$t" 200 2000); stop_server
+	local tgt50="p50 <= 150 us" tgt99="p99 <= 1000 us"
+	[ "$t" = poll ] && tgt50="p50 <= 400 us" && tgt99="-"
+	row "latency-$t" "one-way p50 (us)" "$(echo "$o" | val oneway_p50_us)" "$(echo "$n" | val oneway_p50_us)" "$tgt50"
+	row "latency-$t" "one-way p99 (us)" "$(echo "$o" | val oneway_p99_us)" "$(echo "$n" | val oneway_p99_us)" "$tgt99"
+}
+
+# throughput_one NCHAN_FLAG -> "msgs cpu% rss_kb"
+throughput_one() {
+	local c0 t0 c1 t1 out rss
+	coproc LGP { lg $1 --port "$PORT" throughput 32 8 "$THROUGHPUT_SECS"; }
+	read -r line <&"${LGP[0]}"   # "start"
+	c0=$(cpu_ticks); t0=$(date +%s%N)
+	sleep $((THROUGHPUT_SECS / 2)); rss=$(rss_kb)
+	read -r out <&"${LGP[0]}"
+	c1=$(cpu_ticks); t1=$(date +%s%N)
+	wait "$LGP_PID" 2>/dev/null
+	echo "$(echo "$out" | val msgs_per_s) $(awk -v c=$((c1 - c0)) -v t=$((t1 - t0)) -v k="$TICK" 'BEGIN{printf "%.0f", c / k / (t / 1e9) * 100}') $rss"
+}
+run_throughput() {
+	local o n
+	start_ours; o=$(throughput_one ""); stop_server
+	start_nchan; n=$(throughput_one --nchan); stop_server
+	set -- $o; local om=$1 oc=$2 orss=$3
+	set -- $n; local nm=$1 nc=$2 nrss=$3
+	row throughput "delivered msgs/s (32x2, 8 in flight)" "$om" "$nm" ">= 20000 and >= 1/3 nchan"
+	row throughput "server CPU %" "$oc" "$nc" "-"
+	row throughput "server RSS (KB)" "$orss" "$nrss" "-"
+}
+
+# held_one NCHAN_FLAG N -> "connected rss_per_stream_kb delivered deliver_s"
+held_one() {
+	local base rss out line
+	base=$(rss_kb)
+	coproc LGP { lg $1 --port "$PORT" held "$2"; }
+	while read -r line <&"${LGP[0]}"; do
+		case "$line" in
+		connected=*) out=$line ;;
+		measure-memory) sleep 1; rss=$(rss_kb); echo go >&"${LGP[1]}" ;;
+		case=held*) out="$out $line"; break ;;
+		esac
+	done
+	wait "$LGP_PID" 2>/dev/null
+	echo "$(echo "$out" | val connected) $(awk -v r="$rss" -v n="$2" 'BEGIN{printf "%.1f", r / n}') $(awk -v r="$rss" -v b="$base" -v n="$2" 'BEGIN{printf "%.1f", (r - b) / n}') $(echo "$out" | val delivered) $(echo "$out" | val deliver_s)"
+}
+run_held() {
+	local n o m
+	for n in $HELD; do
+		start_ours; o=$(held_one "" "$n"); stop_server
+		start_nchan; m=$(held_one --nchan "$n"); stop_server
+		set -- $o; local oc=$1 orps=$2 odelta=$3 od=$4 ot=$5
+		set -- $m; local nc=$1 nrps=$2 ndelta=$3 nd=$4 nt=$5
+		row "held-$n" "streams connected" "$oc" "$nc" "$n"
+		row "held-$n" "server RSS per stream (KB, total/N)" "$orps" "$nrps" "<= 8 KB"
+		row "held-$n" "RSS added per stream (KB)" "$odelta" "$ndelta" "-"
+		row "held-$n" "one message each: delivered" "$od" "$nd" "all $n"
+		row "held-$n" "... in seconds" "$ot" "$nt" "-"
+	done
+}
+
+run_xproc() {
+	local o
+	start_ours 2; o=$(lg --port "$PORT" oneway 200 2000); stop_server
+	row xproc "POST->event p50 (us), 2 processes" "$(echo "$o" | val p50_us)" "-" "-"
+	row xproc "POST->event p99 (us), 2 processes" "$(echo "$o" | val p99_us)" "-" "p99 <= 1000 us"
+}
+
+# idle_one NCHAN_FLAG -> cpu%
+idle_one() {
+	local c0 t0 c1 t1 line
+	coproc LGP { lg $1 --port "$PORT" idle 1000 "$IDLE_SECS"; }
+	while read -r line <&"${LGP[0]}"; do
+		[ "$line" = idle-start ] && { c0=$(cpu_ticks); t0=$(date +%s%N); }
+		case "$line" in case=idle*) c1=$(cpu_ticks); t1=$(date +%s%N); break ;; esac
+	done
+	wait "$LGP_PID" 2>/dev/null
+	awk -v c=$((c1 - c0)) -v t=$((t1 - t0)) -v k="$TICK" 'BEGIN{printf "%.2f", c / k / (t / 1e9) * 100}'
+}
+run_idle() {
+	local o n
+	start_ours; o=$(idle_one ""); stop_server
+	start_nchan; n=$(idle_one --nchan); stop_server
+	row idle "server CPU %, 1000 streams, ${IDLE_SECS}s" "$o" "$n" "<= 1 %"
+}
+
+for c in $CASES; do
+	case $c in
+	latency) run_latency sse; run_latency poll ;;
+	throughput) run_throughput ;;
+	held) run_held ;;
+	xproc) run_xproc ;;
+	idle) run_idle ;;
+	*) echo "unknown case $c" ;;
+	esac
+done
+echo "results: $TSV"
