@@ -26,7 +26,7 @@ DEB_TEST  = curl jq perl sqlite3 valgrind python3 libfcgi-bin openssl nodejs
 
 # The responder, one object per subsystem.
 CORE_OBJS = util.o log.o error.o config.o jsonv.o store_sqlite.o schema.o ratelimit.o core.o
-SRV_OBJS  = $(CORE_OBJS) httpparse.o bell.o hold.o web.o maint.o main.o
+SRV_OBJS  = $(CORE_OBJS) httpparse.o bell.o hold.o group.o web.o maint.o main.o
 
 OBJS      = $(addprefix build/,$(SRV_OBJS))
 SAN_OBJS  = $(addprefix build/san/,$(CORE_OBJS))

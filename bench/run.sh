@@ -95,12 +95,13 @@ run_latency() {
 throughput_one() {
 	local c0 t0 c1 t1 out rss
 	coproc LGP { lg $1 --port "$PORT" throughput 32 8 "$THROUGHPUT_SECS"; }
+	local lgpid=$LGP_PID
 	read -r line <&"${LGP[0]}"   # "start"
 	c0=$(cpu_ticks); t0=$(date +%s%N)
 	sleep $((THROUGHPUT_SECS / 2)); rss=$(rss_kb)
 	read -r out <&"${LGP[0]}"
 	c1=$(cpu_ticks); t1=$(date +%s%N)
-	wait "$LGP_PID" 2>/dev/null
+	wait "$lgpid" 2>/dev/null
 	echo "$(echo "$out" | val msgs_per_s) $(awk -v c=$((c1 - c0)) -v t=$((t1 - t0)) -v k="$TICK" 'BEGIN{printf "%.0f", c / k / (t / 1e9) * 100}') $rss"
 }
 run_throughput() {
@@ -119,6 +120,7 @@ held_one() {
 	local base rss out line
 	base=$(rss_kb)
 	coproc LGP { lg $1 --port "$PORT" held "$2"; }
+	local lgpid=$LGP_PID
 	while read -r line <&"${LGP[0]}"; do
 		case "$line" in
 		connected=*) out=$line ;;
@@ -126,7 +128,7 @@ held_one() {
 		case=held*) out="$out $line"; break ;;
 		esac
 	done
-	wait "$LGP_PID" 2>/dev/null
+	wait "$lgpid" 2>/dev/null
 	echo "$(echo "$out" | val connected) $(awk -v r="$rss" -v n="$2" 'BEGIN{printf "%.1f", r / n}') $(awk -v r="$rss" -v b="$base" -v n="$2" 'BEGIN{printf "%.1f", (r - b) / n}') $(echo "$out" | val delivered) $(echo "$out" | val deliver_s)"
 }
 run_held() {
@@ -155,11 +157,12 @@ run_xproc() {
 idle_one() {
 	local c0 t0 c1 t1 line
 	coproc LGP { lg $1 --port "$PORT" idle 1000 "$IDLE_SECS"; }
+	local lgpid=$LGP_PID
 	while read -r line <&"${LGP[0]}"; do
 		[ "$line" = idle-start ] && { c0=$(cpu_ticks); t0=$(date +%s%N); }
 		case "$line" in case=idle*) c1=$(cpu_ticks); t1=$(date +%s%N); break ;; esac
 	done
-	wait "$LGP_PID" 2>/dev/null
+	wait "$lgpid" 2>/dev/null
 	awk -v c=$((c1 - c0)) -v t=$((t1 - t0)) -v k="$TICK" 'BEGIN{printf "%.2f", c / k / (t / 1e9) * 100}'
 }
 run_idle() {

@@ -25,9 +25,13 @@
 #define JSON_FLAGS (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
 #define ROOM_SCAN_MAX 1024 /* members read per room; rooms are capped far lower */
 #define PRUNE_BATCH 64
+/* A heartbeat rewrites its session row at most this often: the timeout is
+ * counted in tens of seconds, and every write costs the whole service. */
+#define TOUCH_EVERY_MS 1000
 
 struct core {
 	store *st;
+	int grouped; /* inside core_group_begin/end: commands use savepoints */
 	struct core_limits lim;
 	store_member members[ROOM_SCAN_MAX];
 };
@@ -543,22 +547,28 @@ static int exec_one(struct cmd_ctx *x, json_object *cmd, json_object **reply)
 	if (x->r->first_type == NULL)
 		x->r->first_type = type;
 	x->now = now_ms();
-	if ((e = store_begin(x->c->st)) != SIG_OK)
+	if ((e = x->c->grouped ? store_savepoint(x->c->st) : store_begin(x->c->st)) != SIG_OK)
 		goto done;
 	if ((e = authenticate(x)) == SIG_OK) {
 		if (command->needs_session && x->sess.id == 0)
 			e = SIG_E_UNAUTHORIZED;
 		else if (x->sess.id != 0 && (e = session_rate(x)) != SIG_OK)
 			;
-		else if (x->sess.id != 0 && (e = store_session_touch(x->c->st, x->sess.id, x->now)) != SIG_OK)
+		else if (x->sess.id != 0 && x->sess.last_seen < x->now - TOUCH_EVERY_MS &&
+			 (e = store_session_touch(x->c->st, x->sess.id, x->now)) != SIG_OK)
 			;
 		else
 			e = command->run(x, cmd, reply);
 	}
-	if (e == SIG_OK)
+	if (x->c->grouped) {
+		sig_err se = store_savepoint_end(x->c->st, e == SIG_OK);
+		if (e == SIG_OK)
+			e = se;
+	} else if (e == SIG_OK) {
 		e = store_commit(x->c->st);
-	else
+	} else {
 		store_rollback(x->c->st);
+	}
 	if (x->sess.id != 0)
 		snprintf(x->r->user_id, sizeof x->r->user_id, "%s", x->sess.user_id);
 done:
@@ -615,6 +625,22 @@ void core_exec_request(core *c, const char *token, const char *remote, const cha
 	json_object_put(req);
 }
 
+/* ---- group commit ---- */
+
+sig_err core_group_begin(core *c)
+{
+	sig_err e = store_begin(c->st);
+	if (e == SIG_OK)
+		c->grouped = 1;
+	return e;
+}
+
+sig_err core_group_end(core *c)
+{
+	c->grouped = 0;
+	return store_commit(c->st);
+}
+
 /* ---- streams ---- */
 
 sig_err core_stream_open(core *c, const char *token, int64_t ack, int64_t owner, core_stream *out,
@@ -647,6 +673,11 @@ sig_err core_stream_open(core *c, const char *token, int64_t ack, int64_t owner,
 }
 
 sig_err core_delivery_begin(core *c)
+{
+	return store_begin_read(c->st);
+}
+
+sig_err core_marks_begin(core *c)
 {
 	return store_begin(c->st);
 }

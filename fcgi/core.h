@@ -77,6 +77,14 @@ void core_exec_body(core *c, const char *token, const char *body, size_t len, co
 void core_exec_request(core *c, const char *token, const char *remote, const char *body, size_t len,
 		       core_result *r);
 
+/* Group commit: between core_group_begin and core_group_end, every
+ * core_exec_request runs in a savepoint of one write transaction (a failed
+ * command still changes nothing). Nothing is durable, and no reply may be
+ * sent or bell rung, until core_group_end returns SIG_OK; on failure the
+ * whole group is undone. */
+sig_err core_group_begin(core *c);
+sig_err core_group_end(core *c);
+
 /* Build the standard error reply for e (type may be NULL). */
 json_object *core_error_reply(const char *type, sig_err e);
 
@@ -93,13 +101,18 @@ typedef struct core_stream {
 sig_err core_stream_open(core *c, const char *token, int64_t ack, int64_t owner, core_stream *out,
 			 core_wakes *w);
 
-/* Delivery runs many pulls in one transaction. */
+/* Delivery runs many pulls in one read transaction (no write lock). */
 sig_err core_delivery_begin(core *c);
 void core_delivery_end(core *c, int commit);
+/* Recording what was sent (core_stream_sent) needs a write transaction:
+ * the hold loop batches those marks and flushes them together. End it with
+ * core_delivery_end. */
+sig_err core_marks_begin(core *c);
 /* Pull events after `after` (see store_stream_pull). SIG_E_UNAUTHORIZED:
  * the stream must close (session gone or replaced). */
 sig_err core_stream_pull(core *c, const core_stream *s, int64_t after, int limit, store_event_fn fn,
 			 void *ctx, int64_t *lost_upto);
+/* Inside core_marks_begin(): events up to upto were written out. */
 sig_err core_stream_sent(core *c, const core_stream *s, int64_t upto);
 sig_err core_stream_close(core *c, const core_stream *s);
 sig_err core_streams_refresh(core *c, int64_t owner);

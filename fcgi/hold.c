@@ -59,6 +59,7 @@ struct held {
 	buf out;               /* FastCGI records waiting for the socket */
 	int dirty, more, ending, gone, want_out;
 	char *headers;         /* extra header lines (CORS) for a poll's answer, or NULL */
+	int64_t sent_mark;     /* newest event id written out, not yet recorded in the store */
 	struct held *next_dirty;
 	struct held *hnext;            /* session hash chain */
 	struct held *prev, *next;      /* all held */
@@ -376,11 +377,8 @@ static int pull(struct held *h)
 		h->more = 1; /* try again on the next round */
 		return 0;
 	}
-	if (p.count > 0 && core_stream_sent(H.c, &h->cs, p.last) != SIG_OK) {
-		buf_free(&text);
-		h->more = 1;
-		return 0;
-	}
+	if (p.count > 0)
+		h->sent_mark = p.last; /* recorded in the store by flush_marks() */
 	if (h->kind == HOLD_SSE) {
 		if (p.count > 0) {
 			put_stdout(h, text.data, text.len);
@@ -424,6 +422,21 @@ static void run_dirty(void)
 	}
 	if (in_txn)
 		core_delivery_end(H.c, 1);
+	/* A long-poll that is about to answer records what it sends first, so
+	 * the store knows before the client does (one transaction for all). */
+	int marks = 0;
+	for (struct held *h = list; h; h = h->next_dirty)
+		marks += !h->gone && h->kind == HOLD_POLL && h->ending && h->sent_mark;
+	if (marks && core_marks_begin(H.c) == SIG_OK) {
+		sig_err e = SIG_OK;
+		for (struct held *h = list; h && e == SIG_OK; h = h->next_dirty) {
+			if (h->gone || h->kind != HOLD_POLL || !h->ending || !h->sent_mark)
+				continue;
+			if ((e = core_stream_sent(H.c, &h->cs, h->sent_mark)) == SIG_OK)
+				h->sent_mark = 0;
+		}
+		core_delivery_end(H.c, e == SIG_OK);
+	}
 	/* Writes happen after the commit: never write while holding the lock. */
 	for (struct held *h = list, *next; h; h = next) {
 		next = h->next_dirty;
@@ -446,6 +459,29 @@ static void run_dirty(void)
 }
 
 /* ---- periodic work ---- */
+
+/* Record in the store, in one write transaction, what each stream has
+ * written out since the last flush. Deliveries themselves only read, so a
+ * message costs one write transaction (its sender's) instead of two; the
+ * marks only feed the mailbox cap and the replay window, which can lag a
+ * second (the cap then errs on the side of refusing). */
+static void flush_marks(void)
+{
+	int any = 0;
+	for (struct held *h = H.all; h && !any; h = h->next)
+		any = h->sent_mark != 0;
+	if (!any || core_marks_begin(H.c) != SIG_OK)
+		return;
+	sig_err e = SIG_OK;
+	for (struct held *h = H.all; h && e == SIG_OK; h = h->next) {
+		if (h->sent_mark == 0)
+			continue;
+		e = core_stream_sent(H.c, &h->cs, h->sent_mark);
+		if (e == SIG_OK)
+			h->sent_mark = 0;
+	}
+	core_delivery_end(H.c, e == SIG_OK);
+}
 
 static void tick(int64_t now)
 {
@@ -588,6 +624,7 @@ static void *hold_main(void *arg)
 		if (now >= next_tick) {
 			next_tick = now + 1000000;
 			tick(now);
+			flush_marks();
 			if (now >= next_refresh) {
 				next_refresh = now + refresh_every;
 				if (H.all && core_streams_refresh(H.c, H.owner) != SIG_OK)

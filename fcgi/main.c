@@ -8,6 +8,7 @@
 #include "bell.h"
 #include "config.h"
 #include "core.h"
+#include "group.h"
 #include "hold.h"
 #include "log.h"
 #include "maint.h"
@@ -93,13 +94,15 @@ int main(int argc, char **argv)
 
 	core *maint_core = open_core(); /* also creates and migrates the database */
 	core *hold_core = maint_core ? open_core() : NULL;
-	if (hold_core == NULL) {
+	core *group_core = hold_core ? open_core() : NULL;
+	if (group_core == NULL) {
 		log_error("cannot open database %s", cfg.db_path);
 		return 1;
 	}
 	int64_t owner = bell_owner_new();
 	int bell_fd = bell_open(owner);
 	if (bell_fd < 0 || hold_start(hold_core, owner, bell_fd) != 0 || maint_start(maint_core) != 0 ||
+	    group_start(group_core) != 0 ||
 	    web_start(listen_fd, (int)cfg.threads, owner, open_core) != 0)
 		return 1;
 	log_info("signal-fcgi started: db=%s threads=%lld room-limit=%lld heartbeat=%llds mailbox=%lld%s%s",

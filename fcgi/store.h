@@ -51,8 +51,15 @@ void store_close(store *st); /* NULL is fine */
 /* A write transaction. Writers in one process queue on a mutex; writers in
  * other processes on SQLite's lock, up to the busy timeout (then SIG_E_BUSY). */
 sig_err store_begin(store *st);
+/* A read transaction: one consistent snapshot, no lock taken. Ended by
+ * store_commit() or store_rollback() like a write transaction. */
+sig_err store_begin_read(store *st);
 sig_err store_commit(store *st);
 void store_rollback(store *st);
+/* Inside a write transaction: a savepoint per command of a group commit.
+ * store_savepoint_end keeps (keep != 0) or undoes what came after it. */
+sig_err store_savepoint(store *st);
+sig_err store_savepoint_end(store *st, int keep);
 
 /* Sessions. */
 sig_err store_session_by_token(store *st, const uint8_t hash[STORE_HASH_LEN], store_session *out);

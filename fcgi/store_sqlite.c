@@ -60,6 +60,13 @@ enum stmt_id {
 	Q_MAX_EVENT,
 	Q_RECENT,
 	Q_STATS,
+	Q_BEGIN_WRITE,
+	Q_BEGIN_READ,
+	Q_COMMIT,
+	Q_ROLLBACK,
+	Q_SAVEPOINT,
+	Q_RELEASE,
+	Q_ROLLBACK_TO,
 	Q_SESSION_COUNT,
 	Q_ROOM_COUNT,
 	Q_RATE_READ,
@@ -108,6 +115,13 @@ static const char *const stmt_sql[Q__COUNT] = {
 		    "(SELECT count(DISTINCT room_id) FROM memberships), "
 		    "(SELECT count(*) FROM memberships), (SELECT count(*) FROM events), "
 		    "(SELECT count(*) FROM sessions WHERE stream_owner <> 0)",
+	[Q_BEGIN_WRITE] = "BEGIN IMMEDIATE",
+	[Q_BEGIN_READ] = "BEGIN",
+	[Q_COMMIT] = "COMMIT",
+	[Q_ROLLBACK] = "ROLLBACK",
+	[Q_SAVEPOINT] = "SAVEPOINT cmd",
+	[Q_RELEASE] = "RELEASE cmd",
+	[Q_ROLLBACK_TO] = "ROLLBACK TO cmd",
 	[Q_SESSION_COUNT] = "SELECT count(*) FROM sessions",
 	[Q_ROOM_COUNT] = "SELECT count(*) FROM (SELECT DISTINCT room_id FROM memberships)",
 	[Q_RATE_READ] = "SELECT tokens, updated FROM rate_buckets WHERE key = ?1",
@@ -121,7 +135,7 @@ struct store {
 	sqlite3_stmt *stmt[Q__COUNT];
 	int64_t busy_timeout_us;
 	int64_t busy_start;
-	int in_txn;
+	int in_txn;   /* 1 write transaction (holds write_lock), 2 read transaction */
 };
 
 /* One writer per process at a time: see the design note. */
@@ -188,9 +202,14 @@ static sig_err exec_sql(store *st, const char *sql, const char *what)
 
 static sig_err migrate(store *st)
 {
-	sig_err e = store_begin(st);
-	if (e != SIG_OK)
+	/* Statements are prepared after migrating (they name the tables), so
+	 * this transaction is run by text. */
+	pthread_mutex_lock(&write_lock);
+	sig_err e = exec_sql(st, "BEGIN IMMEDIATE", "migration begin");
+	if (e != SIG_OK) {
+		pthread_mutex_unlock(&write_lock);
 		return e;
+	}
 	sqlite3_stmt *s = NULL;
 	int version = 0;
 	if (sqlite3_prepare_v2(st->db, "PRAGMA user_version", -1, &s, NULL) == SQLITE_OK &&
@@ -200,7 +219,8 @@ static sig_err migrate(store *st)
 	if (version > schema_migration_count) {
 		log_error("store: database schema version %d is newer than this binary (%d)", version,
 			  schema_migration_count);
-		store_rollback(st);
+		exec_sql(st, "ROLLBACK", "migration rollback");
+		pthread_mutex_unlock(&write_lock);
 		return SIG_E_INTERNAL;
 	}
 	for (int v = version; v < schema_migration_count; v++) {
@@ -208,12 +228,15 @@ static sig_err migrate(store *st)
 		snprintf(pragma, sizeof pragma, "PRAGMA user_version = %d", v + 1);
 		if ((e = exec_sql(st, schema_migrations[v], "migration")) != SIG_OK ||
 		    (e = exec_sql(st, pragma, "migration version")) != SIG_OK) {
-			store_rollback(st);
+			exec_sql(st, "ROLLBACK", "migration rollback");
+			pthread_mutex_unlock(&write_lock);
 			return e;
 		}
 		log_info("store: schema migrated to version %d", v + 1);
 	}
-	return store_commit(st);
+	e = exec_sql(st, "COMMIT", "migration commit");
+	pthread_mutex_unlock(&write_lock);
+	return e;
 }
 
 sig_err store_open(const char *path, int64_t busy_timeout_ms, store **out)
@@ -266,27 +289,66 @@ void store_close(store *st)
 	free(st);
 }
 
+/* Run BEGIN/COMMIT/ROLLBACK from their prepared statements. */
+static int run_txn_stmt(store *st, enum stmt_id id)
+{
+	sqlite3_stmt *s = st->stmt[id];
+	int rc = sqlite3_step(s);
+	sqlite3_reset(s);
+	return rc;
+}
+
 sig_err store_begin(store *st)
 {
 	pthread_mutex_lock(&write_lock);
-	sig_err e = exec_sql(st, "BEGIN IMMEDIATE", "begin");
-	if (e != SIG_OK) {
+	int rc = run_txn_stmt(st, Q_BEGIN_WRITE);
+	if (rc != SQLITE_DONE) {
 		pthread_mutex_unlock(&write_lock);
-		return e;
+		return db_error(st, "begin", rc);
 	}
 	st->in_txn = 1;
 	return SIG_OK;
 }
 
+sig_err store_begin_read(store *st)
+{
+	int rc = run_txn_stmt(st, Q_BEGIN_READ);
+	if (rc != SQLITE_DONE)
+		return db_error(st, "begin read", rc);
+	st->in_txn = 2;
+	return SIG_OK;
+}
+
 sig_err store_commit(store *st)
 {
-	sig_err e = exec_sql(st, "COMMIT", "commit");
-	if (e != SIG_OK) {
-		exec_sql(st, "ROLLBACK", "rollback");
+	int rc = run_txn_stmt(st, Q_COMMIT);
+	sig_err e = SIG_OK;
+	if (rc != SQLITE_DONE) {
+		e = db_error(st, "commit", rc);
+		if (!sqlite3_get_autocommit(st->db))
+			run_txn_stmt(st, Q_ROLLBACK);
 	}
+	if (st->in_txn == 1)
+		pthread_mutex_unlock(&write_lock);
 	st->in_txn = 0;
-	pthread_mutex_unlock(&write_lock);
 	return e;
+}
+
+sig_err store_savepoint(store *st)
+{
+	int rc = run_txn_stmt(st, Q_SAVEPOINT);
+	return rc == SQLITE_DONE ? SIG_OK : db_error(st, "savepoint", rc);
+}
+
+sig_err store_savepoint_end(store *st, int keep)
+{
+	int rc = SQLITE_DONE;
+	if (!keep)
+		rc = run_txn_stmt(st, Q_ROLLBACK_TO);
+	int rc2 = run_txn_stmt(st, Q_RELEASE);
+	if (rc != SQLITE_DONE)
+		return db_error(st, "rollback to savepoint", rc);
+	return rc2 == SQLITE_DONE ? SIG_OK : db_error(st, "release savepoint", rc2);
 }
 
 void store_rollback(store *st)
@@ -294,9 +356,10 @@ void store_rollback(store *st)
 	if (!st->in_txn)
 		return;
 	if (!sqlite3_get_autocommit(st->db))
-		exec_sql(st, "ROLLBACK", "rollback");
+		run_txn_stmt(st, Q_ROLLBACK);
+	if (st->in_txn == 1)
+		pthread_mutex_unlock(&write_lock);
 	st->in_txn = 0;
-	pthread_mutex_unlock(&write_lock);
 }
 
 static void copy_text(char *dst, sqlite3_stmt *s, int col)

@@ -15,6 +15,7 @@
 #include "web.h"
 #include "bell.h"
 #include "config.h"
+#include "group.h"
 #include "hold.h"
 #include "httpparse.h"
 #include "log.h"
@@ -131,7 +132,7 @@ static sig_err read_body(FCGX_Request *req, buf *b)
 	return SIG_OK;
 }
 
-static void handle_cmd(core *c, FCGX_Request *req, const struct query *q, const char *cors)
+static void handle_cmd(FCGX_Request *req, const struct query *q, const char *cors)
 {
 	buf body = {0};
 	char token[CORE_TOKEN_LEN + 1];
@@ -144,8 +145,8 @@ static void handle_cmd(core *c, FCGX_Request *req, const struct query *q, const 
 	find_token(req, q, token);
 	core_result r;
 	core_result_init(&r);
-	core_exec_request(c, token[0] ? token : NULL, FCGX_GetParam("REMOTE_ADDR", req->envp), body.data,
-			  body.len, &r);
+	/* Through the committer: answered after the group's commit. */
+	group_exec(token[0] ? token : NULL, FCGX_GetParam("REMOTE_ADDR", req->envp), body.data, body.len, &r);
 	buf_free(&body);
 	buf headers = {0};
 	buf_puts(&headers, cors);
@@ -304,7 +305,7 @@ static int serve(core *c, FCGX_Request *req)
 			respond_error(req, SIG_E_METHOD, "Allow: POST, OPTIONS\r\n");
 			return 0;
 		}
-		handle_cmd(c, req, &q, cors);
+		handle_cmd(req, &q, cors);
 		return 0;
 	}
 	if (!get) {
