@@ -10,6 +10,7 @@ BIND     ?= 127.0.0.1
 DB       ?= $(CURDIR)/var/signal.db
 ARGS     ?=
 PROCS    ?= 1
+SERVER   ?= lighttpd
 
 CC       ?= cc
 CFLAGS   ?= -O2 -g
@@ -20,9 +21,9 @@ SAN       = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-r
 
 # Debian packages the build, the service and the tests need.
 DEB_BUILD = gcc make libc6-dev pkg-config libfcgi-dev libjson-c-dev libsqlite3-dev libssl-dev
-DEB_RUN   = lighttpd curl jq
+DEB_RUN   = lighttpd curl jq $(if $(filter nginx,$(SERVER)),nginx-light)
 DEB_FUZZ  = clang libclang-rt-14-dev
-DEB_TEST  = curl jq perl sqlite3 valgrind python3 libfcgi-bin openssl nodejs
+DEB_TEST  = curl jq perl sqlite3 valgrind python3 libfcgi-bin openssl nodejs nginx-light
 
 # The responder, one object per subsystem.
 CORE_OBJS = util.o log.o error.o config.o jsonv.o store_sqlite.o schema.o ratelimit.o core.o
@@ -131,9 +132,13 @@ deps-test: deps
 run: deps
 	@$(MAKE) --no-print-directory all
 	@mkdir -p $(dir $(DB)) var/run
-	@echo "signaling service on http://$(BIND):$(PORT)/  (database $(DB); Ctrl-C stops it)"
+	@echo "signaling service on http://$(BIND):$(PORT)/ behind $(SERVER) (database $(DB); Ctrl-C stops it)"
+ifeq ($(SERVER),nginx)
+	exec tools/run-nginx.sh $(PORT) $(BIND) $(DB) $(ARGS)
+else
 	SIGNAL_ROOT=$(CURDIR) SIGNAL_BIN=$(CURDIR)/build/signal-fcgi SIGNAL_RUNDIR=$(CURDIR)/var/run SIGNAL_DB=$(DB) SIGNAL_ARGS="$(ARGS)" \
 	  SIGNAL_PROCS=$(PROCS) SIGNAL_BIND=$(BIND) PORT=$(PORT) exec lighttpd -D -f lighttpd.conf
+endif
 
 test: deps-test
 	@$(MAKE) --no-print-directory all build/unit build/unit-plain build/san/signal-fcgi $(addprefix build/replay/,$(FUZZ_TARGETS))

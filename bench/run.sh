@@ -11,7 +11,7 @@ WORK=$(mktemp -d /tmp/signal-bench.XXXXXX)
 RESULTS=$B/results
 mkdir -p "$RESULTS"
 TSV=$RESULTS/$(date -u +%Y%m%dT%H%M%SZ).tsv
-HELD=${HELD:-"1000 5000 9500"}
+HELD=${HELD:-"1000 5000 8900"}
 IDLE_SECS=${IDLE_SECS:-30}
 THROUGHPUT_SECS=${THROUGHPUT_SECS:-10}
 CASES=${*:-latency throughput held xproc idle}

@@ -5,12 +5,14 @@
  * transaction's fixed cost (locks on the -shm file, WAL frame and header
  * writes, and every other connection's page cache thrown away after the
  * commit) is most of a command's cost. So request threads queue their
- * bodies here; the committer takes everything waiting, runs each command in
- * its own savepoint of one transaction (a failing command still changes
- * nothing), commits once, and only then wakes the callers: no one is told
- * "200" before their command is durable. One writer connection also keeps
- * its page cache warm. Under light load a group is a single command and
- * this costs one thread hand-off; under heavy load the groups grow.
+ * bodies here, and the first one to find no commit under way becomes the
+ * leader: it takes everything waiting, runs each command in its own
+ * savepoint of one transaction (a failing command still changes nothing),
+ * commits once, and only then wakes the callers: no one is told "200"
+ * before their command is durable. Commands that arrive meanwhile form the
+ * next group. Every group goes through the one shared writer connection,
+ * which keeps its page cache warm. Under light load a group is one command
+ * run by its own thread, with no hand-off; under load the groups grow.
  *
  * It must never: answer before the commit, or let one command's failure
  * undo another's.
@@ -36,10 +38,10 @@ struct job {
 static struct {
 	core *c;
 	pthread_mutex_t lock;
-	pthread_cond_t work, finished;
+	pthread_cond_t finished;
 	struct job *head, **tail;
-} G = {.lock = PTHREAD_MUTEX_INITIALIZER, .work = PTHREAD_COND_INITIALIZER,
-       .finished = PTHREAD_COND_INITIALIZER};
+	int leading; /* a group is being run */
+} G = {.lock = PTHREAD_MUTEX_INITIALIZER, .finished = PTHREAD_COND_INITIALIZER};
 
 /* The whole group failed to commit: every reply becomes that error. */
 static void fail_all(struct job **jobs, int n, sig_err e)
@@ -53,53 +55,42 @@ static void fail_all(struct job **jobs, int n, sig_err e)
 	}
 }
 
-static void *group_main(void *arg)
+/* Run one group as leader. Called and returns with G.lock held. */
+static void lead(void)
 {
-	(void)arg;
 	struct job *jobs[GROUP_MAX];
-	for (;;) {
-		pthread_mutex_lock(&G.lock);
-		while (G.head == NULL)
-			pthread_cond_wait(&G.work, &G.lock);
-		int n = 0;
-		while (G.head && n < GROUP_MAX) {
-			jobs[n++] = G.head;
-			G.head = G.head->next;
-		}
-		if (G.head == NULL)
-			G.tail = &G.head;
-		pthread_mutex_unlock(&G.lock);
-
-		sig_err e = core_group_begin(G.c);
-		if (e == SIG_OK) {
-			for (int i = 0; i < n; i++)
-				core_exec_request(G.c, jobs[i]->token, jobs[i]->remote, jobs[i]->body, jobs[i]->len,
-						  jobs[i]->r);
-			e = core_group_end(G.c);
-		}
-		if (e != SIG_OK) {
-			log_warn("group: a group of %d command(s) failed to commit (%s)", n, sig_err_code(e));
-			fail_all(jobs, n, e);
-		}
-		pthread_mutex_lock(&G.lock);
-		for (int i = 0; i < n; i++)
-			jobs[i]->done = 1;
-		pthread_cond_broadcast(&G.finished);
-		pthread_mutex_unlock(&G.lock);
+	int n = 0;
+	while (G.head && n < GROUP_MAX) {
+		jobs[n++] = G.head;
+		G.head = G.head->next;
 	}
-	return NULL;
+	if (G.head == NULL)
+		G.tail = &G.head;
+	G.leading = 1;
+	pthread_mutex_unlock(&G.lock);
+
+	sig_err e = core_group_begin(G.c);
+	if (e == SIG_OK) {
+		for (int i = 0; i < n; i++)
+			core_exec_request(G.c, jobs[i]->token, jobs[i]->remote, jobs[i]->body, jobs[i]->len, jobs[i]->r);
+		e = core_group_end(G.c);
+	}
+	if (e != SIG_OK) {
+		log_warn("group: a group of %d command(s) failed to commit (%s)", n, sig_err_code(e));
+		fail_all(jobs, n, e);
+	}
+
+	pthread_mutex_lock(&G.lock);
+	G.leading = 0;
+	for (int i = 0; i < n; i++)
+		jobs[i]->done = 1;
+	pthread_cond_broadcast(&G.finished);
 }
 
 int group_start(core *c)
 {
 	G.c = c;
 	G.tail = &G.head;
-	pthread_t t;
-	if (pthread_create(&t, NULL, group_main, NULL) != 0) {
-		log_error("group: cannot start the committer thread");
-		return -1;
-	}
-	pthread_detach(t);
 	return 0;
 }
 
@@ -109,8 +100,11 @@ void group_exec(const char *token, const char *remote, const char *body, size_t 
 	pthread_mutex_lock(&G.lock);
 	*G.tail = &j;
 	G.tail = &j.next;
-	pthread_cond_signal(&G.work);
-	while (!j.done)
-		pthread_cond_wait(&G.finished, &G.lock);
+	while (!j.done) {
+		if (!G.leading)
+			lead(); /* runs our job and whatever queued with it */
+		else
+			pthread_cond_wait(&G.finished, &G.lock);
+	}
 	pthread_mutex_unlock(&G.lock);
 }

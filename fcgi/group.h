@@ -1,17 +1,17 @@
 /*
- * group.h - group commit: request threads hand their POST bodies to one
- * committer thread, which runs every command waiting at that moment in a
- * single store transaction and answers them all after its commit.
+ * group.h - group commit: request threads queue their POST bodies; one of
+ * them at a time (the leader) runs every command waiting at that moment in
+ * a single store transaction, and all are answered after its commit.
  */
 #ifndef SIG_GROUP_H
 #define SIG_GROUP_H
 
 #include "core.h"
 
-/* Start the committer over its own core. Returns 0, or -1 (logged). */
+/* Use core c (its own store connection) for every group. Returns 0. */
 int group_start(core *c);
 
-/* Run a POST body through the committer and wait for its commit; fills r
+/* Run a POST body in the next group and wait for its commit; fills r
  * exactly as core_exec_request would. Thread-safe. */
 void group_exec(const char *token, const char *remote, const char *body, size_t len, core_result *r);
 

@@ -34,7 +34,7 @@ is "$(sse_data "$OUT/bob2.sse" | jq -r 'select(.n) | .n' | tr '\n' ' ')" "2 3 4 
 # --- crash the responder: lighttpd starts a new one, nothing is lost ---
 last=$(sse_data "$OUT/bob2.sse" | jq -r .id | tail -1)
 kill $SSE_PID
-rpid=$(pgrep -f "signal-fcgi --db $SERVER_DB" | head -1)
+rpid=$(responder_pids | head -1)
 [ -n "$rpid" ]; ok $? "found the responder process ($rpid)"
 post "$A" '{"type":"signal","to":"bob","n":6}'
 kill -9 "$rpid"

@@ -23,7 +23,7 @@ BG_PIDS="$BG_PIDS $LOAD"
 kills=0
 for t in 2 4 6; do
 	sleep 2
-	pid=$(pgrep -f "signal-fcgi --db $SERVER_DB" | shuf -n 1)
+	pid=$(responder_pids | shuf -n 1)
 	[ -n "$pid" ] && kill -9 "$pid" && kills=$((kills + 1))
 	diag "t=${t}s: kill -9 responder $pid"
 done

@@ -4,7 +4,9 @@
 # responder spawned by it) on a free 127.0.0.1 port with a fresh database,
 # speaks TAP on stdout, and stops the server it started, by PID, on exit.
 #
-#   start_server [--procs N] [--valgrind] [-- responder options...]
+#   start_server [--procs N] [--db FILE] [-- responder options...]
+#                         FRONT=nginx runs nginx (nginx.conf) in front of
+#                         standalone responders instead of lighttpd
 #   stop_server
 #   login USER            -> prints the token (fails the test on error)
 #   post TOKEN JSON       -> sets $STATUS and $BODY
@@ -20,7 +22,9 @@ mkdir -p "$OUT"
 _T_N=0
 _T_FAIL=0
 SERVER_PID=""
+BACKEND_PGIDS=""
 BG_PIDS=""
+FRONT=${FRONT:-lighttpd}
 
 ok() { # ok EXIT_STATUS_OR_0/1 NAME
 	_T_N=$((_T_N + 1))
@@ -72,10 +76,15 @@ start_server() {
 	[ -n "${PORT_FIXED:-}" ] || PORT=$(free_port)
 	BASE="http://127.0.0.1:$PORT"
 	mkdir -p "$OUT/run"
-	SIGNAL_ROOT=$ROOT SIGNAL_BIN=${SIGNAL_BIN:-$ROOT/build/signal-fcgi} SIGNAL_RUNDIR=$OUT/run SIGNAL_DB=$db SIGNAL_ARGS="$SERVER_ARGS" \
-		SIGNAL_PROCS=$procs SIGNAL_BIND=127.0.0.1 PORT=$PORT \
-		lighttpd -D -f "$ROOT/lighttpd.conf" >>"$OUT/server.log" 2>&1 &
-	SERVER_PID=$!
+	local bin=${SIGNAL_BIN:-$ROOT/build/signal-fcgi}
+	if [ "$FRONT" = nginx ]; then
+		start_nginx "$bin" "$procs" "$db"
+	else
+		SIGNAL_ROOT=$ROOT SIGNAL_BIN=$bin SIGNAL_RUNDIR=$OUT/run SIGNAL_DB=$db SIGNAL_ARGS="$SERVER_ARGS" \
+			SIGNAL_PROCS=$procs SIGNAL_BIND=127.0.0.1 PORT=$PORT \
+			lighttpd -D -f "$ROOT/lighttpd.conf" >>"$OUT/server.log" 2>&1 &
+		SERVER_PID=$!
+	fi
 	local i
 	for i in $(seq 1 ${START_TRIES:-100}); do
 		if curl -sf -o /dev/null "$BASE/api/health"; then return 0; fi
@@ -83,6 +92,26 @@ start_server() {
 	done
 	echo "# server did not come up; log:"; sed 's/^/#   /' "$OUT/server.log"
 	return 1
+}
+
+# nginx in front of PROCS standalone responders (--listen on free ports),
+# with nginx.conf as shipped but for its ports and paths. A restart loop
+# stands in for systemd's Restart=always, so a killed responder comes back.
+start_nginx() {
+	local bin=$1 procs=$2 db=$3 i bport ups=""
+	for i in $(seq 1 "$procs"); do
+		bport=$(free_port)
+		setsid bash -c "set -f; while :; do $bin --listen 127.0.0.1:$bport --db $db $SERVER_ARGS; sleep 0.2; done" \
+			>>"$OUT/server.log" 2>&1 &
+		BACKEND_PGIDS="$BACKEND_PGIDS $!"
+		ups="$ups server 127.0.0.1:$bport;"
+	done
+	mkdir -p "$OUT/run/nginx"
+	sed -e "s|listen 127.0.0.1:8080;|listen 127.0.0.1:$PORT;|" -e "s|server 127.0.0.1:9001;|$ups|" \
+		-e "s|^pid .*|pid $OUT/run/nginx.pid;|" -e "s|var/nginx/|$OUT/run/nginx/|" \
+		"$ROOT/nginx.conf" >"$OUT/nginx.conf"
+	nginx -p "$ROOT" -c "$OUT/nginx.conf" >>"$OUT/server.log" 2>&1 &
+	SERVER_PID=$!
 }
 
 stop_server() {
@@ -93,7 +122,16 @@ stop_server() {
 		# lighttpd sends SIGTERM to the responders it spawned; give them a moment.
 		sleep 0.1
 	fi
+	local g
+	for g in $BACKEND_PGIDS; do
+		kill -TERM -- "-$g" 2>/dev/null
+	done
+	[ -z "$BACKEND_PGIDS" ] || sleep 0.2
+	BACKEND_PGIDS=""
 }
+
+# The responder processes serving this test's database.
+responder_pids() { pgrep -f "^[^ ]*signal-fcgi .*--db $SERVER_DB"; }
 
 # Background helpers (curl -N readers) are killed at exit too.
 bg() { "$@" & BG_PIDS="$BG_PIDS $!"; }

@@ -68,7 +68,8 @@ function addPeer(id) {
   const pc = new RTCPeerConnection(ICE);
   // Both ends create the same pre-negotiated channel: no glare over who opens it.
   const dc = pc.createDataChannel('chat', { negotiated: true, id: 0 });
-  const p = { pc, dc, polite: me < id, makingOffer: false, ignoreOffer: false, li: peerRow(id), video: null };
+  const p = { pc, dc, polite: me < id, makingOffer: false, ignoreOffer: false, li: peerRow(id), video: null,
+    queue: Promise.resolve() };
   peers.set(id, p);
   setupChannel(id, p);
   if (localStream) for (const t of localStream.getTracks()) pc.addTrack(t, localStream);
@@ -111,10 +112,16 @@ function dropPeer(id) {
   peers.delete(id);
 }
 
-async function onSignal({ detail: msg }) {
-  const id = msg.from;
-  const p = addPeer(id);
+// Signals from one peer are handled one at a time, in order: a candidate
+// that arrives in the same batch as its offer must wait for the offer to be
+// applied, or addIceCandidate fails and the candidate is lost.
+function onSignal({ detail: msg }) {
+  const p = addPeer(msg.from);
   if (!p) return;
+  p.queue = p.queue.then(() => handleSignal(msg.from, p, msg));
+}
+
+async function handleSignal(id, p, msg) {
   const { pc } = p;
   try {
     if (msg.description) {
