@@ -37,7 +37,22 @@ while time.time() < deadline:   # then take what reached us, until EOF or the de
         break
     data += chunk
 print(state, flush=True)
-ids = [int(l.split()[1]) for l in data.decode("utf-8", "replace").splitlines() if l.startswith("id: ")]
+head, _, body = data.partition(b"\r\n\r\n")
+if b"chunked" in head.lower():       # undo the HTTP chunking (front servers chunk differently)
+    out, rest = b"", body
+    while rest:
+        size_line, sep, rest = rest.partition(b"\r\n")
+        if not sep:
+            break
+        n = int(size_line.split(b";")[0] or b"0", 16)
+        if n == 0:
+            break
+        out += rest[:n]
+        rest = rest[n + 2:]
+    body = out
+ids = [int(l.split()[1]) for l in body.decode("utf-8", "replace").splitlines() if l.startswith("id: ") and len(l.split()) == 2]
+if body and not body.endswith(b"\n\n") and ids:
+    ids.pop()                        # the last event was cut off mid-way: it was not received
 print("got", len(ids), "last", ids[-1] if ids else 0, flush=True)
 PY
 SAM=$!
@@ -67,8 +82,14 @@ is "$(sse_data "$OUT/bob.sse" | jq -r 'select(.n) | .n' | tr '\n' ' ')" "$(seq 1
 
 wait $SAM
 cat "$OUT/sam.log" | sed 's/^/# sam: /'
-grep -q closed-by-server "$OUT/sam.log"
-ok $? "the stuck stream was closed by the server (write timeout)"
+if [ "$FRONT" = nginx ]; then
+	# nginx keeps the client's side open while it still holds unsent data;
+	# the responder's side is what --write-timeout bounds (next check).
+	diag "through nginx the client saw: $(grep -E 'closed-by-server|still-open' "$OUT/sam.log")"
+else
+	grep -q closed-by-server "$OUT/sam.log"
+	ok $? "the stuck stream was closed by the server (write timeout)"
+fi
 grep -q 'no write progress' "$OUT/server.log"
 ok $? "... and the server logged why"
 got=$(sed -n 's/^got \([0-9]*\) last \([0-9]*\)/\1/p' "$OUT/sam.log")
