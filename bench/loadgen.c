@@ -288,6 +288,16 @@ static void response_done(struct conn *c)
 	}
 }
 
+/* A response ended; returns 1 when its connection was replaced (the
+ * caller must stop parsing the old buffer). */
+static int end_response(struct conn *c)
+{
+	int closing = c->must_close;
+	c->headers_done = 0;
+	response_done(c);
+	return closing;
+}
+
 /* Parse what arrived on c. */
 static void parse(struct conn *c)
 {
@@ -317,13 +327,8 @@ static void parse(struct conn *c)
 			c->chunk_state = 0;
 			c->linelen = 0;
 			off = (size_t)(end - c->in) + 4;
-			if (!c->chunked && c->content_left == 0) {
-				c->headers_done = 0;
-				int closing = c->must_close;
-				response_done(c);
-				if (closing)
-					return;
-			}
+			if (!c->chunked && c->content_left == 0 && end_response(c))
+				return;
 			continue;
 		}
 		if (!c->chunked) {
@@ -335,13 +340,8 @@ static void parse(struct conn *c)
 			off += take;
 			if (c->content_left >= 0) {
 				c->content_left -= (long)take;
-				if (c->content_left == 0) {
-					c->headers_done = 0;
-					int closing = c->must_close;
-					response_done(c);
-					if (closing)
-						return;
-				}
+				if (c->content_left == 0 && end_response(c))
+					return;
 			}
 			continue;
 		}
@@ -357,10 +357,7 @@ static void parse(struct conn *c)
 				if (c->inlen - off < 2)
 					break;
 				off += 2;
-				c->headers_done = 0;
-				int closing = c->must_close;
-				response_done(c);
-				if (closing)
+				if (end_response(c))
 					return;
 				continue;
 			}

@@ -10,7 +10,10 @@
  * process that holds the stream (measured p99 ~0.1 ms). Datagrams can be
  * dropped when the receiver's queue is full, so the holder also re-checks
  * its mailboxes every few seconds (hold.c): the bell makes delivery fast,
- * the database makes it certain.
+ * the database makes it certain. A datagram queue holds only
+ * net.unix.max_dgram_qlen (10) messages, so a wake for this very process
+ * skips the socket and goes to the hold loop's own queue, which cannot
+ * overflow.
  */
 #define _GNU_SOURCE
 #include "bell.h"
@@ -66,6 +69,15 @@ int bell_open(int64_t owner)
 	return fd;
 }
 
+static int64_t local_owner;
+static void (*local_wake)(const int64_t *ids, int n);
+
+void bell_set_local(int64_t owner, void (*wake)(const int64_t *ids, int n))
+{
+	local_owner = owner;
+	local_wake = wake;
+}
+
 static int sender_fd(void)
 {
 	static _Thread_local int fd = -1;
@@ -76,6 +88,10 @@ static int sender_fd(void)
 
 static void send_ids(int64_t owner, const int64_t *ids, int n)
 {
+	if (owner == local_owner && local_wake) {
+		local_wake(ids, n);
+		return;
+	}
 	int fd = sender_fd();
 	if (fd < 0)
 		return;

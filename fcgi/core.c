@@ -119,9 +119,18 @@ int core_token_hash(const char *token, uint8_t out[STORE_HASH_LEN])
 	return 0;
 }
 
-static sig_err token_new(char out[CORE_TOKEN_LEN + 1])
+/* Lowercase hex of n bytes into out (2n characters, no terminator). */
+static void hex_encode(const uint8_t *in, size_t n, char *out)
 {
 	static const char hex[] = "0123456789abcdef";
+	for (size_t i = 0; i < n; i++) {
+		out[2 * i] = hex[in[i] >> 4];
+		out[2 * i + 1] = hex[in[i] & 15];
+	}
+}
+
+static sig_err token_new(char out[CORE_TOKEN_LEN + 1])
+{
 	uint8_t raw[CORE_TOKEN_LEN / 2];
 	size_t got = 0;
 	while (got < sizeof raw) {
@@ -130,10 +139,7 @@ static sig_err token_new(char out[CORE_TOKEN_LEN + 1])
 			return SIG_E_INTERNAL;
 		got += (size_t)n;
 	}
-	for (size_t i = 0; i < sizeof raw; i++) {
-		out[2 * i] = hex[raw[i] >> 4];
-		out[2 * i + 1] = hex[raw[i] & 15];
-	}
+	hex_encode(raw, sizeof raw, out);
 	out[CORE_TOKEN_LEN] = '\0';
 	return SIG_OK;
 }
@@ -230,7 +236,6 @@ static const struct jv_field login_fields[] = {
 static sig_err check_login_auth(const struct core_limits *lim, const char *user, const char *auth,
 				int64_t now_ms)
 {
-	static const char hex[] = "0123456789abcdef";
 	if (lim->auth_secret_len == 0)
 		return SIG_OK;
 	const char *colon = auth ? strchr(auth, ':') : NULL;
@@ -250,10 +255,7 @@ static sig_err check_login_auth(const struct core_limits *lim, const char *user,
 		 (size_t)mlen, mac, &maclen) == NULL || maclen != 32)
 		return SIG_E_INTERNAL;
 	char want[64];
-	for (int i = 0; i < 32; i++) {
-		want[2 * i] = hex[mac[i] >> 4];
-		want[2 * i + 1] = hex[mac[i] & 15];
-	}
+	hex_encode(mac, 32, want);
 	return CRYPTO_memcmp(want, colon + 1, 64) == 0 ? SIG_OK : SIG_E_UNAUTHORIZED;
 }
 

@@ -77,6 +77,8 @@ static struct {
 	int ep, efd, bell;
 	pthread_mutex_t lock;
 	struct pending *queue;
+	int64_t *wakes;        /* session ids rung from this process */
+	int nwakes, capwakes;
 	struct held *table[1 << TABLE_BITS];
 	struct held *all;
 	struct held *dirty;
@@ -506,22 +508,31 @@ static void tick(int64_t now)
 	}
 }
 
+/* The safety net under the bell: look at every event committed since the
+ * last look, in id order, a page at a time, and wake the streams of this
+ * process they are for. A few pages per call bound the work per tick. */
 static void recheck(int64_t *seen_max)
 {
-	int64_t sids[RECHECK_MAX];
-	int n = 0;
-	int64_t max_id = 0;
-	if (core_recent_recipients(H.c, H.owner, *seen_max, sids, RECHECK_MAX, &n, &max_id) != SIG_OK)
-		return;
-	for (int i = 0; i < n; i++) {
-		struct held *h = find(sids[i]);
-		if (h)
-			mark_dirty(h);
+	static int64_t sids[RECHECK_MAX];
+	int woken = 0;
+	for (int page = 0; page < 8; page++) {
+		int n = 0;
+		int64_t next = *seen_max;
+		if (core_recent_recipients(H.c, H.owner, *seen_max, sids, RECHECK_MAX, &n, &next) != SIG_OK)
+			return;
+		for (int i = 0; i < n; i++) {
+			struct held *h = find(sids[i]);
+			if (h && !h->dirty) {
+				mark_dirty(h);
+				woken++;
+			}
+		}
+		*seen_max = next;
+		if (n < RECHECK_MAX)
+			break;
 	}
-	if (n > 0)
-		log_debug("hold: re-check found %d stream(s) with events the bell missed", n);
-	if (n < RECHECK_MAX)
-		*seen_max = max_id;
+	if (woken > 0)
+		log_debug("hold: re-check woke %d stream(s)", woken);
 }
 
 /* ---- the loop ---- */
@@ -548,6 +559,43 @@ static void take_queue(void)
 		adopt(&rev->req);
 		free(rev);
 		rev = n;
+	}
+}
+
+/* Wake-ups from this process's own threads (bell_set_local). */
+static void hold_wake_local(const int64_t *ids, int n)
+{
+	pthread_mutex_lock(&H.lock);
+	if (H.nwakes + n > H.capwakes) {
+		H.capwakes = (H.nwakes + n) * 2;
+		H.wakes = xrealloc(H.wakes, (size_t)H.capwakes * sizeof *H.wakes);
+	}
+	memcpy(H.wakes + H.nwakes, ids, (size_t)n * sizeof *ids);
+	H.nwakes += n;
+	pthread_mutex_unlock(&H.lock);
+	uint64_t one = 1;
+	ssize_t w = write(H.efd, &one, sizeof one);
+	(void)w;
+}
+
+static void take_local_wakes(void)
+{
+	static int64_t *mine;
+	static int cap;
+	pthread_mutex_lock(&H.lock);
+	int n = H.nwakes;
+	if (n > cap) {
+		cap = n;
+		mine = xrealloc(mine, (size_t)cap * sizeof *mine);
+	}
+	if (n)
+		memcpy(mine, H.wakes, (size_t)n * sizeof *mine);
+	H.nwakes = 0;
+	pthread_mutex_unlock(&H.lock);
+	for (int i = 0; i < n; i++) {
+		struct held *h = find(mine[i]);
+		if (h)
+			mark_dirty(h);
 	}
 }
 
@@ -612,8 +660,10 @@ static void *hold_main(void *arg)
 			continue;
 		}
 		for (int i = 0; i < n; i++) {
-			if (evs[i].data.ptr == &H.efd)
+			if (evs[i].data.ptr == &H.efd) {
 				take_queue();
+				take_local_wakes();
+			}
 			else if (evs[i].data.ptr == &H.bell)
 				ring_received();
 			else
@@ -656,6 +706,7 @@ int hold_start(core *c, int64_t owner, int bell_fd)
 	epoll_ctl(H.ep, EPOLL_CTL_ADD, H.efd, &ev);
 	ev.data.ptr = &H.bell;
 	epoll_ctl(H.ep, EPOLL_CTL_ADD, H.bell, &ev);
+	bell_set_local(owner, hold_wake_local);
 	pthread_t t;
 	if (pthread_create(&t, NULL, hold_main, NULL) != 0) {
 		log_error("hold: cannot start thread");

@@ -105,9 +105,9 @@ sig_err store_stream_pull(store *st, int64_t sid, int64_t gen, int64_t after, in
 sig_err store_mark_sent(store *st, int64_t sid, int64_t upto, int64_t window);
 /* Refresh last_seen of every session whose stream owner holds. */
 sig_err store_streams_refresh(store *st, int64_t owner, int64_t now);
-/* Sessions whose stream owner holds and that have events with id in
- * (after, *max_id]; *max_id is set to the newest event id first. At most max
- * written to sids, count in *n. */
+/* Recipients, held by owner, of the events after `after`, in event order:
+ * at most max (with repeats) into sids, count in *n. *max_id is where the
+ * next call should continue: the last event examined. */
 sig_err store_recent_recipients(store *st, int64_t owner, int64_t after, int64_t *sids, int max,
 				int *n, int64_t *max_id);
 

@@ -109,8 +109,8 @@ static const char *const stmt_sql[Q__COUNT] = {
 	[Q_LOST_MARK] = "UPDATE sessions SET lost_upto = max(lost_upto, ?2) WHERE id = ?1",
 	[Q_STREAMS_REFRESH] = "UPDATE sessions SET last_seen = max(last_seen, ?2) WHERE stream_owner = ?1",
 	[Q_MAX_EVENT] = "SELECT coalesce(max(id), 0) FROM events",
-	[Q_RECENT] = "SELECT DISTINCT e.session_id FROM events e JOIN sessions s ON s.id = e.session_id "
-		     "WHERE e.id > ?2 AND e.id <= ?3 AND s.stream_owner = ?1 LIMIT ?4",
+	[Q_RECENT] = "SELECT e.id, e.session_id FROM events e JOIN sessions s ON s.id = e.session_id "
+		     "WHERE e.id > ?2 AND e.id <= ?3 AND s.stream_owner = ?1 ORDER BY e.id LIMIT ?4",
 	[Q_STATS] = "SELECT (SELECT count(*) FROM sessions), "
 		    "(SELECT count(DISTINCT room_id) FROM memberships), "
 		    "(SELECT count(*) FROM memberships), (SELECT count(*) FROM events), "
@@ -632,21 +632,29 @@ sig_err store_streams_refresh(store *st, int64_t owner, int64_t now)
 sig_err store_recent_recipients(store *st, int64_t owner, int64_t after, int64_t *sids, int max,
 				int *n, int64_t *max_id)
 {
-	sig_err e = query_int(st, stmt(st, Q_MAX_EVENT), max_id, "max event");
+	int64_t newest = 0;
+	sig_err e = query_int(st, stmt(st, Q_MAX_EVENT), &newest, "max event");
 	*n = 0;
-	if (e != SIG_OK || *max_id <= after)
+	*max_id = newest; /* nothing after `after`: continue from the newest id */
+	if (e != SIG_OK || newest <= after)
 		return e;
 	sqlite3_stmt *s = stmt(st, Q_RECENT);
 	sqlite3_bind_int64(s, 1, owner);
 	sqlite3_bind_int64(s, 2, after);
-	sqlite3_bind_int64(s, 3, *max_id);
+	sqlite3_bind_int64(s, 3, newest);
 	sqlite3_bind_int(s, 4, max);
 	int rc;
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW && *n < max)
-		sids[(*n)++] = sqlite3_column_int64(s, 0);
+	int64_t last = after;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW && *n < max) {
+		last = sqlite3_column_int64(s, 0);
+		sids[(*n)++] = sqlite3_column_int64(s, 1);
+	}
 	finish(s);
 	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
 		return db_error(st, "recent recipients", rc);
+	/* A full page: continue after its last event next time; otherwise
+	 * everything up to the newest event has been looked at. */
+	*max_id = *n == max ? last : newest;
 	return SIG_OK;
 }
 
