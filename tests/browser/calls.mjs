@@ -5,7 +5,7 @@
 //   node tests/browser/calls.mjs OUTDIR
 import { chromium } from 'playwright-core';
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdirSync, rmSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -67,11 +67,13 @@ const browser = await chromium.launch({
 
 let base = '';
 const contexts = [];
+const consoleLog = [];
 async function openPage(name, room, { transport = 'auto', media = false, width = 1100 } = {}) {
   const ctx = await browser.newContext({ viewport: { width, height: 800 } });
   contexts.push(ctx);
   const page = await ctx.newPage();
   page.on('pageerror', (e) => console.log(`# page error (${name}): ${e.message}`));
+  page.on('console', (m) => { if (m.type() === 'warning' || m.type() === 'error') consoleLog.push(`${name}: ${m.text()}`); });
   await page.goto(base + '/');
   await page.fill('#name', name);
   await page.fill('#room', room);
@@ -84,7 +86,7 @@ async function closeAll() {
   while (contexts.length) await contexts.pop().close();
 }
 // Wait until page shows an open chat channel with every one of peers.
-async function channelsOpen(page, peers, timeout = 20000) {
+async function channelsOpen(page, peers, timeout = 30000) {
   const sel = peers.map((p) => `#peers li[data-peer="${p}"][data-channel="open"]`).join(', ');
   await page.waitForFunction((s) => document.querySelectorAll(s.sel).length === s.count,
     { sel, count: peers.length }, { timeout });
@@ -95,14 +97,24 @@ async function chat(from, to, text) {
   await to.waitForFunction((t) => [...document.querySelectorAll('#messages li')].some((li) => li.textContent.includes(t)),
     text, { timeout: 10000 });
 }
+// A scenario gets one more try on fresh pages if the first fails (WebRTC
+// set-up on a loaded 2-core machine has its own timing); the first failure
+// is printed, so a flaky scenario is visible, and a real bug fails twice.
 async function attempt(name, fn) {
-  try {
-    await fn();
-    return true;
-  } catch (e) {
-    ok(false, name, e.stack || e);
-    return false;
+  for (let t = 1; t <= 2; t++) {
+    try {
+      await fn();
+      return true;
+    } catch (e) {
+      await closeAll();
+      if (t === 2) {
+        ok(false, name, e.stack || e);
+        return false;
+      }
+      console.log(`# ${name}: first try failed (${String(e.message || e).split('\n')[0]}); trying again`);
+    }
   }
+  return false;
 }
 
 const port = await freePort();
@@ -207,6 +219,7 @@ try {
 } finally {
   await browser.close();
   await stopServer();
+  writeFileSync(`${OUT}/console.log`, consoleLog.join('\n') + '\n');
 }
 console.log(`1..${n}`);
 process.exit(failed ? 1 : 0);
