@@ -68,10 +68,11 @@ const browser = await chromium.launch({
 let base = '';
 const contexts = [];
 const consoleLog = [];
-async function openPage(name, room, { transport = 'auto', media = false, width = 1100 } = {}) {
+async function openPage(name, room, { transport = 'auto', media = false, width = 1100, noEventSource = false } = {}) {
   const ctx = await browser.newContext({ viewport: { width, height: 800 } });
   contexts.push(ctx);
   const page = await ctx.newPage();
+  if (noEventSource) await page.addInitScript(() => { delete window.EventSource; });
   page.on('pageerror', (e) => console.log(`# page error (${name}): ${e.message}`));
   page.on('console', (m) => { if (m.type() === 'warning' || m.type() === 'error') consoleLog.push(`${name}: ${m.text()}`); });
   await page.goto(base + '/');
@@ -158,6 +159,34 @@ try {
     await channelsOpen(b, ['pollA']);
     await chat(a, b, 'over long-poll');
     ok((await a.getAttribute('#transportState', 'data-transport')) === 'poll', 'the two-page call completes with long-poll forced');
+  });
+  await closeAll();
+
+  // 3b. automatic mode without EventSource falls back to long-poll by itself
+  await attempt('auto mode falls back to long-poll', async () => {
+    const a = await openPage('noesA', 'noes', { noEventSource: true });
+    const b = await openPage('noesB', 'noes');
+    await channelsOpen(a, ['noesB']);
+    await chat(b, a, 'reached the page without EventSource');
+    const t = await a.getAttribute('#transportState', 'data-transport');
+    ok(t === 'poll', 'automatic mode falls back to long-poll by itself when EventSource is missing', t);
+  });
+  await closeAll();
+
+  // 3c. a dead session is reported once, not retried in a loop
+  await attempt('a dead session is reported', async () => {
+    const a = await openPage('dead', 'deadroom');
+    await a.waitForSelector('#call:not([hidden])');
+    const token = await a.evaluate(() => window.signalApp.client.token);
+    await fetch(`${base}/api/cmd`, { method: 'POST', headers: { Authorization: `Bearer ${token}` },
+      body: JSON.stringify({ type: 'logout' }) });
+    // The stream ends, EventSource reconnects, gets 401: then the page says so.
+    await a.waitForFunction(() => /session has ended/i.test(document.querySelector('#banner').textContent),
+      null, { timeout: 15000 });
+    let requests = 0;
+    a.on('request', (r) => { if (r.url().includes('/api/')) requests++; });
+    await new Promise((r) => setTimeout(r, 4000));
+    ok(requests === 0, `a dead session (401) is shown to the user, and nothing is retried (${requests} requests in 4 s after)`);
   });
   await closeAll();
 
