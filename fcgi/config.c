@@ -69,6 +69,25 @@ static const struct int_opt int_opts[] = {
 	{"--rate-login", &cfg.rate_login, 1, 1000000, "logins per minute per client address, across processes"},
 };
 
+/* Options that take a string; their help is in usage(). */
+static const struct {
+	const char *name;
+	const char **value;
+} str_opts[] = {
+	{"--listen", &cfg.listen},
+	{"--db", &cfg.db_path},
+	{"--auth-secret", &cfg.auth_secret_file},
+	{"--allow-origin", &cfg.allow_origin},
+};
+
+static const char **str_opt(const char *name)
+{
+	for (size_t i = 0; i < sizeof str_opts / sizeof str_opts[0]; i++)
+		if (strcmp(name, str_opts[i].name) == 0)
+			return str_opts[i].value;
+	return NULL;
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f,
@@ -150,20 +169,9 @@ int config_parse(int argc, char **argv)
 			return -1;
 		}
 		const char *v = argv[++i];
-		if (strcmp(a, "--listen") == 0) {
-			cfg.listen = v;
-			continue;
-		}
-		if (strcmp(a, "--db") == 0) {
-			cfg.db_path = v;
-			continue;
-		}
-		if (strcmp(a, "--auth-secret") == 0) {
-			cfg.auth_secret_file = v;
-			continue;
-		}
-		if (strcmp(a, "--allow-origin") == 0) {
-			cfg.allow_origin = v;
+		const char **target = str_opt(a);
+		if (target) {
+			*target = v;
 			continue;
 		}
 		size_t k;
