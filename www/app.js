@@ -69,7 +69,7 @@ function addPeer(id) {
   // Both ends create the same pre-negotiated channel: no glare over who opens it.
   const dc = pc.createDataChannel('chat', { negotiated: true, id: 0 });
   const p = { pc, dc, polite: me < id, makingOffer: false, ignoreOffer: false, li: peerRow(id), video: null,
-    queue: Promise.resolve() };
+    queue: Promise.resolve(), early: [] };
   peers.set(id, p);
   setupChannel(id, p);
   if (localStream) for (const t of localStream.getTracks()) pc.addTrack(t, localStream);
@@ -130,11 +130,17 @@ async function handleSignal(id, p, msg) {
       p.ignoreOffer = !p.polite && offerCollision;
       if (p.ignoreOffer) return;
       await pc.setRemoteDescription(msg.description);
+      // candidates that came before this description can be used now
+      for (const c of p.early.splice(0)) await pc.addIceCandidate(c).catch(() => {});
       if (msg.description.type === 'offer') {
         await pc.setLocalDescription();
         await sc.signal(id, { description: pc.localDescription.toJSON() });
       }
     } else if (msg.candidate) {
+      if (!pc.remoteDescription) {
+        p.early.push(msg.candidate); // its description is still on the way
+        return;
+      }
       try {
         await pc.addIceCandidate(msg.candidate);
       } catch (e) {

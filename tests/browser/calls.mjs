@@ -5,7 +5,7 @@
 //   node tests/browser/calls.mjs OUTDIR
 import { chromium } from 'playwright-core';
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -38,7 +38,8 @@ async function startServer(port, db, args = '') {
     SIGNAL_DB: db, SIGNAL_ARGS: args, SIGNAL_PROCS: '1', SIGNAL_BIND: '127.0.0.1', PORT: String(port),
   };
   mkdirSync(`${OUT}/run`, { recursive: true });
-  server = spawn('lighttpd', ['-D', '-f', `${ROOT}/lighttpd.conf`], { env, stdio: ['ignore', 'ignore', 'ignore'] });
+  const log = openSync(`${OUT}/server.log`, 'a');
+  server = spawn('lighttpd', ['-D', '-f', `${ROOT}/lighttpd.conf`], { env, stdio: ['ignore', log, log] });
   for (let i = 0; i < 100; i++) {
     try {
       const r = await fetch(`http://127.0.0.1:${port}/api/health`);
@@ -122,7 +123,7 @@ const port = await freePort();
 base = `http://127.0.0.1:${port}`;
 const db = `${OUT}/browser.db`;
 rmSync(db, { force: true });
-await startServer(port, db);
+await startServer(port, db, process.env.BROWSER_SERVER_ARGS || '');
 
 try {
   // 1. two pages, a data channel, a message
