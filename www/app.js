@@ -2,8 +2,11 @@
  * app.js - the call page: joins a room through signal.js and keeps a full
  * mesh of RTCPeerConnections with every other member, each with a chat
  * data channel (works without any device) and, when asked, camera and
- * microphone. Negotiation follows the "perfect negotiation" pattern, so
- * two peers that start at once never deadlock.
+ * microphone. The newcomer calls everyone already in the room (it has the
+ * list from its join); members answer, adding their camera to the answer,
+ * so the first negotiation has a single offerer. Later renegotiations
+ * follow the "perfect negotiation" pattern, so two peers that start at once
+ * never deadlock.
  */
 import { SignalClient } from './signal.js';
 
@@ -51,6 +54,7 @@ function peerRow(id) {
 
 function updateRow(p) {
   const state = p.pc.connectionState;
+  if (!p.li) return;
   const channel = p.dc ? p.dc.readyState : 'none';
   p.li.dataset.state = state;
   p.li.dataset.channel = channel;
@@ -63,16 +67,20 @@ function setupChannel(id, p) {
   p.dc.onmessage = (m) => say(m.data, id);
 }
 
-function addPeer(id) {
+// caller: we offer (we are the newcomer); otherwise we wait for their offer.
+function addPeer(id, caller = false) {
   if (id === me || peers.has(id)) return peers.get(id);
   const pc = new RTCPeerConnection(ICE);
-  // Both ends create the same pre-negotiated channel: no glare over who opens it.
-  const dc = pc.createDataChannel('chat', { negotiated: true, id: 0 });
-  const p = { pc, dc, polite: me < id, makingOffer: false, ignoreOffer: false, li: peerRow(id), video: null,
-    queue: Promise.resolve(), early: [] };
+  const p = { pc, dc: null, polite: me < id, makingOffer: false, ignoreOffer: false, li: peerRow(id), video: null,
+    queue: Promise.resolve(), early: [], tracksAdded: false };
   peers.set(id, p);
-  setupChannel(id, p);
-  if (localStream) for (const t of localStream.getTracks()) pc.addTrack(t, localStream);
+  if (caller) {
+    p.dc = pc.createDataChannel('chat');
+    setupChannel(id, p);
+    addTracks(p);
+  } else {
+    pc.ondatachannel = ({ channel }) => { p.dc = channel; setupChannel(id, p); updateRow(p); };
+  }
   pc.onnegotiationneeded = async () => {
     try {
       p.makingOffer = true;
@@ -101,6 +109,12 @@ function addPeer(id) {
   };
   updateRow(p);
   return p;
+}
+
+function addTracks(p) {
+  if (p.tracksAdded || !localStream) return;
+  p.tracksAdded = true;
+  for (const t of localStream.getTracks()) p.pc.addTrack(t, localStream);
 }
 
 function dropPeer(id) {
@@ -133,6 +147,7 @@ async function handleSignal(id, p, msg) {
       // candidates that came before this description can be used now
       for (const c of p.early.splice(0)) await pc.addIceCandidate(c).catch(() => {});
       if (msg.description.type === 'offer') {
+        addTracks(p); // our camera rides on the answer: no second offer
         await pc.setLocalDescription();
         await sc.signal(id, { description: pc.localDescription.toJSON() });
       }
@@ -203,7 +218,7 @@ async function join(ev) {
     $('join').hidden = true;
     $('call').hidden = false;
     say(`You joined ${room}` + (users.length > 1 ? ` with ${users.filter((u) => u !== me).join(', ')}` : ''));
-    for (const u of users) if (u !== me) addPeer(u);
+    for (const u of users) if (u !== me) addPeer(u, true);
   } catch (e) {
     formError(explain(e));
     if (sc && sc.token) sc.logout().catch(() => {});
