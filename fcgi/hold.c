@@ -404,6 +404,26 @@ static int pull(struct held *h)
 	return 0;
 }
 
+/* Record the pending sent marks of the streams in a list (linked by
+ * next_dirty when dirty_list, else by next), in one write transaction.
+ * From the dirty list only long-polls that are about to answer count. */
+static void record_marks(struct held *list, int dirty_list)
+{
+	int any = 0;
+	for (struct held *h = list; h && !any; h = dirty_list ? h->next_dirty : h->next)
+		any = h->sent_mark && !h->gone && (!dirty_list || (h->kind == HOLD_POLL && h->ending));
+	if (!any || core_marks_begin(H.c) != SIG_OK)
+		return;
+	sig_err e = SIG_OK;
+	for (struct held *h = list; h && e == SIG_OK; h = dirty_list ? h->next_dirty : h->next) {
+		if (!h->sent_mark || h->gone || (dirty_list && !(h->kind == HOLD_POLL && h->ending)))
+			continue;
+		if ((e = core_stream_sent(H.c, &h->cs, h->sent_mark)) == SIG_OK)
+			h->sent_mark = 0;
+	}
+	core_delivery_end(H.c, e == SIG_OK);
+}
+
 static void run_dirty(void)
 {
 	if (H.dirty == NULL)
@@ -426,19 +446,7 @@ static void run_dirty(void)
 		core_delivery_end(H.c, 1);
 	/* A long-poll that is about to answer records what it sends first, so
 	 * the store knows before the client does (one transaction for all). */
-	int marks = 0;
-	for (struct held *h = list; h; h = h->next_dirty)
-		marks += !h->gone && h->kind == HOLD_POLL && h->ending && h->sent_mark;
-	if (marks && core_marks_begin(H.c) == SIG_OK) {
-		sig_err e = SIG_OK;
-		for (struct held *h = list; h && e == SIG_OK; h = h->next_dirty) {
-			if (h->gone || h->kind != HOLD_POLL || !h->ending || !h->sent_mark)
-				continue;
-			if ((e = core_stream_sent(H.c, &h->cs, h->sent_mark)) == SIG_OK)
-				h->sent_mark = 0;
-		}
-		core_delivery_end(H.c, e == SIG_OK);
-	}
+	record_marks(list, 1);
 	/* Writes happen after the commit: never write while holding the lock. */
 	for (struct held *h = list, *next; h; h = next) {
 		next = h->next_dirty;
@@ -469,20 +477,7 @@ static void run_dirty(void)
  * second (the cap then errs on the side of refusing). */
 static void flush_marks(void)
 {
-	int any = 0;
-	for (struct held *h = H.all; h && !any; h = h->next)
-		any = h->sent_mark != 0;
-	if (!any || core_marks_begin(H.c) != SIG_OK)
-		return;
-	sig_err e = SIG_OK;
-	for (struct held *h = H.all; h && e == SIG_OK; h = h->next) {
-		if (h->sent_mark == 0)
-			continue;
-		e = core_stream_sent(H.c, &h->cs, h->sent_mark);
-		if (e == SIG_OK)
-			h->sent_mark = 0;
-	}
-	core_delivery_end(H.c, e == SIG_OK);
+	record_marks(H.all, 0);
 }
 
 static void tick(int64_t now)
