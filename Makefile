@@ -16,18 +16,19 @@ CC       ?= cc
 CFLAGS   ?= -O2 -g
 WARN      = -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wformat=2 -Wno-format-nonliteral
 CPPFLAGS += -D_FORTIFY_SOURCE=2 -Ifcgi -Ibuild
-LDLIBS    = -lfcgi -ljson-c -lsqlite3 -lcrypto -lpthread
+LDLIBS    = -lfcgi -ljson-c -lsqlite3 -lcrypto -lwslay -lhttp_parser -lpthread
 SAN       = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 # Debian packages the build, the service and the tests need.
-DEB_BUILD = gcc make libc6-dev pkg-config libfcgi-dev libjson-c-dev libsqlite3-dev libssl-dev
+DEB_BUILD = gcc make libc6-dev pkg-config libfcgi-dev libjson-c-dev libsqlite3-dev libssl-dev \
+            libwslay-dev libhttp-parser-dev
 DEB_RUN   = lighttpd curl jq $(if $(filter nginx,$(SERVER)),nginx-light)
 DEB_FUZZ  = clang libclang-rt-14-dev
 DEB_TEST  = curl jq perl sqlite3 valgrind python3 libfcgi-bin openssl nodejs nginx-light
 
 # The responder, one object per subsystem.
 CORE_OBJS = util.o log.o error.o config.o jsonv.o store_sqlite.o schema.o ratelimit.o core.o
-SRV_OBJS  = $(CORE_OBJS) httpparse.o bell.o hold.o group.o web.o maint.o main.o
+SRV_OBJS  = $(CORE_OBJS) httpparse.o bell.o hold.o group.o web.o ws.o maint.o main.o
 
 OBJS      = $(addprefix build/,$(SRV_OBJS))
 SAN_OBJS  = $(addprefix build/san/,$(CORE_OBJS))

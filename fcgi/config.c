@@ -20,6 +20,7 @@ struct sig_config cfg = {
 	.heartbeat_timeout = 60,
 	.prune_interval = 5,
 	.keepalive = 15,
+	.ws_ping = 25,
 	.mailbox_limit = 1000,
 	.replay_window = 1000,
 	.poll_default = 25,
@@ -51,6 +52,7 @@ static const struct int_opt int_opts[] = {
 	{"--heartbeat-timeout", &cfg.heartbeat_timeout, 2, 86400, "seconds of silence before a session is pruned"},
 	{"--prune-interval", &cfg.prune_interval, 1, 3600, "seconds between prune passes"},
 	{"--keepalive", &cfg.keepalive, 1, 3600, "seconds between SSE keepalive comments"},
+	{"--ws-ping", &cfg.ws_ping, 1, 3600, "seconds between WebSocket pings (a silent client is closed after --heartbeat-timeout)"},
 	{"--mailbox-limit", &cfg.mailbox_limit, 1, 1000000, "undelivered events per recipient before senders get 429"},
 	{"--replay-window", &cfg.replay_window, 1, 1000000, "delivered, unacknowledged events kept for resume"},
 	{"--poll-timeout", &cfg.poll_default, 0, 3600, "default long-poll wait, seconds"},
@@ -75,6 +77,7 @@ static const struct {
 	const char **value;
 } str_opts[] = {
 	{"--listen", &cfg.listen},
+	{"--ws-listen", &cfg.ws_listen},
 	{"--db", &cfg.db_path},
 	{"--auth-secret", &cfg.auth_secret_file},
 	{"--allow-origin", &cfg.allow_origin},
@@ -96,6 +99,8 @@ static void usage(FILE *f)
 		"long-poll delivery) keeping its state in SQLite.\n\n"
 		"  --listen ADDR          listen on HOST:PORT or a unix socket path\n"
 		"                         (default: the socket the web server passes as fd 0)\n"
+		"  --ws-listen ADDR       also serve WebSocket (/api/ws, the Upgrade passed on by the\n"
+		"                         front server's proxy) on a unix socket path or HOST:PORT\n"
 		"  --db PATH              SQLite database file (default %s)\n"
 		"  --auth-secret FILE     require logins signed by your backend: \"auth\":\"EXPIRY:HMAC\",\n"
 		"                         HMAC = hex HMAC-SHA256(secret, userId \":\" EXPIRY), EXPIRY in\n"

@@ -11,6 +11,8 @@
 
 struct sig_config {
 	const char *listen;         /* NULL: use the socket lighttpd passes as fd 0 */
+	const char *ws_listen;      /* WebSocket listener (unix path or HOST:PORT), NULL: none */
+	int64_t ws_ping;            /* seconds between WebSocket pings */
 	const char *db_path;
 	int64_t room_limit;
 	int64_t heartbeat_timeout;  /* seconds */

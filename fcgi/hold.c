@@ -1,6 +1,6 @@
 /*
- * hold.c - the held-response loop: every SSE stream and waiting long-poll
- * of this process lives here, on one epoll thread.
+ * hold.c - the held-connection loop: every SSE stream, waiting long-poll
+ * and WebSocket connection of this process lives here, on one epoll thread.
  *
  * Design note. A request thread authenticates a stream, claims it in the
  * store and passes the FastCGI connection here; from then on this thread
@@ -19,8 +19,13 @@
  * Every few seconds it refreshes its sessions' heartbeat (an open stream
  * counts as alive) and re-checks the store for events whose bell was lost.
  *
+ * WebSocket connections (ws.c) share the loop: this file accepts them,
+ * writes the bytes ws.c frames, and delivers a session's events to the
+ * connection that ws.c attached to it, exactly as to an SSE stream.
+ *
  * It must never: block on a socket, hold the store's write lock while
- * writing to a socket, or keep more than QUEUE_HIGH bytes for one stream.
+ * writing to a socket, or read more events for a stream whose queue is
+ * above QUEUE_LOW.
  */
 #define _GNU_SOURCE
 #include "hold.h"
@@ -28,6 +33,7 @@
 #include "config.h"
 #include "log.h"
 #include "util.h"
+#include "ws.h"
 
 #include <errno.h>
 #include <fastcgi.h>
@@ -39,6 +45,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #define QUEUE_LOW (32 * 1024)  /* read more events only below this */
@@ -56,8 +63,9 @@ struct held {
 	int64_t deadline_us;   /* HOLD_POLL */
 	int64_t last_write_us; /* keepalive clock */
 	int64_t stall_us;      /* when the queue last made no progress, 0 none */
-	buf out;               /* FastCGI records waiting for the socket */
-	int dirty, more, ending, gone, want_out;
+	buf out;               /* FastCGI records (WebSocket frames) waiting for the socket */
+	int dirty, more, ending, gone, want_out, no_input;
+	struct ws_conn *ws;    /* HOLD_WS: the protocol state; cs.session is 0 until attached */
 	char *headers;         /* extra header lines (CORS) for a poll's answer, or NULL */
 	int64_t sent_mark;     /* newest event id written out, not yet recorded in the store */
 	struct held *next_dirty;
@@ -65,16 +73,18 @@ struct held {
 	struct held *prev, *next;      /* all held */
 };
 
-/* Hand-over queue from request threads. */
+/* Hand-over queue from other threads: held requests, or work to run here. */
 struct pending {
 	struct hold_req req;
+	void (*fn)(void *);
+	void *arg;
 	struct pending *next;
 };
 
 static struct {
 	core *c;
 	int64_t owner;
-	int ep, efd, bell;
+	int ep, efd, bell, ws_listen;
 	pthread_mutex_t lock;
 	struct pending *queue;
 	int64_t *wakes;        /* session ids rung from this process */
@@ -83,7 +93,7 @@ static struct {
 	struct held *all;
 	struct held *dirty;
 	_Atomic int64_t count;
-} H = {.lock = PTHREAD_MUTEX_INITIALIZER};
+} H = {.lock = PTHREAD_MUTEX_INITIALIZER, .ws_listen = -1};
 
 int64_t hold_count(void)
 {
@@ -161,22 +171,34 @@ static void put_end(struct held *h)
 
 /* ---- lifecycle ---- */
 
+static void set_events(struct held *h, int out, int no_input)
+{
+	if (h->want_out == out && h->no_input == no_input)
+		return;
+	struct epoll_event ev = {.events = (no_input ? 0 : EPOLLIN | EPOLLRDHUP) | (out ? EPOLLOUT : 0),
+				 .data.ptr = h};
+	epoll_ctl(H.ep, EPOLL_CTL_MOD, h->fd, &ev);
+	h->want_out = out;
+	h->no_input = no_input;
+}
+
 static void set_epoll_out(struct held *h, int on)
 {
-	if (h->want_out == on)
-		return;
-	struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | (on ? EPOLLOUT : 0), .data.ptr = h};
-	epoll_ctl(H.ep, EPOLL_CTL_MOD, h->fd, &ev);
-	h->want_out = on;
+	set_events(h, on, h->no_input);
 }
 
 static void destroy(struct held *h, int release)
 {
-	if (release && core_stream_close(H.c, &h->cs) != SIG_OK)
+	if (release && h->cs.session && core_stream_close(H.c, &h->cs) != SIG_OK)
 		log_warn("hold: could not release stream of session %lld", (long long)h->cs.session);
 	epoll_ctl(H.ep, EPOLL_CTL_DEL, h->fd, NULL);
 	close(h->fd);
-	table_remove(h);
+	if (h->cs.session)
+		table_remove(h);
+	if (h->ws) {
+		ws_conn_gone(h->ws);
+		h->ws = NULL;
+	}
 	if (h->prev)
 		h->prev->next = h->next;
 	else
@@ -221,8 +243,9 @@ static int flush(struct held *h)
 	if (h->out.cap > 4 * QUEUE_LOW)
 		buf_free(&h->out); /* an idle stream keeps no big buffer */
 	if (h->ending) {
-		/* A finished long-poll lets go of the session until the next poll. */
-		destroy(h, h->kind == HOLD_POLL);
+		/* A finished long-poll lets go of the session until the next poll,
+		 * and so does a closed WebSocket that still has one. */
+		destroy(h, h->kind == HOLD_POLL || h->kind == HOLD_WS);
 		return -1;
 	}
 	if (h->more)
@@ -238,17 +261,25 @@ static const char poll_head[] = "Status: 200 OK\r\n"
 				"Content-Type: application/json\r\n"
 				"Cache-Control: no-store\r\n";
 
+/* A newer stream of the same session in this process ends the old one. */
+static void end_older(int64_t session)
+{
+	struct held *old = find(session);
+	if (old == NULL)
+		return;
+	table_remove(old);
+	old->cs.session = 0; /* the newer stream holds it now: nothing to release */
+	if (old->kind == HOLD_WS) {
+		ws_session_ended(old->ws);
+	} else if (!old->ending) {
+		put_end(old);
+		flush(old);
+	}
+}
+
 static void adopt(const struct hold_req *r)
 {
-	struct held *old = find(r->stream.session);
-	if (old) {
-		/* A newer stream of the same session in this process ends the old. */
-		table_remove(old);
-		if (!old->ending) {
-			put_end(old);
-			flush(old);
-		}
-	}
+	end_older(r->stream.session);
 	/* libfcgi accepted the connection blocking; from here on no write may
 	 * wait, or one stuck reader would stall every stream of the process. */
 	int fl = fcntl(r->fd, F_GETFL);
@@ -326,6 +357,10 @@ static int on_event(void *ctx, int64_t id, const char *body, size_t len)
 		buf_printf(p->text, "id: %lld\ndata: ", (long long)id);
 		splice_event(p->text, id, body, len);
 		buf_append(p->text, "\n\n", 2);
+	} else if (p->h->kind == HOLD_WS) {
+		/* One message per event; one-line JSON, so a newline separates them. */
+		splice_event(p->text, id, body, len);
+		buf_append(p->text, "\n", 1);
 	} else {
 		if (p->count > 0)
 			buf_append(p->text, ",", 1);
@@ -343,6 +378,18 @@ static void lost_notice(struct pull_ctx *p, int64_t lost_upto)
 	on_event(p, lost_upto, body, (size_t)n);
 	log_warn("hold: session %lld resumed after %lld but events up to %lld were trimmed",
 		 (long long)p->h->cs.session, (long long)p->h->cursor, (long long)lost_upto);
+}
+
+static void send_ws_events(struct held *h, const char *text, size_t len)
+{
+	while (len > 0) {
+		const char *nl = memchr(text, '\n', len);
+		size_t n = nl ? (size_t)(nl - text) : len;
+		ws_send_event(h->ws, text, n);
+		n += nl != NULL;
+		text += n;
+		len -= n;
+	}
 }
 
 /* Pull one stream's new events into its queue. Returns 0, or -1 when the
@@ -381,9 +428,12 @@ static int pull(struct held *h)
 	}
 	if (p.count > 0)
 		h->sent_mark = p.last; /* recorded in the store by flush_marks() */
-	if (h->kind == HOLD_SSE) {
+	if (h->kind == HOLD_SSE || h->kind == HOLD_WS) {
 		if (p.count > 0) {
-			put_stdout(h, text.data, text.len);
+			if (h->kind == HOLD_SSE)
+				put_stdout(h, text.data, text.len);
+			else
+				send_ws_events(h, text.data, text.len);
 			h->cursor = p.last;
 			h->more = p.count >= PULL_LIMIT;
 		}
@@ -432,7 +482,7 @@ static void run_dirty(void)
 	H.dirty = NULL;
 	int in_txn = core_delivery_begin(H.c) == SIG_OK;
 	for (struct held *h = list; h; h = h->next_dirty) {
-		if (h->gone || h->ending || !in_txn)
+		if (h->gone || h->ending || !in_txn || h->cs.session == 0)
 			continue;
 		if (h->out.len >= QUEUE_LOW) {
 			h->more = 1; /* resumes when the socket drains */
@@ -462,6 +512,10 @@ static void run_dirty(void)
 		}
 		if (h->ending == 2) {
 			h->ending = 0;
+			if (h->kind == HOLD_WS) {
+				ws_session_ended(h->ws); /* may close, or wait for a reply in flight */
+				continue;
+			}
 			put_end(h);
 		}
 		flush(h);
@@ -493,7 +547,9 @@ static void tick(int64_t now)
 		}
 		if (h->ending)
 			continue;
-		if (h->kind == HOLD_POLL && now >= h->deadline_us) {
+		if (h->kind == HOLD_WS) {
+			ws_tick(h->ws, now); /* pings; closes a silent client */
+		} else if (h->kind == HOLD_POLL && now >= h->deadline_us) {
 			mark_dirty(h); /* answers with what there is, maybe nothing */
 		} else if (h->kind == HOLD_SSE && h->out.len == 0 &&
 			   now - h->last_write_us >= cfg.keepalive * 1000000) {
@@ -532,6 +588,8 @@ static void recheck(int64_t *seen_max)
 
 /* ---- the loop ---- */
 
+static void accept_ws(void);
+
 static void take_queue(void)
 {
 	uint64_t v;
@@ -551,7 +609,10 @@ static void take_queue(void)
 	}
 	while (rev) {
 		struct pending *n = rev->next;
-		adopt(&rev->req);
+		if (rev->fn)
+			rev->fn(rev->arg);
+		else
+			adopt(&rev->req);
 		free(rev);
 		rev = n;
 	}
@@ -609,6 +670,19 @@ static void ring_received(void)
 
 static void on_socket(struct held *h, uint32_t events)
 {
+	if (h->kind == HOLD_WS) {
+		if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+			if (ws_readable(h->ws) != 0)
+				return; /* destroyed */
+			if (events & (EPOLLHUP | EPOLLERR)) {
+				destroy(h, 1); /* even while not reading */
+				return;
+			}
+		}
+		if (!h->gone && (events & EPOLLOUT))
+			flush(h);
+		return;
+	}
 	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
 		/* The web server sends nothing more on a held request but its end
 		 * of stdin; anything readable is drained, EOF means it hung up. */
@@ -661,6 +735,8 @@ static void *hold_main(void *arg)
 			}
 			else if (evs[i].data.ptr == &H.bell)
 				ring_received();
+			else if (evs[i].data.ptr == &H.ws_listen)
+				accept_ws();
 			else
 				on_socket(evs[i].data.ptr, evs[i].events);
 		}
@@ -701,6 +777,10 @@ int hold_start(core *c, int64_t owner, int bell_fd)
 	epoll_ctl(H.ep, EPOLL_CTL_ADD, H.efd, &ev);
 	ev.data.ptr = &H.bell;
 	epoll_ctl(H.ep, EPOLL_CTL_ADD, H.bell, &ev);
+	if (H.ws_listen >= 0) {
+		ev.data.ptr = &H.ws_listen;
+		epoll_ctl(H.ep, EPOLL_CTL_ADD, H.ws_listen, &ev);
+	}
 	bell_set_local(owner, hold_wake_local);
 	pthread_t t;
 	if (pthread_create(&t, NULL, hold_main, NULL) != 0) {
@@ -711,10 +791,8 @@ int hold_start(core *c, int64_t owner, int bell_fd)
 	return 0;
 }
 
-void hold_submit(const struct hold_req *r)
+static void enqueue(struct pending *p)
 {
-	struct pending *p = xmalloc(sizeof *p);
-	p->req = *r;
 	pthread_mutex_lock(&H.lock);
 	p->next = H.queue;
 	H.queue = p;
@@ -722,4 +800,112 @@ void hold_submit(const struct hold_req *r)
 	uint64_t one = 1;
 	ssize_t w = write(H.efd, &one, sizeof one);
 	(void)w;
+}
+
+void hold_submit(const struct hold_req *r)
+{
+	struct pending *p = xcalloc(1, sizeof *p);
+	p->req = *r;
+	enqueue(p);
+}
+
+void hold_run(void (*fn)(void *), void *arg)
+{
+	struct pending *p = xcalloc(1, sizeof *p);
+	p->fn = fn;
+	p->arg = arg;
+	enqueue(p);
+}
+
+void hold_listen_ws(int listen_fd)
+{
+	H.ws_listen = listen_fd;
+}
+
+/* ---- WebSocket connections (see ws.c) ---- */
+
+struct buf *held_out(held *h)
+{
+	return &h->out;
+}
+
+int held_fd(held *h)
+{
+	return h->fd;
+}
+
+int held_flush(held *h)
+{
+	return flush(h);
+}
+
+int held_close_after_flush(held *h)
+{
+	if (!h->ending)
+		h->ending = 1;
+	return flush(h);
+}
+
+void held_want_input(held *h, int on)
+{
+	set_events(h, h->want_out, !on);
+}
+
+void held_attach(held *h, const core_stream *s, int64_t cursor)
+{
+	end_older(s->session);
+	h->cs = *s;
+	h->cursor = cursor;
+	h->sent_mark = 0;
+	unsigned i = slot(h->cs.session);
+	h->hnext = H.table[i];
+	H.table[i] = h;
+	mark_dirty(h); /* what waits in the mailbox goes out now */
+}
+
+void held_detach(held *h, int release)
+{
+	if (h->cs.session == 0)
+		return;
+	struct held *next = h->next;
+	h->next = NULL; /* record this one's marks only */
+	record_marks(h, 0);
+	h->next = next;
+	if (release && core_stream_close(H.c, &h->cs) != SIG_OK)
+		log_warn("hold: could not release stream of session %lld", (long long)h->cs.session);
+	table_remove(h);
+	memset(&h->cs, 0, sizeof h->cs);
+	h->sent_mark = 0;
+	h->more = 0;
+}
+
+/* Accept what the listener has, as WebSocket connections awaiting their
+ * handshake. */
+static void accept_ws(void)
+{
+	for (int i = 0; i < 64; i++) {
+		int fd = accept4(H.ws_listen, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+				log_warn("hold: WebSocket accept: %s", strerror(errno));
+			return;
+		}
+		struct held *h = xcalloc(1, sizeof *h);
+		h->fd = fd;
+		h->kind = HOLD_WS;
+		h->last_write_us = mono_us();
+		struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = h};
+		if (epoll_ctl(H.ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
+			log_error("hold: epoll_ctl: %s", strerror(errno));
+			close(fd);
+			free(h);
+			return;
+		}
+		h->next = H.all;
+		if (H.all)
+			H.all->prev = h;
+		H.all = h;
+		atomic_fetch_add(&H.count, 1);
+		h->ws = ws_conn_new(h);
+	}
 }

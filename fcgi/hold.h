@@ -1,7 +1,7 @@
 /*
- * hold.h - held responses: SSE streams and waiting long-polls, all kept by
- * one epoll thread per process with non-blocking writes, so a stream costs
- * a few hundred bytes and no thread.
+ * hold.h - held connections: SSE streams, waiting long-polls and WebSocket
+ * connections, all kept by one epoll thread per process with non-blocking
+ * writes, so a stream costs a few hundred bytes and no thread.
  */
 #ifndef SIG_HOLD_H
 #define SIG_HOLD_H
@@ -10,7 +10,7 @@
 
 #include "core.h"
 
-enum hold_kind { HOLD_SSE, HOLD_POLL };
+enum hold_kind { HOLD_SSE, HOLD_POLL, HOLD_WS };
 
 /* What a request thread hands over once it has authenticated and claimed
  * the stream. The connection (fd) passes to the hold thread for good. */
@@ -33,5 +33,33 @@ void hold_submit(const struct hold_req *r);
 
 /* Number of responses held right now (approximate; for health). */
 int64_t hold_count(void);
+
+/* Accept WebSocket connections (ws.c) from listen_fd on the loop. Call
+ * before hold_start. */
+void hold_listen_ws(int listen_fd);
+
+/* Run fn(arg) on the loop thread, soon. Thread-safe; never blocks on I/O. */
+void hold_run(void (*fn)(void *), void *arg);
+
+/* ---- for ws.c, on the loop thread only ----
+ * A held WebSocket connection: ws.c frames bytes into held_out() and the
+ * loop writes them; the loop delivers the session's events through
+ * ws_send_event() once ws.c has attached a session. */
+typedef struct held held;
+struct buf;
+struct buf *held_out(held *h);
+int held_fd(held *h);
+/* Write what is queued now (the connection may be destroyed: callers
+ * return at once when it answers -1). */
+int held_flush(held *h);
+/* Close once what is queued is written (-1: closed and destroyed now). */
+int held_close_after_flush(held *h);
+/* Stop or resume reading the socket (back-pressure on a busy client). */
+void held_want_input(held *h, int on);
+/* Become (or stop being) the stream of a session; cursor: deliver the
+ * events after it. Detach records what was sent; release also lets the
+ * store know no stream holds the session any more. */
+void held_attach(held *h, const core_stream *s, int64_t cursor);
+void held_detach(held *h, int release);
 
 #endif

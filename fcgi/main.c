@@ -15,6 +15,7 @@
 #include "store.h"
 #include "util.h"
 #include "web.h"
+#include "ws.h"
 
 #include <fcgiapp.h>
 #include <signal.h>
@@ -101,6 +102,15 @@ int main(int argc, char **argv)
 	}
 	int64_t owner = bell_owner_new();
 	int bell_fd = bell_open(owner);
+	if (cfg.ws_listen) {
+		int ws_fd = ws_listen_open(cfg.ws_listen);
+		if (ws_fd == -1)
+			return 1;
+		if (ws_fd >= 0 && ws_start((int)cfg.threads, owner, open_core) != 0)
+			return 1;
+		if (ws_fd >= 0)
+			hold_listen_ws(ws_fd);
+	}
 	if (bell_fd < 0 || hold_start(hold_core, owner, bell_fd) != 0 || maint_start(maint_core) != 0 ||
 	    group_start(group_core) != 0 ||
 	    web_start(listen_fd, (int)cfg.threads, owner, open_core) != 0)
@@ -109,6 +119,8 @@ int main(int argc, char **argv)
 		 cfg.db_path, (long long)cfg.threads, (long long)cfg.room_limit,
 		 (long long)cfg.heartbeat_timeout, (long long)cfg.mailbox_limit, cfg.listen ? " listen=" : "",
 		 cfg.listen ? cfg.listen : "");
+	if (cfg.ws_listen)
+		log_info("WebSocket at /api/ws through %s", cfg.ws_listen);
 	if (cfg.auth_secret_len)
 		log_info("logins must be signed with the --auth-secret key");
 	else

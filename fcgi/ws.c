@@ -1,0 +1,863 @@
+/*
+ * ws.c - WebSocket connections at /api/ws, with the Upgrade passed on by
+ * the front server's proxy (lighttpd mod_proxy, nginx proxy_pass) to the
+ * --ws-listen socket.
+ *
+ * Design note. The socket lives on the hold loop (hold.c), which writes
+ * what this file frames and delivers the attached session's events as
+ * text messages. This file reads the HTTP handshake (parsed by http_parser,
+ * answered with SHA-1 and base64 from libcrypto) and then hands the bytes
+ * to wslay, which does the RFC 6455 framing: masking, fragments, UTF-8 of
+ * text messages, control frames, close codes and the message size cap.
+ *
+ * A text message is one command, run as if POSTed to /api/cmd (group
+ * commit, same replies), by a small pool of command threads: the loop never
+ * waits for the store. One command per connection is in flight at a time,
+ * so replies keep the order of the commands; further messages wait in a
+ * short inbox, and past INBOX_MAX the loop stops reading the socket (the
+ * client's TCP window fills instead of our memory).
+ *
+ * A connection carries at most one session: login or {"type":"auth",
+ * "token":T,"lastEventId":N} (or a token in the cookie or ?token= on the
+ * upgrade request) attaches it, exactly as opening an SSE stream would;
+ * logout detaches it. A dropped socket leaves the session to be resumed
+ * or pruned by the heartbeat rule, as with SSE.
+ *
+ * It must never: run a command on the loop thread, free a connection
+ * while a command of it is in flight, or log a token.
+ */
+#define _GNU_SOURCE
+#include "ws.h"
+#include "bell.h"
+#include "config.h"
+#include "group.h"
+#include "httpparse.h"
+#include "jsonv.h"
+#include "log.h"
+#include "ratelimit.h"
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <http_parser.h>
+#include <netdb.h>
+#include <openssl/evp.h>
+#include <openssl/sha.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include <wslay/wslay.h>
+
+#define HEAD_MAX 8192             /* the upgrade request, headers included */
+#define HEADER_VALUE_MAX 4096
+#define INBOX_MAX 64              /* messages waiting behind the one in flight */
+#define INBOX_BYTES (1024 * 1024)
+#define HANDSHAKE_TIMEOUT_US (10 * 1000000LL)
+#define WS_CLOSE_SESSION_ENDED 4001
+
+static const char ws_guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+struct msg {
+	struct msg *next;
+	size_t len;
+	char data[];
+};
+
+struct ws_conn {
+	held *h;                  /* NULL once the socket is gone */
+	wslay_event_context_ptr ctx; /* NULL until the handshake is done */
+	buf head;                 /* handshake bytes until the blank line */
+	buf early;                /* bytes that followed the handshake, read first */
+	char token[CORE_TOKEN_LEN + 1]; /* of the attached session, "" when none */
+	char remote[64];          /* client address, as the front server saw it */
+	struct msg *inbox, **inbox_tail;
+	int inbox_n;
+	size_t inbox_bytes;
+	int busy;                 /* a command is in flight */
+	int end_pending;          /* the session ended while it was */
+	int paused;               /* not reading: the inbox is full */
+	int64_t born_us, last_recv_us, last_ping_us;
+};
+
+/* A command on its way to a command thread and back. */
+struct ws_job {
+	struct ws_conn *w;
+	struct ws_job *next;
+	char token[CORE_TOKEN_LEN + 1];
+	char remote[64];
+	char *body;
+	size_t len;
+	/* results, applied on the loop thread */
+	char *reply;
+	size_t reply_len;
+	int attach, detach, release;
+	core_stream stream;
+	int64_t cursor;
+	char new_token[CORE_TOKEN_LEN + 1];
+};
+
+static struct {
+	pthread_mutex_t lock;
+	pthread_cond_t ready;
+	struct ws_job *head, **tail;
+	int64_t owner;
+	web_core_factory make_core;
+} Q = {.lock = PTHREAD_MUTEX_INITIALIZER, .ready = PTHREAD_COND_INITIALIZER};
+
+/* ---- the listener ---- */
+
+static int listen_unix(const char *path)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	if (strlen(path) >= sizeof sa.sun_path) {
+		log_error("ws: socket path too long: %s", path);
+		return -1;
+	}
+	strcpy(sa.sun_path, path);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 && errno == EADDRINUSE) {
+		/* A live listener keeps it (another process of ours); a dead one
+		 * left its file behind. */
+		int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		int live = probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof sa) == 0;
+		if (probe >= 0)
+			close(probe);
+		if (live) {
+			log_info("ws: %s is served by another process; this one serves no WebSocket", path);
+			close(fd);
+			return -2;
+		}
+		unlink(path);
+		if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+			close(fd);
+			return -1;
+		}
+	} else if (errno == EADDRINUSE) {
+		close(fd);
+		return -1;
+	}
+	/* The front server may run as another user; the directory guards it. */
+	chmod(path, 0666);
+	return fd;
+}
+
+static int listen_tcp(const char *addr)
+{
+	char host[256];
+	const char *colon = strrchr(addr, ':');
+	if (colon == NULL || (size_t)(colon - addr) >= sizeof host)
+		return -1;
+	memcpy(host, addr, (size_t)(colon - addr));
+	host[colon - addr] = '\0';
+	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
+	struct addrinfo *ai = NULL;
+	if (getaddrinfo(host[0] ? host : NULL, colon + 1, &hints, &ai) != 0 || ai == NULL)
+		return -1;
+	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int one = 1;
+	/* Every process of the service may listen on the same port. */
+	if (fd >= 0 && (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+			setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0 ||
+			bind(fd, ai->ai_addr, ai->ai_addrlen) != 0)) {
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(ai);
+	return fd;
+}
+
+int ws_listen_open(const char *addr)
+{
+	int fd = strchr(addr, '/') ? listen_unix(addr) : listen_tcp(addr);
+	if (fd == -2)
+		return -2;
+	if (fd < 0 || listen(fd, 1024) != 0) {
+		log_error("ws: cannot listen on %s: %s", addr, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* ---- framing (wslay callbacks, on the loop thread) ---- */
+
+static ssize_t on_recv(wslay_event_context_ptr ctx, uint8_t *data, size_t len, int flags, void *user)
+{
+	(void)flags;
+	struct ws_conn *w = user;
+	if (w->paused || w->h == NULL) {
+		wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+		return -1;
+	}
+	if (w->early.len > 0) {
+		size_t n = len < w->early.len ? len : w->early.len;
+		memcpy(data, w->early.data, n);
+		buf_consume(&w->early, n);
+		return (ssize_t)n;
+	}
+	ssize_t n;
+	do
+		n = read(held_fd(w->h), data, len);
+	while (n < 0 && errno == EINTR);
+	if (n > 0)
+		return n;
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+	else
+		wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE); /* EOF or error */
+	return -1;
+}
+
+/* Frames go to the connection's queue, which the loop writes; its size is
+ * bounded by the loop reading no events above QUEUE_LOW. */
+static ssize_t on_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags, void *user)
+{
+	(void)flags;
+	struct ws_conn *w = user;
+	if (w->h == NULL) {
+		wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
+		return -1;
+	}
+	buf_append(held_out(w->h), data, len);
+	return (ssize_t)len;
+}
+
+static void dispatch(struct ws_conn *w);
+
+static void on_message(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg, void *user)
+{
+	struct ws_conn *w = user;
+	w->last_recv_us = mono_us();
+	if (arg->opcode == WSLAY_BINARY_FRAME) {
+		static const char why[] = "commands are JSON text messages";
+		wslay_event_queue_close(ctx, WSLAY_CODE_UNSUPPORTED_DATA, (const uint8_t *)why, sizeof why - 1);
+		return;
+	}
+	if (arg->opcode != WSLAY_TEXT_FRAME)
+		return; /* ping (answered by wslay), pong, close */
+	struct msg *m = xmalloc(sizeof *m + arg->msg_length + 1);
+	m->next = NULL;
+	m->len = arg->msg_length;
+	memcpy(m->data, arg->msg, arg->msg_length);
+	m->data[m->len] = '\0';
+	*w->inbox_tail = m;
+	w->inbox_tail = &m->next;
+	w->inbox_n++;
+	w->inbox_bytes += m->len;
+	if (w->inbox_n > INBOX_MAX || w->inbox_bytes > INBOX_BYTES)
+		w->paused = 1; /* on_recv reads nothing more until the inbox drains */
+	dispatch(w);
+}
+
+/* Queue a text message (copied by wslay) and frame it into the queue. */
+static void send_text(struct ws_conn *w, const char *text, size_t len)
+{
+	struct wslay_event_msg m = {.opcode = WSLAY_TEXT_FRAME, .msg = (const uint8_t *)text, .msg_length = len};
+	if (wslay_event_queue_msg(w->ctx, &m) == 0)
+		wslay_event_send(w->ctx);
+}
+
+/* Queue a close frame and close the socket once it is written. Returns -1
+ * when the connection is already destroyed (w may be freed). */
+static int close_with(struct ws_conn *w, uint16_t code, const char *reason)
+{
+	if (w->ctx) {
+		wslay_event_queue_close(w->ctx, code, (const uint8_t *)reason, strlen(reason));
+		wslay_event_send(w->ctx);
+	}
+	return held_close_after_flush(w->h);
+}
+
+/* After reading: write what wslay framed, and close when both sides have
+ * said goodbye (or a protocol error made wslay stop). */
+static int after_io(struct ws_conn *w)
+{
+	wslay_event_send(w->ctx);
+	if (!wslay_event_want_read(w->ctx) && !wslay_event_want_write(w->ctx))
+		return held_close_after_flush(w->h);
+	held_want_input(w->h, !w->paused);
+	return held_flush(w->h);
+}
+
+/* ---- the handshake ---- */
+
+struct head {
+	buf url, field, value;
+	int in_value;
+	const char *want[10];
+	buf got[10];
+	int too_long;
+};
+
+enum { H_HOST, H_UPGRADE, H_CONNECTION, H_KEY, H_VERSION, H_ORIGIN, H_COOKIE, H_AUTH, H_XFF, H_PROTO };
+static const char *const head_names[] = {"host", "upgrade", "connection", "sec-websocket-key",
+					 "sec-websocket-version", "origin", "cookie", "authorization",
+					 "x-forwarded-for", "x-forwarded-proto"};
+
+static void head_store(struct head *hd)
+{
+	if (hd->field.len == 0)
+		return;
+	buf_append(&hd->field, "", 1);
+	buf_append(&hd->value, "", 1);
+	for (int i = 0; i < 10; i++) {
+		if (strcasecmp(hd->field.data, head_names[i]) != 0)
+			continue;
+		if (hd->got[i].len > 0) /* a repeated header: join as a list */
+			buf_append(&hd->got[i], ",", 1);
+		buf_puts(&hd->got[i], hd->value.data);
+	}
+	hd->field.len = hd->value.len = 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t len)
+{
+	struct head *hd = p->data;
+	buf_append(&hd->url, at, len);
+	return hd->url.len > HEADER_VALUE_MAX;
+}
+
+static int on_field(http_parser *p, const char *at, size_t len)
+{
+	struct head *hd = p->data;
+	if (hd->in_value) {
+		head_store(hd);
+		hd->in_value = 0;
+	}
+	buf_append(&hd->field, at, len);
+	return hd->field.len > 64 ? (hd->too_long = 1) : 0;
+}
+
+static int on_value(http_parser *p, const char *at, size_t len)
+{
+	struct head *hd = p->data;
+	hd->in_value = 1;
+	buf_append(&hd->value, at, len);
+	return hd->value.len > HEADER_VALUE_MAX ? (hd->too_long = 1) : 0;
+}
+
+static int on_headers_done(http_parser *p)
+{
+	struct head *hd = p->data;
+	if (hd->in_value)
+		head_store(hd);
+	return 2; /* no body: stop here (the upgrade) */
+}
+
+static void head_free(struct head *hd)
+{
+	buf_free(&hd->url);
+	buf_free(&hd->field);
+	buf_free(&hd->value);
+	for (int i = 0; i < 10; i++)
+		buf_free(&hd->got[i]);
+}
+
+static const char *hget(struct head *hd, int i)
+{
+	return hd->got[i].len ? hd->got[i].data : NULL;
+}
+
+/* 1 if the comma-separated list has token (case-insensitive). */
+static int has_token(const char *list, const char *token)
+{
+	size_t tl = strlen(token);
+	for (const char *p = list; p && *p;) {
+		p += strspn(p, " \t,");
+		size_t n = strcspn(p, ",");
+		size_t m = n;
+		while (m > 0 && (p[m - 1] == ' ' || p[m - 1] == '\t'))
+			m--;
+		if (m == tl && strncasecmp(p, token, tl) == 0)
+			return 1;
+		p += n;
+	}
+	return 0;
+}
+
+static void accept_key(const char *key, char out[29])
+{
+	unsigned char sha[SHA_DIGEST_LENGTH];
+	char in[128];
+	int n = snprintf(in, sizeof in, "%s%s", key, ws_guid);
+	SHA1((const unsigned char *)in, (size_t)n, sha);
+	EVP_EncodeBlock((unsigned char *)out, sha, SHA_DIGEST_LENGTH);
+}
+
+/* A handshake refused: an HTTP answer with the standard JSON error. */
+static int refuse(struct ws_conn *w, sig_err e, const char *extra)
+{
+	json_object *o = core_error_reply(NULL, e);
+	const char *body = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+	int status = sig_err_status(e);
+	buf_printf(held_out(w->h),
+		   "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+		   "Cache-Control: no-store\r\nConnection: close\r\n%s\r\n%s\n",
+		   status, sig_http_reason(status), strlen(body) + 1, extra ? extra : "", body);
+	json_object_put(o);
+	if (cfg.verbose)
+		log_info("ws: handshake refused (%d)", status);
+	return held_close_after_flush(w->h);
+}
+
+/* May a browser on `origin` use this socket, and may its cookie count?
+ * The policy of the HTTP API (web.c): same origin, or --allow-origin. */
+static sig_err origin_check(struct head *hd, int *cookie_ok)
+{
+	const char *origin = hget(hd, H_ORIGIN), *host = hget(hd, H_HOST), *proto = hget(hd, H_PROTO);
+	*cookie_ok = 1;
+	if (origin == NULL)
+		return SIG_OK; /* not a browser */
+	const char *scheme = proto && strcasecmp(proto, "https") == 0 ? "https://" : "http://";
+	size_t sl = strlen(scheme);
+	if (host && strncmp(origin, scheme, sl) == 0 && strcmp(origin + sl, host) == 0)
+		return SIG_OK;
+	if (origin_listed(cfg.allow_origin, origin))
+		return SIG_OK;
+	if (cfg.allow_origin && strcmp(cfg.allow_origin, "*") == 0) {
+		*cookie_ok = 0; /* any site may connect, with an explicit token only */
+		return SIG_OK;
+	}
+	return SIG_E_FORBIDDEN_ORIGIN;
+}
+
+/* The client address: the last X-Forwarded-For entry is the one the front
+ * server itself saw (earlier ones are the client's say). */
+static void pick_remote(struct head *hd, char *out, size_t size)
+{
+	const char *xff = hget(hd, H_XFF);
+	const char *last = xff ? strrchr(xff, ',') : NULL;
+	const char *s = last ? last + 1 : xff ? xff : "-";
+	s += strspn(s, " ");
+	snprintf(out, size, "%.*s", (int)strcspn(s, " "), s);
+}
+
+static void submit(struct ws_conn *w, char *body, size_t len);
+
+static int handshake(struct ws_conn *w, size_t head_len)
+{
+	struct head hd = {0};
+	http_parser p;
+	http_parser_settings s;
+	http_parser_settings_init(&s);
+	s.on_url = on_url;
+	s.on_header_field = on_field;
+	s.on_header_value = on_value;
+	s.on_headers_complete = on_headers_done;
+	http_parser_init(&p, HTTP_REQUEST);
+	p.data = &hd;
+	http_parser_execute(&p, &s, w->head.data, head_len);
+	enum http_errno pe = HTTP_PARSER_ERRNO(&p);
+	int rc;
+	char path[16] = "", key_out[29];
+	struct query q;
+	int cookie_ok = 0;
+	const char *key = hget(&hd, H_KEY), *version = hget(&hd, H_VERSION);
+	if (hd.too_long) {
+		rc = refuse(w, SIG_E_TOO_LARGE, NULL);
+		goto out;
+	}
+	if ((pe != HPE_OK && pe != HPE_CB_headers_complete) || hd.url.len == 0) {
+		rc = refuse(w, SIG_E_BAD_REQUEST, NULL);
+		goto out;
+	}
+	buf_append(&hd.url, "", 1);
+	size_t plen = strcspn(hd.url.data, "?");
+	const char *qs = hd.url.data[plen] == '?' ? hd.url.data + plen + 1 : NULL;
+	if (plen < sizeof path)
+		memcpy(path, hd.url.data, plen);
+	if (plen >= sizeof path || strcmp(path, "/api/ws") != 0) {
+		rc = refuse(w, SIG_E_NOT_FOUND, NULL);
+		goto out;
+	}
+	if (p.method != HTTP_GET) {
+		rc = refuse(w, SIG_E_METHOD, "Allow: GET\r\n");
+		goto out;
+	}
+	if (!has_token(hget(&hd, H_UPGRADE), "websocket") || !has_token(hget(&hd, H_CONNECTION), "upgrade") ||
+	    key == NULL || strlen(key) != 24 || strspn(key, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=") != 24) {
+		rc = refuse(w, SIG_E_BAD_REQUEST, NULL);
+		goto out;
+	}
+	if (version == NULL || strcmp(version, "13") != 0) {
+		rc = refuse(w, SIG_E_BAD_REQUEST, "Sec-WebSocket-Version: 13\r\n");
+		goto out;
+	}
+	int64_t last_id = 0;
+	if (query_parse(qs, &q) != 0 || query_int(&q, "lastEventId", INT64_MAX, &last_id) != 0) {
+		rc = refuse(w, SIG_E_BAD_REQUEST, NULL);
+		goto out;
+	}
+	sig_err e = origin_check(&hd, &cookie_ok);
+	if (e != SIG_OK) {
+		rc = refuse(w, e, NULL);
+		goto out;
+	}
+	char token[CORE_TOKEN_LEN + 1];
+	token_pick(hget(&hd, H_AUTH), &q, cookie_ok ? hget(&hd, H_COOKIE) : NULL, token);
+	pick_remote(&hd, w->remote, sizeof w->remote);
+
+	accept_key(key, key_out);
+	buf_printf(held_out(w->h),
+		   "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+		   "Sec-WebSocket-Accept: %s\r\n\r\n", key_out);
+	struct wslay_event_callbacks cb = {.recv_callback = on_recv, .send_callback = on_send,
+					   .on_msg_recv_callback = on_message};
+	if (wslay_event_context_server_init(&w->ctx, &cb, w) != 0) {
+		log_error("ws: out of memory");
+		rc = held_close_after_flush(w->h);
+		goto out;
+	}
+	wslay_event_config_set_max_recv_msg_length(w->ctx, (uint64_t)cfg.max_body);
+	/* Bytes after the blank line already belong to the WebSocket. */
+	buf_append(&w->early, w->head.data + head_len, w->head.len - head_len);
+	buf_free(&w->head);
+	w->last_recv_us = w->last_ping_us = mono_us();
+	if (cfg.verbose)
+		log_info("ws: open from %s", w->remote);
+	if (token[0]) {
+		/* A token on the upgrade (cookie, ?token=): as if the first message
+		 * were an auth with it. */
+		buf b = {0};
+		buf_printf(&b, "{\"type\":\"auth\",\"token\":\"%s\",\"lastEventId\":%lld}", token, (long long)last_id);
+		submit(w, b.data, b.len);
+	}
+	rc = held_flush(w->h);
+	if (rc == 0 && w->early.len > 0)
+		rc = ws_readable(w);
+out:
+	head_free(&hd);
+	return rc;
+}
+
+static int read_handshake(struct ws_conn *w)
+{
+	for (;;) {
+		char chunk[2048];
+		ssize_t n = read(held_fd(w->h), chunk, sizeof chunk);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return 0;
+		if (n <= 0)
+			return held_close_after_flush(w->h);
+		size_t old = w->head.len;
+		buf_append(&w->head, chunk, (size_t)n);
+		/* Look for the blank line, including across the chunk boundary. */
+		size_t from = old > 3 ? old - 3 : 0;
+		char *end = memmem(w->head.data + from, w->head.len - from, "\r\n\r\n", 4);
+		if (end)
+			return handshake(w, (size_t)(end - w->head.data) + 4);
+		if (w->head.len > HEAD_MAX)
+			return refuse(w, SIG_E_TOO_LARGE, NULL);
+	}
+}
+
+/* ---- the loop's side ---- */
+
+struct ws_conn *ws_conn_new(held *h)
+{
+	struct ws_conn *w = xcalloc(1, sizeof *w);
+	w->h = h;
+	w->inbox_tail = &w->inbox;
+	w->born_us = mono_us();
+	return w;
+}
+
+int ws_readable(struct ws_conn *w)
+{
+	if (w->ctx == NULL)
+		return read_handshake(w);
+	if (wslay_event_recv(w->ctx) != 0) {
+		if (cfg.verbose)
+			log_info("ws: %s went away", w->remote);
+		return held_close_after_flush(w->h); /* EOF, or a read error */
+	}
+	return after_io(w);
+}
+
+void ws_send_event(struct ws_conn *w, const char *json, size_t len)
+{
+	send_text(w, json, len);
+}
+
+void ws_tick(struct ws_conn *w, int64_t now)
+{
+	if (w->ctx == NULL) {
+		if (now - w->born_us > HANDSHAKE_TIMEOUT_US)
+			held_close_after_flush(w->h);
+		return;
+	}
+	if (now - w->last_recv_us > cfg.heartbeat_timeout * 1000000) {
+		log_info("ws: closing %s: silent for %llds", w->remote, (long long)cfg.heartbeat_timeout);
+		close_with(w, WSLAY_CODE_GOING_AWAY, "idle");
+		return;
+	}
+	if (now - w->last_ping_us >= cfg.ws_ping * 1000000) {
+		/* Keeps the front server's idle timer from cutting the socket; the
+		 * client's pong shows it is alive. */
+		struct wslay_event_msg ping = {.opcode = WSLAY_PING};
+		w->last_ping_us = now;
+		if (wslay_event_queue_msg(w->ctx, &ping) == 0)
+			after_io(w);
+	}
+}
+
+void ws_session_ended(struct ws_conn *w)
+{
+	if (w->busy) {
+		w->end_pending = 1; /* the reply in flight (a logout?) comes first */
+		return;
+	}
+	held_detach(w->h, 0);
+	w->token[0] = '\0';
+	close_with(w, WS_CLOSE_SESSION_ENDED, "session ended or taken over");
+}
+
+static void conn_free(struct ws_conn *w)
+{
+	while (w->inbox) {
+		struct msg *m = w->inbox;
+		w->inbox = m->next;
+		free(m);
+	}
+	if (w->ctx)
+		wslay_event_context_free(w->ctx);
+	buf_free(&w->head);
+	buf_free(&w->early);
+	free(w);
+}
+
+void ws_conn_gone(struct ws_conn *w)
+{
+	w->h = NULL;
+	if (!w->busy)
+		conn_free(w);
+}
+
+/* ---- commands ---- */
+
+static void job_free(struct ws_job *j)
+{
+	free(j->body);
+	free(j->reply);
+	free(j);
+}
+
+static void submit(struct ws_conn *w, char *body, size_t len)
+{
+	struct ws_job *j = xcalloc(1, sizeof *j);
+	j->w = w;
+	j->body = body;
+	j->len = len;
+	memcpy(j->token, w->token, sizeof j->token);
+	memcpy(j->remote, w->remote, sizeof j->remote);
+	w->busy = 1;
+	pthread_mutex_lock(&Q.lock);
+	*Q.tail = j;
+	Q.tail = &j->next;
+	pthread_cond_signal(&Q.ready);
+	pthread_mutex_unlock(&Q.lock);
+}
+
+/* Send the next waiting message to a command thread. */
+static void dispatch(struct ws_conn *w)
+{
+	if (w->busy || w->inbox == NULL)
+		return;
+	struct msg *m = w->inbox;
+	w->inbox = m->next;
+	if (w->inbox == NULL)
+		w->inbox_tail = &w->inbox;
+	w->inbox_n--;
+	w->inbox_bytes -= m->len;
+	char *body = xmalloc(m->len + 1);
+	memcpy(body, m->data, m->len + 1);
+	size_t len = m->len;
+	free(m);
+	submit(w, body, len);
+}
+
+/* On the loop: a command's outcome reaches its connection. */
+static void apply(void *arg)
+{
+	struct ws_job *j = arg;
+	struct ws_conn *w = j->w;
+	w->busy = 0;
+	if (w->h == NULL) {
+		conn_free(w);
+		job_free(j);
+		return;
+	}
+	send_text(w, j->reply, j->reply_len);
+	if (j->detach || j->attach) {
+		held_detach(w->h, j->release);
+		w->token[0] = '\0';
+		w->end_pending = 0; /* that was our own logout or a new login */
+	}
+	if (j->attach) {
+		memcpy(w->token, j->new_token, sizeof w->token);
+		held_attach(w->h, &j->stream, j->cursor);
+	}
+	job_free(j);
+	if (w->end_pending) {
+		w->end_pending = 0;
+		ws_session_ended(w);
+		return;
+	}
+	dispatch(w);
+	if (w->paused && w->inbox_n <= INBOX_MAX / 2 && w->inbox_bytes <= INBOX_BYTES / 2) {
+		w->paused = 0;
+		if (ws_readable(w) != 0) /* what wslay or the socket already holds */
+			return;
+	}
+	after_io(w);
+}
+
+/* The reply's text; an error reply also says its HTTP status, which a
+ * WebSocket client has no other way to see. */
+static void set_reply(struct ws_job *j, json_object *reply, int status)
+{
+	if (status != 200 && json_object_is_type(reply, json_type_object) &&
+	    !json_object_object_get_ex(reply, "status", NULL))
+		json_object_object_add(reply, "status", json_object_new_int(status));
+	size_t len = 0;
+	const char *s = json_object_to_json_string_length(reply, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE,
+							  &len);
+	j->reply = xmalloc(len + 1);
+	memcpy(j->reply, s, len + 1);
+	j->reply_len = len;
+}
+
+/* {"type":"auth","token":T,"lastEventId":N}: attach an existing session. */
+static void run_auth(core *c, struct ws_job *j, json_object *cmd, core_wakes *w)
+{
+	static const struct jv_field fields[] = {
+		{"token", json_type_string, JV_REQUIRED, CORE_TOKEN_LEN},
+		{"lastEventId", json_type_int, 0, 0},
+	};
+	sig_err e = jv_check(cmd, fields, sizeof fields / sizeof fields[0]);
+	int64_t last = 0;
+	json_object *v;
+	if (e == SIG_OK && json_object_object_get_ex(cmd, "lastEventId", &v))
+		last = json_object_get_int64(v);
+	const char *token = e == SIG_OK ? jv_str(cmd, "token") : NULL;
+	if (e == SIG_OK)
+		e = core_stream_open(c, token, last, Q.owner, &j->stream, w);
+	json_object *reply;
+	if (e != SIG_OK) {
+		reply = core_error_reply("auth", e);
+		set_reply(j, reply, sig_err_status(e));
+	} else {
+		reply = json_object_new_object();
+		json_object_object_add(reply, "type", json_object_new_string("auth"));
+		json_object_object_add(reply, "success", json_object_new_boolean(1));
+		json_object_object_add(reply, "userId", json_object_new_string(j->stream.user_id));
+		json_object_object_add(reply, "lastEventId", json_object_new_int64(last));
+		set_reply(j, reply, 200);
+		j->attach = 1;
+		j->release = 1; /* a session attached before stays alive: let its stream go */
+		j->cursor = last;
+		snprintf(j->new_token, sizeof j->new_token, "%s", token);
+	}
+	json_object_put(reply);
+}
+
+static int is_auth(json_object *cmd)
+{
+	json_object *t;
+	return json_object_is_type(cmd, json_type_object) && json_object_object_get_ex(cmd, "type", &t) &&
+	       json_object_is_type(t, json_type_string) && strcmp(json_object_get_string(t), "auth") == 0;
+}
+
+static void run_job(core *c, struct ws_job *j)
+{
+	core_wakes opened = {0};
+	core_result r;
+	core_result_init(&r);
+	json_object *cmd = NULL;
+	int wait = rl_take('a', j->remote, (double)cfg.rate_ip, 2.0 * (double)cfg.rate_ip);
+	if (wait > 0) {
+		json_object *o = core_error_reply(NULL, SIG_E_RATE_LIMITED);
+		json_object_object_add(o, "retryAfter", json_object_new_int(wait));
+		set_reply(j, o, sig_err_status(SIG_E_RATE_LIMITED));
+		json_object_put(o);
+	} else if (jv_parse(j->body, j->len, &cmd) == SIG_OK && is_auth(cmd)) {
+		run_auth(c, j, cmd, &opened);
+	} else {
+		/* Exactly what POST /api/cmd would do with this body. */
+		group_exec(j->token[0] ? j->token : NULL, j->remote, j->body, j->len, &r);
+		set_reply(j, r.reply, r.status);
+		if (r.logged_out)
+			j->detach = 1;
+		if (r.token[0]) {
+			/* A login: this connection becomes the session's stream. */
+			sig_err e = core_stream_open(c, r.token, 0, Q.owner, &j->stream, &opened);
+			if (e == SIG_OK) {
+				j->attach = 1;
+				j->release = 1;
+				memcpy(j->new_token, r.token, sizeof j->new_token);
+			} else {
+				log_warn("ws: logged in but could not open the stream (%s)", sig_err_code(e));
+			}
+		}
+		if (r.first_type && r.status == 200 &&
+		    (strcmp(r.first_type, "login") == 0 || strcmp(r.first_type, "logout") == 0))
+			log_info("%s: user %s (WebSocket)", r.first_type, r.user_id[0] ? r.user_id : "?");
+	}
+	json_object_put(cmd);
+	/* The reply reaches the loop before any bell this command rings. */
+	hold_run(apply, j);
+	bell_ring(&r.wakes);
+	bell_ring(&opened);
+	free(opened.v);
+	core_result_free(&r);
+}
+
+static void *ws_worker(void *arg)
+{
+	(void)arg;
+	core *c = Q.make_core();
+	if (c == NULL) {
+		log_error("ws: cannot open the store for a command thread");
+		return NULL;
+	}
+	for (;;) {
+		pthread_mutex_lock(&Q.lock);
+		while (Q.head == NULL)
+			pthread_cond_wait(&Q.ready, &Q.lock);
+		struct ws_job *j = Q.head;
+		Q.head = j->next;
+		if (Q.head == NULL)
+			Q.tail = &Q.head;
+		pthread_mutex_unlock(&Q.lock);
+		j->next = NULL;
+		run_job(c, j);
+	}
+	return NULL;
+}
+
+int ws_start(int threads, int64_t owner, web_core_factory make_core)
+{
+	Q.tail = &Q.head;
+	Q.owner = owner;
+	Q.make_core = make_core;
+	for (int i = 0; i < threads; i++) {
+		pthread_t t;
+		if (pthread_create(&t, NULL, ws_worker, NULL) != 0) {
+			log_error("ws: cannot start command thread %d", i);
+			return -1;
+		}
+		pthread_detach(t);
+	}
+	return 0;
+}
