@@ -242,6 +242,10 @@ static int flush(struct held *h)
 	set_epoll_out(h, 0);
 	if (h->out.cap > 4 * QUEUE_LOW)
 		buf_free(&h->out); /* an idle stream keeps no big buffer */
+	if (h->kind == HOLD_WS && h->no_input && !h->ending) {
+		ws_drained(h->ws);
+		return h->gone ? -1 : 0;
+	}
 	if (h->ending) {
 		/* A finished long-poll lets go of the session until the next poll,
 		 * and so does a closed WebSocket that still has one. */

@@ -58,6 +58,7 @@
 #define HEADER_VALUE_MAX 4096
 #define INBOX_MAX 64              /* messages waiting behind the one in flight */
 #define INBOX_BYTES (1024 * 1024)
+#define OUT_HIGH (256 * 1024)     /* stop reading commands while replies pile up */
 #define HANDSHAKE_TIMEOUT_US (10 * 1000000LL)
 #define WS_CLOSE_SESSION_ENDED 4001
 
@@ -82,6 +83,8 @@ struct ws_conn {
 	int busy;                 /* a command is in flight */
 	int end_pending;          /* the session ended while it was */
 	int paused;               /* not reading: the inbox is full */
+	int reading, again;       /* inside ws_readable (no re-entry); read once more */
+	int eof;                  /* the socket read failed or hit EOF */
 	int64_t born_us, last_recv_us, last_ping_us;
 };
 
@@ -190,11 +193,18 @@ int ws_listen_open(const char *addr)
 
 /* ---- framing (wslay callbacks, on the loop thread) ---- */
 
+/* Reading stops while the inbox is full or unread replies pile up: a
+ * client that sends without reading costs a bounded amount of memory. */
+static int may_read(struct ws_conn *w)
+{
+	return !w->paused && held_out(w->h)->len < OUT_HIGH;
+}
+
 static ssize_t on_recv(wslay_event_context_ptr ctx, uint8_t *data, size_t len, int flags, void *user)
 {
 	(void)flags;
 	struct ws_conn *w = user;
-	if (w->paused || w->h == NULL) {
+	if (w->h == NULL || !may_read(w)) {
 		wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
 		return -1;
 	}
@@ -210,10 +220,12 @@ static ssize_t on_recv(wslay_event_context_ptr ctx, uint8_t *data, size_t len, i
 	while (n < 0 && errno == EINTR);
 	if (n > 0)
 		return n;
-	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
 		wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
-	else
+	} else {
 		wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE); /* EOF or error */
+		w->eof = 1;
+	}
 	return -1;
 }
 
@@ -284,7 +296,7 @@ static int after_io(struct ws_conn *w)
 	wslay_event_send(w->ctx);
 	if (!wslay_event_want_read(w->ctx) && !wslay_event_want_write(w->ctx))
 		return held_close_after_flush(w->h);
-	held_want_input(w->h, !w->paused);
+	held_want_input(w->h, may_read(w));
 	return held_flush(w->h);
 }
 
@@ -577,12 +589,36 @@ int ws_readable(struct ws_conn *w)
 {
 	if (w->ctx == NULL)
 		return read_handshake(w);
-	if (wslay_event_recv(w->ctx) != 0) {
-		if (cfg.verbose)
-			log_info("ws: %s went away", w->remote);
-		return held_close_after_flush(w->h); /* EOF, or a read error */
+	if (w->reading) {
+		w->again = 1; /* the outer call reads on */
+		return 0;
 	}
-	return after_io(w);
+	w->reading = 1;
+	int rc;
+	do {
+		w->again = 0;
+		w->eof = 0;
+		int rv = wslay_event_recv(w->ctx);
+		if (rv != 0) {
+			if (cfg.verbose)
+				log_info("ws: %s %s", w->remote, w->eof ? "went away" : "sent a malformed frame");
+			if (!w->eof)
+				wslay_event_send(w->ctx); /* the close wslay queued for it */
+			return held_close_after_flush(w->h);
+		}
+		rc = after_io(w);
+	} while (rc == 0 && w->again);
+	if (rc == 0)
+		w->reading = 0; /* else w may be freed */
+	return rc;
+}
+
+void ws_drained(struct ws_conn *w)
+{
+	if (w->ctx && may_read(w)) {
+		held_want_input(w->h, 1);
+		ws_readable(w); /* frames wslay already holds */
+	}
 }
 
 void ws_send_event(struct ws_conn *w, const char *json, size_t len)
@@ -717,7 +753,7 @@ static void apply(void *arg)
 	dispatch(w);
 	if (w->paused && w->inbox_n <= INBOX_MAX / 2 && w->inbox_bytes <= INBOX_BYTES / 2) {
 		w->paused = 0;
-		if (ws_readable(w) != 0) /* what wslay or the socket already holds */
+		if (may_read(w) && ws_readable(w) != 0) /* what wslay or the socket already holds */
 			return;
 	}
 	after_io(w);

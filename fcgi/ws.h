@@ -34,6 +34,8 @@ void ws_tick(struct ws_conn *w, int64_t now_us);
 /* The attached session ended, or another stream took it over: close with
  * 4001 (after the reply to a command in flight, which may explain it). */
 void ws_session_ended(struct ws_conn *w);
+/* The connection's output queue is empty again: read on if we stopped. */
+void ws_drained(struct ws_conn *w);
 /* The socket is gone; w is freed once no command of it is in flight. */
 void ws_conn_gone(struct ws_conn *w);
 

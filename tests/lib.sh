@@ -98,16 +98,19 @@ start_server() {
 # with nginx.conf as shipped but for its ports and paths. A restart loop
 # stands in for systemd's Restart=always, so a killed responder comes back.
 start_nginx() {
-	local bin=$1 procs=$2 db=$3 i bport ups=""
+	local bin=$1 procs=$2 db=$3 i bport ups="" wsups=""
+	mkdir -p "$OUT/run/nginx"
 	for i in $(seq 1 "$procs"); do
 		bport=$(free_port)
-		setsid bash -c "set -f; while :; do $bin --listen 127.0.0.1:$bport --db $db $SERVER_ARGS; sleep 0.2; done" \
+		# WebSocket on a unix socket here (TCP in the shipped nginx.conf).
+		setsid bash -c "set -f; while :; do $bin --listen 127.0.0.1:$bport --ws-listen $OUT/run/ws-$i.sock --db $db $SERVER_ARGS; sleep 0.2; done" \
 			>>"$OUT/server.log" 2>&1 &
 		BACKEND_PGIDS="$BACKEND_PGIDS $!"
 		ups="$ups server 127.0.0.1:$bport;"
+		wsups="$wsups server unix:$OUT/run/ws-$i.sock;"
 	done
-	mkdir -p "$OUT/run/nginx"
 	sed -e "s|listen 127.0.0.1:8080;|listen 127.0.0.1:$PORT;|" -e "s|server 127.0.0.1:9001;|$ups|" \
+		-e "s|server 127.0.0.1:9002;|$wsups|" \
 		-e "s|^pid .*|pid $OUT/run/nginx.pid;|" -e "s|var/nginx/|$OUT/run/nginx/|" \
 		"$ROOT/nginx.conf" >"$OUT/nginx.conf"
 	nginx -p "$ROOT" -c "$OUT/nginx.conf" >>"$OUT/server.log" 2>&1 &

@@ -9,10 +9,13 @@ port=$1 bind=$2 db=$3
 shift 3
 backend=9001
 while (echo >/dev/tcp/127.0.0.1/$backend) 2>/dev/null; do backend=$((backend + 1)); done
+wsport=$((backend + 1))
+while (echo >/dev/tcp/127.0.0.1/$wsport) 2>/dev/null; do wsport=$((wsport + 1)); done
 mkdir -p var/run var/nginx
 sed -e "s|listen 127.0.0.1:8080;|listen $bind:$port;|" -e "s|server 127.0.0.1:9001;|server 127.0.0.1:$backend;|" \
+	-e "s|server 127.0.0.1:9002;|server 127.0.0.1:$wsport;|" \
 	-e "s|^pid .*|pid var/run/nginx.pid;|" nginx.conf >var/run/nginx.conf
-( set -f; while :; do build/signal-fcgi --listen "127.0.0.1:$backend" --db "$db" "$@"; sleep 1; done ) &
+( set -f; while :; do build/signal-fcgi --listen "127.0.0.1:$backend" --ws-listen "127.0.0.1:$wsport" --db "$db" "$@"; sleep 1; done ) &
 sup=$!
 trap 'kill $sup 2>/dev/null; pkill -f "signal-fcgi --listen 127.0.0.1:$backend" 2>/dev/null; exit 0' INT TERM EXIT
 nginx -p "$PWD" -c var/run/nginx.conf

@@ -1,0 +1,437 @@
+#!/usr/bin/python3
+"""ws_suite.py - WebSocket checks for tests/55-websocket.t, through the front
+server at BASE. Seed-style clients use Debian's python3-websocket
+(websocket-client); bad frames are crafted on a raw socket, since no stock
+client will send them. Prints one line per check: PASS|name or
+FAIL|name|detail.
+
+    /usr/bin/python3 tests/ws_suite.py BASE CASE...
+"""
+import hashlib
+import http.client
+import json
+import os
+import socket
+import struct
+import sys
+import threading
+import time
+import urllib.parse
+
+import websocket  # python3-websocket
+
+BASE = sys.argv[1]
+U = urllib.parse.urlsplit(BASE)
+HOST, PORT = U.hostname, U.port
+WS = "ws://%s:%d/api/ws" % (HOST, PORT)
+
+
+def check(cond, name, detail=""):
+    if cond:
+        print("PASS|" + name, flush=True)
+    else:
+        print("FAIL|%s|%s" % (name, str(detail)[:600]), flush=True)
+    return cond
+
+
+def connect(url=WS, **kw):
+    return websocket.create_connection(url, timeout=10, **kw)
+
+
+def cmd(ws, obj):
+    """Send one command and return its reply (events that come first are kept)."""
+    ws.send(json.dumps(obj))
+    while True:
+        m = json.loads(ws.recv())
+        if "id" not in m:
+            return m
+        ws.pending.append(m)
+
+
+def event(ws, timeout=10):
+    """The next event (an object with an id)."""
+    if ws.pending:
+        return ws.pending.pop(0)
+    ws.settimeout(timeout)
+    while True:
+        m = json.loads(ws.recv())
+        if "id" in m:
+            return m
+
+
+def client(user, room=None):
+    ws = connect()
+    ws.pending = []
+    r = cmd(ws, {"type": "login", "userId": user, "protocol": "webrtc"})
+    ws.token = r.get("token")
+    if room:
+        cmd(ws, {"type": "join", "roomId": room})
+    return ws, r
+
+
+def post(token, obj):
+    c = http.client.HTTPConnection(HOST, PORT, timeout=10)
+    h = {"Content-Type": "application/json"}
+    if token:
+        h["Authorization"] = "Bearer " + token
+    c.request("POST", "/api/cmd", json.dumps(obj), h)
+    r = c.getresponse()
+    body = json.loads(r.read())
+    c.close()
+    return r.status, body
+
+
+class Sse:
+    """A minimal EventSource: data: lines of /api/events."""
+
+    def __init__(self, token):
+        self.c = http.client.HTTPConnection(HOST, PORT, timeout=10)
+        self.c.request("GET", "/api/events", headers={"Authorization": "Bearer " + token})
+        self.r = self.c.getresponse()
+
+    def event(self):
+        while True:
+            line = self.r.fp.readline()
+            if not line:
+                raise EOFError
+            if line.startswith(b"data: "):
+                return json.loads(line[6:])
+
+    def close(self):
+        self.c.close()
+
+
+# ---- raw frames, for what no stock client sends ----
+
+def raw_connect(path="/api/ws", extra=b""):
+    s = socket.create_connection((HOST, PORT), timeout=10)
+    key = "dGhlIHNhbXBsZSBub25jZQ=="
+    req = ("GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n" % (path, HOST, PORT, key)).encode()
+    s.sendall(req + extra + b"\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        head += chunk
+    status = int(head.split(b" ", 2)[1]) if head else 0
+    rest = head.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in head else b""
+    return s, status, head, rest
+
+
+def frame(opcode, payload, mask=True, fin=True, rsv=0):
+    b0 = (0x80 if fin else 0) | (rsv << 4) | opcode
+    n = len(payload)
+    if n < 126:
+        hdr = struct.pack("!BB", b0, (0x80 if mask else 0) | n)
+    elif n < 65536:
+        hdr = struct.pack("!BBH", b0, (0x80 if mask else 0) | 126, n)
+    else:
+        hdr = struct.pack("!BBQ", b0, (0x80 if mask else 0) | 127, n)
+    if not mask:
+        return hdr + payload
+    key = os.urandom(4)
+    return hdr + key + bytes(c ^ key[i % 4] for i, c in enumerate(payload))
+
+
+def read_frame(s, buf):
+    """(opcode, payload, rest) of the next server frame; None at EOF."""
+    while True:
+        if len(buf) >= 2:
+            n = buf[1] & 0x7F
+            off = 2
+            if n == 126 and len(buf) >= 4:
+                n = struct.unpack("!H", buf[2:4])[0]
+                off = 4
+            elif n == 127 and len(buf) >= 10:
+                n = struct.unpack("!Q", buf[2:10])[0]
+                off = 10
+            if n < 126 or off > 2:
+                if len(buf) >= off + n:
+                    return buf[0] & 0x0F, buf[off:off + n], buf[off + n:]
+        chunk = s.recv(65536)
+        if not chunk:
+            return None
+        buf += chunk
+
+
+def close_code(s, rest=b""):
+    """The status code of the server's close frame (skipping other frames)."""
+    buf = rest
+    while True:
+        f = read_frame(s, buf)
+        if f is None:
+            return None
+        op, payload, buf = f
+        if op == 8:
+            return struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+
+
+# ---- cases ----
+
+def case_seed():
+    """The seed's flow: login, join, offer/answer/ICE, room-users, ping, leave, logout."""
+    a, ra = client("ws-alice")
+    check(ra.get("success") is True and len(ra.get("token", "")) == 64 and ra.get("userId") == "ws-alice",
+          "login over WebSocket answers as POST does, with a token", ra)
+    b, _ = client("ws-bob")
+    ja = cmd(a, {"type": "join", "roomId": "ws-room"})
+    jb = cmd(b, {"type": "join", "roomId": "ws-room"})
+    check(ja.get("users") == ["ws-alice"] and jb.get("users") == ["ws-alice", "ws-bob"], "join replies list the members", (ja, jb))
+    e = event(a)
+    check(e.get("type") == "user-joined" and e.get("userId") == "ws-bob" and isinstance(e.get("id"), int),
+          "the member gets user-joined as a text message with an id", e)
+    r = cmd(a, {"type": "signal", "to": "ws-bob", "sdp": {"type": "offer", "sdp": "v=0 offer"}})
+    check(r.get("success") is True and r.get("recipients") == 1, "signal reply", r)
+    e = event(b)
+    check(e.get("type") == "signal" and e.get("from") == "ws-alice" and e["sdp"]["type"] == "offer", "bob gets the offer, from stamped", e)
+    cmd(b, {"type": "signal", "to": "ws-alice", "sdp": {"type": "answer", "sdp": "v=0 answer"}})
+    e = event(a)
+    check(e.get("from") == "ws-bob" and e["sdp"]["type"] == "answer", "alice gets the answer", e)
+    for i in range(3):
+        cmd(a, {"type": "signal", "to": "ws-bob", "candidate": "candidate:%d 1 udp 1 192.0.2.1 %d typ host" % (i, 5000 + i)})
+    got = [event(b).get("candidate", "") for _ in range(3)]
+    check([g.split()[0] for g in got] == ["candidate:0", "candidate:1", "candidate:2"], "ICE candidates arrive in order", got)
+    ru = cmd(a, {"type": "room-users", "roomId": "ws-room"})
+    check(ru.get("users") == ["ws-alice", "ws-bob"], "room-users", ru)
+    p = cmd(a, {"type": "ping"})
+    check(p.get("type") == "pong", "ping answers pong", p)
+    batch = json.dumps([{"type": "ping"}, {"type": "room-users", "roomId": "ws-room"}])
+    a.send(batch)
+    br = json.loads(a.recv())
+    check(isinstance(br, list) and len(br) == 2 and br[0].get("type") == "pong", "a batch (array) gets an array", br)
+    lv = cmd(b, {"type": "leave"})
+    e = event(a)
+    check(lv.get("success") is True and e.get("type") == "user-left" and e.get("userId") == "ws-bob", "leave: the room gets user-left", (lv, e))
+    lo = cmd(b, {"type": "logout"})
+    check(lo.get("success") is True, "logout", lo)
+    after = cmd(b, {"type": "ping"})
+    check(after.get("error") == "unauthorized" and after.get("status") == 401, "after logout the socket is no session's: 401", after)
+    st, body = post(b.token, {"type": "ping"})
+    check(st == 401, "the logged-out token is dead for POST too", (st, body))
+    relog = cmd(b, {"type": "login", "userId": "ws-bob2", "protocol": "webrtc"})
+    check(relog.get("success") is True, "the same socket may log in again", relog)
+    a.close()
+    b.close()
+
+
+def case_errors():
+    w = connect()
+    w.pending = []
+    r = cmd(w, {"type": "join", "roomId": "x"})
+    check(r.get("error") == "unauthorized" and r.get("status") == 401 and r.get("success") is False, "a command before login: 401 reply, socket stays", r)
+    w.send("{not json")
+    r = json.loads(w.recv())
+    check(r.get("error") == "invalid-json" and r.get("status") == 400, "bad JSON: invalid-json", r)
+    r = cmd(w, {"type": "nope"})
+    check(r.get("error") == "unknown-type", "unknown type", r)
+    r = cmd(w, {"type": "auth", "token": "0" * 64})
+    check(r.get("type") == "auth" and r.get("error") == "unauthorized", "auth with a dead token: 401", r)
+    r = cmd(w, {"type": "auth"})
+    check(r.get("error") == "invalid-field", "auth without a token: invalid-field", r)
+    r = cmd(w, {"type": "login", "userId": "bad id!", "protocol": "x"})
+    check(r.get("error") == "invalid-field", "login with a bad id: invalid-field", r)
+    w.close()
+    s, status, head, _ = raw_connect("/api/nope")
+    check(status == 404, "upgrade on another path: 404", head[:80])
+    s.close()
+    s, status, head, _ = raw_connect(extra=b"Origin: http://evil.example\r\n")
+    check(status == 403 and b"forbidden-origin" in head, "upgrade from a foreign Origin: 403", head[:200])
+    s.close()
+    s = socket.create_connection((HOST, PORT), timeout=10)
+    s.sendall(b"GET /api/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+              b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n")
+    resp = s.recv(4096)
+    check(resp.startswith(b"HTTP/1.1 400") and b"Sec-WebSocket-Version: 13" in resp, "an old protocol version: 400 naming 13", resp[:200])
+    s.close()
+
+
+def case_mixed():
+    """A WebSocket client and an SSE client in one room talk to each other."""
+    w, _ = client("mx-ws", "mx-room")
+    st, body = post(None, {"type": "login", "userId": "mx-sse", "protocol": "webrtc"})
+    tok = body["token"]
+    post(tok, {"type": "join", "roomId": "mx-room"})
+    sse = Sse(tok)
+    e = event(w)
+    check(e.get("type") == "user-joined" and e.get("userId") == "mx-sse", "the WebSocket client sees the SSE client join", e)
+    r = cmd(w, {"type": "signal", "to": "mx-sse", "sdp": {"type": "offer", "sdp": "ws->sse"}})
+    se = sse.event()
+    check(r.get("recipients") == 1 and se.get("from") == "mx-ws" and se["sdp"]["sdp"] == "ws->sse", "WebSocket -> SSE", (r, se))
+    st, body = post(tok, {"type": "signal", "to": "mx-ws", "sdp": {"type": "answer", "sdp": "sse->ws"}})
+    e = event(w)
+    check(st == 200 and e.get("from") == "mx-sse" and e["sdp"]["sdp"] == "sse->ws", "SSE (POST) -> WebSocket", e)
+    check(isinstance(se.get("id"), int) and isinstance(e.get("id"), int), "events carry ids on both transports", (se, e))
+    sse.close()
+    w.close()
+
+
+def case_resume():
+    """A dropped socket resumes with lastEventId: nothing lost, nothing doubled."""
+    a, _ = client("rs-a", "rs-room")
+    b, _ = client("rs-b", "rs-room")
+    event(a)  # rs-b joined
+    for i in range(3):
+        cmd(a, {"type": "signal", "to": "rs-b", "n": i})
+    seen = [event(b) for _ in range(3)]
+    last = seen[-1]["id"]
+    # drop without a close frame, as a network failure would
+    b.sock.shutdown(socket.SHUT_RDWR)
+    b.sock.close()
+    time.sleep(0.2)
+    for i in range(3, 8):
+        r = cmd(a, {"type": "signal", "to": "rs-b", "n": i})
+        if not r.get("success"):
+            check(False, "signals to a dropped peer are accepted", r)
+    b2 = connect()
+    b2.pending = []
+    r = cmd(b2, {"type": "auth", "token": b.token, "lastEventId": last})
+    check(r.get("success") is True and r.get("userId") == "rs-b", "auth with the token resumes the session", r)
+    got = [event(b2)["n"] for _ in range(5)]
+    check(got == [3, 4, 5, 6, 7], "after the drop: exactly the events after lastEventId, in order", got)
+    b2.settimeout(0.5)
+    try:
+        extra = b2.recv()
+    except websocket.WebSocketTimeoutException:
+        extra = None
+    check(extra is None, "and nothing doubled", extra)
+    last = b2.pending[-1]["id"] if b2.pending else None
+    # the token (and lastEventId) on the upgrade URL work too, as for EventSource
+    b2.close()
+    cmd(a, {"type": "signal", "to": "rs-b", "n": 8})
+    b3 = connect(WS + "?token=%s&lastEventId=%d" % (b.token, 0))
+    b3.pending = []
+    hello = json.loads(b3.recv())
+    check(hello.get("type") == "auth" and hello.get("success") is True, "?token= on the upgrade attaches the session", hello)
+    ns = [event(b3).get("n") for _ in range(6)]
+    check(ns == list(range(3, 9)), "lastEventId=0 replays what was not acknowledged (after the auth's 2), in order", ns)
+    # an SSE stream for the same session takes over; the socket is closed with 4001
+    sse = Sse(b.token)
+    b3.settimeout(5)
+    code = None
+    try:
+        while code is None:
+            op, fr = b3.recv_data_frame(True)
+            if op == websocket.ABNF.OPCODE_CLOSE:
+                code = struct.unpack("!H", fr.data[:2])[0]
+    except Exception as ex:  # noqa: BLE001 - reported through the check below
+        code = ex
+    sse.close()
+    check(code == 4001, "a newer stream of the session closes the socket with 4001", code)
+    a.close()
+
+
+def case_large():
+    a, _ = client("lg-a", "lg-room")
+    b, _ = client("lg-b", "lg-room")
+    event(a)
+    blob = (hashlib.sha256(b"x").hexdigest() * 2000)[:60 * 1024]
+    r = cmd(a, {"type": "signal", "to": "lg-b", "sdp": {"type": "offer", "sdp": blob}})
+    e = event(b)
+    check(r.get("success") is True and e.get("sdp", {}).get("sdp") == blob, "a 60 KiB message arrives intact", (r, len(e.get("sdp", {}).get("sdp", ""))))
+    s, status, _, rest = raw_connect()
+    s.sendall(frame(1, b'{"type":"ping","pad":"' + b"x" * (70 * 1024) + b'"}'))
+    check(close_code(s, rest) == 1009, "a message over --max-body: close 1009", "")
+    s.close()
+    a.close()
+    b.close()
+
+
+def case_frames():
+    cases = [
+        ("invalid UTF-8 in a text message: close 1007", frame(1, b'{"type":"ping","x":"\xc3\x28"}'), 1007),
+        ("an unmasked client frame: close 1002", frame(1, b'{"type":"ping"}', mask=False), 1002),
+        ("a binary message: close 1003", frame(2, b"\x00\x01"), 1003),
+        ("a reserved opcode: close 1002", frame(3, b"x"), 1002),
+        ("a reserved bit set: close 1002", frame(1, b'{"type":"ping"}', rsv=4), 1002),
+        # wslay's frame layer refuses these before its event layer sees them,
+        # and closes without a status code (1005 to the client).
+        ("a fragmented control frame: closed", frame(9, b"p", fin=False), 1005),
+        ("a control frame over 125 bytes: closed", frame(9, b"p" * 126), 1005),
+        ("a continuation without a start: close 1002", frame(0, b"x"), 1002),
+    ]
+    for name, data, want in cases:
+        s, status, _, rest = raw_connect()
+        s.sendall(data)
+        got = close_code(s, rest)
+        check(status == 101 and got == want, name, got)
+        s.close()
+    # a fragmented text message (3 frames) is one command
+    s, status, _, rest = raw_connect()
+    s.sendall(frame(1, b'{"type":', fin=False) + frame(0, b'"pi', fin=False) + frame(0, b'ng"}'))
+    f = read_frame(s, rest)
+    check(f is not None and f[0] == 1 and json.loads(f[1]).get("error") == "unauthorized", "fragments make one message", f)
+    # a ping frame is answered with a pong carrying its data
+    s.sendall(frame(9, b"hello"))
+    f = read_frame(s, f[2] if f else b"")
+    check(f is not None and f[0] == 10 and f[1] == b"hello", "ping frame -> pong", f)
+    # a close frame is answered with a close frame (code 1000)
+    s.sendall(frame(8, struct.pack("!H", 1000)))
+    check(close_code(s, f[2] if f else b"") == 1000, "a close is answered with 1000", "")
+    s.close()
+
+
+def case_keepalive():
+    """The server pings (--ws-ping 1 here); a client that answers stays."""
+    s, status, _, rest = raw_connect()
+    f = read_frame(s, rest)
+    check(f is not None and f[0] == 9, "the server pings an idle socket", f)
+    s.close()
+
+
+def case_burst():
+    """10,000 signals in a burst: every reply a success, every event in order."""
+    n = 10000
+    a, _ = client("bu-a", "bu-room")
+    b, _ = client("bu-b", "bu-room")
+    event(a)
+    got, replies = [], []
+
+    def read_b():
+        b.settimeout(60)
+        while len(got) < n:
+            m = json.loads(b.recv())
+            if m.get("type") == "signal":
+                got.append(m["n"])
+
+    def read_a():
+        a.settimeout(60)
+        while len(replies) < n:
+            m = json.loads(a.recv())
+            if "id" not in m:
+                replies.append(m)
+
+    tb = threading.Thread(target=read_b)
+    ta = threading.Thread(target=read_a)
+    tb.start()
+    ta.start()
+    t0 = time.time()
+    for i in range(n):
+        a.send('{"type":"signal","to":"bu-b","n":%d}' % i)
+    ta.join(90)
+    tb.join(90)
+    dt = time.time() - t0
+    ok = sum(1 for r in replies if r.get("success") is True)
+    check(ok == n, "10,000 pipelined signals: 10,000 success replies", "%d ok of %d; first bad: %s" % (ok, len(replies), next((r for r in replies if not r.get("success")), None)))
+    check(got == list(range(n)), "10,000 events arrive intact and in order", "got %d, first out of place at %s" % (len(got), next((i for i, v in enumerate(got) if v != i), None)))
+    print("INFO|burst of %d relayed in %.2f s" % (n, dt), flush=True)
+    a.close()
+    b.close()
+
+
+def case_idle():
+    """A client that never answers pings is closed after --heartbeat-timeout."""
+    s, status, _, rest = raw_connect()
+    t0 = time.time()
+    s.settimeout(15)
+    code = close_code(s, rest)
+    check(code == 1001 and time.time() - t0 < 12, "a silent client is closed (1001) after the heartbeat timeout", (code, time.time() - t0))
+    s.close()
+
+
+for name in sys.argv[2:]:
+    try:
+        globals()["case_" + name]()
+    except Exception as ex:  # noqa: BLE001 - a crash is a failed check, with its reason
+        check(False, "case %s ran to the end" % name, repr(ex))
