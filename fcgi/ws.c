@@ -99,6 +99,7 @@ struct ws_job {
 	/* results, applied on the loop thread */
 	char *reply;
 	size_t reply_len;
+	int implicit;             /* an auth from the upgrade request's token */
 	int attach, detach, release;
 	core_stream stream;
 	int64_t cursor;
@@ -453,7 +454,7 @@ static void pick_remote(struct head *hd, char *out, size_t size)
 	snprintf(out, size, "%.*s", (int)strcspn(s, " "), s);
 }
 
-static void submit(struct ws_conn *w, char *body, size_t len);
+static void submit(struct ws_conn *w, char *body, size_t len, int implicit);
 
 static int handshake(struct ws_conn *w, size_t head_len)
 {
@@ -541,7 +542,7 @@ static int handshake(struct ws_conn *w, size_t head_len)
 		 * were an auth with it. */
 		buf b = {0};
 		buf_printf(&b, "{\"type\":\"auth\",\"token\":\"%s\",\"lastEventId\":%lld}", token, (long long)last_id);
-		submit(w, b.data, b.len);
+		submit(w, b.data, b.len, 1);
 	}
 	rc = held_flush(w->h);
 	if (rc == 0 && w->early.len > 0)
@@ -689,10 +690,11 @@ static void job_free(struct ws_job *j)
 	free(j);
 }
 
-static void submit(struct ws_conn *w, char *body, size_t len)
+static void submit(struct ws_conn *w, char *body, size_t len, int implicit)
 {
 	struct ws_job *j = xcalloc(1, sizeof *j);
 	j->w = w;
+	j->implicit = implicit;
 	j->body = body;
 	j->len = len;
 	memcpy(j->token, w->token, sizeof j->token);
@@ -720,7 +722,7 @@ static void dispatch(struct ws_conn *w)
 	memcpy(body, m->data, m->len + 1);
 	size_t len = m->len;
 	free(m);
-	submit(w, body, len);
+	submit(w, body, len, 0);
 }
 
 /* On the loop: a command's outcome reaches its connection. */
@@ -792,6 +794,8 @@ static void run_auth(core *c, struct ws_job *j, json_object *cmd, core_wakes *w)
 	json_object *reply;
 	if (e != SIG_OK) {
 		reply = core_error_reply("auth", e);
+		if (j->implicit)
+			json_object_object_add(reply, "source", json_object_new_string("upgrade"));
 		set_reply(j, reply, sig_err_status(e));
 	} else {
 		reply = json_object_new_object();
@@ -799,6 +803,8 @@ static void run_auth(core *c, struct ws_job *j, json_object *cmd, core_wakes *w)
 		json_object_object_add(reply, "success", json_object_new_boolean(1));
 		json_object_object_add(reply, "userId", json_object_new_string(j->stream.user_id));
 		json_object_object_add(reply, "lastEventId", json_object_new_int64(last));
+		if (j->implicit) /* not an answer to anything the client sent */
+			json_object_object_add(reply, "source", json_object_new_string("upgrade"));
 		set_reply(j, reply, 200);
 		j->attach = 1;
 		j->release = 1; /* a session attached before stays alive: let its stream go */

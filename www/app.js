@@ -199,7 +199,8 @@ async function join(ev) {
     sc.addEventListener('user-joined', ({ detail }) => { say(`${detail.userId} joined`); addPeer(detail.userId); });
     sc.addEventListener('user-left', ({ detail }) => { say(`${detail.userId} left`); dropPeer(detail.userId); });
     sc.addEventListener('state', ({ detail }) => {
-      const label = `${detail.transport === 'poll' ? 'long-poll' : 'SSE'}: ${detail.state}`;
+      const names = { ws: 'WebSocket', sse: 'SSE', poll: 'long-poll' };
+      const label = `${names[detail.transport] || detail.transport}: ${detail.state}`;
       $('transportState').textContent = label;
       $('transportState').dataset.transport = detail.transport;
       $('transportState').dataset.state = detail.state;

@@ -1,6 +1,7 @@
 /*
- * signal.js - browser client for signal-fcgi: WebRTC signaling over plain
- * HTTP (POST to send, Server-Sent Events or long-poll to receive).
+ * signal.js - browser client for signal-fcgi: WebRTC signaling over a
+ * WebSocket where one connects, else plain HTTP (POST to send, Server-Sent
+ * Events or long-poll to receive).
  * A dependency-free ES module; no build step.
  *
  *   import { SignalClient } from './signal.js';
@@ -18,10 +19,12 @@
  *   await sc.signal(null, { hello: 1 });                       // to everyone else in the room
  *   await sc.roomUsers('room1'); await sc.leave(); await sc.logout();
  *
- * Options: base ('/api'), transport ('auto' | 'sse' | 'poll'), heartbeatMs
- * (20000), pollTimeout (25 s), openTimeoutMs (5000: an SSE stream that has
- * not opened by then, or fails twice before delivering anything, means a
- * proxy is in the way: 'auto' falls back to long-poll).
+ * Options: base ('/api'), transport ('auto' | 'ws' | 'sse' | 'poll'),
+ * heartbeatMs (20000), pollTimeout (25 s), openTimeoutMs (5000). 'auto'
+ * tries a WebSocket first (commands then go over it too); one that does not
+ * open and authenticate within openTimeoutMs means it is blocked: SSE next.
+ * An SSE stream that has not opened by then, or fails twice before
+ * delivering anything, means a proxy is in the way: long-poll last.
  *
  * Delivery: every event carries an id; the client keeps the highest one it
  * has seen, ignores anything at or below it (nothing twice) and resumes from
@@ -57,9 +60,12 @@ export class SignalClient extends EventTarget {
     this.userId = null;
     this.roomId = null;
     this.lastId = 0;
-    this.transport = null; // 'sse' | 'poll' while receiving
+    this.transport = null; // 'ws' | 'sse' | 'poll' while receiving
     this.state = 'closed';
     this._es = null;
+    this._ws = null;
+    this._wsReady = false;  // authenticated: commands may use it
+    this._wsPending = [];   // reply callbacks, in command order
     this._pollAbort = null;
     this._heartbeat = null;
     this._batch = [];
@@ -123,14 +129,18 @@ export class SignalClient extends EventTarget {
     }
   }
 
-  /* Switch transports on the fly ('sse', 'poll' or 'auto'); the event
-   * cursor carries over, so nothing is lost or repeated. */
+  /* Switch transports on the fly ('ws', 'sse', 'poll' or 'auto'); the
+   * event cursor carries over, so nothing is lost or repeated. */
   setTransport(mode) {
     this.mode = mode;
     if (this._running) {
       this._closeReceivers();
-      this._receive(mode === 'poll' ? 'poll' : 'sse');
+      this._receive(this._firstTransport());
     }
+  }
+
+  _firstTransport() {
+    return this.mode === 'auto' ? 'ws' : this.mode;
   }
 
   /* ---- sending ---- */
@@ -161,7 +171,12 @@ export class SignalClient extends EventTarget {
     for (let attempt = 0; ; attempt++) {
       let status = 0;
       let reply = null;
-      try {
+      // Over the open WebSocket when there is one (replies come in order);
+      // a socket that drops with the command unanswered: POST it instead.
+      reply = this._wsReady && this.token && body.type !== 'login' ? await this._wsCommand(body) : null;
+      if (reply !== null) {
+        status = Array.isArray(reply) || reply.success ? 200 : reply.status || 400;
+      } else try {
         const headers = { 'Content-Type': 'application/json' };
         if (this.token) headers.Authorization = 'Bearer ' + this.token;
         const res = await fetch(this.base + '/cmd', {
@@ -191,7 +206,7 @@ export class SignalClient extends EventTarget {
   _start() {
     if (this._running) return;
     this._running = true;
-    this._receive(this.mode === 'poll' ? 'poll' : 'sse');
+    this._receive(this._firstTransport());
     clearInterval(this._heartbeat);
     // An open stream already keeps the session alive on the server; the
     // heartbeat also acknowledges what arrived, and survives throttled
@@ -206,7 +221,25 @@ export class SignalClient extends EventTarget {
     this._setState(state);
   }
 
+  _wsCommand(body) {
+    return new Promise((resolve) => {
+      try {
+        this._ws.send(JSON.stringify(body));
+        this._wsPending.push(resolve);
+      } catch (e) {
+        resolve(null);
+      }
+    });
+  }
+
   _closeReceivers() {
+    if (this._ws) {
+      const ws = this._ws;
+      this._ws = null;
+      this._wsReady = false;
+      ws.close(1000);
+      for (const p of this._wsPending.splice(0)) p(null);
+    }
     if (this._es) {
       this._es.close();
       this._es = null;
@@ -232,12 +265,84 @@ export class SignalClient extends EventTarget {
 
   _receive(kind) {
     this.transport = kind;
-    if (kind === 'poll' || typeof EventSource === 'undefined') {
+    if (kind === 'ws' && typeof WebSocket === 'undefined') kind = this.transport = 'sse';
+    if (kind === 'ws') {
+      this._openSocket();
+    } else if (kind === 'poll' || typeof EventSource === 'undefined') {
       this.transport = 'poll';
       this._pollLoop();
     } else {
       this._openStream();
     }
+  }
+
+  _openSocket() {
+    this._setState('connecting');
+    const url = new URL(`${this.base}/ws?lastEventId=${this.lastId}`, location.href);
+    url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
+    let ws;
+    try {
+      ws = new WebSocket(url);
+    } catch (e) {
+      if (this.mode === 'auto') this._receive('sse');
+      return;
+    }
+    this._ws = ws;
+    let ready = false;
+    const giveUp = () => {
+      if (this._ws !== ws) return;
+      this._closeReceivers();
+      if (this.mode === 'auto') this._receive('sse');
+      else setTimeout(() => this._running && this._ws === null && this._openSocket(), 1000);
+    };
+    const openTimer = setTimeout(() => ready || giveUp(), this.openTimeoutMs);
+    // An explicit auth, whether or not the cookie already did it on the
+    // upgrade (that answer carries "source":"upgrade" and is not ours).
+    ws.onopen = () => ws.send(JSON.stringify({ type: 'auth', token: this.token, lastEventId: this.lastId }));
+    ws.onmessage = (m) => {
+      let msg;
+      try {
+        msg = JSON.parse(m.data);
+      } catch (e) {
+        return;
+      }
+      if (!Array.isArray(msg) && typeof msg.id === 'number') return this._deliver(msg);
+      if (!Array.isArray(msg) && msg.type === 'auth') {
+        if (msg.source === 'upgrade') return;
+        clearTimeout(openTimer);
+        if (msg.success) {
+          ready = true;
+          this._wsReady = true;
+          this._setState('open');
+        } else if (msg.status === 401) {
+          this._sessionLost();
+        } else {
+          giveUp();
+        }
+        return;
+      }
+      const p = this._wsPending.shift();
+      if (p) p(msg);
+    };
+    ws.onclose = async (e) => {
+      clearTimeout(openTimer);
+      if (this._ws !== ws) return;
+      this._ws = null;
+      this._wsReady = false;
+      for (const p of this._wsPending.splice(0)) p(null);
+      if (!this._running) return;
+      if (!ready && this.mode === 'auto') return this._receive('sse');
+      this._setState('reconnecting');
+      if (e.code === 4001) {
+        // The session ended, or another stream of it took over: ask.
+        try {
+          await this.ping();
+        } catch (err) {
+          if (err.status === 401) return; // _sessionLost already ran
+        }
+      }
+      setTimeout(() => this._running && this._ws === null && this.transport === 'ws' && this._openSocket(), 1000);
+    };
   }
 
   _openStream() {

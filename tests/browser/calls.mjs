@@ -69,11 +69,30 @@ const browser = await chromium.launch({
 let base = '';
 const contexts = [];
 const consoleLog = [];
-async function openPage(name, room, { transport = 'auto', media = false, width = 1100, noEventSource = false } = {}) {
+async function openPage(name, room, { transport = 'auto', media = false, width = 1100, noEventSource = false,
+  noWebSocket = false } = {}) {
   const ctx = await browser.newContext({ viewport: { width, height: 800 } });
   contexts.push(ctx);
   const page = await ctx.newPage();
   if (noEventSource) await page.addInitScript(() => { delete window.EventSource; });
+  // A proxy that refuses the upgrade: the browser reports error, then close 1006.
+  if (noWebSocket) {
+    await page.addInitScript(() => {
+      window.WebSocket = class extends EventTarget {
+        constructor() {
+          super();
+          this.readyState = 0;
+          setTimeout(() => {
+            this.readyState = 3;
+            if (this.onerror) this.onerror(new Event('error'));
+            if (this.onclose) this.onclose({ code: 1006, reason: '' });
+          }, 50);
+        }
+        send() { throw new Error('not open'); }
+        close() {}
+      };
+    });
+  }
   page.on('pageerror', (e) => console.log(`# page error (${name}): ${e.message}`));
   page.on('console', (m) => { if (m.type() === 'warning' || m.type() === 'error') consoleLog.push(`${name}: ${m.text()}`); });
   await page.goto(base + '/');
@@ -136,7 +155,7 @@ try {
     await chat(b, a, 'hi alice');
     const transport = await a.getAttribute('#transportState', 'data-transport');
     ok(true, `two pages join a room and open a data channel; messages cross both ways (transport ${transport})`);
-    ok(transport === 'sse', 'automatic mode uses SSE when it works', transport);
+    ok(transport === 'ws', 'automatic mode uses WebSocket when it connects', transport);
     ok(!(await a.isVisible('#join')) && (await a.isVisible('#call')), 'after joining, the call view replaces the form');
   });
   await closeAll();
@@ -152,7 +171,26 @@ try {
   });
   await closeAll();
 
-  // 3. long-poll forced
+  // 3. each transport forced: WebSocket, SSE, long-poll
+  await attempt('the call over WebSocket', async () => {
+    const a = await openPage('wsA', 'sockets', { transport: 'ws' });
+    const b = await openPage('wsB', 'sockets', { transport: 'ws' });
+    await channelsOpen(a, ['wsB']);
+    await channelsOpen(b, ['wsA']);
+    await chat(a, b, 'over WebSocket');
+    ok((await a.getAttribute('#transportState', 'data-transport')) === 'ws' &&
+      /WebSocket: open/.test(await a.textContent('#transportState')), 'the two-page call completes with WebSocket forced, and the page says so');
+  });
+  await closeAll();
+  await attempt('the call over SSE', async () => {
+    const a = await openPage('sseA', 'streams', { transport: 'sse' });
+    const b = await openPage('sseB', 'streams', { transport: 'sse' });
+    await channelsOpen(a, ['sseB']);
+    await channelsOpen(b, ['sseA']);
+    await chat(a, b, 'over SSE');
+    ok((await a.getAttribute('#transportState', 'data-transport')) === 'sse', 'the two-page call completes with SSE forced');
+  });
+  await closeAll();
   await attempt('the call over long-poll', async () => {
     const a = await openPage('pollA', 'polled', { transport: 'poll' });
     const b = await openPage('pollB', 'polled', { transport: 'poll' });
@@ -165,12 +203,23 @@ try {
 
   // 3b. automatic mode without EventSource falls back to long-poll by itself
   await attempt('auto mode falls back to long-poll', async () => {
-    const a = await openPage('noesA', 'noes', { noEventSource: true });
+    const a = await openPage('noesA', 'noes', { noEventSource: true, noWebSocket: true });
     const b = await openPage('noesB', 'noes');
     await channelsOpen(a, ['noesB']);
     await chat(b, a, 'reached the page without EventSource');
     const t = await a.getAttribute('#transportState', 'data-transport');
-    ok(t === 'poll', 'automatic mode falls back to long-poll by itself when EventSource is missing', t);
+    ok(t === 'poll', 'automatic mode falls back to long-poll by itself when the WebSocket is refused and EventSource is missing', t);
+  });
+  await closeAll();
+
+  // 3b'. WebSocket refused: automatic mode goes to SSE, and talks to a WebSocket peer
+  await attempt('auto mode falls back to SSE', async () => {
+    const a = await openPage('nowsA', 'nows', { noWebSocket: true });
+    const b = await openPage('nowsB', 'nows', { transport: 'ws' });
+    await channelsOpen(a, ['nowsB']);
+    await chat(b, a, 'from a WebSocket page to an SSE page');
+    const t = await a.getAttribute('#transportState', 'data-transport');
+    ok(t === 'sse', 'automatic mode falls back to SSE by itself when the WebSocket is refused; the SSE page calls a WebSocket page', t);
   });
   await closeAll();
 
