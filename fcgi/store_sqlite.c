@@ -239,6 +239,27 @@ static sig_err migrate(store *st)
 	return e;
 }
 
+/* Switching a new database to WAL takes an exclusive lock that SQLite does
+ * not wait for through the busy handler: processes started together (as
+ * lighttpd starts them) take turns here instead of failing. */
+static sig_err set_wal(store *st)
+{
+	int64_t deadline = mono_us() + st->busy_timeout_us;
+	for (;;) {
+		int rc = sqlite3_exec(st->db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL);
+		if (rc == SQLITE_OK)
+			return SIG_OK;
+		if ((rc & 0xff) != SQLITE_BUSY && (rc & 0xff) != SQLITE_LOCKED)
+			return db_error(st, "journal_mode", rc);
+		if (mono_us() >= deadline) {
+			log_error("store: journal_mode: database stayed locked");
+			return SIG_E_BUSY;
+		}
+		struct timespec ts = {0, 5000000};
+		nanosleep(&ts, NULL);
+	}
+}
+
 sig_err store_open(const char *path, int64_t busy_timeout_ms, store **out)
 {
 	*out = NULL;
@@ -256,7 +277,7 @@ sig_err store_open(const char *path, int64_t busy_timeout_ms, store **out)
 		return e;
 	}
 	sqlite3_busy_handler(st->db, busy_wait, st);
-	if ((e = exec_sql(st, "PRAGMA journal_mode=WAL", "journal_mode")) != SIG_OK ||
+	if ((e = set_wal(st)) != SIG_OK ||
 	    (e = exec_sql(st,
 			  "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; "
 			  "PRAGMA wal_autocheckpoint=0; PRAGMA temp_store=MEMORY",

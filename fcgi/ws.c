@@ -444,12 +444,22 @@ static sig_err origin_check(struct head *hd, int *cookie_ok)
 }
 
 /* The client address: the last X-Forwarded-For entry is the one the front
- * server itself saw (earlier ones are the client's say). */
-static void pick_remote(struct head *hd, char *out, size_t size)
+ * server itself saw (earlier ones are the client's say); without one, the
+ * peer of a TCP listener. The listener is for the front server only. */
+static void pick_remote(struct head *hd, int fd, char *out, size_t size)
 {
 	const char *xff = hget(hd, H_XFF);
-	const char *last = xff ? strrchr(xff, ',') : NULL;
-	const char *s = last ? last + 1 : xff ? xff : "-";
+	if (xff == NULL) {
+		struct sockaddr_storage sa;
+		socklen_t len = sizeof sa;
+		char host[64] = "-";
+		if (getpeername(fd, (struct sockaddr *)&sa, &len) == 0 && sa.ss_family != AF_UNIX)
+			getnameinfo((struct sockaddr *)&sa, len, host, sizeof host, NULL, 0, NI_NUMERICHOST);
+		snprintf(out, size, "%s", host);
+		return;
+	}
+	const char *last = strrchr(xff, ',');
+	const char *s = last ? last + 1 : xff;
 	s += strspn(s, " ");
 	snprintf(out, size, "%.*s", (int)strcspn(s, " "), s);
 }
@@ -517,7 +527,7 @@ static int handshake(struct ws_conn *w, size_t head_len)
 	}
 	char token[CORE_TOKEN_LEN + 1];
 	token_pick(hget(&hd, H_AUTH), &q, cookie_ok ? hget(&hd, H_COOKIE) : NULL, token);
-	pick_remote(&hd, w->remote, sizeof w->remote);
+	pick_remote(&hd, held_fd(w->h), w->remote, sizeof w->remote);
 
 	accept_key(key, key_out);
 	buf_printf(held_out(w->h),

@@ -46,9 +46,36 @@ is "$?" 0 "--help exits 0"
 missing=""
 for o in listen db auth-secret allow-origin room-limit heartbeat-timeout prune-interval keepalive \
 	mailbox-limit replay-window poll-timeout poll-max threads write-timeout max-body busy-timeout \
-	retry recheck max-sessions max-rooms max-signal rate-ip rate-session rate-login verbose; do
+	retry recheck max-sessions max-rooms max-signal rate-ip rate-session rate-login verbose ws-listen ws-ping; do
 	grep -q -- "--$o" "$OUT/help.txt" || missing="$missing --$o"
 done
 is "$missing" "" "--help lists every option"
+
 is "$(grep -- '--room-limit' "$OUT/help.txt" | grep -c 'default 5')" 1 "... with its default"
+# Two processes started at the same moment on a new database (as lighttpd
+# starts them) both come up, and share one TCP --ws-listen port: the kernel
+# spreads WebSocket connections over both.
+WSPORT=$(free_port)
+PIDS=""
+for i in 1 2; do
+	"$BIN" --listen 127.0.0.1:$(free_port) --ws-listen 127.0.0.1:$WSPORT --db "$OUT/pair.db" --verbose >"$OUT/pair$i.log" 2>&1 &
+	PIDS="$PIDS $!"
+done
+sleep 0.5
+alive=0
+for p in $PIDS; do kill -0 "$p" 2>/dev/null && alive=$((alive + 1)); done
+is "$alive" 2 "two processes started together on a new database both run"
+/usr/bin/python3 - "$WSPORT" >"$OUT/pair-ws.log" 2>&1 <<'PY'
+import json, sys, websocket
+for i in range(16):
+    w = websocket.create_connection("ws://127.0.0.1:%s/api/ws" % sys.argv[1], timeout=5)
+    w.send(json.dumps({"type": "ping"}))
+    assert json.loads(w.recv())["error"] == "unauthorized", i
+    w.close()
+print("16 sockets")
+PY
+like "$(cat "$OUT/pair-ws.log")" '^16 sockets' "16 WebSocket connections on the shared port answered"
+n1=$(grep -c 'ws: open' "$OUT/pair1.log"); n2=$(grep -c 'ws: open' "$OUT/pair2.log")
+ok $([ "$n1" -gt 0 ] && [ "$n2" -gt 0 ] && echo 0 || echo 1) "... served by both processes ($n1 + $n2)"
+for p in $PIDS; do kill "$p"; wait "$p" 2>/dev/null; done
 done_testing
