@@ -4,15 +4,20 @@
  * HTTP/1.1 client (keep-alive, Content-Length and chunked bodies, SSE lines).
  *
  *   loadgen [--nchan] --port P CASE [args]
- *     latency sse|poll N_WARM N        one pair ping-pong: one-way = RTT/2
- *     throughput ROOMS INFLIGHT SECS   pairs relaying, INFLIGHT requests each way
- *     held N                           N users each holding an SSE stream; then one
- *                                      message to each; waits for all (prints when)
+ *     latency sse|poll|ws N_WARM N     one pair ping-pong: one-way = RTT/2
+ *     throughput ROOMS INFLIGHT SECS [ws]  pairs relaying, INFLIGHT requests each way
+ *     held N [ws]                      N users each holding an SSE stream (or a
+ *                                      WebSocket); then one message to each; waits
+ *                                      for all (prints when)
  *     idle N SECS                      N held streams, no traffic, for SECS
  *     oneway N_WARM N                  one sender POSTs, one SSE receiver: POST-to-event
  *                                      time (with two responder processes, lighttpd's
  *                                      least-connection balancing sends the POSTs to
  *                                      the process that does not hold the stream)
+ *
+ * With ws, each user has one WebSocket (/api/ws?token=T, the seed's way):
+ * signals go out on it as text messages and events come back on it; the
+ * framing is Debian's wslay, as in the responder.
  *
  * Prints one line of "key=value" results. Against our service it logs users
  * in and pairs them in rooms first; against nchan a user's channel is
@@ -36,9 +41,11 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include <wslay/wslay.h>
 
 static int port;
 static int nchan;
+static int ws_mode; /* users send and receive on one WebSocket */
 static int ep;
 
 static int64_t now_us(void)
@@ -118,7 +125,7 @@ static void join(const char *token, const char *room)
 
 /* ---- connections ---- */
 
-enum kind { K_POST, K_SSE, K_POLL };
+enum kind { K_POST, K_SSE, K_POLL, K_WS };
 
 struct user;
 
@@ -138,6 +145,7 @@ struct conn {
 	char pending[1024];   /* POST: the next request */
 	int64_t poll_since;
 	char etag[64], last_modified[64]; /* nchan long-poll cursor */
+	wslay_event_context_ptr ws; /* K_WS, once upgraded */
 };
 
 struct user {
@@ -204,6 +212,11 @@ static void stream_request(struct conn *c)
 		n = snprintf(req, sizeof req, "GET /sub/%s HTTP/1.1\r\nHost: b\r\n\r\n", c->u->name);
 	else if (c->kind == K_SSE)
 		n = snprintf(req, sizeof req, "GET /api/events HTTP/1.1\r\nHost: b\r\nAuthorization: Bearer %s\r\n\r\n",
+			     c->u->token);
+	else if (c->kind == K_WS)
+		n = snprintf(req, sizeof req,
+			     "GET /api/ws?token=%s HTTP/1.1\r\nHost: b\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+			     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
 			     c->u->token);
 	else
 		n = snprintf(req, sizeof req,
@@ -298,6 +311,100 @@ static int end_response(struct conn *c)
 	return closing;
 }
 
+/* ---- WebSocket (wslay, client side) ---- */
+
+static ssize_t ws_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *user)
+{
+	(void)flags;
+	struct conn *c = user;
+	if (c->inlen > 0) { /* bytes that came with the 101 */
+		size_t n = len < c->inlen ? len : c->inlen;
+		memcpy(buf, c->in, n);
+		memmove(c->in, c->in + n, c->inlen - n);
+		c->inlen -= n;
+		return (ssize_t)n;
+	}
+	ssize_t n = read(c->fd, buf, len);
+	if (n > 0)
+		return n;
+	if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+		wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+		return -1;
+	}
+	die("server closed a WebSocket (%s)", c->u->name);
+	return -1;
+}
+
+static ssize_t ws_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags, void *user)
+{
+	(void)ctx;
+	(void)flags;
+	write_all(user, (const char *)data, len);
+	return (ssize_t)len;
+}
+
+static int ws_mask(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, void *user)
+{
+	(void)ctx;
+	(void)user;
+	for (size_t i = 0; i < len; i++)
+		buf[i] = (uint8_t)rand();
+	return 0;
+}
+
+static void ws_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg, void *user)
+{
+	(void)ctx;
+	struct conn *c = user;
+	if (arg->opcode != WSLAY_TEXT_FRAME)
+		return;
+	const char *m = (const char *)arg->msg;
+	if (memmem(m, arg->msg_length, "\"type\":\"auth\"", 13)) {
+		if (!memmem(m, arg->msg_length, "\"success\":true", 14))
+			die("WebSocket auth failed: %.*s", (int)arg->msg_length, m);
+		c->headers_done = 1; /* attached: events flow from here on */
+		return;
+	}
+	on_message(c->u, m, arg->msg_length); /* replies have no "t": ignored */
+}
+
+static void ws_text(struct conn *c, const char *text, size_t len)
+{
+	struct wslay_event_msg m = {.opcode = WSLAY_TEXT_FRAME, .msg = (const uint8_t *)text, .msg_length = len};
+	if (wslay_event_queue_msg(c->ws, &m) != 0 || wslay_event_send(c->ws) != 0)
+		die("WebSocket send");
+}
+
+/* The upgrade's answer, then frames. */
+static void ws_readable(struct conn *c)
+{
+	if (c->ws == NULL) {
+		for (;;) {
+			ssize_t n = read(c->fd, c->in + c->inlen, sizeof c->in - c->inlen);
+			if (n > 0)
+				c->inlen += (size_t)n;
+			else if (n == 0)
+				die("server closed a WebSocket during the upgrade");
+			else
+				break;
+		}
+		char *end = memmem(c->in, c->inlen, "\r\n\r\n", 4);
+		if (!end)
+			return;
+		if (strncmp(c->in, "HTTP/1.1 101", 12) != 0)
+			die("upgrade refused: %.120s", c->in);
+		size_t off = (size_t)(end - c->in) + 4;
+		memmove(c->in, c->in + off, c->inlen - off);
+		c->inlen -= off;
+		struct wslay_event_callbacks cb = {.recv_callback = ws_recv, .send_callback = ws_send,
+						   .genmask_callback = ws_mask, .on_msg_recv_callback = ws_msg};
+		if (wslay_event_context_client_init(&c->ws, &cb, c) != 0)
+			die("wslay");
+	}
+	if (wslay_event_recv(c->ws) != 0 || wslay_event_send(c->ws) != 0)
+		die("WebSocket of %s failed", c->u->name);
+}
+
 /* Parse what arrived on c. */
 static void parse(struct conn *c)
 {
@@ -385,6 +492,10 @@ static void parse(struct conn *c)
 
 static void on_readable(struct conn *c)
 {
+	if (c->kind == K_WS) {
+		ws_readable(c);
+		return;
+	}
 	for (;;) {
 		ssize_t n = read(c->fd, c->in + c->inlen, sizeof c->in - c->inlen);
 		if (n > 0) {
@@ -414,6 +525,10 @@ static void send_signal(struct conn *c, struct user *to, int64_t t)
 	else
 		bl = snprintf(body, sizeof body, "{\"type\":\"signal\",\"to\":\"%s\",\"t\":%lld}", to->name, (long long)t);
 	int n;
+	if (c->kind == K_WS) {
+		ws_text(c, body, (size_t)bl);
+		return;
+	}
 	if (nchan)
 		n = snprintf(tmp, sizeof tmp, "POST /pub/%s HTTP/1.1\r\nHost: b\r\nContent-Length: %d\r\n\r\n%s", to->name, bl, body);
 	else
@@ -514,7 +629,7 @@ static void make_users(int n, int rooms_of, int ntx)
 		}
 		u->ntx = ntx;
 		u->tx = calloc((size_t)(ntx ? ntx : 1), sizeof *u->tx);
-		for (int k = 0; k < ntx; k++)
+		for (int k = 0; k < ntx && !ws_mode; k++)
 			u->tx[k] = conn_new(K_POST, u);
 	}
 }
@@ -524,6 +639,9 @@ static void open_streams(enum kind kind)
 	for (int i = 0; i < nusers; i++) {
 		users[i].rx = conn_new(kind, &users[i]);
 		stream_request(users[i].rx);
+		/* A WebSocket carries the user's signals too. */
+		for (int k = 0; kind == K_WS && k < users[i].ntx; k++)
+			users[i].tx[k] = users[i].rx;
 	}
 }
 
@@ -531,7 +649,7 @@ static int pending_done;
 static int all_headers(void)
 {
 	for (int i = 0; i < nusers; i++)
-		if (!users[i].rx->headers_done && users[i].rx->kind == K_SSE)
+		if (!users[i].rx->headers_done && (users[i].rx->kind == K_SSE || users[i].rx->kind == K_WS))
 			return 0;
 	return 1;
 }
@@ -567,7 +685,8 @@ int main(int argc, char **argv)
 	const char *cas = argv[i++];
 	if (strcmp(cas, "latency") == 0 && i + 2 < argc + 0 + 1) {
 		mode = M_LATENCY;
-		enum kind k = strcmp(argv[i], "poll") == 0 ? K_POLL : K_SSE;
+		enum kind k = strcmp(argv[i], "poll") == 0 ? K_POLL : strcmp(argv[i], "ws") == 0 ? K_WS : K_SSE;
+		ws_mode = k == K_WS;
 		warm = atoi(argv[i + 1]);
 		want = atoi(argv[i + 2]);
 		samples = calloc((size_t)want, sizeof *samples);
@@ -584,7 +703,7 @@ int main(int argc, char **argv)
 		if (nsamples == 0)
 			die("no samples");
 		printf("case=latency transport=%s samples=%d oneway_p50_us=%lld oneway_p99_us=%lld oneway_max_us=%lld\n",
-		       k == K_POLL ? "poll" : "sse", nsamples, (long long)samples[nsamples / 2] / 2,
+		       k == K_POLL ? "poll" : k == K_WS ? "ws" : "sse", nsamples, (long long)samples[nsamples / 2] / 2,
 		       (long long)samples[nsamples * 99 / 100] / 2, (long long)samples[nsamples - 1] / 2);
 		return 0;
 	}
@@ -619,12 +738,13 @@ int main(int argc, char **argv)
 		int rooms = atoi(argv[i]);
 		inflight = atoi(argv[i + 1]);
 		int secs = atoi(argv[i + 2]);
+		ws_mode = i + 3 < argc && strcmp(argv[i + 3], "ws") == 0;
 		make_users(rooms * 2, 2, inflight);
 		for (int r = 0; r < rooms; r++) {
 			users[2 * r].peer = &users[2 * r + 1];
 			users[2 * r + 1].peer = &users[2 * r];
 		}
-		open_streams(K_SSE);
+		open_streams(ws_mode ? K_WS : K_SSE);
 		loop_until(all_headers, now_us() + 10000000);
 		struct timespec ts = {0, 300000000};
 		nanosleep(&ts, NULL);
@@ -645,8 +765,9 @@ int main(int argc, char **argv)
 	if ((strcmp(cas, "held") == 0 || strcmp(cas, "idle") == 0) && i < argc) {
 		mode = M_HELD;
 		int n = atoi(argv[i]);
-		make_users(n, 5, 0);
-		open_streams(K_SSE);
+		ws_mode = strcmp(cas, "held") == 0 && i + 1 < argc && strcmp(argv[i + 1], "ws") == 0;
+		make_users(n, 5, ws_mode);
+		open_streams(ws_mode ? K_WS : K_SSE);
 		int64_t t0 = now_us();
 		loop_until(all_headers, now_us() + 120000000);
 		int connected = 0;
@@ -676,8 +797,16 @@ int main(int argc, char **argv)
 		int64_t t1 = now_us();
 		pending_done = n;
 		int next = 0;
-		for (int k = 0; k < nslots; k++)
+		for (int k = 0; k < nslots && !ws_mode; k++)
 			slots[k] = conn_new(K_POST, nchan ? &sender : &users[0]);
+		/* WebSocket: each room's first member sends to the others on its
+		 * socket, and the second member to the first. */
+		while (ws_mode && next < n) {
+			struct user *to = &users[next];
+			struct user *from = &users[(next % 5 == 0) ? (next + 1 < n ? next + 1 : next) : next - next % 5];
+			send_signal(from->rx, to, now_us());
+			next++;
+		}
 		/* ours: a signal needs a member of the same room; nchan: any publisher */
 		while (next < n && now_us() - t1 < 120000000) {
 			for (int k = 0; k < nslots && next < n; k++) {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # run.sh - the benchmark: our service and nchan, side by side, on identical
 # work. The server is pinned to CPU 0 and the load generator to CPU 1.
-#   bench/run.sh [CASE...]   cases: latency throughput held xproc idle (default: all)
+#   bench/run.sh [CASE...]   cases: latency throughput held ws xproc idle (default: all)
+# (ws: the WebSocket relay cases, ours only: latency, throughput, held)
 # Prints a table and writes it as TSV to bench/results/DATE.tsv.
 # HELD="1000 5000 9000" IDLE_SECS=30 THROUGHPUT_SECS=10 override the sizes.
 set -u
@@ -14,11 +15,11 @@ TSV=$RESULTS/$(date -u +%Y%m%dT%H%M%SZ).tsv
 HELD=${HELD:-"1000 5000 8900"}
 IDLE_SECS=${IDLE_SECS:-30}
 THROUGHPUT_SECS=${THROUGHPUT_SECS:-10}
-CASES=${*:-latency throughput held xproc idle}
+CASES=${*:-latency throughput held ws xproc idle}
 LG=$WORK/loadgen
 SERVER_PID=""
 TICK=$(getconf CLK_TCK)
-gcc -std=c11 -O2 -Wall -Wextra -Werror -o "$LG" "$B/loadgen.c" || exit 1
+gcc -std=c11 -O2 -Wall -Wextra -Werror -o "$LG" "$B/loadgen.c" -lwslay || exit 1
 ulimit -n "$(ulimit -Hn)"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -82,19 +83,19 @@ echo "machine: $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}'
 printf '%-12s %-34s %12s %12s %8s   %s\n' case metric ours nchan ratio target
 
 run_latency() {
-	local t=$1 o n
+	local t=$1 o n=""
 	start_ours; o=$(lg --port "$PORT" latency "$t" 200 2000); stop_server
-	start_nchan; n=$(lg --nchan --port "$PORT" latency "$t" 200 2000); stop_server
+	if [ "$t" != ws ]; then start_nchan; n=$(lg --nchan --port "$PORT" latency "$t" 200 2000); stop_server; fi
 	local tgt50="p50 <= 150 us" tgt99="p99 <= 1000 us"
 	[ "$t" = poll ] && tgt50="p50 <= 400 us" && tgt99="-"
 	row "latency-$t" "one-way p50 (us)" "$(echo "$o" | val oneway_p50_us)" "$(echo "$n" | val oneway_p50_us)" "$tgt50"
 	row "latency-$t" "one-way p99 (us)" "$(echo "$o" | val oneway_p99_us)" "$(echo "$n" | val oneway_p99_us)" "$tgt99"
 }
 
-# throughput_one NCHAN_FLAG -> "msgs cpu% rss_kb"
+# throughput_one NCHAN_FLAG [ws] -> "msgs cpu% rss_kb"
 throughput_one() {
 	local c0 t0 c1 t1 out rss
-	coproc LGP { lg $1 --port "$PORT" throughput 32 8 "$THROUGHPUT_SECS"; }
+	coproc LGP { lg $1 --port "$PORT" throughput 32 8 "$THROUGHPUT_SECS" ${2:-}; }
 	local lgpid=$LGP_PID
 	read -r line <&"${LGP[0]}"   # "start"
 	c0=$(cpu_ticks); t0=$(date +%s%N)
@@ -115,11 +116,11 @@ run_throughput() {
 	row throughput "server RSS (KB)" "$orss" "$nrss" "-"
 }
 
-# held_one NCHAN_FLAG N -> "connected rss_per_stream_kb delivered deliver_s"
+# held_one NCHAN_FLAG N [ws] -> "connected rss_per_stream_kb delivered deliver_s"
 held_one() {
 	local base rss out line
 	base=$(rss_kb)
-	coproc LGP { lg $1 --port "$PORT" held "$2"; }
+	coproc LGP { lg $1 --port "$PORT" held "$2" ${3:-}; }
 	local lgpid=$LGP_PID
 	while read -r line <&"${LGP[0]}"; do
 		case "$line" in
@@ -143,6 +144,26 @@ run_held() {
 		row "held-$n" "RSS added per stream (KB)" "$odelta" "$ndelta" "-"
 		row "held-$n" "one message each: delivered" "$od" "$nd" "all $n"
 		row "held-$n" "... in seconds" "$ot" "$nt" "-"
+	done
+}
+
+# WebSocket: each user sends and receives on one socket (ours only: the
+# nchan column stays empty).
+run_ws() {
+	local o n
+	run_latency ws
+	start_ours; o=$(throughput_one "" ws); stop_server
+	set -- $o
+	row throughput-ws "delivered msgs/s (32x2, 8 in flight)" "$1" "-" ">= 20000"
+	row throughput-ws "server CPU %" "$2" "-" "-"
+	row throughput-ws "server RSS (KB)" "$3" "-" "-"
+	for n in $HELD; do
+		start_ours; o=$(held_one "" "$n" ws); stop_server
+		set -- $o
+		row "held-ws-$n" "sockets connected" "$1" "-" "$n"
+		row "held-ws-$n" "server RSS per socket (KB, total/N)" "$2" "-" "<= 8 KB"
+		row "held-ws-$n" "one message each: delivered" "$4" "-" "all $n"
+		row "held-ws-$n" "... in seconds" "$5" "-" "-"
 	done
 }
 
@@ -177,6 +198,7 @@ for c in $CASES; do
 	latency) run_latency sse; run_latency poll ;;
 	throughput) run_throughput ;;
 	held) run_held ;;
+	ws) run_ws ;;
 	xproc) run_xproc ;;
 	idle) run_idle ;;
 	*) echo "unknown case $c" ;;

@@ -23,6 +23,7 @@
 #include "util.h"
 
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define GROUP_MAX 64
@@ -94,17 +95,30 @@ int group_start(core *c)
 	return 0;
 }
 
-void group_exec(const char *token, const char *remote, const char *body, size_t len, core_result *r)
+void group_exec_all(const struct group_item *items, int n)
 {
-	struct job j = {.token = token, .remote = remote, .body = body, .len = len, .r = r};
+	struct job *jobs = xcalloc((size_t)n, sizeof *jobs);
 	pthread_mutex_lock(&G.lock);
-	*G.tail = &j;
-	G.tail = &j.next;
-	while (!j.done) {
-		if (!G.leading)
-			lead(); /* runs our job and whatever queued with it */
-		else
-			pthread_cond_wait(&G.finished, &G.lock);
+	for (int i = 0; i < n; i++) {
+		jobs[i] = (struct job){.token = items[i].token, .remote = items[i].remote, .body = items[i].body,
+				       .len = items[i].len, .r = items[i].r};
+		*G.tail = &jobs[i];
+		G.tail = &jobs[i].next;
+	}
+	for (int i = 0; i < n; i++) {
+		while (!jobs[i].done) {
+			if (!G.leading)
+				lead(); /* runs our jobs and whatever queued with them */
+			else
+				pthread_cond_wait(&G.finished, &G.lock);
+		}
 	}
 	pthread_mutex_unlock(&G.lock);
+	free(jobs);
+}
+
+void group_exec(const char *token, const char *remote, const char *body, size_t len, core_result *r)
+{
+	struct group_item it = {.token = token, .remote = remote, .body = body, .len = len, .r = r};
+	group_exec_all(&it, 1);
 }

@@ -15,4 +15,13 @@ int group_start(core *c);
  * exactly as core_exec_request would. Thread-safe. */
 void group_exec(const char *token, const char *remote, const char *body, size_t len, core_result *r);
 
+/* The same for n bodies at once (from different clients: each is its own
+ * command, answered in its own r), waiting for all their commits. */
+struct group_item {
+	const char *token, *remote, *body;
+	size_t len;
+	core_result *r;
+};
+void group_exec_all(const struct group_item *items, int n);
+
 #endif

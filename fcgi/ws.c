@@ -61,6 +61,7 @@
 #define OUT_HIGH (256 * 1024)     /* stop reading commands while replies pile up */
 #define HANDSHAKE_TIMEOUT_US (10 * 1000000LL)
 #define WS_CLOSE_SESSION_ENDED 4001
+#define WS_BATCH 64               /* jobs a command thread takes at once */
 
 static const char ws_guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
@@ -831,11 +832,18 @@ static int is_auth(json_object *cmd)
 	       json_object_is_type(t, json_type_string) && strcmp(json_object_get_string(t), "auth") == 0;
 }
 
-static void run_job(core *c, struct ws_job *j)
-{
-	core_wakes opened = {0};
+/* What a job needs between taking it and answering it. */
+struct ws_run {
+	struct ws_job *j;
 	core_result r;
-	core_result_init(&r);
+	core_wakes opened;
+	int in_group; /* a command for the group commit (else already answered) */
+};
+
+/* Rate limit, auth: what is answered without the group commit. */
+static void run_before(core *c, struct ws_run *x)
+{
+	struct ws_job *j = x->j;
 	json_object *cmd = NULL;
 	int wait = rl_take('a', j->remote, (double)cfg.rate_ip, 2.0 * (double)cfg.rate_ip);
 	if (wait > 0) {
@@ -844,35 +852,66 @@ static void run_job(core *c, struct ws_job *j)
 		set_reply(j, o, sig_err_status(SIG_E_RATE_LIMITED));
 		json_object_put(o);
 	} else if (jv_parse(j->body, j->len, &cmd) == SIG_OK && is_auth(cmd)) {
-		run_auth(c, j, cmd, &opened);
+		run_auth(c, j, cmd, &x->opened);
 	} else {
-		/* Exactly what POST /api/cmd would do with this body. */
-		group_exec(j->token[0] ? j->token : NULL, j->remote, j->body, j->len, &r);
-		set_reply(j, r.reply, r.status);
-		if (r.logged_out)
-			j->detach = 1;
-		if (r.token[0]) {
-			/* A login: this connection becomes the session's stream. */
-			sig_err e = core_stream_open(c, r.token, 0, Q.owner, &j->stream, &opened);
-			if (e == SIG_OK) {
-				j->attach = 1;
-				j->release = 1;
-				memcpy(j->new_token, r.token, sizeof j->new_token);
-			} else {
-				log_warn("ws: logged in but could not open the stream (%s)", sig_err_code(e));
-			}
-		}
-		if (r.first_type && r.status == 200 &&
-		    (strcmp(r.first_type, "login") == 0 || strcmp(r.first_type, "logout") == 0))
-			log_info("%s: user %s (WebSocket)", r.first_type, r.user_id[0] ? r.user_id : "?");
+		x->in_group = 1; /* exactly what POST /api/cmd would do with this body */
 	}
 	json_object_put(cmd);
-	/* The reply reaches the loop before any bell this command rings. */
-	hold_run(apply, j);
-	bell_ring(&r.wakes);
-	bell_ring(&opened);
-	free(opened.v);
-	core_result_free(&r);
+}
+
+/* After the commit: the reply, and a login makes this socket its stream. */
+static void run_after(core *c, struct ws_run *x)
+{
+	struct ws_job *j = x->j;
+	core_result *r = &x->r;
+	set_reply(j, r->reply, r->status);
+	if (r->logged_out)
+		j->detach = 1;
+	if (r->token[0]) {
+		sig_err e = core_stream_open(c, r->token, 0, Q.owner, &j->stream, &x->opened);
+		if (e == SIG_OK) {
+			j->attach = 1;
+			j->release = 1;
+			memcpy(j->new_token, r->token, sizeof j->new_token);
+		} else {
+			log_warn("ws: logged in but could not open the stream (%s)", sig_err_code(e));
+		}
+	}
+	if (r->first_type && r->status == 200 &&
+	    (strcmp(r->first_type, "login") == 0 || strcmp(r->first_type, "logout") == 0))
+		log_info("%s: user %s (WebSocket)", r->first_type, r->user_id[0] ? r->user_id : "?");
+}
+
+/* Run what the queue held, from many sockets (one job per socket): their
+ * commands go to the group commit together, not one thread each. */
+static void run_jobs(core *c, struct ws_job **jobs, int n)
+{
+	struct ws_run *x = xcalloc((size_t)n, sizeof *x);
+	struct group_item *items = xcalloc((size_t)n, sizeof *items);
+	int m = 0;
+	for (int i = 0; i < n; i++) {
+		x[i].j = jobs[i];
+		core_result_init(&x[i].r);
+		run_before(c, &x[i]);
+		if (x[i].in_group)
+			items[m++] = (struct group_item){.token = jobs[i]->token[0] ? jobs[i]->token : NULL,
+							 .remote = jobs[i]->remote, .body = jobs[i]->body,
+							 .len = jobs[i]->len, .r = &x[i].r};
+	}
+	if (m > 0)
+		group_exec_all(items, m);
+	for (int i = 0; i < n; i++) {
+		if (x[i].in_group)
+			run_after(c, &x[i]);
+		/* The reply reaches the loop before any bell this command rings. */
+		hold_run(apply, x[i].j);
+		bell_ring(&x[i].r.wakes);
+		bell_ring(&x[i].opened);
+		free(x[i].opened.v);
+		core_result_free(&x[i].r);
+	}
+	free(items);
+	free(x);
 }
 
 static void *ws_worker(void *arg)
@@ -884,16 +923,20 @@ static void *ws_worker(void *arg)
 		return NULL;
 	}
 	for (;;) {
+		struct ws_job *jobs[WS_BATCH];
+		int n = 0;
 		pthread_mutex_lock(&Q.lock);
 		while (Q.head == NULL)
 			pthread_cond_wait(&Q.ready, &Q.lock);
-		struct ws_job *j = Q.head;
-		Q.head = j->next;
+		while (Q.head && n < WS_BATCH) {
+			jobs[n] = Q.head;
+			Q.head = Q.head->next;
+			jobs[n++]->next = NULL;
+		}
 		if (Q.head == NULL)
 			Q.tail = &Q.head;
 		pthread_mutex_unlock(&Q.lock);
-		j->next = NULL;
-		run_job(c, j);
+		run_jobs(c, jobs, n);
 	}
 	return NULL;
 }
