@@ -701,6 +701,11 @@ sig_err core_stream_sent(core *c, const core_stream *s, int64_t upto)
 	return store_mark_sent(c->st, s->session, upto, c->lim.replay_window);
 }
 
+sig_err core_stream_release(core *c, const core_stream *s)
+{
+	return store_stream_release(c->st, s->session, s->gen);
+}
+
 sig_err core_stream_close(core *c, const core_stream *s)
 {
 	sig_err e = store_begin(c->st);

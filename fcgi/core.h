@@ -114,6 +114,9 @@ sig_err core_stream_pull(core *c, const core_stream *s, int64_t after, int limit
 			 void *ctx, int64_t *lost_upto);
 /* Inside core_marks_begin(): events up to upto were written out. */
 sig_err core_stream_sent(core *c, const core_stream *s, int64_t upto);
+/* Inside core_marks_begin(): no stream holds the session any more (as
+ * core_stream_close, without a transaction of its own). */
+sig_err core_stream_release(core *c, const core_stream *s);
 sig_err core_stream_close(core *c, const core_stream *s);
 sig_err core_streams_refresh(core *c, int64_t owner);
 sig_err core_recent_recipients(core *c, int64_t owner, int64_t after, int64_t *sids, int max,

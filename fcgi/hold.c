@@ -65,6 +65,7 @@ struct held {
 	int64_t stall_us;      /* when the queue last made no progress, 0 none */
 	buf out;               /* FastCGI records (WebSocket frames) waiting for the socket */
 	int dirty, more, ending, gone, want_out, no_input;
+	int released;          /* the store already knows no stream holds the session */
 	struct ws_conn *ws;    /* HOLD_WS: the protocol state; cs.session is 0 until attached */
 	char *headers;         /* extra header lines (CORS) for a poll's answer, or NULL */
 	int64_t sent_mark;     /* newest event id written out, not yet recorded in the store */
@@ -189,7 +190,7 @@ static void set_epoll_out(struct held *h, int on)
 
 static void destroy(struct held *h, int release)
 {
-	if (release && h->cs.session && core_stream_close(H.c, &h->cs) != SIG_OK)
+	if (release && h->cs.session && !h->released && core_stream_close(H.c, &h->cs) != SIG_OK)
 		log_warn("hold: could not release stream of session %lld", (long long)h->cs.session);
 	epoll_ctl(H.ep, EPOLL_CTL_DEL, h->fd, NULL);
 	close(h->fd);
@@ -458,24 +459,42 @@ static int pull(struct held *h)
 	return 0;
 }
 
+/* A long-poll about to answer: its marks and its release go together. */
+static int answering_poll(const struct held *h)
+{
+	return h->kind == HOLD_POLL && h->ending && !h->gone;
+}
+
 /* Record the pending sent marks of the streams in a list (linked by
  * next_dirty when dirty_list, else by next), in one write transaction.
- * From the dirty list only long-polls that are about to answer count. */
+ * From the dirty list only long-polls that are about to answer count, and
+ * they also let go of their session in it (one commit, not two, per poll). */
 static void record_marks(struct held *list, int dirty_list)
 {
 	int any = 0;
 	for (struct held *h = list; h && !any; h = dirty_list ? h->next_dirty : h->next)
-		any = h->sent_mark && !h->gone && (!dirty_list || (h->kind == HOLD_POLL && h->ending));
+		any = dirty_list ? answering_poll(h) : h->sent_mark && !h->gone;
 	if (!any || core_marks_begin(H.c) != SIG_OK)
 		return;
 	sig_err e = SIG_OK;
 	for (struct held *h = list; h && e == SIG_OK; h = dirty_list ? h->next_dirty : h->next) {
-		if (!h->sent_mark || h->gone || (dirty_list && !(h->kind == HOLD_POLL && h->ending)))
+		if (h->gone || (dirty_list && !answering_poll(h)))
 			continue;
-		if ((e = core_stream_sent(H.c, &h->cs, h->sent_mark)) == SIG_OK)
-			h->sent_mark = 0;
+		if (h->sent_mark)
+			e = core_stream_sent(H.c, &h->cs, h->sent_mark);
+		if (e == SIG_OK && dirty_list)
+			e = core_stream_release(H.c, &h->cs);
 	}
 	core_delivery_end(H.c, e == SIG_OK);
+	if (e != SIG_OK)
+		return; /* rolled back: marks stay pending, releases happen on destroy */
+	for (struct held *h = list; h; h = dirty_list ? h->next_dirty : h->next) {
+		if (h->gone || (dirty_list && !answering_poll(h)))
+			continue;
+		h->sent_mark = 0;
+		if (dirty_list)
+			h->released = 1;
+	}
 }
 
 static void run_dirty(void)
