@@ -93,6 +93,11 @@ static struct {
 	struct held *table[1 << TABLE_BITS];
 	struct held *all;
 	struct held *dirty;
+	struct poll_done {
+		core_stream cs;
+		int64_t mark;
+	} *done;               /* answered long-polls, for the next flush_marks() */
+	int ndone, capdone;
 	_Atomic int64_t count;
 } H = {.lock = PTHREAD_MUTEX_INITIALIZER, .ws_listen = -1};
 
@@ -459,42 +464,59 @@ static int pull(struct held *h)
 	return 0;
 }
 
-/* A long-poll about to answer: its marks and its release go together. */
+/* A long-poll about to answer. */
 static int answering_poll(const struct held *h)
 {
 	return h->kind == HOLD_POLL && h->ending && !h->gone;
 }
 
-/* Record the pending sent marks of the streams in a list (linked by
- * next_dirty when dirty_list, else by next), in one write transaction.
- * From the dirty list only long-polls that are about to answer count, and
- * they also let go of their session in it (one commit, not two, per poll). */
-static void record_marks(struct held *list, int dirty_list)
+/* Record, in one write transaction, the sent marks of the streams in list
+ * (linked by next) and, with finished, what answered long-polls left to
+ * record: their marks and the release of their sessions. On failure it all
+ * stays pending for the next time. */
+static void record_marks(struct held *list, int finished)
 {
-	int any = 0;
-	for (struct held *h = list; h && !any; h = dirty_list ? h->next_dirty : h->next)
-		any = dirty_list ? answering_poll(h) : h->sent_mark && !h->gone;
+	int any = finished && H.ndone > 0;
+	for (struct held *h = list; h && !any; h = h->next)
+		any = h->sent_mark && !h->gone;
 	if (!any || core_marks_begin(H.c) != SIG_OK)
 		return;
 	sig_err e = SIG_OK;
-	for (struct held *h = list; h && e == SIG_OK; h = dirty_list ? h->next_dirty : h->next) {
-		if (h->gone || (dirty_list && !answering_poll(h)))
-			continue;
-		if (h->sent_mark)
+	for (struct held *h = list; h && e == SIG_OK; h = h->next)
+		if (h->sent_mark && !h->gone)
 			e = core_stream_sent(H.c, &h->cs, h->sent_mark);
-		if (e == SIG_OK && dirty_list)
-			e = core_stream_release(H.c, &h->cs);
+	for (int i = 0; finished && i < H.ndone && e == SIG_OK; i++) {
+		if (H.done[i].mark)
+			e = core_stream_sent(H.c, &H.done[i].cs, H.done[i].mark);
+		if (e == SIG_OK)
+			e = core_stream_release(H.c, &H.done[i].cs);
 	}
 	core_delivery_end(H.c, e == SIG_OK);
 	if (e != SIG_OK)
-		return; /* rolled back: marks stay pending, releases happen on destroy */
-	for (struct held *h = list; h; h = dirty_list ? h->next_dirty : h->next) {
-		if (h->gone || (dirty_list && !answering_poll(h)))
-			continue;
-		h->sent_mark = 0;
-		if (dirty_list)
-			h->released = 1;
+		return;
+	for (struct held *h = list; h; h = h->next)
+		if (!h->gone)
+			h->sent_mark = 0;
+	if (finished)
+		H.ndone = 0;
+}
+
+/* An answering long-poll leaves its marks and the release of its session
+ * to the next flush (within a second), so its answer waits for no commit:
+ * the client's next poll acknowledges what it got anyway, the mailbox cap
+ * lags a second as for SSE (erring on the side of refusing), and a newer
+ * claim of the session makes the late release a no-op. */
+static void finish_poll(struct held *h)
+{
+	if (H.ndone == H.capdone) {
+		H.capdone = H.capdone ? 2 * H.capdone : 64;
+		H.done = xrealloc(H.done, (size_t)H.capdone * sizeof *H.done);
 	}
+	H.done[H.ndone].cs = h->cs;
+	H.done[H.ndone].mark = h->sent_mark;
+	H.ndone++;
+	h->sent_mark = 0;
+	h->released = 1;
 }
 
 static void run_dirty(void)
@@ -517,9 +539,9 @@ static void run_dirty(void)
 	}
 	if (in_txn)
 		core_delivery_end(H.c, 1);
-	/* A long-poll that is about to answer records what it sends first, so
-	 * the store knows before the client does (one transaction for all). */
-	record_marks(list, 1);
+	for (struct held *h = list; h; h = h->next_dirty)
+		if (answering_poll(h))
+			finish_poll(h);
 	/* Writes happen after the commit: never write while holding the lock. */
 	for (struct held *h = list, *next; h; h = next) {
 		next = h->next_dirty;
@@ -554,7 +576,7 @@ static void run_dirty(void)
  * second (the cap then errs on the side of refusing). */
 static void flush_marks(void)
 {
-	record_marks(H.all, 0);
+	record_marks(H.all, 1);
 }
 
 static void tick(int64_t now)
