@@ -118,7 +118,7 @@ run_throughput() {
 
 # held_one NCHAN_FLAG N [ws] -> "connected rss_per_stream_kb delivered deliver_s"
 held_one() {
-	local base rss out line
+	local base rss=0 out="connected=0" line
 	base=$(rss_kb)
 	coproc LGP { lg $1 --port "$PORT" held "$2" ${3:-}; }
 	local lgpid=$LGP_PID

@@ -128,7 +128,8 @@ static int listen_unix(const char *path)
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -1;
-	if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 && errno == EADDRINUSE) {
+	int rc = bind(fd, (struct sockaddr *)&sa, sizeof sa);
+	if (rc != 0 && errno == EADDRINUSE) {
 		/* A live listener keeps it (another process of ours); a dead one
 		 * left its file behind. */
 		int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -141,12 +142,12 @@ static int listen_unix(const char *path)
 			return -2;
 		}
 		unlink(path);
-		if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-			close(fd);
-			return -1;
-		}
-	} else if (errno == EADDRINUSE) {
+		rc = bind(fd, (struct sockaddr *)&sa, sizeof sa);
+	}
+	if (rc != 0) {
+		int saved = errno;
 		close(fd);
+		errno = saved;
 		return -1;
 	}
 	/* The front server may run as another user; the directory guards it. */
@@ -184,7 +185,8 @@ int ws_listen_open(const char *addr)
 	int fd = strchr(addr, '/') ? listen_unix(addr) : listen_tcp(addr);
 	if (fd == -2)
 		return -2;
-	if (fd < 0 || listen(fd, 1024) != 0) {
+	/* thousands of browsers may reconnect at once, e.g. after a restart */
+	if (fd < 0 || listen(fd, 8192) != 0) {
 		log_error("ws: cannot listen on %s: %s", addr, strerror(errno));
 		if (fd >= 0)
 			close(fd);

@@ -3,7 +3,8 @@
 # 90-nginx.t): the seed's message flow with a stock client, a WebSocket and
 # an SSE client in one room, resume after a dropped socket, a 60 KiB
 # message, bad frames and their close codes, keepalive pings, a burst of
-# 10,000 messages, and an idle client closed. The checks are in
+# 10,000 messages, an idle client closed, and a socket that never reads
+# while others keep relaying. The checks are in
 # tests/ws_suite.py (Debian's python3-websocket, raw frames for bad ones).
 . "$(dirname "$0")/lib.sh"
 
@@ -35,8 +36,8 @@ like "$health" '"ok":true' "the responder is healthy after every bad frame"
 stop_server
 
 if [ -z "${WS_CASES:-}" ]; then
-	start_server -- --heartbeat-timeout 3 --ws-ping 1 || exit 1
-	suite idle
+	start_server -- --heartbeat-timeout 3 --ws-ping 1 --write-timeout 3 --rate-session 100000 --rate-ip 100000 || exit 1
+	suite idle slow
 	stop_server
 fi
 if grep -E "ERROR|AddressSanitizer|runtime error" "$OUT/server.log" >/dev/null; then

@@ -420,6 +420,77 @@ def case_burst():
     b.close()
 
 
+def case_slow():
+    """A socket that never reads while megabytes queue for it: others keep
+    relaying at normal speed, and it is closed."""
+    s, status, _, rest = raw_connect()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.sendall(frame(1, b'{"type":"login","userId":"sl-slow","protocol":"x"}'))
+    s.sendall(frame(1, b'{"type":"join","roomId":"sl-room"}'))
+    c, _ = client("sl-c", "sl-room")
+    a, _ = client("sl-a", "sl-ab")
+    b, _ = client("sl-b", "sl-ab")
+    event(a)
+    blob = "x" * 8000
+    stop = threading.Event()
+
+    def flood():
+        n = 0
+        try:
+            while not stop.is_set() and n < 2000:
+                c.send(json.dumps({"type": "signal", "to": "sl-slow", "pad": blob}))
+                n += 1
+        except OSError:
+            pass  # closed at the end of the case
+        stop.wait()
+
+    def drain_c():
+        c.settimeout(1)
+        while not stop.is_set():
+            try:
+                c.recv()
+            except Exception:  # noqa: BLE001 - timeouts while idle
+                pass
+
+    tf = threading.Thread(target=flood)
+    td = threading.Thread(target=drain_c)
+    tf.start()
+    td.start()
+    time.sleep(1)
+    worst = 0.0
+    for i in range(200):
+        t0 = time.time()
+        cmd(a, {"type": "signal", "to": "sl-b", "n": i})
+        e = event(b)
+        worst = max(worst, time.time() - t0)
+        if e.get("n") != i:
+            break
+    check(e.get("n") == 199 and worst < 0.5, "200 relays between others while the slow socket's queue is full (worst %.0f ms)" % (worst * 1000), e)
+    # the slow socket stops answering pings: it is closed (heartbeat 3 s here)
+    s.setblocking(False)
+    deadline = time.time() + 15
+    closed = False
+    while time.time() < deadline and not closed:
+        time.sleep(0.2)
+        try:
+            while True:
+                d = s.recv(1 << 20)
+                if not d:
+                    closed = True
+                    break
+        except BlockingIOError:
+            pass
+        except OSError:
+            closed = True
+    check(closed, "the socket that never read is closed", "")
+    stop.set()
+    tf.join(10)
+    td.join(10)
+    s.close()
+    for w in (a, b, c):
+        w.close()
+
+
 def case_idle():
     """A client that never answers pings is closed after --heartbeat-timeout."""
     s, status, _, rest = raw_connect()
