@@ -22,7 +22,7 @@ suite() { # suite CASE...: run cases, turn PASS/FAIL lines into TAP
 		INFO\|*) diag "${line#INFO|}" ;;
 		*) diag "$line" ;;
 		esac
-	done < <("$PY" "$ROOT/tests/ws_suite.py" "$BASE" "$@" 2>&1)
+	done < <(SERVER_LOG="$OUT/server.log" "$PY" "$ROOT/tests/ws_suite.py" "$BASE" "$@" 2>&1)
 }
 
 # Limits raised only where a case needs it: a 60 KiB signal (default
