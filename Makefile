@@ -86,9 +86,10 @@ build:
 # Fuzz targets (tests/fuzz/): libFuzzer builds for `make fuzz` (clang), and
 # replay builds (gcc + ASan, no libFuzzer) that `make test` runs over the
 # seed corpus and every crash input kept in tests/fuzz/regress/.
-FUZZ_TARGETS  = json http core
+FUZZ_TARGETS  = json http upgrade core
 FUZZ_SRC_json = fcgi/jsonv.c fcgi/util.c fcgi/log.c fcgi/error.c
 FUZZ_SRC_http = fcgi/httpparse.c fcgi/util.c
+FUZZ_SRC_upgrade = fcgi/httpparse.c fcgi/util.c
 FUZZ_SRC_core = fcgi/util.c fcgi/log.c fcgi/error.c fcgi/config.c fcgi/jsonv.c fcgi/store_sqlite.c \
                 fcgi/ratelimit.c fcgi/core.c build/schema.c
 FUZZ_SECONDS ?= 60

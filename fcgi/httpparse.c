@@ -9,6 +9,8 @@
 #include "httpparse.h"
 #include "util.h"
 
+#include <http_parser.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -149,4 +151,160 @@ int origin_listed(const char *list, const char *origin)
 			list++;
 	}
 	return 0;
+}
+
+/* ---- the WebSocket upgrade request ---- */
+
+enum { H_HOST, H_UPGRADE, H_CONNECTION, H_KEY, H_VERSION, H_ORIGIN, H_COOKIE, H_AUTH, H_XFF, H_PROTO, H__COUNT };
+static const char *const header_names[H__COUNT] = {
+	"host", "upgrade", "connection", "sec-websocket-key", "sec-websocket-version",
+	"origin", "cookie", "authorization", "x-forwarded-for", "x-forwarded-proto",
+};
+
+struct head {
+	buf url, field, value;
+	int in_value, too_long;
+	buf got[H__COUNT];
+};
+
+static void head_store(struct head *hd)
+{
+	if (hd->field.len == 0)
+		return;
+	buf_append(&hd->field, "", 1);
+	buf_append(&hd->value, "", 1);
+	for (int i = 0; i < H__COUNT; i++) {
+		if (strcasecmp(hd->field.data, header_names[i]) != 0)
+			continue;
+		if (hd->got[i].len > 0) /* a repeated header: join as a list */
+			buf_append(&hd->got[i], ",", 1);
+		buf_puts(&hd->got[i], hd->value.data);
+		if (hd->got[i].len > UPGRADE_HEADER_MAX)
+			hd->too_long = 1;
+	}
+	hd->field.len = hd->value.len = 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t len)
+{
+	struct head *hd = p->data;
+	buf_append(&hd->url, at, len);
+	return hd->url.len > UPGRADE_HEADER_MAX ? (hd->too_long = 1) : 0;
+}
+
+static int on_field(http_parser *p, const char *at, size_t len)
+{
+	struct head *hd = p->data;
+	if (hd->in_value) {
+		head_store(hd);
+		hd->in_value = 0;
+	}
+	buf_append(&hd->field, at, len);
+	return hd->field.len > 64 ? (hd->too_long = 1) : 0;
+}
+
+static int on_value(http_parser *p, const char *at, size_t len)
+{
+	struct head *hd = p->data;
+	hd->in_value = 1;
+	buf_append(&hd->value, at, len);
+	return hd->value.len > UPGRADE_HEADER_MAX ? (hd->too_long = 1) : 0;
+}
+
+static int on_headers_done(http_parser *p)
+{
+	struct head *hd = p->data;
+	if (hd->in_value)
+		head_store(hd);
+	return 2; /* no body: stop here, the rest is the upgraded stream */
+}
+
+/* 1 if the comma-separated list has token (case-insensitive). */
+static int has_token(const buf *list, const char *token)
+{
+	size_t tl = strlen(token);
+	for (const char *p = list->len ? list->data : ""; *p;) {
+		p += strspn(p, " \t,");
+		size_t n = strcspn(p, ",");
+		size_t m = n;
+		while (m > 0 && (p[m - 1] == ' ' || p[m - 1] == '\t'))
+			m--;
+		if (m == tl && strncasecmp(p, token, tl) == 0)
+			return 1;
+		p += n;
+	}
+	return 0;
+}
+
+static int is_key(const buf *key)
+{
+	static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	/* 16 bytes in base64: 22 characters and "==" */
+	return key->len == 24 && strspn(key->data, b64) == 22 && strcmp(key->data + 22, "==") == 0;
+}
+
+static char *take(buf *b)
+{
+	if (b->len == 0)
+		return NULL;
+	return b->data; /* NUL-terminated by buf_puts */
+}
+
+enum upgrade_result upgrade_parse(const char *head, size_t len, struct upgrade *u)
+{
+	memset(u, 0, sizeof *u);
+	struct head *hd = xcalloc(1, sizeof *hd);
+	u->mem_ = hd;
+	http_parser p;
+	http_parser_settings s;
+	http_parser_settings_init(&s);
+	s.on_url = on_url;
+	s.on_header_field = on_field;
+	s.on_header_value = on_value;
+	s.on_headers_complete = on_headers_done;
+	http_parser_init(&p, HTTP_REQUEST);
+	p.data = hd;
+	http_parser_execute(&p, &s, head, len);
+	enum http_errno pe = HTTP_PARSER_ERRNO(&p);
+	if (hd->too_long)
+		return UPGRADE_TOO_LARGE;
+	if ((pe != HPE_OK && pe != HPE_CB_headers_complete) || hd->url.len == 0)
+		return UPGRADE_BAD;
+	buf_append(&hd->url, "", 1);
+	char *target = hd->url.data;
+	char *q = strchr(target, '?');
+	if (q)
+		*q++ = '\0';
+	if (strcmp(target, "/api/ws") != 0)
+		return UPGRADE_NOT_FOUND;
+	if (p.method != HTTP_GET)
+		return UPGRADE_METHOD;
+	if (!has_token(&hd->got[H_UPGRADE], "websocket") || !has_token(&hd->got[H_CONNECTION], "upgrade") ||
+	    !is_key(&hd->got[H_KEY]))
+		return UPGRADE_BAD;
+	if (hd->got[H_VERSION].len == 0 || strcmp(hd->got[H_VERSION].data, "13") != 0)
+		return UPGRADE_VERSION;
+	u->query = q;
+	u->host = take(&hd->got[H_HOST]);
+	u->key = take(&hd->got[H_KEY]);
+	u->origin = take(&hd->got[H_ORIGIN]);
+	u->cookie = take(&hd->got[H_COOKIE]);
+	u->auth = take(&hd->got[H_AUTH]);
+	u->xff = take(&hd->got[H_XFF]);
+	u->proto = take(&hd->got[H_PROTO]);
+	return UPGRADE_OK;
+}
+
+void upgrade_free(struct upgrade *u)
+{
+	struct head *hd = u->mem_;
+	if (hd == NULL)
+		return;
+	buf_free(&hd->url);
+	buf_free(&hd->field);
+	buf_free(&hd->value);
+	for (int i = 0; i < H__COUNT; i++)
+		buf_free(&hd->got[i]);
+	free(hd);
+	u->mem_ = NULL;
 }

@@ -1,11 +1,13 @@
 /*
- * httpparse.h - pure parsers for what arrives in FastCGI parameters: the
- * query string, the token (Authorization header, ?token=, cookie) and
- * --allow-origin lists. No I/O, no libfcgi: fuzzed in tests/fuzz/.
+ * httpparse.h - pure parsers for what arrives in FastCGI parameters (the
+ * query string, the token from the Authorization header, ?token= or the
+ * cookie, --allow-origin lists) and for the WebSocket upgrade request.
+ * No I/O, no libfcgi: fuzzed in tests/fuzz/.
  */
 #ifndef SIG_HTTPPARSE_H
 #define SIG_HTTPPARSE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #define QUERY_MAX_PAIRS 8
@@ -40,5 +42,28 @@ enum token_source token_pick(const char *auth, const struct query *q, const char
 
 /* 1 if origin is one of the comma-separated origins in list (NULL: none). */
 int origin_listed(const char *list, const char *origin);
+
+/* A WebSocket upgrade request (RFC 6455 4.2.1), parsed by http_parser and
+ * checked: GET /api/ws, Upgrade: websocket, Connection: upgrade, a 16-byte
+ * base64 Sec-WebSocket-Key, Sec-WebSocket-Version: 13. The strings are
+ * NUL-terminated copies (NULL when absent; repeated headers joined by ","). */
+#define UPGRADE_HEADER_MAX 4096
+struct upgrade {
+	char *query; /* after '?' in the request target, or NULL */
+	char *host, *key, *origin, *cookie, *auth, *xff, *proto;
+	void *mem_;  /* owns the strings */
+};
+enum upgrade_result {
+	UPGRADE_OK,
+	UPGRADE_BAD,       /* not HTTP, or not a valid upgrade */
+	UPGRADE_VERSION,   /* a version other than 13 */
+	UPGRADE_TOO_LARGE, /* a header or the target over UPGRADE_HEADER_MAX */
+	UPGRADE_NOT_FOUND, /* another path */
+	UPGRADE_METHOD,    /* not GET */
+};
+/* Parse the request head (through its blank line). Always call
+ * upgrade_free() afterwards, whatever the result. */
+enum upgrade_result upgrade_parse(const char *head, size_t len, struct upgrade *u);
+void upgrade_free(struct upgrade *u);
 
 #endif

@@ -5,7 +5,7 @@
  *
  * Design note. The socket lives on the hold loop (hold.c), which writes
  * what this file frames and delivers the attached session's events as
- * text messages. This file reads the HTTP handshake (parsed by http_parser,
+ * text messages. This file reads the HTTP handshake (parsed by httpparse.c,
  * answered with SHA-1 and base64 from libcrypto) and then hands the bytes
  * to wslay, which does the RFC 6455 framing: masking, fragments, UTF-8 of
  * text messages, control frames, close codes and the message size cap.
@@ -39,7 +39,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <http_parser.h>
 #include <netdb.h>
 #include <openssl/evp.h>
 #include <openssl/sha.h>
@@ -55,7 +54,6 @@
 #include <wslay/wslay.h>
 
 #define HEAD_MAX 8192             /* the upgrade request, headers included */
-#define HEADER_VALUE_MAX 4096
 #define INBOX_MAX 64              /* messages waiting behind the one in flight */
 #define INBOX_BYTES (1024 * 1024)
 #define OUT_HIGH (256 * 1024)     /* stop reading commands while replies pile up */
@@ -306,100 +304,6 @@ static int after_io(struct ws_conn *w)
 
 /* ---- the handshake ---- */
 
-struct head {
-	buf url, field, value;
-	int in_value;
-	const char *want[10];
-	buf got[10];
-	int too_long;
-};
-
-enum { H_HOST, H_UPGRADE, H_CONNECTION, H_KEY, H_VERSION, H_ORIGIN, H_COOKIE, H_AUTH, H_XFF, H_PROTO };
-static const char *const head_names[] = {"host", "upgrade", "connection", "sec-websocket-key",
-					 "sec-websocket-version", "origin", "cookie", "authorization",
-					 "x-forwarded-for", "x-forwarded-proto"};
-
-static void head_store(struct head *hd)
-{
-	if (hd->field.len == 0)
-		return;
-	buf_append(&hd->field, "", 1);
-	buf_append(&hd->value, "", 1);
-	for (int i = 0; i < 10; i++) {
-		if (strcasecmp(hd->field.data, head_names[i]) != 0)
-			continue;
-		if (hd->got[i].len > 0) /* a repeated header: join as a list */
-			buf_append(&hd->got[i], ",", 1);
-		buf_puts(&hd->got[i], hd->value.data);
-	}
-	hd->field.len = hd->value.len = 0;
-}
-
-static int on_url(http_parser *p, const char *at, size_t len)
-{
-	struct head *hd = p->data;
-	buf_append(&hd->url, at, len);
-	return hd->url.len > HEADER_VALUE_MAX;
-}
-
-static int on_field(http_parser *p, const char *at, size_t len)
-{
-	struct head *hd = p->data;
-	if (hd->in_value) {
-		head_store(hd);
-		hd->in_value = 0;
-	}
-	buf_append(&hd->field, at, len);
-	return hd->field.len > 64 ? (hd->too_long = 1) : 0;
-}
-
-static int on_value(http_parser *p, const char *at, size_t len)
-{
-	struct head *hd = p->data;
-	hd->in_value = 1;
-	buf_append(&hd->value, at, len);
-	return hd->value.len > HEADER_VALUE_MAX ? (hd->too_long = 1) : 0;
-}
-
-static int on_headers_done(http_parser *p)
-{
-	struct head *hd = p->data;
-	if (hd->in_value)
-		head_store(hd);
-	return 2; /* no body: stop here (the upgrade) */
-}
-
-static void head_free(struct head *hd)
-{
-	buf_free(&hd->url);
-	buf_free(&hd->field);
-	buf_free(&hd->value);
-	for (int i = 0; i < 10; i++)
-		buf_free(&hd->got[i]);
-}
-
-static const char *hget(struct head *hd, int i)
-{
-	return hd->got[i].len ? hd->got[i].data : NULL;
-}
-
-/* 1 if the comma-separated list has token (case-insensitive). */
-static int has_token(const char *list, const char *token)
-{
-	size_t tl = strlen(token);
-	for (const char *p = list; p && *p;) {
-		p += strspn(p, " \t,");
-		size_t n = strcspn(p, ",");
-		size_t m = n;
-		while (m > 0 && (p[m - 1] == ' ' || p[m - 1] == '\t'))
-			m--;
-		if (m == tl && strncasecmp(p, token, tl) == 0)
-			return 1;
-		p += n;
-	}
-	return 0;
-}
-
 static void accept_key(const char *key, char out[29])
 {
 	unsigned char sha[SHA_DIGEST_LENGTH];
@@ -427,17 +331,16 @@ static int refuse(struct ws_conn *w, sig_err e, const char *extra)
 
 /* May a browser on `origin` use this socket, and may its cookie count?
  * The policy of the HTTP API (web.c): same origin, or --allow-origin. */
-static sig_err origin_check(struct head *hd, int *cookie_ok)
+static sig_err origin_check(const struct upgrade *u, int *cookie_ok)
 {
-	const char *origin = hget(hd, H_ORIGIN), *host = hget(hd, H_HOST), *proto = hget(hd, H_PROTO);
 	*cookie_ok = 1;
-	if (origin == NULL)
+	if (u->origin == NULL)
 		return SIG_OK; /* not a browser */
-	const char *scheme = proto && strcasecmp(proto, "https") == 0 ? "https://" : "http://";
+	const char *scheme = u->proto && strcasecmp(u->proto, "https") == 0 ? "https://" : "http://";
 	size_t sl = strlen(scheme);
-	if (host && strncmp(origin, scheme, sl) == 0 && strcmp(origin + sl, host) == 0)
+	if (u->host && strncmp(u->origin, scheme, sl) == 0 && strcmp(u->origin + sl, u->host) == 0)
 		return SIG_OK;
-	if (origin_listed(cfg.allow_origin, origin))
+	if (origin_listed(cfg.allow_origin, u->origin))
 		return SIG_OK;
 	if (cfg.allow_origin && strcmp(cfg.allow_origin, "*") == 0) {
 		*cookie_ok = 0; /* any site may connect, with an explicit token only */
@@ -449,10 +352,9 @@ static sig_err origin_check(struct head *hd, int *cookie_ok)
 /* The client address: the last X-Forwarded-For entry is the one the front
  * server itself saw (earlier ones are the client's say); without one, the
  * peer of a TCP listener. The listener is for the front server only. */
-static void pick_remote(struct head *hd, int fd, char *out, size_t size)
+static void pick_remote(const struct upgrade *u, int fd, char *out, size_t size)
 {
-	const char *xff = hget(hd, H_XFF);
-	if (xff == NULL) {
+	if (u->xff == NULL) {
 		struct sockaddr_storage sa;
 		socklen_t len = sizeof sa;
 		char host[64] = "-";
@@ -461,78 +363,47 @@ static void pick_remote(struct head *hd, int fd, char *out, size_t size)
 		snprintf(out, size, "%s", host);
 		return;
 	}
-	const char *last = strrchr(xff, ',');
-	const char *s = last ? last + 1 : xff;
+	const char *last = strrchr(u->xff, ',');
+	const char *s = last ? last + 1 : u->xff;
 	s += strspn(s, " ");
 	snprintf(out, size, "%.*s", (int)strcspn(s, " "), s);
 }
 
 static void submit(struct ws_conn *w, char *body, size_t len, int implicit);
 
+static const sig_err upgrade_errors[] = {
+	[UPGRADE_BAD] = SIG_E_BAD_REQUEST,   [UPGRADE_VERSION] = SIG_E_BAD_REQUEST,
+	[UPGRADE_TOO_LARGE] = SIG_E_TOO_LARGE, [UPGRADE_NOT_FOUND] = SIG_E_NOT_FOUND,
+	[UPGRADE_METHOD] = SIG_E_METHOD,
+};
+
 static int handshake(struct ws_conn *w, size_t head_len)
 {
-	struct head hd = {0};
-	http_parser p;
-	http_parser_settings s;
-	http_parser_settings_init(&s);
-	s.on_url = on_url;
-	s.on_header_field = on_field;
-	s.on_header_value = on_value;
-	s.on_headers_complete = on_headers_done;
-	http_parser_init(&p, HTTP_REQUEST);
-	p.data = &hd;
-	http_parser_execute(&p, &s, w->head.data, head_len);
-	enum http_errno pe = HTTP_PARSER_ERRNO(&p);
-	int rc;
-	char path[16] = "", key_out[29];
+	struct upgrade u;
 	struct query q;
-	int cookie_ok = 0;
-	const char *key = hget(&hd, H_KEY), *version = hget(&hd, H_VERSION);
-	if (hd.too_long) {
-		rc = refuse(w, SIG_E_TOO_LARGE, NULL);
-		goto out;
-	}
-	if ((pe != HPE_OK && pe != HPE_CB_headers_complete) || hd.url.len == 0) {
-		rc = refuse(w, SIG_E_BAD_REQUEST, NULL);
-		goto out;
-	}
-	buf_append(&hd.url, "", 1);
-	size_t plen = strcspn(hd.url.data, "?");
-	const char *qs = hd.url.data[plen] == '?' ? hd.url.data + plen + 1 : NULL;
-	if (plen < sizeof path)
-		memcpy(path, hd.url.data, plen);
-	if (plen >= sizeof path || strcmp(path, "/api/ws") != 0) {
-		rc = refuse(w, SIG_E_NOT_FOUND, NULL);
-		goto out;
-	}
-	if (p.method != HTTP_GET) {
-		rc = refuse(w, SIG_E_METHOD, "Allow: GET\r\n");
-		goto out;
-	}
-	if (!has_token(hget(&hd, H_UPGRADE), "websocket") || !has_token(hget(&hd, H_CONNECTION), "upgrade") ||
-	    key == NULL || strlen(key) != 24 || strspn(key, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=") != 24) {
-		rc = refuse(w, SIG_E_BAD_REQUEST, NULL);
-		goto out;
-	}
-	if (version == NULL || strcmp(version, "13") != 0) {
-		rc = refuse(w, SIG_E_BAD_REQUEST, "Sec-WebSocket-Version: 13\r\n");
-		goto out;
-	}
+	int cookie_ok = 0, rc;
 	int64_t last_id = 0;
-	if (query_parse(qs, &q) != 0 || query_int(&q, "lastEventId", INT64_MAX, &last_id) != 0) {
+	char key_out[29], token[CORE_TOKEN_LEN + 1];
+	enum upgrade_result ur = upgrade_parse(w->head.data, head_len, &u);
+	if (ur != UPGRADE_OK) {
+		rc = refuse(w, upgrade_errors[ur],
+			    ur == UPGRADE_VERSION ? "Sec-WebSocket-Version: 13\r\n"
+			    : ur == UPGRADE_METHOD ? "Allow: GET\r\n" : NULL);
+		goto out;
+	}
+	if (query_parse(u.query, &q) != 0 || query_int(&q, "lastEventId", INT64_MAX, &last_id) != 0) {
 		rc = refuse(w, SIG_E_BAD_REQUEST, NULL);
 		goto out;
 	}
-	sig_err e = origin_check(&hd, &cookie_ok);
+	sig_err e = origin_check(&u, &cookie_ok);
 	if (e != SIG_OK) {
 		rc = refuse(w, e, NULL);
 		goto out;
 	}
-	char token[CORE_TOKEN_LEN + 1];
-	token_pick(hget(&hd, H_AUTH), &q, cookie_ok ? hget(&hd, H_COOKIE) : NULL, token);
-	pick_remote(&hd, held_fd(w->h), w->remote, sizeof w->remote);
+	token_pick(u.auth, &q, cookie_ok ? u.cookie : NULL, token);
+	pick_remote(&u, held_fd(w->h), w->remote, sizeof w->remote);
 
-	accept_key(key, key_out);
+	accept_key(u.key, key_out);
 	buf_printf(held_out(w->h),
 		   "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
 		   "Sec-WebSocket-Accept: %s\r\n\r\n", key_out);
@@ -561,7 +432,7 @@ static int handshake(struct ws_conn *w, size_t head_len)
 	if (rc == 0 && w->early.len > 0)
 		rc = ws_readable(w);
 out:
-	head_free(&hd);
+	upgrade_free(&u);
 	return rc;
 }
 

@@ -1,0 +1,21 @@
+/*
+ * fuzz_upgrade.c - the WebSocket upgrade request head (upgrade_parse): any
+ * bytes, as the front server would pass them on.
+ */
+#include "httpparse.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct upgrade u;
+	enum upgrade_result r = upgrade_parse((const char *)data, size, &u);
+	if (r == UPGRADE_OK && (u.key == NULL || strlen(u.key) != 24))
+		abort(); /* an accepted upgrade always has a well-formed key */
+	if (r != UPGRADE_OK && (u.key || u.query || u.host))
+		abort(); /* a refused one exposes nothing */
+	upgrade_free(&u);
+	return 0;
+}
