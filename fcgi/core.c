@@ -706,28 +706,26 @@ sig_err core_stream_release(core *c, const core_stream *s)
 	return store_stream_release(c->st, s->session, s->gen);
 }
 
-sig_err core_stream_close(core *c, const core_stream *s)
+/* End a transaction whose one step returned e: commit, or roll back. */
+static sig_err finish_txn(core *c, sig_err e)
 {
-	sig_err e = store_begin(c->st);
-	if (e != SIG_OK)
-		return e;
-	if ((e = store_stream_release(c->st, s->session, s->gen)) != SIG_OK) {
+	if (e != SIG_OK) {
 		store_rollback(c->st);
 		return e;
 	}
 	return store_commit(c->st);
 }
 
+sig_err core_stream_close(core *c, const core_stream *s)
+{
+	sig_err e = store_begin(c->st);
+	return e != SIG_OK ? e : finish_txn(c, store_stream_release(c->st, s->session, s->gen));
+}
+
 sig_err core_streams_refresh(core *c, int64_t owner)
 {
 	sig_err e = store_begin(c->st);
-	if (e != SIG_OK)
-		return e;
-	if ((e = store_streams_refresh(c->st, owner, now_ms())) != SIG_OK) {
-		store_rollback(c->st);
-		return e;
-	}
-	return store_commit(c->st);
+	return e != SIG_OK ? e : finish_txn(c, store_streams_refresh(c->st, owner, now_ms()));
 }
 
 sig_err core_recent_recipients(core *c, int64_t owner, int64_t after, int64_t *sids, int max,
@@ -742,13 +740,7 @@ sig_err core_recent_recipients(core *c, int64_t owner, int64_t after, int64_t *s
 static sig_err rate_gc(core *c, int64_t now)
 {
 	sig_err e = store_begin(c->st);
-	if (e != SIG_OK)
-		return e;
-	if ((e = store_rate_gc(c->st, now - 3600 * 1000)) != SIG_OK) {
-		store_rollback(c->st);
-		return e;
-	}
-	return store_commit(c->st);
+	return e != SIG_OK ? e : finish_txn(c, store_rate_gc(c->st, now - 3600 * 1000));
 }
 
 sig_err core_prune(core *c, int64_t now, core_wakes *w, int *pruned)

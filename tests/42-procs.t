@@ -16,10 +16,8 @@ ok $([ -n "$holder" ]; echo $?) "bob's stream is held by process $holder"
 cross=0
 worst=0
 for n in $(seq 1 20); do
-	t0=$(date +%s%N)
-	post "$A" "{\"type\":\"signal\",\"to\":\"bob\",\"n\":$n}"
-	wait_for "$OUT/bob.sse" "\"n\":$n[,}]" 5 || break
-	ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+	relay "$A" bob "$n" "$OUT/bob.sse" || break
+	ms=$RELAY_MS
 	server=$(grep 'cmd: signal by alice' "$OUT/server.log" | tail -1 | sed -E 's/.*\[([0-9]+)\].*/\1/')
 	if [ "$server" != "$holder" ]; then
 		cross=$((cross + 1))

@@ -189,5 +189,15 @@ wait_for() {
 	return 1
 }
 
+# relay TOKEN TO N SSEFILE: signal {"n":N} to TO and wait for it on TO's
+# stream; sets RELAY_MS (curl start-up included), returns 1 on a timeout.
+relay() {
+	local t0
+	t0=$(date +%s%N)
+	post "$1" "{\"type\":\"signal\",\"to\":\"$2\",\"n\":$3}"
+	wait_for "$4" "\"n\":$3[,}]" 5 || return 1
+	RELAY_MS=$(( ($(date +%s%N) - t0) / 1000000 ))
+}
+
 # sse_data FILE: the JSON of each data: line, one per line.
 sse_data() { sed -n 's/^data: //p' "$1"; }
