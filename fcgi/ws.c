@@ -489,7 +489,8 @@ int ws_readable(struct ws_conn *w)
 				log_info("ws: %s %s", w->remote, w->eof ? "went away" : "sent a malformed frame");
 			if (!w->eof)
 				wslay_event_send(w->ctx); /* the close wslay queued for it */
-			return held_close_after_flush(w->h);
+			rc = held_close_after_flush(w->h);
+			break;
 		}
 		rc = after_io(w);
 	} while (rc == 0 && w->again);
