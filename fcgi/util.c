@@ -6,6 +6,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -136,5 +137,16 @@ int parse_i64(const char *s, int64_t min, int64_t max, int64_t *out)
 	if (errno != 0 || end == s || *end != '\0' || v < min || v > max)
 		return -1;
 	*out = v;
+	return 0;
+}
+
+int start_threads(int n, void *(*fn)(void *))
+{
+	for (int i = 0; i < n; i++) {
+		pthread_t t;
+		if (pthread_create(&t, NULL, fn, NULL) != 0)
+			return -1;
+		pthread_detach(t);
+	}
 	return 0;
 }

@@ -31,6 +31,10 @@ void buf_printf(buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3
 void buf_consume(buf *b, size_t n);
 void buf_free(buf *b);
 
+/* Start n detached threads running fn(NULL). Returns 0, or -1 when one
+ * could not be created. */
+int start_threads(int n, void *(*fn)(void *));
+
 /* Wall clock in milliseconds since the epoch (stored timestamps). */
 int64_t now_ms(void);
 /* Monotonic clock in microseconds (timeouts and measurements). */

@@ -346,13 +346,9 @@ int web_start(int listen_fd, int threads, int64_t owner, web_core_factory make_c
 	web_owner = owner;
 	web_listen_fd = listen_fd;
 	web_make_core = make_core;
-	for (int i = 0; i < threads; i++) {
-		pthread_t t;
-		if (pthread_create(&t, NULL, web_main, NULL) != 0) {
-			log_error("web: cannot start request thread %d", i);
-			return -1;
-		}
-		pthread_detach(t);
+	if (start_threads(threads, web_main) != 0) {
+		log_error("web: cannot start the request threads");
+		return -1;
 	}
 	return 0;
 }

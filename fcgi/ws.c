@@ -820,13 +820,9 @@ int ws_start(int threads, int64_t owner, web_core_factory make_core)
 	Q.tail = &Q.head;
 	Q.owner = owner;
 	Q.make_core = make_core;
-	for (int i = 0; i < threads; i++) {
-		pthread_t t;
-		if (pthread_create(&t, NULL, ws_worker, NULL) != 0) {
-			log_error("ws: cannot start command thread %d", i);
-			return -1;
-		}
-		pthread_detach(t);
+	if (start_threads(threads, ws_worker) != 0) {
+		log_error("ws: cannot start the command threads");
+		return -1;
 	}
 	return 0;
 }

@@ -172,34 +172,19 @@ try {
   await closeAll();
 
   // 3. each transport forced: WebSocket, SSE, long-poll
-  await attempt('the call over WebSocket', async () => {
-    const a = await openPage('wsA', 'sockets', { transport: 'ws' });
-    const b = await openPage('wsB', 'sockets', { transport: 'ws' });
-    await channelsOpen(a, ['wsB']);
-    await channelsOpen(b, ['wsA']);
-    await chat(a, b, 'over WebSocket');
-    ok((await a.getAttribute('#transportState', 'data-transport')) === 'ws' &&
-      /WebSocket: open/.test(await a.textContent('#transportState')), 'the two-page call completes with WebSocket forced, and the page says so');
-  });
-  await closeAll();
-  await attempt('the call over SSE', async () => {
-    const a = await openPage('sseA', 'streams', { transport: 'sse' });
-    const b = await openPage('sseB', 'streams', { transport: 'sse' });
-    await channelsOpen(a, ['sseB']);
-    await channelsOpen(b, ['sseA']);
-    await chat(a, b, 'over SSE');
-    ok((await a.getAttribute('#transportState', 'data-transport')) === 'sse', 'the two-page call completes with SSE forced');
-  });
-  await closeAll();
-  await attempt('the call over long-poll', async () => {
-    const a = await openPage('pollA', 'polled', { transport: 'poll' });
-    const b = await openPage('pollB', 'polled', { transport: 'poll' });
-    await channelsOpen(a, ['pollB']);
-    await channelsOpen(b, ['pollA']);
-    await chat(a, b, 'over long-poll');
-    ok((await a.getAttribute('#transportState', 'data-transport')) === 'poll', 'the two-page call completes with long-poll forced');
-  });
-  await closeAll();
+  for (const [t, label, room] of [['ws', 'WebSocket', 'sockets'], ['sse', 'SSE', 'streams'], ['poll', 'long-poll', 'polled']]) {
+    await attempt(`the call over ${label}`, async () => {
+      const a = await openPage(`${t}A`, room, { transport: t });
+      const b = await openPage(`${t}B`, room, { transport: t });
+      await channelsOpen(a, [`${t}B`]);
+      await channelsOpen(b, [`${t}A`]);
+      await chat(a, b, `over ${label}`);
+      const shown = await a.textContent('#transportState');
+      ok((await a.getAttribute('#transportState', 'data-transport')) === t && shown.startsWith(`${label}: open`),
+        `the two-page call completes with ${label} forced, and the page says so`, shown);
+    });
+    await closeAll();
+  }
 
   // 3b. automatic mode without EventSource falls back to long-poll by itself
   await attempt('auto mode falls back to long-poll', async () => {
