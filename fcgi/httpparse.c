@@ -153,6 +153,23 @@ int origin_listed(const char *list, const char *origin)
 	return 0;
 }
 
+enum origin_verdict origin_decide(const char *origin, int https, const char *host, const char *allow)
+{
+	if (origin == NULL)
+		return ORIGIN_SAME;
+	const char *scheme = https ? "https://" : "http://";
+	size_t sl = strlen(scheme);
+	if (host && strncmp(origin, scheme, sl) == 0 && strcmp(origin + sl, host) == 0)
+		return ORIGIN_SAME;
+	if (strlen(origin) > 200 || strpbrk(origin, "\r\n"))
+		return ORIGIN_FORBIDDEN;
+	if (origin_listed(allow, origin))
+		return ORIGIN_LISTED;
+	if (allow && strcmp(allow, "*") == 0)
+		return ORIGIN_TOKEN_ONLY;
+	return ORIGIN_FORBIDDEN;
+}
+
 /* ---- the WebSocket upgrade request ---- */
 
 enum { H_HOST, H_UPGRADE, H_CONNECTION, H_KEY, H_VERSION, H_ORIGIN, H_COOKIE, H_AUTH, H_XFF, H_PROTO, H__COUNT };

@@ -43,6 +43,14 @@ enum token_source token_pick(const char *auth, const struct query *q, const char
 /* 1 if origin is one of the comma-separated origins in list (NULL: none). */
 int origin_listed(const char *list, const char *origin);
 
+/* The API's policy for a browser's Origin: the same origin as
+ * scheme://host (or none: not a browser), or one listed in allow
+ * (--allow-origin), may use the cookie; with allow "*" any origin may call,
+ * but only with an explicit token. An origin over 200 bytes or with CR/LF
+ * is forbidden (it would be echoed in a header). */
+enum origin_verdict { ORIGIN_SAME, ORIGIN_LISTED, ORIGIN_TOKEN_ONLY, ORIGIN_FORBIDDEN };
+enum origin_verdict origin_decide(const char *origin, int https, const char *host, const char *allow);
+
 /* A WebSocket upgrade request (RFC 6455 4.2.1), parsed by http_parser and
  * checked: GET /api/ws, Upgrade: websocket, Connection: upgrade, a 16-byte
  * base64 Sec-WebSocket-Key, Sec-WebSocket-Version: 13. The strings are

@@ -50,39 +50,29 @@ static enum token_source find_token(FCGX_Request *req, const struct query *q, ch
  * any origin call with an explicit token, never with the cookie. A request
  * without Origin (curl, native apps) is not a browser's cross-site call. */
 
-static int origin_any(void)
-{
-	return cfg.allow_origin && strcmp(cfg.allow_origin, "*") == 0;
-}
-
-static int same_origin(FCGX_Request *req, const char *origin)
-{
-	const char *host = FCGX_GetParam("HTTP_HOST", req->envp);
-	const char *https = FCGX_GetParam("HTTPS", req->envp);
-	const char *scheme = https && strcmp(https, "on") == 0 ? "https://" : "http://";
-	size_t sl = strlen(scheme);
-	return host && strncmp(origin, scheme, sl) == 0 && strcmp(origin + sl, host) == 0;
-}
-
 /* Decide the Origin policy. Returns SIG_OK and fills cors (header lines,
  * "" when none are needed) or SIG_E_FORBIDDEN_ORIGIN. */
 static sig_err origin_policy(FCGX_Request *req, enum token_source src, char *cors, size_t size)
 {
 	cors[0] = '\0';
 	const char *origin = FCGX_GetParam("HTTP_ORIGIN", req->envp);
-	if (origin == NULL || same_origin(req, origin))
+	const char *https = FCGX_GetParam("HTTPS", req->envp);
+	switch (origin_decide(origin, https && strcmp(https, "on") == 0, FCGX_GetParam("HTTP_HOST", req->envp),
+			      cfg.allow_origin)) {
+	case ORIGIN_SAME:
 		return SIG_OK;
-	if (strlen(origin) > 200 || strpbrk(origin, "\r\n"))
-		return SIG_E_FORBIDDEN_ORIGIN;
-	if (origin_listed(cfg.allow_origin, origin)) {
+	case ORIGIN_LISTED:
 		snprintf(cors, size,
 			 "Access-Control-Allow-Origin: %s\r\nAccess-Control-Allow-Credentials: true\r\n"
 			 "Vary: Origin\r\n", origin);
 		return SIG_OK;
-	}
-	if (origin_any() && src != TOKEN_COOKIE) {
+	case ORIGIN_TOKEN_ONLY:
+		if (src == TOKEN_COOKIE)
+			return SIG_E_FORBIDDEN_ORIGIN;
 		snprintf(cors, size, "Access-Control-Allow-Origin: %s\r\nVary: Origin\r\n", origin);
 		return SIG_OK;
+	case ORIGIN_FORBIDDEN:
+		break;
 	}
 	return SIG_E_FORBIDDEN_ORIGIN;
 }

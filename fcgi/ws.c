@@ -329,24 +329,14 @@ static int refuse(struct ws_conn *w, sig_err e, const char *extra)
 	return held_close_after_flush(w->h);
 }
 
-/* May a browser on `origin` use this socket, and may its cookie count?
- * The policy of the HTTP API (web.c): same origin, or --allow-origin. */
+/* May a browser on this Origin use the socket, and may its cookie count?
+ * The policy of the HTTP API (origin_decide). */
 static sig_err origin_check(const struct upgrade *u, int *cookie_ok)
 {
-	*cookie_ok = 1;
-	if (u->origin == NULL)
-		return SIG_OK; /* not a browser */
-	const char *scheme = u->proto && strcasecmp(u->proto, "https") == 0 ? "https://" : "http://";
-	size_t sl = strlen(scheme);
-	if (u->host && strncmp(u->origin, scheme, sl) == 0 && strcmp(u->origin + sl, u->host) == 0)
-		return SIG_OK;
-	if (origin_listed(cfg.allow_origin, u->origin))
-		return SIG_OK;
-	if (cfg.allow_origin && strcmp(cfg.allow_origin, "*") == 0) {
-		*cookie_ok = 0; /* any site may connect, with an explicit token only */
-		return SIG_OK;
-	}
-	return SIG_E_FORBIDDEN_ORIGIN;
+	enum origin_verdict v = origin_decide(u->origin, u->proto && strcasecmp(u->proto, "https") == 0, u->host,
+					      cfg.allow_origin);
+	*cookie_ok = v == ORIGIN_SAME || v == ORIGIN_LISTED;
+	return v == ORIGIN_FORBIDDEN ? SIG_E_FORBIDDEN_ORIGIN : SIG_OK;
 }
 
 /* The client address: the last X-Forwarded-For entry is the one the front

@@ -1,7 +1,8 @@
 /*
- * fuzz_http.c - query strings, tokens (header, query, cookie), origin lists
- * and Last-Event-ID numbers. The input is split at newlines into: query
- * string, Authorization header, Cookie header, origin list, origin.
+ * fuzz_http.c - query strings, tokens (header, query, cookie), origin lists,
+ * the Origin policy and Last-Event-ID numbers. The input is split at
+ * newlines into: query string, Authorization header (also the host for the
+ * Origin policy), Cookie header, origin list, origin.
  */
 #include "httpparse.h"
 #include "util.h"
@@ -43,8 +44,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (src != TOKEN_NONE && tok[0] && strlen(tok) != HTTP_TOKEN_LEN)
 			abort(); /* a token is exactly HTTP_TOKEN_LEN bytes or empty */
 	}
-	if (origin)
-		(void)origin_listed(list, origin);
+	if (origin) {
+		int listed = origin_listed(list, origin);
+		enum origin_verdict v = origin_decide(origin, qs && qs[0] == 's', auth, list);
+		if (v == ORIGIN_LISTED && !listed)
+			abort(); /* "listed" means listed */
+		if ((v == ORIGIN_LISTED || v == ORIGIN_TOKEN_ONLY) && (strlen(origin) > 200 || strpbrk(origin, "\r\n")))
+			abort(); /* never echo a header-breaking origin */
+	}
 	int64_t id = 0;
 	if (qs && parse_i64(qs, 0, INT64_MAX, &id) == 0 && id < 0)
 		abort();
