@@ -58,7 +58,8 @@ is "$(grep -- '--room-limit' "$OUT/help.txt" | grep -c 'default 5')" 1 "... with
 WSPORT=$(free_port)
 PIDS=""
 for i in 1 2; do
-	"$BIN" --listen 127.0.0.1:$(free_port) --ws-listen 127.0.0.1:$WSPORT --db "$OUT/pair.db" --verbose >"$OUT/pair$i.log" 2>&1 &
+	FPORT[$i]=$(free_port)
+	"$BIN" --listen 127.0.0.1:${FPORT[$i]} --ws-listen 127.0.0.1:$WSPORT --db "$OUT/pair.db" --verbose --recheck 30 >"$OUT/pair$i.log" 2>&1 &
 	PIDS="$PIDS $!"
 done
 sleep 0.5
@@ -77,5 +78,39 @@ PY
 like "$(cat "$OUT/pair-ws.log")" '^16 sockets' "16 WebSocket connections on the shared port answered"
 n1=$(grep -c 'ws: open' "$OUT/pair1.log"); n2=$(grep -c 'ws: open' "$OUT/pair2.log")
 ok $([ "$n1" -gt 0 ] && [ "$n2" -gt 0 ] && echo 0 || echo 1) "... served by both processes ($n1 + $n2)"
+
+# A WebSocket client held by one process gets a signal POSTed to the other
+# (the bell crosses processes for sockets as for SSE).
+ADDR=127.0.0.1:${FPORT[1]}
+r=$(fcgi POST /api/cmd '{"type":"login","userId":"sender"}')
+stok=$(printf '%s' "$r" | sed -n 's/.*"token":"\([0-9a-f]*\)".*/\1/p')
+/usr/bin/python3 - "$WSPORT" >"$OUT/pair-recv.log" 2>&1 <<'PY' &
+import json, sys, websocket
+w = websocket.create_connection("ws://127.0.0.1:%s/api/ws" % sys.argv[1], timeout=10)
+w.send(json.dumps({"type": "login", "userId": "receiver"}))
+print("login", json.loads(w.recv())["success"], flush=True)
+w.send(json.dumps({"type": "join", "roomId": "x"}))
+w.recv()
+while True:
+    m = json.loads(w.recv())
+    if m.get("type") == "signal":
+        print("got", m["n"], flush=True)
+        break
+PY
+RPID=$!
+for i in $(seq 1 100); do grep -q '^login True' "$OUT/pair-recv.log" && break; sleep 0.05; done
+sleep 0.3
+holder=1; grep -q 'login: user receiver' "$OUT/pair2.log" && holder=2
+other=$((3 - holder))
+ADDR=127.0.0.1:${FPORT[$other]}
+printf '{"type":"join","roomId":"x"}' | env -i REQUEST_METHOD=POST REQUEST_URI=/api/cmd CONTENT_LENGTH=28 \
+	HTTP_AUTHORIZATION="Bearer $stok" cgi-fcgi -bind -connect "$ADDR" >/dev/null
+body='{"type":"signal","to":"receiver","n":7}'
+printf '%s' "$body" | env -i REQUEST_METHOD=POST REQUEST_URI=/api/cmd CONTENT_LENGTH=${#body} \
+	HTTP_AUTHORIZATION="Bearer $stok" cgi-fcgi -bind -connect "$ADDR" >"$OUT/pair-send.txt"
+like "$(cat "$OUT/pair-send.txt")" '"recipients":1' "a signal POSTed to process $other for the socket held by process $holder"
+( sleep 5; kill $RPID 2>/dev/null ) &
+wait $RPID
+like "$(cat "$OUT/pair-recv.log")" '^got 7' "... reaches the WebSocket within 5 s (the re-check is 30 s here: the bell woke it)"
 for p in $PIDS; do kill "$p"; wait "$p" 2>/dev/null; done
 done_testing
