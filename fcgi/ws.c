@@ -291,12 +291,15 @@ static int close_with(struct ws_conn *w, uint16_t code, const char *reason)
 	return held_close_after_flush(w->h);
 }
 
-/* After reading: write what wslay framed, and close when both sides have
- * said goodbye (or a protocol error made wslay stop). */
+/* After reading: write what wslay framed, and close once a close frame
+ * has gone out, ours or the answer to the client's. We do not wait for the
+ * client's answer to ours: a front server that got the client's FIN with
+ * its last frame may never pass it on, and would hold both sockets. */
 static int after_io(struct ws_conn *w)
 {
 	wslay_event_send(w->ctx);
-	if (!wslay_event_want_read(w->ctx) && !wslay_event_want_write(w->ctx))
+	if (wslay_event_get_close_sent(w->ctx) ||
+	    (!wslay_event_want_read(w->ctx) && !wslay_event_want_write(w->ctx)))
 		return held_close_after_flush(w->h);
 	held_want_input(w->h, may_read(w));
 	return held_flush(w->h);
@@ -477,8 +480,7 @@ int ws_readable(struct ws_conn *w)
 		if (rv != 0) {
 			if (cfg.verbose)
 				log_info("ws: %s %s", w->remote, w->eof ? "went away" : "sent a malformed frame");
-			if (!w->eof)
-				wslay_event_send(w->ctx); /* the close wslay queued for it */
+			wslay_event_send(w->ctx); /* a close wslay queued; a half-closed peer still reads */
 			rc = held_close_after_flush(w->h);
 			break;
 		}

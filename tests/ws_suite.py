@@ -49,11 +49,16 @@ def cmd(ws, obj):
 
 
 def event(ws, timeout=10):
-    """The next event (an object with an id)."""
+    """The next event (an object with an id), within timeout seconds (the
+    server's pings would otherwise keep a plain socket timeout from firing)."""
     if ws.pending:
         return ws.pending.pop(0)
-    ws.settimeout(timeout)
+    deadline = time.time() + timeout
     while True:
+        left = deadline - time.time()
+        if left <= 0:
+            raise TimeoutError("no event within %s s" % timeout)
+        ws.settimeout(left)
         m = json.loads(ws.recv())
         if "id" in m:
             return m
@@ -64,6 +69,8 @@ def client(user, room=None):
     ws.pending = []
     r = cmd(ws, {"type": "login", "userId": user, "protocol": "webrtc"})
     ws.token = r.get("token")
+    if not ws.token:
+        raise RuntimeError("login %s failed: %s" % (user, r))
     if room:
         cmd(ws, {"type": "join", "roomId": room})
     return ws, r
@@ -370,6 +377,58 @@ def case_frames():
     s.sendall(frame(8, struct.pack("!H", 1000)))
     check(close_code(s, f[2] if f else b"") == 1000, "a close is answered with 1000", "")
     s.close()
+
+
+def case_garbage():
+    """Hostile bytes (seeded): 150 sockets that send random bytes or random
+    frames after a valid upgrade, and 100 random upgrade requests. Every one
+    is answered or closed, and a pair still relays afterwards."""
+    import random
+    rnd = random.Random(6455)
+    hung = 0
+    for i in range(150):
+        s, status, _, rest = raw_connect()
+        if i % 3 == 0:
+            data = bytes(rnd.getrandbits(8) for _ in range(rnd.randint(1, 3000)))
+        else:
+            data = b"".join(frame(rnd.choice([0, 1, 1, 1, 2, 3, 8, 9, 10, 11]),
+                                  bytes(rnd.getrandbits(8) for _ in range(rnd.randint(0, 300))),
+                                  mask=rnd.random() < 0.9, fin=rnd.random() < 0.8, rsv=rnd.choice([0, 0, 0, 1, 4]))
+                            for _ in range(rnd.randint(1, 6)))
+        try:
+            s.sendall(data)
+            s.shutdown(socket.SHUT_WR)  # and then the client is gone
+            s.settimeout(5)
+            while s.recv(65536):
+                pass  # replies, maybe a close frame, then EOF
+        except socket.timeout:
+            hung += 1
+        except OSError:
+            pass  # the server closed first: fine
+        s.close()
+    check(hung == 0, "150 sockets of random bytes and frames: each closed by the server", "%d still open after 5 s" % hung)
+    answered = 0
+    for i in range(100):
+        s = socket.create_connection((HOST, PORT), timeout=5)
+        head = rnd.choice([b"GET /api/ws HTTP/1.1\r\n", b"GET /api/ws?token=\x00 HTTP/1.1\r\n", b"GET / HTTP/1.0\r\n", b""])
+        lines = [rnd.choice([b"Upgrade: websocket", b"Connection: Upgrade", b"Sec-WebSocket-Version: 13",
+                             b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", b"Host: x", b"Origin: null",
+                             bytes(rnd.getrandbits(8) for _ in range(rnd.randint(1, 80)))]) for _ in range(rnd.randint(0, 8))]
+        s.sendall(head + b"\r\n".join(lines) + b"\r\n\r\n")
+        try:
+            if s.recv(4096).startswith(b"HTTP/1."):
+                answered += 1
+        except OSError:
+            pass
+        s.close()
+    check(answered >= 90, "100 random upgrade requests: %d answered in HTTP" % answered, answered)
+    a, _ = client("gb-a", "gb-room")
+    b, _ = client("gb-b", "gb-room")
+    event(a)
+    cmd(a, {"type": "signal", "to": "gb-b", "n": 1})
+    check(event(b).get("n") == 1, "a pair still relays afterwards", "")
+    a.close()
+    b.close()
 
 
 def case_keepalive():
