@@ -38,10 +38,16 @@ def connect(url=WS, **kw):
     return websocket.create_connection(url, timeout=10, **kw)
 
 
-def cmd(ws, obj):
-    """Send one command and return its reply (events that come first are kept)."""
+def cmd(ws, obj, timeout=10):
+    """Send one command and return its reply (events that come first are
+    kept), within timeout seconds."""
     ws.send(json.dumps(obj))
+    deadline = time.time() + timeout
     while True:
+        left = deadline - time.time()
+        if left <= 0:
+            raise TimeoutError("no reply to %s within %s s" % (obj.get("type"), timeout))
+        ws.settimeout(left)
         m = json.loads(ws.recv())
         if "id" not in m:
             return m
@@ -508,8 +514,10 @@ def case_slow():
         while not stop.is_set():
             try:
                 c.recv()
-            except Exception:  # noqa: BLE001 - timeouts while idle
+            except websocket.WebSocketTimeoutException:
                 pass
+            except Exception:  # noqa: BLE001 - closed (as idle, or at the end)
+                return
 
     tf = threading.Thread(target=flood)
     td = threading.Thread(target=drain_c)
