@@ -5,7 +5,7 @@
 . "$(dirname "$0")/lib.sh"
 
 SAN=$ROOT/build/san/signal-fcgi
-[ -x "$SAN" ] || make -s -C "$ROOT" build/san/signal-fcgi
+make -s -C "$ROOT" build/san/signal-fcgi # rebuilt when a source changed
 mkdir -p "$OUT/asan"
 
 # lighttpd passes its environment on to the responders it spawns.
