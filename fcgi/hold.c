@@ -53,6 +53,7 @@
 #define MAX_EVENTS 256
 #define TABLE_BITS 14
 #define RECHECK_MAX 1024
+#define LINGER_US 2000000      /* a closed WebSocket drains the client this long at most */
 
 struct held {
 	int fd;
@@ -65,11 +66,13 @@ struct held {
 	int64_t stall_us;      /* when the queue last made no progress, 0 none */
 	buf out;               /* FastCGI records (WebSocket frames) waiting for the socket */
 	int dirty, more, ending, gone, want_out, no_input;
+	int lingering;         /* HOLD_WS: our close is out, draining the client until EOF */
 	int released;          /* the store already knows no stream holds the session */
 	struct ws_conn *ws;    /* HOLD_WS: the protocol state; cs.session is 0 until attached */
 	char *headers;         /* extra header lines (CORS) for a poll's answer, or NULL */
 	int64_t sent_mark;     /* newest event id written out, not yet recorded in the store */
 	struct held *next_dirty;
+	struct held *next_dead;        /* destroyed, freed by bury() */
 	struct held *hnext;            /* session hash chain */
 	struct held *prev, *next;      /* all held */
 };
@@ -93,6 +96,7 @@ static struct {
 	struct held *table[1 << TABLE_BITS];
 	struct held *all;
 	struct held *dirty;
+	struct held *dead;     /* destroyed this round: events of the batch may still name them */
 	struct poll_done {
 		core_stream cs;
 		int64_t mark;
@@ -216,9 +220,56 @@ static void destroy(struct held *h, int release)
 	h->headers = NULL;
 	h->gone = 1;
 	atomic_fetch_sub(&H.count, 1);
-	/* A dirty entry may still point here; it is freed after the dirty pass. */
-	if (!h->dirty)
+	/* The current epoll batch or the dirty list may still name it: it is
+	 * freed by bury(), between rounds. */
+	h->next_dead = H.dead;
+	H.dead = h;
+}
+
+/* Free what was destroyed, once nothing names it: no event batch is being
+ * read and no dirty list holds it. */
+static void bury(void)
+{
+	struct held **p = &H.dead;
+	while (*p) {
+		struct held *h = *p;
+		if (h->dirty) {
+			p = &h->next_dead;
+			continue;
+		}
+		*p = h->next_dead;
 		free(h);
+	}
+}
+
+/* A WebSocket whose close frame is written: let go of the session, send
+ * our FIN and read (and drop) what the client still sends until its EOF or
+ * LINGER_US. Closing at once, with its data unread, would reset the
+ * connection and could destroy our close frame before the client reads it. */
+static int linger(struct held *h)
+{
+	if (h->lingering)
+		return 0;
+	held_detach(h, 1);
+	h->lingering = 1;
+	h->deadline_us = mono_us() + LINGER_US;
+	shutdown(h->fd, SHUT_WR);
+	set_events(h, 0, 0);
+	return 0;
+}
+
+static void drain_lingering(struct held *h)
+{
+	char scratch[4096];
+	for (;;) {
+		ssize_t n = read(h->fd, scratch, sizeof scratch);
+		if (n > 0 || (n < 0 && errno == EINTR))
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return;
+		destroy(h, 0); /* EOF: the client has our close */
+		return;
+	}
 }
 
 /* Write what the socket takes. Returns 0, or -1 when the stream died (and
@@ -253,9 +304,10 @@ static int flush(struct held *h)
 		return h->gone ? -1 : 0;
 	}
 	if (h->ending) {
-		/* A finished long-poll lets go of the session until the next poll,
-		 * and so does a closed WebSocket that still has one. */
-		destroy(h, h->kind == HOLD_POLL || h->kind == HOLD_WS);
+		if (h->kind == HOLD_WS)
+			return linger(h);
+		/* A finished long-poll lets go of the session until the next poll. */
+		destroy(h, h->kind == HOLD_POLL);
 		return -1;
 	}
 	if (h->more)
@@ -547,10 +599,8 @@ static void run_dirty(void)
 		next = h->next_dirty;
 		h->dirty = 0;
 		h->next_dirty = NULL;
-		if (h->gone) {
-			free(h);
-			continue;
-		}
+		if (h->gone)
+			continue; /* freed by bury() */
 		if (!in_txn) {
 			mark_dirty(h);
 			continue;
@@ -588,6 +638,10 @@ static void tick(int64_t now)
 			log_warn("hold: closing stream of %s (session %lld): no write progress for %llds, %zu bytes queued",
 				 h->cs.user_id, (long long)h->cs.session, (long long)cfg.write_timeout, h->out.len);
 			destroy(h, !h->ending);
+			continue;
+		}
+		if (h->lingering && now >= h->deadline_us) {
+			destroy(h, 0);
 			continue;
 		}
 		if (h->ending)
@@ -715,6 +769,15 @@ static void ring_received(void)
 
 static void on_socket(struct held *h, uint32_t events)
 {
+	if (h->gone)
+		return; /* destroyed earlier in this batch */
+	if (h->kind == HOLD_WS && h->lingering) {
+		if (events & (EPOLLHUP | EPOLLERR))
+			destroy(h, 0);
+		else
+			drain_lingering(h);
+		return;
+	}
 	if (h->kind == HOLD_WS) {
 		if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
 			if (ws_readable(h->ws) != 0)
@@ -786,6 +849,7 @@ static void *hold_main(void *arg)
 				on_socket(evs[i].data.ptr, evs[i].events);
 		}
 		run_dirty();
+		bury();
 		now = mono_us();
 		if (now >= next_tick) {
 			next_tick = now + 1000000;

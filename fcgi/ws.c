@@ -622,6 +622,8 @@ static void apply(void *arg)
 	if (j->attach) {
 		memcpy(w->token, j->new_token, sizeof w->token);
 		held_attach(w->h, &j->stream, j->cursor);
+		if (!wslay_event_get_write_enabled(w->ctx))
+			held_detach(w->h, 1); /* our close is out: nothing more can be delivered here */
 	}
 	job_free(j);
 	if (w->end_pending) {
