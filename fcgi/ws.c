@@ -93,8 +93,7 @@ struct ws_job {
 	struct ws_job *next;
 	char token[CORE_TOKEN_LEN + 1];
 	char remote[64];
-	char *body;
-	size_t len;
+	struct msg *m;            /* the command's text */
 	/* results, applied on the loop thread */
 	char *reply;
 	size_t reply_len;
@@ -247,6 +246,16 @@ static ssize_t on_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t 
 
 static void dispatch(struct ws_conn *w);
 
+static struct msg *msg_new(const char *data, size_t len)
+{
+	struct msg *m = xmalloc(sizeof *m + len + 1);
+	m->next = NULL;
+	m->len = len;
+	memcpy(m->data, data, len);
+	m->data[len] = '\0';
+	return m;
+}
+
 static void on_message(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg, void *user)
 {
 	struct ws_conn *w = user;
@@ -258,11 +267,7 @@ static void on_message(wslay_event_context_ptr ctx, const struct wslay_event_on_
 	}
 	if (arg->opcode != WSLAY_TEXT_FRAME)
 		return; /* ping (answered by wslay), pong, close */
-	struct msg *m = xmalloc(sizeof *m + arg->msg_length + 1);
-	m->next = NULL;
-	m->len = arg->msg_length;
-	memcpy(m->data, arg->msg, arg->msg_length);
-	m->data[m->len] = '\0';
+	struct msg *m = msg_new((const char *)arg->msg, arg->msg_length);
 	*w->inbox_tail = m;
 	w->inbox_tail = &m->next;
 	w->inbox_n++;
@@ -362,7 +367,8 @@ static void pick_remote(const struct upgrade *u, int fd, char *out, size_t size)
 	snprintf(out, size, "%.*s", (int)strcspn(s, " "), s);
 }
 
-static void submit(struct ws_conn *w, char *body, size_t len, int implicit);
+static void submit(struct ws_conn *w, struct msg *m, int implicit);
+static struct msg *msg_new(const char *data, size_t len);
 
 static const sig_err upgrade_errors[] = {
 	[UPGRADE_BAD] = SIG_E_BAD_REQUEST,   [UPGRADE_VERSION] = SIG_E_BAD_REQUEST,
@@ -419,7 +425,8 @@ static int handshake(struct ws_conn *w, size_t head_len)
 		 * were an auth with it. */
 		buf b = {0};
 		buf_printf(&b, "{\"type\":\"auth\",\"token\":\"%s\",\"lastEventId\":%lld}", token, (long long)last_id);
-		submit(w, b.data, b.len, 1);
+		submit(w, msg_new(b.data, b.len), 1);
+		buf_free(&b);
 	}
 	rc = held_flush(w->h);
 	if (rc == 0 && w->early.len > 0)
@@ -562,18 +569,17 @@ void ws_conn_gone(struct ws_conn *w)
 
 static void job_free(struct ws_job *j)
 {
-	free(j->body);
+	free(j->m);
 	free(j->reply);
 	free(j);
 }
 
-static void submit(struct ws_conn *w, char *body, size_t len, int implicit)
+static void submit(struct ws_conn *w, struct msg *m, int implicit)
 {
 	struct ws_job *j = xcalloc(1, sizeof *j);
 	j->w = w;
 	j->implicit = implicit;
-	j->body = body;
-	j->len = len;
+	j->m = m;
 	memcpy(j->token, w->token, sizeof j->token);
 	memcpy(j->remote, w->remote, sizeof j->remote);
 	w->busy = 1;
@@ -595,11 +601,8 @@ static void dispatch(struct ws_conn *w)
 		w->inbox_tail = &w->inbox;
 	w->inbox_n--;
 	w->inbox_bytes -= m->len;
-	char *body = xmalloc(m->len + 1);
-	memcpy(body, m->data, m->len + 1);
-	size_t len = m->len;
-	free(m);
-	submit(w, body, len, 0);
+	m->next = NULL;
+	submit(w, m, 0); /* the job owns it now */
 }
 
 /* On the loop: a command's outcome reaches its connection. */
@@ -673,23 +676,20 @@ static void run_auth(core *c, struct ws_job *j, json_object *cmd, core_wakes *w)
 	json_object *reply;
 	if (e != SIG_OK) {
 		reply = core_error_reply("auth", e);
-		if (j->implicit)
-			json_object_object_add(reply, "source", json_object_new_string("upgrade"));
-		set_reply(j, reply, sig_err_status(e));
 	} else {
 		reply = json_object_new_object();
 		json_object_object_add(reply, "type", json_object_new_string("auth"));
 		json_object_object_add(reply, "success", json_object_new_boolean(1));
 		json_object_object_add(reply, "userId", json_object_new_string(j->stream.user_id));
 		json_object_object_add(reply, "lastEventId", json_object_new_int64(last));
-		if (j->implicit) /* not an answer to anything the client sent */
-			json_object_object_add(reply, "source", json_object_new_string("upgrade"));
-		set_reply(j, reply, 200);
 		j->attach = 1;
 		j->release = 1; /* a session attached before stays alive: let its stream go */
 		j->cursor = last;
 		snprintf(j->new_token, sizeof j->new_token, "%s", token);
 	}
+	if (j->implicit) /* not an answer to anything the client sent */
+		json_object_object_add(reply, "source", json_object_new_string("upgrade"));
+	set_reply(j, reply, sig_err_status(e));
 	json_object_put(reply);
 }
 
@@ -719,7 +719,7 @@ static void run_before(core *c, struct ws_run *x)
 		json_object_object_add(o, "retryAfter", json_object_new_int(wait));
 		set_reply(j, o, sig_err_status(SIG_E_RATE_LIMITED));
 		json_object_put(o);
-	} else if (jv_parse(j->body, j->len, &cmd) == SIG_OK && is_auth(cmd)) {
+	} else if (jv_parse(j->m->data, j->m->len, &cmd) == SIG_OK && is_auth(cmd)) {
 		run_auth(c, j, cmd, &x->opened);
 	} else {
 		x->in_group = 1; /* exactly what POST /api/cmd would do with this body */
@@ -763,8 +763,8 @@ static void run_jobs(core *c, struct ws_job **jobs, int n)
 		run_before(c, &x[i]);
 		if (x[i].in_group)
 			items[m++] = (struct group_item){.token = jobs[i]->token[0] ? jobs[i]->token : NULL,
-							 .remote = jobs[i]->remote, .body = jobs[i]->body,
-							 .len = jobs[i]->len, .r = &x[i].r};
+							 .remote = jobs[i]->remote, .body = jobs[i]->m->data,
+							 .len = jobs[i]->m->len, .r = &x[i].r};
 	}
 	if (m > 0)
 		group_exec_all(items, m);
