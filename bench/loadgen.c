@@ -645,11 +645,41 @@ static void open_streams(enum kind kind)
 	}
 }
 
+/* Held cases: open the streams with at most OPEN_WINDOW waiting for their
+ * headers, as thousands of browsers would arrive, rather than in one burst
+ * that overflows the kernel's listen backlog (somaxconn) of the FastCGI
+ * socket behind the front server. */
+#define OPEN_WINDOW 512
+static int open_waiting(int upto)
+{
+	int w = 0;
+	for (int i = 0; i < upto; i++)
+		w += users[i].rx && !users[i].rx->headers_done;
+	return w;
+}
+static void open_streams_paced(enum kind kind, int64_t limit_us)
+{
+	int opened = 0;
+	while (opened < nusers && now_us() < limit_us) {
+		int room = OPEN_WINDOW - open_waiting(opened);
+		for (; room > 0 && opened < nusers; room--, opened++) {
+			users[opened].rx = conn_new(kind, &users[opened]);
+			stream_request(users[opened].rx);
+			for (int k = 0; kind == K_WS && k < users[opened].ntx; k++)
+				users[opened].tx[k] = users[opened].rx;
+		}
+		struct epoll_event evs[256];
+		int m = epoll_wait(ep, evs, 256, 10);
+		for (int e = 0; e < m; e++)
+			on_readable(evs[e].data.ptr);
+	}
+}
+
 static int pending_done;
 static int all_headers(void)
 {
 	for (int i = 0; i < nusers; i++)
-		if (!users[i].rx->headers_done && (users[i].rx->kind == K_SSE || users[i].rx->kind == K_WS))
+		if (users[i].rx == NULL || (!users[i].rx->headers_done && (users[i].rx->kind == K_SSE || users[i].rx->kind == K_WS)))
 			return 0;
 	return 1;
 }
@@ -767,12 +797,12 @@ int main(int argc, char **argv)
 		int n = atoi(argv[i]);
 		ws_mode = strcmp(cas, "held") == 0 && i + 1 < argc && strcmp(argv[i + 1], "ws") == 0;
 		make_users(n, 5, ws_mode);
-		open_streams(ws_mode ? K_WS : K_SSE);
 		int64_t t0 = now_us();
+		open_streams_paced(ws_mode ? K_WS : K_SSE, t0 + 120000000);
 		loop_until(all_headers, now_us() + 120000000);
 		int connected = 0;
 		for (int u = 0; u < nusers; u++)
-			connected += users[u].rx->headers_done;
+			connected += users[u].rx && users[u].rx->headers_done;
 		printf("connected=%d connect_s=%.2f\n", connected, (double)(now_us() - t0) / 1e6);
 		fflush(stdout);
 		if (strcmp(cas, "idle") == 0) {

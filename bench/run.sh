@@ -4,7 +4,10 @@
 #   bench/run.sh [CASE...]   cases: latency throughput held ws xproc idle (default: all)
 # (ws: the WebSocket relay cases, ours only: latency, throughput, held)
 # Prints a table and writes it as TSV to bench/results/DATE.tsv.
-# HELD="1000 5000 9000" IDLE_SECS=30 THROUGHPUT_SECS=10 override the sizes.
+# HELD="1000 5000 10000" IDLE_SECS=30 THROUGHPUT_SECS=10 override the sizes.
+# Ours runs as `make run` does, with SIGNAL_WORKERS=2 (two lighttpd processes:
+# 10,000 streams need more descriptors than one may open, see lighttpd.conf);
+# WORKERS=1 runs one.
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 B=$ROOT/bench
@@ -12,7 +15,8 @@ WORK=$(mktemp -d /tmp/signal-bench.XXXXXX)
 RESULTS=$B/results
 mkdir -p "$RESULTS"
 TSV=$RESULTS/$(date -u +%Y%m%dT%H%M%SZ).tsv
-HELD=${HELD:-"1000 5000 8900"}
+HELD=${HELD:-"1000 5000 10000"}
+WORKERS=${WORKERS:-2}
 IDLE_SECS=${IDLE_SECS:-30}
 THROUGHPUT_SECS=${THROUGHPUT_SECS:-10}
 CASES=${*:-latency throughput held ws xproc idle}
@@ -39,8 +43,8 @@ start_ours() {
 	rm -rf "$WORK/ours"; mkdir -p "$WORK/ours/run"
 	SIGNAL_ROOT=$ROOT SIGNAL_BIN=$ROOT/build/signal-fcgi SIGNAL_RUNDIR=$WORK/ours/run SIGNAL_DB=$WORK/ours/bench.db \
 		SIGNAL_ARGS="--rate-ip 1000000 --rate-session 1000000 --rate-login 1000000 --mailbox-limit 100000" \
-		SIGNAL_PROCS=$procs SIGNAL_BIND=127.0.0.1 PORT=$PORT \
-		taskset -c 0 lighttpd -D -f "$ROOT/lighttpd.conf" >"$WORK/ours/server.log" 2>&1 &
+		SIGNAL_PROCS=$procs SIGNAL_WORKERS=$WORKERS SIGNAL_BIND=127.0.0.1 PORT=$PORT \
+		setsid taskset -c 0 lighttpd -D -f "$ROOT/lighttpd.conf" >"$WORK/ours/server.log" 2>&1 &
 	SERVER_PID=$!
 	for i in $(seq 1 100); do curl -sf -o /dev/null "http://127.0.0.1:$PORT/api/health" && return 0; sleep 0.05; done
 	echo "our service did not start"; cat "$WORK/ours/server.log"; exit 1
@@ -79,7 +83,7 @@ row() { # row CASE METRIC OURS NCHAN TARGET
 	printf '%-12s %-34s %12s %12s %8s   %s\n' "$1" "$2" "$3" "${4:--}" "$ratio" "$5"
 }
 
-echo "machine: $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); server on CPU 0, load generator on CPU 1"
+echo "machine: $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); server on CPU 0, load generator on CPU 1; ours: lighttpd with $WORKERS worker(s)"
 printf '%-12s %-34s %12s %12s %8s   %s\n' case metric ours nchan ratio target
 
 run_latency() {

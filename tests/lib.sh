@@ -59,12 +59,14 @@ free_port() {
 	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
-# start_server [--procs N] [--db FILE] [-- responder options]
+# start_server [--procs N] [--workers N] [--db FILE] [-- responder options]
+# (--workers: lighttpd processes; lighttpd only)
 start_server() {
-	local procs=1 db="$OUT/signal.db"
+	local procs=1 db="$OUT/signal.db" workers=1 session=""
 	while [ $# -gt 0 ]; do
 		case "$1" in
 		--procs) procs=$2; shift 2 ;;
+		--workers) workers=$2; shift 2 ;;
 		--db) db=$2; shift 2 ;;
 		--) shift; break ;;
 		*) break ;;
@@ -80,9 +82,11 @@ start_server() {
 	if [ "$FRONT" = nginx ]; then
 		start_nginx "$bin" "$procs" "$db"
 	else
+		# Several workers: the master signals its process group to stop them.
+		[ "$workers" -gt 1 ] && session=setsid
 		SIGNAL_ROOT=$ROOT SIGNAL_BIN=$bin SIGNAL_RUNDIR=$OUT/run SIGNAL_DB=$db SIGNAL_ARGS="$SERVER_ARGS" \
-			SIGNAL_PROCS=$procs SIGNAL_BIND=127.0.0.1 PORT=$PORT \
-			lighttpd -D -f "$ROOT/lighttpd.conf" >>"$OUT/server.log" 2>&1 &
+			SIGNAL_PROCS=$procs SIGNAL_WORKERS=$workers SIGNAL_BIND=127.0.0.1 PORT=$PORT \
+			$session lighttpd -D -f "$ROOT/lighttpd.conf" >>"$OUT/server.log" 2>&1 &
 		SERVER_PID=$!
 	fi
 	local i
