@@ -674,6 +674,29 @@ sig_err core_stream_open(core *c, const char *token, int64_t ack, int64_t owner,
 	return SIG_OK;
 }
 
+sig_err core_stream_lookup(core *c, const char *token, int64_t owner, core_stream *out, int *ours)
+{
+	core_result tmp;
+	core_result_init(&tmp);
+	struct cmd_ctx x = {.c = c, .token = token, .r = &tmp, .now = now_ms()};
+	*ours = 0;
+	sig_err e = store_begin_read(c->st);
+	if (e != SIG_OK)
+		return e;
+	e = authenticate(&x);
+	store_rollback(c->st); /* read only */
+	core_result_free(&tmp);
+	if (e == SIG_OK && x.sess.id == 0)
+		e = SIG_E_UNAUTHORIZED;
+	if (e != SIG_OK)
+		return e;
+	out->session = x.sess.id;
+	out->gen = x.sess.stream_gen;
+	snprintf(out->user_id, sizeof out->user_id, "%s", x.sess.user_id);
+	*ours = x.sess.stream_owner == owner;
+	return SIG_OK;
+}
+
 sig_err core_delivery_begin(core *c)
 {
 	return store_begin_read(c->st);
@@ -699,6 +722,11 @@ sig_err core_stream_pull(core *c, const core_stream *s, int64_t after, int limit
 sig_err core_stream_sent(core *c, const core_stream *s, int64_t upto)
 {
 	return store_mark_sent(c->st, s->session, upto, c->lim.replay_window);
+}
+
+sig_err core_stream_ack(core *c, const core_stream *s, int64_t upto)
+{
+	return store_events_ack(c->st, s->session, upto);
 }
 
 sig_err core_stream_release(core *c, const core_stream *s)

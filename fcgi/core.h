@@ -101,6 +101,12 @@ typedef struct core_stream {
 sig_err core_stream_open(core *c, const char *token, int64_t ack, int64_t owner, core_stream *out,
 			 core_wakes *w);
 
+/* Authenticate only, in a read transaction: the session's stream as the
+ * store has it now (its current generation). *ours: process `owner` holds
+ * it. A long-poll re-opened where its last one was answered takes the
+ * claim over this way (hold_reclaim) instead of writing a new one. */
+sig_err core_stream_lookup(core *c, const char *token, int64_t owner, core_stream *out, int *ours);
+
 /* Delivery runs many pulls in one read transaction (no write lock). */
 sig_err core_delivery_begin(core *c);
 void core_delivery_end(core *c, int commit);
@@ -114,6 +120,9 @@ sig_err core_stream_pull(core *c, const core_stream *s, int64_t after, int limit
 			 void *ctx, int64_t *lost_upto);
 /* Inside core_marks_begin(): events up to upto were written out. */
 sig_err core_stream_sent(core *c, const core_stream *s, int64_t upto);
+/* Inside core_marks_begin(): the client has the events up to upto (as the
+ * ack of core_stream_open, recorded later). */
+sig_err core_stream_ack(core *c, const core_stream *s, int64_t upto);
 /* Inside core_marks_begin(): no stream holds the session any more (as
  * core_stream_close, without a transaction of its own). */
 sig_err core_stream_release(core *c, const core_stream *s);

@@ -71,6 +71,7 @@ struct held {
 	struct ws_conn *ws;    /* HOLD_WS: the protocol state; cs.session is 0 until attached */
 	char *headers;         /* extra header lines (CORS) for a poll's answer, or NULL */
 	int64_t sent_mark;     /* newest event id written out, not yet recorded in the store */
+	int64_t ack_pending;   /* a reclaimed poll's acknowledgement, not yet recorded */
 	struct held *next_dirty;
 	struct held *next_dead;        /* destroyed, freed by bury() */
 	struct held *hnext;            /* session hash chain */
@@ -99,8 +100,8 @@ static struct {
 	struct held *dead;     /* destroyed this round: events of the batch may still name them */
 	struct poll_done {
 		core_stream cs;
-		int64_t mark;
-	} *done;               /* answered long-polls, for the next flush_marks() */
+		int64_t mark, ack;
+	} *done;               /* answered long-polls, for the next flush_marks(); under lock */
 	int ndone, capdone;
 	_Atomic int64_t count;
 } H = {.lock = PTHREAD_MUTEX_INITIALIZER, .ws_listen = -1};
@@ -356,6 +357,8 @@ static void adopt(const struct hold_req *r)
 	h->kind = r->kind;
 	h->cs = r->stream;
 	h->cursor = r->cursor;
+	h->sent_mark = r->mark;
+	h->ack_pending = r->ack;
 	h->last_write_us = mono_us();
 	h->deadline_us = h->last_write_us + r->wait_ms * 1000;
 	if (h->kind == HOLD_POLL && r->headers[0])
@@ -522,53 +525,107 @@ static int answering_poll(const struct held *h)
 	return h->kind == HOLD_POLL && h->ending && !h->gone;
 }
 
-/* Record, in one write transaction, the sent marks of the streams in list
- * (linked by next) and, with finished, what answered long-polls left to
- * record: their marks and the release of their sessions. On failure it all
- * stays pending for the next time. */
+/* Put answered long-polls (back) on the list for the next flush. */
+static void done_add(const struct poll_done *d, int n)
+{
+	pthread_mutex_lock(&H.lock);
+	if (H.ndone + n > H.capdone) {
+		H.capdone = H.ndone + n > 64 ? 2 * (H.ndone + n) : 64;
+		H.done = xrealloc(H.done, (size_t)H.capdone * sizeof *H.done);
+	}
+	memcpy(H.done + H.ndone, d, (size_t)n * sizeof *d);
+	H.ndone += n;
+	pthread_mutex_unlock(&H.lock);
+}
+
+/* Record what a stream or finished poll has not yet recorded. */
+static sig_err record_one(const core_stream *cs, int64_t mark, int64_t ack)
+{
+	sig_err e = SIG_OK;
+	if (ack)
+		e = core_stream_ack(H.c, cs, ack);
+	if (e == SIG_OK && mark)
+		e = core_stream_sent(H.c, cs, mark);
+	return e;
+}
+
+/* Record, in one write transaction, the sent marks (and reclaimed polls'
+ * acknowledgements) of the streams in list (linked by next) and, with
+ * finished, what answered long-polls left to record: their marks and the
+ * release of their sessions. On failure it all stays pending for the next
+ * time. The answered polls are taken off the shared list first, so a
+ * request thread's hold_reclaim() sees each either still there or gone. */
 static void record_marks(struct held *list, int finished)
 {
-	int any = finished && H.ndone > 0;
-	for (struct held *h = list; h && !any; h = h->next)
-		any = h->sent_mark && !h->gone;
-	if (!any || core_marks_begin(H.c) != SIG_OK)
-		return;
-	sig_err e = SIG_OK;
-	for (struct held *h = list; h && e == SIG_OK; h = h->next)
-		if (h->sent_mark && !h->gone)
-			e = core_stream_sent(H.c, &h->cs, h->sent_mark);
-	for (int i = 0; finished && i < H.ndone && e == SIG_OK; i++) {
-		if (H.done[i].mark)
-			e = core_stream_sent(H.c, &H.done[i].cs, H.done[i].mark);
-		if (e == SIG_OK)
-			e = core_stream_release(H.c, &H.done[i].cs);
+	struct poll_done *done = NULL;
+	int ndone = 0;
+	if (finished) {
+		pthread_mutex_lock(&H.lock);
+		done = H.done;
+		ndone = H.ndone;
+		H.done = NULL;
+		H.ndone = H.capdone = 0;
+		pthread_mutex_unlock(&H.lock);
 	}
-	core_delivery_end(H.c, e == SIG_OK);
-	if (e != SIG_OK)
+	int any = ndone > 0;
+	for (struct held *h = list; h && !any; h = h->next)
+		any = (h->sent_mark || h->ack_pending) && !h->gone;
+	if (!any) {
+		free(done);
 		return;
-	for (struct held *h = list; h; h = h->next)
-		if (!h->gone)
-			h->sent_mark = 0;
-	if (finished)
-		H.ndone = 0;
+	}
+	sig_err e = core_marks_begin(H.c);
+	if (e == SIG_OK) {
+		for (struct held *h = list; h && e == SIG_OK; h = h->next)
+			if (!h->gone)
+				e = record_one(&h->cs, h->sent_mark, h->ack_pending);
+		for (int i = 0; i < ndone && e == SIG_OK; i++)
+			if ((e = record_one(&done[i].cs, done[i].mark, done[i].ack)) == SIG_OK)
+				e = core_stream_release(H.c, &done[i].cs);
+		core_delivery_end(H.c, e == SIG_OK);
+	}
+	if (e == SIG_OK) {
+		for (struct held *h = list; h; h = h->next)
+			if (!h->gone)
+				h->sent_mark = h->ack_pending = 0;
+	} else if (ndone > 0) {
+		done_add(done, ndone);
+	}
+	free(done);
 }
 
 /* An answering long-poll leaves its marks and the release of its session
  * to the next flush (within a second), so its answer waits for no commit:
  * the client's next poll acknowledges what it got anyway, the mailbox cap
  * lags a second as for SSE (erring on the side of refusing), and a newer
- * claim of the session makes the late release a no-op. */
+ * claim of the session makes the late release a no-op. A next poll of the
+ * same session in this process before that flush takes the claim over
+ * (hold_reclaim): a poll cycle then writes nothing at all. */
 static void finish_poll(struct held *h)
 {
-	if (H.ndone == H.capdone) {
-		H.capdone = H.capdone ? 2 * H.capdone : 64;
-		H.done = xrealloc(H.done, (size_t)H.capdone * sizeof *H.done);
-	}
-	H.done[H.ndone].cs = h->cs;
-	H.done[H.ndone].mark = h->sent_mark;
-	H.ndone++;
-	h->sent_mark = 0;
+	struct poll_done d = {.cs = h->cs, .mark = h->sent_mark, .ack = h->ack_pending};
+	done_add(&d, 1);
+	h->sent_mark = h->ack_pending = 0;
 	h->released = 1;
+}
+
+int hold_reclaim(struct hold_req *r)
+{
+	int found = 0;
+	pthread_mutex_lock(&H.lock);
+	for (int i = 0; i < H.ndone; i++) {
+		struct poll_done *d = &H.done[i];
+		if (d->cs.session != r->stream.session || d->cs.gen != r->stream.gen)
+			continue;
+		r->mark = d->mark;
+		if (d->ack > r->ack)
+			r->ack = d->ack;
+		*d = H.done[--H.ndone];
+		found = 1;
+		break;
+	}
+	pthread_mutex_unlock(&H.lock);
+	return found;
 }
 
 static void run_dirty(void)

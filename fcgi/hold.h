@@ -21,6 +21,7 @@ struct hold_req {
 	core_stream stream;
 	int64_t cursor;     /* deliver events after this id */
 	int64_t wait_ms;    /* HOLD_POLL: longest wait */
+	int64_t mark, ack;  /* taken over by hold_reclaim: not yet in the store */
 	char headers[384];  /* extra response header lines (CORS), "" for none */
 };
 
@@ -30,6 +31,14 @@ int hold_start(core *c, int64_t owner, int bell_fd);
 
 /* Hand a held request over (copied). Thread-safe; never blocks on I/O. */
 void hold_submit(const struct hold_req *r);
+
+/* A long-poll answered by this process leaves its session claimed until
+ * the loop's next flush of marks (within a second). When r->stream is that
+ * claim (same session and generation), take it over for the new poll r:
+ * the release is cancelled, and what the old poll still had to record
+ * moves to r (with r->ack). Returns 1, or 0 when the caller must claim the
+ * stream anew (core_stream_open). Thread-safe; never blocks on I/O. */
+int hold_reclaim(struct hold_req *r);
 
 /* Number of responses held right now (approximate; for health). */
 int64_t hold_count(void);

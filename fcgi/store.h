@@ -31,6 +31,7 @@ typedef struct store_session {
 	char room_id[STORE_ID_MAX + 1]; /* "" when in no room */
 	int64_t last_seen;
 	int64_t stream_owner;
+	int64_t stream_gen;
 } store_session;
 
 typedef struct store_member {

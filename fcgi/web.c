@@ -166,6 +166,22 @@ static void handle_cmd(FCGX_Request *req, const struct query *q, const char *cor
 	core_result_free(&r);
 }
 
+/* A long-poll re-opened in the process that answered the last one: take
+ * over the claim that poll left (hold_reclaim) and record its ack later,
+ * so a poll cycle needs a read here and no write transaction. Returns 1
+ * when h now holds the stream. */
+static int reclaim_poll(core *c, const char *token, struct hold_req *h)
+{
+	int ours = 0;
+	if (!token[0] || core_stream_lookup(c, token, web_owner, &h->stream, &ours) != SIG_OK || !ours)
+		return 0;
+	h->ack = h->cursor;
+	if (hold_reclaim(h))
+		return 1;
+	h->ack = h->mark = 0;
+	return 0;
+}
+
 /* Open an SSE stream or a long-poll. Returns 1 when the connection was
  * handed to the hold thread (the caller must not finish the request). */
 static int handle_hold(core *c, FCGX_Request *req, const struct query *q, enum hold_kind kind,
@@ -194,7 +210,9 @@ static int handle_hold(core *c, FCGX_Request *req, const struct query *q, enum h
 	core_wakes w = {0};
 	struct hold_req h = {.fd = req->ipcFd, .request_id = req->requestId, .kind = kind,
 			     .cursor = ack, .wait_ms = wait * 1000};
-	sig_err e = core_stream_open(c, token[0] ? token : NULL, ack, web_owner, &h.stream, &w);
+	sig_err e = SIG_OK;
+	if (!(kind == HOLD_POLL && reclaim_poll(c, token, &h)))
+		e = core_stream_open(c, token[0] ? token : NULL, ack, web_owner, &h.stream, &w);
 	if (e != SIG_OK) {
 		free(w.v);
 		respond_error(req, e, cors);

@@ -286,6 +286,26 @@ static void test_rooms_and_signals(void)
 		core_delivery_end(c, 1);
 	}
 	mail_free(&m);
+	/* Events for others between carol's count for nothing: bob's three
+	 * put 4 ids past her last sent one, yet she has only one waiting. */
+	core_stream bs;
+	read_mail(b, 0, &bs, &m, NULL);
+	if (m.n > 0) {
+		core_delivery_begin(c);
+		core_stream_sent(c, &bs, m.ids[m.n - 1]);
+		core_delivery_end(c, 1);
+	}
+	mail_free(&m);
+	run(a, "{\"type\":\"signal\",\"to\":\"carol\",\"x\":0}", NULL, NULL);
+	for (int i = 0; i < 3; i++)
+		run(a, "{\"type\":\"signal\",\"to\":\"bob\",\"x\":0}", NULL, NULL);
+	is_int(run(a, "{\"type\":\"signal\",\"to\":\"carol\",\"x\":0}", NULL, NULL), 200,
+	       "signal: a mailbox is capped by its own undelivered events, not by others' between them");
+	read_mail(cc, 0, &cs, &m, NULL);
+	core_delivery_begin(c);
+	core_stream_sent(c, &cs, m.ids[m.n - 1]);
+	core_delivery_end(c, 1);
+	mail_free(&m);
 	for (int i = 0; i < 4; i++)
 		run(a, "{\"type\":\"signal\",\"to\":\"carol\",\"x\":1}", NULL, NULL);
 	counts(before, sizeof before);
