@@ -30,7 +30,6 @@
 #include <string.h>
 #include <unistd.h>
 
-static pthread_mutex_t accept_lock = PTHREAD_MUTEX_INITIALIZER;
 static int64_t web_owner;
 static int web_listen_fd;
 static web_core_factory web_make_core;
@@ -352,9 +351,11 @@ static void *web_main(void *arg)
 	for (;;) {
 		FCGX_Request req;
 		FCGX_InitRequest(&req, web_listen_fd, 0);
-		pthread_mutex_lock(&accept_lock);
+		/* No lock around the accept: on Linux a blocking accept() wakes one
+		 * waiting thread per connection (libfcgi's threaded example locks
+		 * for platforms that wake them all), and a thread reading one
+		 * request's parameters holds no other thread back. */
 		int rc = FCGX_Accept_r(&req);
-		pthread_mutex_unlock(&accept_lock);
 		if (rc < 0) {
 			log_warn("web: accept failed (%d)", rc);
 			FCGX_Free(&req, 1);
