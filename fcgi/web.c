@@ -151,11 +151,11 @@ static void handle_cmd(FCGX_Request *req, const struct query *q, const char *cor
 			   secure);
 	if (r.retry_after > 0)
 		buf_printf(&headers, "Retry-After: %d\r\n", r.retry_after);
+	/* Bells before the answer: the commit is done, and the event is what the
+	 * other side waits for (a bell never blocks). */
+	bell_ring(&r.wakes);
 	respond(req, r.status, headers.data ? headers.data : "", r.reply);
 	buf_free(&headers);
-	/* Bells after the answer is queued: the commit is already done, and the
-	 * sender's reply should not wait on other processes' sockets. */
-	bell_ring(&r.wakes);
 	if (r.first_type && r.status == 200 &&
 	    (strcmp(r.first_type, "login") == 0 || strcmp(r.first_type, "logout") == 0))
 		log_info("%s: user %s", r.first_type, r.user_id[0] ? r.user_id : "?");
