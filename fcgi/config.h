@@ -26,6 +26,7 @@ struct sig_config {
 	int64_t write_timeout;      /* seconds a held stream may make no progress */
 	int64_t max_body;           /* bytes */
 	int64_t busy_timeout;       /* milliseconds */
+	int64_t wal_restart;        /* WAL pages before a restart checkpoint */
 	int64_t retry_ms;           /* SSE retry: hint */
 	int64_t recheck;            /* seconds between safety re-checks of the mailboxes */
 	int verbose;

@@ -811,9 +811,9 @@ sig_err core_prune(core *c, int64_t now, core_wakes *w, int *pruned)
 	}
 }
 
-sig_err core_checkpoint(core *c)
+sig_err core_checkpoint(core *c, int64_t restart_frames)
 {
-	return store_checkpoint(c->st);
+	return store_checkpoint(c->st, restart_frames);
 }
 
 sig_err core_health(core *c, json_object **out)

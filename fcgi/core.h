@@ -136,8 +136,9 @@ sig_err core_recent_recipients(core *c, int64_t owner, int64_t after, int64_t *s
  * *pruned gets the count. Safe to run from any number of processes. */
 sig_err core_prune(core *c, int64_t now, core_wakes *w, int *pruned);
 
-/* A passive WAL checkpoint (never waits). */
-sig_err core_checkpoint(core *c);
+/* A passive checkpoint (never waits), and once the log holds
+ * restart_frames pages a restart of it (see store_checkpoint). */
+sig_err core_checkpoint(core *c, int64_t restart_frames);
 
 /* {"ok":true, counts...} for /api/health. */
 sig_err core_health(core *c, json_object **out);

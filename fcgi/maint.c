@@ -21,7 +21,7 @@ static void *maint_main(void *arg)
 	int64_t next_prune = mono_us() + cfg.prune_interval * 1000000;
 	for (;;) {
 		sleep(1);
-		if (core_checkpoint(c) != SIG_OK)
+		if (core_checkpoint(c, cfg.wal_restart) != SIG_OK)
 			log_warn("maint: checkpoint failed; will retry");
 		if (mono_us() < next_prune)
 			continue;

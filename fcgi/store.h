@@ -123,7 +123,9 @@ sig_err store_rate_take(store *st, const char *key, double rate, double burst, i
 			int *wait_s);
 /* Forget buckets untouched since `before` (ms). */
 sig_err store_rate_gc(store *st, int64_t before);
-/* Passive WAL checkpoint: never waits for readers or writers. */
-sig_err store_checkpoint(store *st);
+/* Passive WAL checkpoint: never waits for readers or writers. Once the log
+ * holds restart_frames pages, also make the next writer start it over
+ * (writers wait for that: a sync and the last frames, milliseconds). */
+sig_err store_checkpoint(store *st, int64_t restart_frames);
 
 #endif

@@ -473,9 +473,11 @@ static void test_prune(void)
 	int pruned = -1;
 	is_int(core_prune(c, now_ms(), &w, &pruned), SIG_OK, "prune: runs");
 	is_int(pruned, 0, "prune: fresh sessions stay");
-	sleep(1);
+	/* Past TOUCH_EVERY_MS (1 s), so that the ping refreshes alice's
+	 * heartbeat (at exactly 1 s it may not: the flake this fixes). */
+	usleep(1200000);
 	run(a, "{\"type\":\"ping\"}", NULL, NULL); /* alice stays fresh, bob goes silent */
-	/* As if 2.5 s after alice's ping: bob is >= 3.5 s silent, alice 2.5 s
+	/* As if 2.5 s after alice's ping: bob is >= 3.7 s silent, alice 2.5 s
 	 * (counted from the ping, so a slow machine cannot make her late). */
 	int64_t pinged = now_ms();
 	is_int(core_prune(c, pinged + 2500, &w, &pruned), SIG_OK, "prune: runs again");
