@@ -10,6 +10,7 @@ BIND     ?= 127.0.0.1
 DB       ?= $(CURDIR)/var/signal.db
 ARGS     ?=
 PROCS    ?= 1
+WORKERS  ?= 1
 SERVER   ?= lighttpd
 
 CC       ?= cc
@@ -24,7 +25,7 @@ DEB_BUILD = gcc make libc6-dev pkg-config libfcgi-dev libjson-c-dev libsqlite3-d
             libwslay-dev libhttp-parser-dev
 DEB_RUN   = lighttpd curl jq $(if $(filter nginx,$(SERVER)),nginx-light)
 DEB_FUZZ  = clang libclang-rt-14-dev
-DEB_TEST  = curl jq perl sqlite3 valgrind python3 libfcgi-bin openssl nodejs nginx-light
+DEB_TEST  = curl jq perl sqlite3 valgrind python3 python3-websocket libfcgi-bin openssl nodejs nginx-light
 
 # The responder, one object per subsystem.
 CORE_OBJS = util.o log.o error.o config.o jsonv.o store_sqlite.o schema.o ratelimit.o core.o
@@ -139,7 +140,7 @@ ifeq ($(SERVER),nginx)
 	exec tools/run-nginx.sh $(PORT) $(BIND) $(DB) $(ARGS)
 else
 	SIGNAL_ROOT=$(CURDIR) SIGNAL_BIN=$(CURDIR)/build/signal-fcgi SIGNAL_RUNDIR=$(CURDIR)/var/run SIGNAL_DB=$(DB) SIGNAL_ARGS="$(ARGS)" \
-	  SIGNAL_PROCS=$(PROCS) SIGNAL_BIND=$(BIND) PORT=$(PORT) exec lighttpd -D -f lighttpd.conf
+	  SIGNAL_PROCS=$(PROCS) SIGNAL_WORKERS=$(WORKERS) SIGNAL_BIND=$(BIND) PORT=$(PORT) exec lighttpd -D -f lighttpd.conf
 endif
 
 test: deps-test
