@@ -70,9 +70,9 @@ int bell_open(int64_t owner)
 }
 
 static int64_t local_owner;
-static void (*local_wake)(const int64_t *ids, int n);
+static void (*local_wake)(const core_wakes *w, int64_t owner);
 
-void bell_set_local(int64_t owner, void (*wake)(const int64_t *ids, int n))
+void bell_set_local(int64_t owner, void (*wake)(const core_wakes *w, int64_t owner))
 {
 	local_owner = owner;
 	local_wake = wake;
@@ -88,10 +88,6 @@ static int sender_fd(void)
 
 static void send_ids(int64_t owner, const int64_t *ids, int n)
 {
-	if (owner == local_owner && local_wake) {
-		local_wake(ids, n);
-		return;
-	}
 	int fd = sender_fd();
 	if (fd < 0)
 		return;
@@ -113,6 +109,10 @@ void bell_ring(const core_wakes *w)
 			seen = w->v[j].owner == owner;
 		if (seen || owner == 0)
 			continue;
+		if (owner == local_owner && local_wake) {
+			local_wake(w, owner);
+			continue;
+		}
 		int n = 0;
 		for (int j = i; j < w->n; j++) {
 			if (w->v[j].owner != owner)

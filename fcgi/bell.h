@@ -18,8 +18,9 @@
 int64_t bell_owner_new(void);
 /* Bind this process's bell; returns a non-blocking fd, or -1 (logged). */
 int bell_open(int64_t owner);
-/* Wakes for `owner` (this process) go to wake() instead of the socket. */
-void bell_set_local(int64_t owner, void (*wake)(const int64_t *ids, int n));
+/* Wakes for `owner` (this process) go to wake() instead of the socket: all
+ * of w's, which wake() filters by owner (so it sees the events they carry). */
+void bell_set_local(int64_t owner, void (*wake)(const core_wakes *w, int64_t owner));
 /* Ring every process in w (grouped per owner). Never blocks; a bell that
  * cannot be rung is left to the holder's periodic re-check. */
 void bell_ring(const core_wakes *w);

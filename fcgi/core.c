@@ -69,8 +69,26 @@ void core_result_init(core_result *r)
 void core_result_free(core_result *r)
 {
 	json_object_put(r->reply);
-	free(r->wakes.v);
+	core_wakes_free(&r->wakes);
 	memset(r, 0, sizeof *r);
+}
+
+/* Forget the events carried by wakes from index `from` on: their command
+ * was rolled back (the wakes themselves stay: ringing is harmless). */
+static void wakes_drop_events(core_wakes *w, int from)
+{
+	for (int i = from; i < w->n; i++) {
+		free(w->v[i].body);
+		w->v[i].body = NULL;
+		w->v[i].event_id = w->v[i].prev_id = 0;
+	}
+}
+
+void core_wakes_free(core_wakes *w)
+{
+	wakes_drop_events(w, 0);
+	free(w->v);
+	memset(w, 0, sizeof *w);
 }
 
 void core_wakes_add(core_wakes *w, int64_t owner, int64_t session)
@@ -81,9 +99,34 @@ void core_wakes_add(core_wakes *w, int64_t owner, int64_t session)
 		w->cap = w->cap ? w->cap * 2 : 8;
 		w->v = xrealloc(w->v, (size_t)w->cap * sizeof *w->v);
 	}
-	w->v[w->n].owner = owner;
-	w->v[w->n].session = session;
+	w->v[w->n] = (struct core_wake){.owner = owner, .session = session};
 	w->n++;
+}
+
+/* A wake for one queued event (see struct core_wake). */
+static void wakes_add_event(core_wakes *w, int64_t owner, int64_t session, int64_t id, int64_t prev,
+			    const char *body, size_t len)
+{
+	if (owner == 0)
+		return;
+	core_wakes_add(w, owner, session);
+	struct core_wake *k = &w->v[w->n - 1];
+	k->body = xmalloc(len);
+	memcpy(k->body, body, len);
+	k->len = len;
+	k->event_id = id;
+	k->prev_id = prev;
+}
+
+/* Queue one event for a session and wake its stream, carrying the event. */
+static sig_err push_event(struct cmd_ctx *x, int64_t session, int64_t owner, const char *body, size_t len,
+			  int64_t cap)
+{
+	int64_t id = 0, prev = 0;
+	sig_err e = store_event_push(x->c->st, session, body, len, cap, x->now, &id, owner ? &prev : NULL);
+	if (e == SIG_OK)
+		wakes_add_event(&x->r->wakes, owner, session, id, prev, body, len);
+	return e;
 }
 
 json_object *core_error_reply(const char *type, sig_err e)
@@ -166,11 +209,9 @@ static sig_err room_broadcast(struct cmd_ctx *x, const char *room, int64_t excep
 		store_member *m = &c->members[i];
 		if (m->session_id == except)
 			continue;
-		e = store_event_push(c->st, m->session_id, body, len, capped ? c->lim.mailbox_limit : 0,
-				     x->now, NULL);
+		e = push_event(x, m->session_id, m->stream_owner, body, len, capped ? c->lim.mailbox_limit : 0);
 		if (e != SIG_OK)
 			return e;
-		core_wakes_add(&x->r->wakes, m->stream_owner, m->session_id);
 		sent++;
 	}
 	if (count)
@@ -412,11 +453,9 @@ static sig_err cmd_signal(struct cmd_ctx *x, json_object *cmd, json_object **rep
 			return SIG_E_UNKNOWN_PEER;
 		size_t len = 0;
 		const char *body = json_object_to_json_string_length(cmd, JSON_FLAGS, &len);
-		e = store_event_push(c->st, peer.id, body, len, c->lim.mailbox_limit, x->now, NULL);
-		if (e == SIG_OK) {
-			core_wakes_add(&x->r->wakes, peer.stream_owner, peer.id);
+		e = push_event(x, peer.id, peer.stream_owner, body, len, c->lim.mailbox_limit);
+		if (e == SIG_OK)
 			count = 1;
-		}
 	}
 	if (e != SIG_OK)
 		return e;
@@ -549,6 +588,7 @@ static int exec_one(struct cmd_ctx *x, json_object *cmd, json_object **reply)
 	if (x->r->first_type == NULL)
 		x->r->first_type = type;
 	x->now = now_ms();
+	int wakes_before = x->r->wakes.n;
 	if ((e = x->c->grouped ? store_savepoint(x->c->st) : store_begin(x->c->st)) != SIG_OK)
 		goto done;
 	if ((e = authenticate(x)) == SIG_OK) {
@@ -573,6 +613,8 @@ static int exec_one(struct cmd_ctx *x, json_object *cmd, json_object **reply)
 	}
 	if (x->sess.id != 0)
 		snprintf(x->r->user_id, sizeof x->r->user_id, "%s", x->sess.user_id);
+	if (e != SIG_OK)
+		wakes_drop_events(&x->r->wakes, wakes_before);
 done:
 	if (e != SIG_OK) {
 		json_object_put(*reply);

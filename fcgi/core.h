@@ -20,10 +20,17 @@
 #define CORE_TOKEN_LEN 64 /* hex characters: 256 bits from the kernel */
 #define CORE_BATCH_MAX 64
 
-/* A stream that must re-read its mailbox: held by process `owner`. */
+/* A stream that must re-read its mailbox: held by process `owner`. A wake
+ * for an event the command queued also carries that event (its id, the id
+ * of the recipient's newest event before it, and its text), so the process
+ * holding the stream may write it without reading the store when the stream
+ * has everything up to prev_id; event_id is 0 otherwise. */
 struct core_wake {
 	int64_t owner;
 	int64_t session;
+	int64_t event_id, prev_id;
+	char *body; /* owned; the event without its id, as the store keeps it */
+	size_t len;
 };
 
 typedef struct core_wakes {
@@ -68,6 +75,7 @@ void core_free(core *c); /* NULL is fine */
 void core_result_init(core_result *r);
 void core_result_free(core_result *r); /* safe on an initialised result */
 void core_wakes_add(core_wakes *w, int64_t owner, int64_t session);
+void core_wakes_free(core_wakes *w);
 
 /* Run a POST body: one command object or an array of them. token may be
  * NULL (login needs none). Always fills r (status + reply). */

@@ -78,6 +78,14 @@ struct held {
 	struct held *prev, *next;      /* all held */
 };
 
+/* A wake from a thread of this process, with the event it carries if any
+ * (struct core_wake). */
+struct local_wake {
+	int64_t session, event_id, prev_id;
+	char *body; /* owned; NULL without an event */
+	size_t len;
+};
+
 /* Hand-over queue from other threads: held requests, or work to run here. */
 struct pending {
 	struct hold_req req;
@@ -92,7 +100,7 @@ static struct {
 	int ep, efd, bell, ws_listen;
 	pthread_mutex_t lock;
 	struct pending *queue;
-	int64_t *wakes;        /* session ids rung from this process */
+	struct local_wake *wakes; /* rung from this process's threads */
 	int nwakes, capwakes;
 	struct held *table[1 << TABLE_BITS];
 	struct held *all;
@@ -457,6 +465,15 @@ static void send_ws_events(struct held *h, const char *text, size_t len)
 	}
 }
 
+/* Queue formatted events (on_event) on an SSE stream or a WebSocket. */
+static void emit_events(struct held *h, const buf *text)
+{
+	if (h->kind == HOLD_SSE)
+		put_stdout(h, text->data, text->len);
+	else
+		send_ws_events(h, text->data, text->len);
+}
+
 /* Pull one stream's new events into its queue. Returns 0, or -1 when the
  * stream must end (session gone or replaced). */
 static int pull(struct held *h)
@@ -495,10 +512,7 @@ static int pull(struct held *h)
 		h->sent_mark = p.last; /* recorded in the store by flush_marks() */
 	if (h->kind == HOLD_SSE || h->kind == HOLD_WS) {
 		if (p.count > 0) {
-			if (h->kind == HOLD_SSE)
-				put_stdout(h, text.data, text.len);
-			else
-				send_ws_events(h, text.data, text.len);
+			emit_events(h, &text);
 			h->cursor = p.last;
 			h->more = p.count >= PULL_LIMIT;
 		}
@@ -774,25 +788,61 @@ static void take_queue(void)
 	}
 }
 
-/* Wake-ups from this process's own threads (bell_set_local). */
-static void hold_wake_local(const int64_t *ids, int n)
+/* Wake-ups from this process's own threads (bell_set_local): the wakes of
+ * w for this process, each with a copy of the event it carries. */
+static void hold_wake_local(const core_wakes *w, int64_t owner)
 {
 	pthread_mutex_lock(&H.lock);
-	if (H.nwakes + n > H.capwakes) {
-		H.capwakes = (H.nwakes + n) * 2;
+	if (H.nwakes + w->n > H.capwakes) {
+		H.capwakes = (H.nwakes + w->n) * 2;
 		H.wakes = xrealloc(H.wakes, (size_t)H.capwakes * sizeof *H.wakes);
 	}
-	memcpy(H.wakes + H.nwakes, ids, (size_t)n * sizeof *ids);
-	H.nwakes += n;
+	for (int i = 0; i < w->n; i++) {
+		const struct core_wake *k = &w->v[i];
+		if (k->owner != owner)
+			continue;
+		struct local_wake *lw = &H.wakes[H.nwakes++];
+		*lw = (struct local_wake){.session = k->session};
+		if (k->event_id && k->body) {
+			lw->body = xmalloc(k->len);
+			memcpy(lw->body, k->body, k->len);
+			lw->len = k->len;
+			lw->event_id = k->event_id;
+			lw->prev_id = k->prev_id;
+		}
+	}
 	pthread_mutex_unlock(&H.lock);
 	uint64_t one = 1;
-	ssize_t w = write(H.efd, &one, sizeof one);
-	(void)w;
+	ssize_t r = write(H.efd, &one, sizeof one);
+	(void)r;
+}
+
+/* Write an event that a thread of this process has just committed straight
+ * to its stream, without reading the store. Only when nothing can be
+ * missing before it (the stream has written every event of the session up
+ * to the one before it) and nothing else is pending for the stream; a long
+ * poll always reads (its answer ends it). Returns 1 when the event needs
+ * nothing more, 0 when the stream must pull. */
+static int deliver_now(struct held *h, const struct local_wake *lw)
+{
+	if (lw->event_id <= h->cursor && !h->dirty)
+		return 1; /* a pull got it first */
+	if (h->kind == HOLD_POLL || h->dirty || h->ending || h->lingering || h->more ||
+	    h->out.len >= QUEUE_LOW || h->cursor < lw->prev_id)
+		return 0;
+	buf text = {0};
+	struct pull_ctx p = {.h = h, .text = &text};
+	on_event(&p, lw->event_id, lw->body, lw->len);
+	emit_events(h, &text);
+	buf_free(&text);
+	h->cursor = h->sent_mark = lw->event_id;
+	flush(h); /* may destroy h */
+	return 1;
 }
 
 static void take_local_wakes(void)
 {
-	static int64_t *mine;
+	static struct local_wake *mine;
 	static int cap;
 	pthread_mutex_lock(&H.lock);
 	int n = H.nwakes;
@@ -805,9 +855,10 @@ static void take_local_wakes(void)
 	H.nwakes = 0;
 	pthread_mutex_unlock(&H.lock);
 	for (int i = 0; i < n; i++) {
-		struct held *h = find(mine[i]);
-		if (h)
+		struct held *h = find(mine[i].session);
+		if (h && !(mine[i].event_id && deliver_now(h, &mine[i])))
 			mark_dirty(h);
+		free(mine[i].body);
 	}
 }
 

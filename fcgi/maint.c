@@ -32,7 +32,7 @@ static void *maint_main(void *arg)
 		if (e != SIG_OK)
 			log_warn("maint: prune failed (%s); will retry", sig_err_code(e));
 		bell_ring(&w);
-		free(w.v);
+		core_wakes_free(&w);
 	}
 	return NULL;
 }

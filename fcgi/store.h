@@ -80,9 +80,10 @@ sig_err store_room_members(store *st, const char *room, store_member *out, int m
 
 /* Mailboxes. Appends body (a JSON object without "id") to sid's mailbox.
  * With cap > 0, fails with SIG_E_MAILBOX_FULL when cap events are already
- * waiting undelivered. */
+ * waiting undelivered. *id_out gets the new event's id and *prev_out (when
+ * not NULL) the id of sid's newest event before it, 0 if none. */
 sig_err store_event_push(store *st, int64_t sid, const char *body, size_t len, int64_t cap,
-			 int64_t now, int64_t *id_out);
+			 int64_t now, int64_t *id_out, int64_t *prev_out);
 /* The recipient acknowledged every event up to and including upto. */
 sig_err store_events_ack(store *st, int64_t sid, int64_t upto);
 

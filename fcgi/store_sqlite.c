@@ -45,6 +45,7 @@ enum stmt_id {
 	Q_MEMBER_INSERT,
 	Q_ROOM_MEMBERS,
 	Q_MAILBOX_SPAN,
+	Q_MAILBOX_NEWEST,
 	Q_MAILBOX_PENDING,
 	Q_EVENT_INSERT,
 	Q_EVENTS_ACK,
@@ -93,6 +94,7 @@ static const char *const stmt_sql[Q__COUNT] = {
 			    "VALUES (?1, ?2, ?3, (SELECT coalesce(max(seq), 0) + 1 FROM memberships WHERE room_id = ?2))",
 	[Q_ROOM_MEMBERS] = "SELECT s.id, s.user_id, s.stream_owner FROM memberships m "
 			   "JOIN sessions s ON s.id = m.session_id WHERE m.room_id = ?1 ORDER BY m.seq",
+	[Q_MAILBOX_NEWEST] = "SELECT coalesce(max(id), 0) FROM events WHERE session_id = ?1",
 	[Q_MAILBOX_SPAN] = "SELECT coalesce((SELECT max(id) FROM events), 0) - sent_upto FROM sessions WHERE id = ?1",
 	[Q_MAILBOX_PENDING] = "SELECT count(*) FROM events WHERE session_id = ?1 AND "
 			      "id > (SELECT sent_upto FROM sessions WHERE id = ?1)",
@@ -527,7 +529,7 @@ static sig_err query_int(store *st, sqlite3_stmt *s, int64_t *out, const char *w
 }
 
 sig_err store_event_push(store *st, int64_t sid, const char *body, size_t len, int64_t cap,
-			 int64_t now, int64_t *id_out)
+			 int64_t now, int64_t *id_out, int64_t *prev_out)
 {
 	sig_err e;
 	if (cap > 0) {
@@ -545,6 +547,11 @@ sig_err store_event_push(store *st, int64_t sid, const char *body, size_t len, i
 		}
 		if (pending >= cap)
 			return SIG_E_MAILBOX_FULL;
+	}
+	if (prev_out) {
+		sqlite3_bind_int64(stmt(st, Q_MAILBOX_NEWEST), 1, sid);
+		if ((e = query_int(st, stmt(st, Q_MAILBOX_NEWEST), prev_out, "mailbox newest")) != SIG_OK)
+			return e;
 	}
 	sqlite3_stmt *s = stmt(st, Q_EVENT_INSERT);
 	sqlite3_bind_int64(s, 1, sid);

@@ -213,13 +213,13 @@ static int handle_hold(core *c, FCGX_Request *req, const struct query *q, enum h
 	if (!(kind == HOLD_POLL && reclaim_poll(c, token, &h)))
 		e = core_stream_open(c, token[0] ? token : NULL, ack, web_owner, &h.stream, &w);
 	if (e != SIG_OK) {
-		free(w.v);
+		core_wakes_free(&w);
 		respond_error(req, e, cors);
 		return 0;
 	}
 	snprintf(h.headers, sizeof h.headers, "%s", cors);
 	bell_ring(&w); /* tell a previous holder to let go */
-	free(w.v);
+	core_wakes_free(&w);
 	/* The connection now belongs to the hold thread: free libfcgi's
 	 * buffers without closing it or writing an end of request. */
 	FCGX_Free(req, 0);

@@ -29,6 +29,29 @@ diag "signals served by the other process: $cross of 20; slowest POST->event acr
 [ $worst -lt 1000 ]; ok $? "... and reached the stream at once (re-check is 30 s: the bell woke it)"
 is "$(sse_data "$OUT/bob.sse" | jq -r 'select(.n) | .n' | tr '\n' ' ')" "$(seq 1 20 | tr '\n' ' ')" "all 20 arrived once, in order"
 is "$(grep -c 'signal-fcgi started' "$OUT/server.log")" 2 "two responder processes ran"
+
+# A burst from four parallel senders over both processes: the holder writes
+# its own process's events straight to the stream and reads the others'
+# from the store; whichever way each came, bob gets every one once, in id
+# order (the direct write only happens when nothing can be missing before it).
+for k in 1 2 3 4; do
+	: >"$OUT/burst-$k.curl"
+	for i in $(seq 1 50); do
+		[ "$i" = 1 ] || echo next >>"$OUT/burst-$k.curl"
+		printf 'url = "%s/api/cmd"\nheader = "Authorization: Bearer %s"\ndata-binary = "{\\"type\\":\\"signal\\",\\"to\\":\\"bob\\",\\"b\\":%d}"\noutput = /dev/null\n' \
+			"$BASE" "$A" "$((k * 1000 + i))" >>"$OUT/burst-$k.curl"
+	done
+done
+senders=""
+for k in 1 2 3 4; do curl -s -K "$OUT/burst-$k.curl" & senders="$senders $!"; done
+wait $senders
+wait_for "$OUT/bob.sse" '"b":4050[,}]' 10
+burst=$(sse_data "$OUT/bob.sse" | jq -c 'select(.b) | [.id, .b]')
+is "$(echo "$burst" | jq -r '.[1]' | sort -n | uniq | wc -l) $(echo "$burst" | wc -l)" "200 200" "a parallel burst of 200 over two processes: each signal once"
+is "$(echo "$burst" | jq -r '.[0]' | sort -n -c 2>&1 && echo sorted)" "sorted" "... in id order"
+for k in 1 2 3 4; do
+	is "$(echo "$burst" | jq -r '.[1]' | awk -v k=$k 'int($1/1000) == k' | tr '\n' ' ')" "$(seq $((k * 1000 + 1)) $((k * 1000 + 50)) | tr '\n' ' ')" "... sender $k's in the order it sent them"
+done
 stop_server
 
 # Two lighttpd worker processes (SIGNAL_WORKERS, for more streams than one
