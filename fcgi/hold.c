@@ -474,6 +474,22 @@ static void emit_events(struct held *h, const buf *text)
 		send_ws_events(h, text->data, text->len);
 }
 
+/* Answer a long-poll with the events in text (on_event's, comma-separated)
+ * and its new cursor `last`, and end it. */
+static void answer_poll(struct held *h, const buf *text, int64_t last)
+{
+	buf resp = {0};
+	buf_append(&resp, poll_head, sizeof poll_head - 1);
+	if (h->headers)
+		buf_puts(&resp, h->headers);
+	buf_append(&resp, "\r\n", 2);
+	buf_printf(&resp, "{\"events\":[%s],\"last\":%lld}\n", text->data ? text->data : "", (long long)last);
+	put_stdout(h, resp.data, resp.len);
+	buf_free(&resp);
+	h->cursor = last;
+	put_end(h);
+}
+
 /* Pull one stream's new events into its queue. Returns 0, or -1 when the
  * stream must end (session gone or replaced). */
 static int pull(struct held *h)
@@ -517,17 +533,7 @@ static int pull(struct held *h)
 			h->more = p.count >= PULL_LIMIT;
 		}
 	} else if (p.count > 0 || mono_us() >= h->deadline_us) {
-		buf resp = {0};
-		buf_append(&resp, poll_head, sizeof poll_head - 1);
-		if (h->headers)
-			buf_puts(&resp, h->headers);
-		buf_append(&resp, "\r\n", 2);
-		buf_printf(&resp, "{\"events\":[%s],\"last\":%lld}\n", text.data ? text.data : "",
-			   (long long)(p.count ? p.last : h->cursor));
-		put_stdout(h, resp.data, resp.len);
-		buf_free(&resp);
-		h->cursor = p.count ? p.last : h->cursor;
-		put_end(h);
+		answer_poll(h, &text, p.count ? p.last : h->cursor);
 	}
 	buf_free(&text);
 	return 0;
@@ -818,24 +824,30 @@ static void hold_wake_local(const core_wakes *w, int64_t owner)
 }
 
 /* Write an event that a thread of this process has just committed straight
- * to its stream, without reading the store. Only when nothing can be
- * missing before it (the stream has written every event of the session up
- * to the one before it) and nothing else is pending for the stream; a long
- * poll always reads (its answer ends it). Returns 1 when the event needs
- * nothing more, 0 when the stream must pull. */
+ * to its stream (or as the answer of a waiting long-poll), without reading
+ * the store. Only when nothing can be missing before it (the stream has
+ * written every event of the session up to the one before it) and nothing
+ * else is pending for the stream. Returns 1 when the event needs nothing
+ * more, 0 when the stream must pull. */
 static int deliver_now(struct held *h, const struct local_wake *lw)
 {
 	if (lw->event_id <= h->cursor && !h->dirty)
 		return 1; /* a pull got it first */
-	if (h->kind == HOLD_POLL || h->dirty || h->ending || h->lingering || h->more ||
-	    h->out.len >= QUEUE_LOW || h->cursor < lw->prev_id)
+	if (h->dirty || h->ending || h->lingering || h->more || h->out.len >= QUEUE_LOW ||
+	    h->cursor < lw->prev_id)
 		return 0;
 	buf text = {0};
 	struct pull_ctx p = {.h = h, .text = &text};
 	on_event(&p, lw->event_id, lw->body, lw->len);
-	emit_events(h, &text);
+	h->sent_mark = lw->event_id;
+	if (h->kind == HOLD_POLL) {
+		answer_poll(h, &text, lw->event_id);
+		finish_poll(h); /* its marks and release go with the next flush */
+	} else {
+		emit_events(h, &text);
+		h->cursor = lw->event_id;
+	}
 	buf_free(&text);
-	h->cursor = h->sent_mark = lw->event_id;
 	flush(h); /* may destroy h */
 	return 1;
 }
