@@ -112,7 +112,9 @@ run_latency() {
 	set -- $n; local n50=$1 n99=$2 nlo=$3 nhi=$4
 	row "latency-$t" "one-way p50 (us), median of $LATENCY_RUNS runs" "$o50" "$n50" "$tgt50"
 	row "latency-$t" "one-way p99 (us), that run" "$o99" "$n99" "$tgt99"
-	row "latency-$t" "p50 over the runs: lowest-highest" "$olo-$ohi" "$nlo-$nhi" "-"
+	local nspread="$nlo-$nhi"
+	[ "$nlo" = - ] && nspread=-
+	row "latency-$t" "p50 over the runs: lowest-highest" "$olo-$ohi" "$nspread" "-"
 }
 
 # throughput_one NCHAN_FLAG [ws] -> "msgs cpu% rss_kb"
