@@ -170,7 +170,7 @@ static sig_err read_mail(const char *token, int64_t ack, core_stream *cs, struct
 {
 	core_wakes w = {0};
 	sig_err e = core_stream_open(c, token, ack, 42, cs, &w);
-	free(w.v);
+	core_wakes_free(&w);
 	if (e != SIG_OK)
 		return e;
 	int64_t lost_upto = 0;
@@ -197,6 +197,20 @@ static void summary(struct mail *m, char *out, size_t size)
 }
 
 /* ---- tests ---- */
+
+/* Read token's whole mailbox and record it as sent (a stream wrote it). */
+static void deliver_all(const char *token)
+{
+	core_stream s;
+	struct mail m = {0};
+	read_mail(token, 0, &s, &m, NULL);
+	if (m.n > 0) {
+		core_delivery_begin(c);
+		core_stream_sent(c, &s, m.ids[m.n - 1]);
+		core_delivery_end(c, 1);
+	}
+	mail_free(&m);
+}
 
 static void test_login(void)
 {
@@ -279,33 +293,16 @@ static void test_rooms_and_signals(void)
 	json_object_put(r);
 
 	/* Mailbox cap 4 undelivered: carol has 0 after reading; fill, then refuse whole. */
-	read_mail(cc, 0, &cs, &m, NULL);
-	if (m.n > 0) {
-		core_delivery_begin(c);
-		core_stream_sent(c, &cs, m.ids[m.n - 1]);
-		core_delivery_end(c, 1);
-	}
-	mail_free(&m);
+	deliver_all(cc);
 	/* Events for others between carol's count for nothing: bob's three
 	 * put 4 ids past her last sent one, yet she has only one waiting. */
-	core_stream bs;
-	read_mail(b, 0, &bs, &m, NULL);
-	if (m.n > 0) {
-		core_delivery_begin(c);
-		core_stream_sent(c, &bs, m.ids[m.n - 1]);
-		core_delivery_end(c, 1);
-	}
-	mail_free(&m);
+	deliver_all(b);
 	run(a, "{\"type\":\"signal\",\"to\":\"carol\",\"x\":0}", NULL, NULL);
 	for (int i = 0; i < 3; i++)
 		run(a, "{\"type\":\"signal\",\"to\":\"bob\",\"x\":0}", NULL, NULL);
 	is_int(run(a, "{\"type\":\"signal\",\"to\":\"carol\",\"x\":0}", NULL, NULL), 200,
 	       "signal: a mailbox is capped by its own undelivered events, not by others' between them");
-	read_mail(cc, 0, &cs, &m, NULL);
-	core_delivery_begin(c);
-	core_stream_sent(c, &cs, m.ids[m.n - 1]);
-	core_delivery_end(c, 1);
-	mail_free(&m);
+	deliver_all(cc);
 	for (int i = 0; i < 4; i++)
 		run(a, "{\"type\":\"signal\",\"to\":\"carol\",\"x\":1}", NULL, NULL);
 	counts(before, sizeof before);
@@ -427,7 +424,7 @@ static void test_streams(void)
 	is_int(core_stream_open(c, b, third, 77, &second, &w), SIG_OK, "stream: a second stream opens");
 	is_int(w.n, 1, "stream: ... and names the previous holder to wake");
 	ok(w.n == 1 && w.v[0].owner == 42, "stream: ... which is the first owner");
-	free(w.v);
+	core_wakes_free(&w);
 	int64_t l2 = 0;
 	core_delivery_begin(c);
 	sig_err e = core_stream_pull(c, &first, 0, 64, collect, &m, &l2);
@@ -482,7 +479,7 @@ static void test_prune(void)
 	int64_t pinged = now_ms();
 	is_int(core_prune(c, pinged + 2500, &w, &pruned), SIG_OK, "prune: runs again");
 	is_int(pruned, 1, "prune: the silent session is pruned");
-	free(w.v);
+	core_wakes_free(&w);
 	is_int(run(b, "{\"type\":\"ping\"}", &r, NULL), 401, "prune: its token answers 401");
 	json_object_put(r);
 	is_int(run(a, "{\"type\":\"ping\"}", &r, NULL), 200, "prune: the one that pinged stays");
