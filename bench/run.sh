@@ -5,9 +5,9 @@
 # (ws: the WebSocket relay cases, ours only: latency, throughput, held)
 # Prints a table and writes it as TSV to bench/results/DATE.tsv.
 # HELD="1000 5000 10000" IDLE_SECS=30 THROUGHPUT_SECS=10 override the sizes.
-# Ours runs as `make run` does, with SIGNAL_WORKERS=2 (two lighttpd processes:
-# 10,000 streams need more descriptors than one may open, see lighttpd.conf);
-# WORKERS=1 runs one.
+# Ours runs as `make run` does: one lighttpd process (WORKERS), except in
+# the held cases, which run two (HELD_WORKERS, SIGNAL_WORKERS in
+# lighttpd.conf): 10,000 streams need more descriptors than one may open.
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 B=$ROOT/bench
@@ -16,7 +16,8 @@ RESULTS=$B/results
 mkdir -p "$RESULTS"
 TSV=$RESULTS/$(date -u +%Y%m%dT%H%M%SZ).tsv
 HELD=${HELD:-"1000 5000 10000"}
-WORKERS=${WORKERS:-2}
+WORKERS=${WORKERS:-1}
+HELD_WORKERS=${HELD_WORKERS:-2}
 IDLE_SECS=${IDLE_SECS:-30}
 THROUGHPUT_SECS=${THROUGHPUT_SECS:-10}
 CASES=${*:-latency throughput held ws xproc idle}
@@ -35,15 +36,32 @@ tree() {
 	for c in $(pgrep -P "$p"); do tree "$c"; done
 }
 rss_kb() { local t=0 p; for p in $(tree "$SERVER_PID"); do t=$((t + $(awk '/VmRSS/{print $2}' /proc/$p/status 2>/dev/null || echo 0))); done; echo $t; }
+# CPU time (ns, every thread) of the server's processes, split: "front responder"
+# (front: lighttpd or nginx; responder: signal-fcgi; nchan has no responder).
+cpu_split_ns() {
+	local f=0 r=0 p ns th
+	for p in $(tree "$SERVER_PID"); do
+		ns=0
+		for th in /proc/$p/task/*/schedstat; do ns=$((ns + $(cut -d' ' -f1 "$th" 2>/dev/null || echo 0))); done
+		if [ "$(cat /proc/$p/comm 2>/dev/null)" = signal-fcgi ]; then r=$((r + ns)); else f=$((f + ns)); fi
+	done
+	echo "$f $r"
+}
+# per_msg_us "F0 R0" "F1 R1" MESSAGES -> "front_us responder_us"
+per_msg_us() {
+	local a b
+	read -r -a a <<<"$1"; read -r -a b <<<"$2"
+	awk -v f=$((b[0] - a[0])) -v r=$((b[1] - a[1])) -v n="$3" 'BEGIN{ if (n > 0) printf "%.0f %.0f", f / n / 1000, r / n / 1000; else print "- -" }'
+}
 cpu_ticks() { local t=0 p; for p in $(tree "$SERVER_PID"); do t=$((t + $(awk '{sub(/.*\) /,""); print $12+$13}' /proc/$p/stat 2>/dev/null || echo 0))); done; echo $t; }
 
-start_ours() {
-	local procs=${1:-1}
+start_ours() { # start_ours [PROCS [LIGHTTPD_WORKERS]]
+	local procs=${1:-1} workers=${2:-$WORKERS}
 	PORT=$(free_port)
 	rm -rf "$WORK/ours"; mkdir -p "$WORK/ours/run"
 	SIGNAL_ROOT=$ROOT SIGNAL_BIN=$ROOT/build/signal-fcgi SIGNAL_RUNDIR=$WORK/ours/run SIGNAL_DB=$WORK/ours/bench.db \
 		SIGNAL_ARGS="--rate-ip 1000000 --rate-session 1000000 --rate-login 1000000 --mailbox-limit 100000" \
-		SIGNAL_PROCS=$procs SIGNAL_WORKERS=$WORKERS SIGNAL_BIND=127.0.0.1 PORT=$PORT \
+		SIGNAL_PROCS=$procs SIGNAL_WORKERS=$workers SIGNAL_BIND=127.0.0.1 PORT=$PORT \
 		setsid taskset -c 0 lighttpd -D -f "$ROOT/lighttpd.conf" >"$WORK/ours/server.log" 2>&1 &
 	SERVER_PID=$!
 	for i in $(seq 1 100); do curl -sf -o /dev/null "http://127.0.0.1:$PORT/api/health" && return 0; sleep 0.05; done
@@ -83,7 +101,7 @@ row() { # row CASE METRIC OURS NCHAN TARGET
 	printf '%-13s %-44s %12s %12s %8s   %s\n' "$1" "$2" "$3" "${4:--}" "$ratio" "$5"
 }
 
-echo "machine: $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); server on CPU 0, load generator on CPU 1; ours: lighttpd with $WORKERS worker(s)"
+echo "machine: $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); server on CPU 0, load generator on CPU 1; ours: lighttpd with $WORKERS worker(s), $HELD_WORKERS in the held cases"
 printf '%-13s %-44s %12s %12s %8s   %s\n' case metric ours nchan ratio target
 
 # Latency runs vary by about 20% from one server start to the next on this
@@ -92,15 +110,18 @@ printf '%-13s %-44s %12s %12s %8s   %s\n' case metric ours nchan ratio target
 LATENCY_RUNS=${LATENCY_RUNS:-3}
 # latency_runs NCHAN_FLAG TRANSPORT -> "p50 p99 min_p50 max_p50" of the median run
 latency_runs() {
-	local k o all=""
+	local k o all="" c0 c1
 	for k in $(seq 1 "$LATENCY_RUNS"); do
 		if [ -n "$1" ]; then start_nchan; else start_ours; fi
+		c0=$(cpu_split_ns)
 		o=$(lg $1 --port "$PORT" latency "$2" 200 2000)
+		c1=$(cpu_split_ns)
 		stop_server
-		all="$all$(echo "$o" | val oneway_p50_us) $(echo "$o" | val oneway_p99_us)
+		# 2,200 round trips: 4,400 one-way messages
+		all="$all$(echo "$o" | val oneway_p50_us) $(echo "$o" | val oneway_p99_us) $(per_msg_us "$c0" "$c1" 4400)
 "
 	done
-	echo "$all" | grep . | sort -n | awk '{p50[NR]=$1; p99[NR]=$2} END {m=int((NR+1)/2); print p50[m], p99[m], p50[1], p50[NR]}'
+	echo "$all" | grep . | sort -n | awk '{p50[NR]=$1; p99[NR]=$2; f[NR]=$3; r[NR]=$4} END {m=int((NR+1)/2); print p50[m], p99[m], p50[1], p50[NR], f[m], r[m]}'
 }
 run_latency() {
 	local t=$1 o n="- - - -"
@@ -108,36 +129,54 @@ run_latency() {
 	[ "$t" != ws ] && n=$(latency_runs --nchan "$t")
 	local tgt50="p50 <= 150 us" tgt99="p99 <= 1000 us"
 	[ "$t" = poll ] && tgt50="p50 <= 400 us" && tgt99="-"
-	set -- $o; local o50=$1 o99=$2 olo=$3 ohi=$4
-	set -- $n; local n50=$1 n99=$2 nlo=$3 nhi=$4
+	set -- $o; local o50=$1 o99=$2 olo=$3 ohi=$4 of=$5 or=$6
+	set -- $n; local n50=$1 n99=$2 nlo=$3 nhi=$4 nf=${5:--}
 	row "latency-$t" "one-way p50 (us), median of $LATENCY_RUNS runs" "$o50" "$n50" "$tgt50"
 	row "latency-$t" "one-way p99 (us), that run" "$o99" "$n99" "$tgt99"
 	local nspread="$nlo-$nhi"
 	[ "$nlo" = - ] && nspread=-
 	row "latency-$t" "p50 over the runs: lowest-highest" "$olo-$ohi" "$nspread" "-"
+	row "latency-$t" "CPU per message (us): front server" "$of" "$nf" "-"
+	row "latency-$t" "CPU per message (us): responder" "$or" "-" "-"
 }
 
-# throughput_one NCHAN_FLAG [ws] -> "msgs cpu% rss_kb"
+# throughput_one NCHAN_FLAG [ws] -> "msgs cpu% rss_kb front_us responder_us"
 throughput_one() {
-	local c0 t0 c1 t1 out rss
+	local c0 t0 c1 t1 out rss s0 s1
 	coproc LGP { lg $1 --port "$PORT" throughput 32 8 "$THROUGHPUT_SECS" ${2:-}; }
 	local lgpid=$LGP_PID
 	read -r line <&"${LGP[0]}"   # "start"
-	c0=$(cpu_ticks); t0=$(date +%s%N)
+	c0=$(cpu_ticks); t0=$(date +%s%N); s0=$(cpu_split_ns)
 	sleep $((THROUGHPUT_SECS / 2)); rss=$(rss_kb)
 	read -r out <&"${LGP[0]}"
-	c1=$(cpu_ticks); t1=$(date +%s%N)
+	c1=$(cpu_ticks); t1=$(date +%s%N); s1=$(cpu_split_ns)
 	wait "$lgpid" 2>/dev/null
-	echo "$(echo "$out" | val msgs_per_s) $(awk -v c=$((c1 - c0)) -v t=$((t1 - t0)) -v k="$TICK" 'BEGIN{printf "%.0f", c / k / (t / 1e9) * 100}') $rss"
+	echo "$(echo "$out" | val msgs_per_s) $(awk -v c=$((c1 - c0)) -v t=$((t1 - t0)) -v k="$TICK" 'BEGIN{printf "%.0f", c / k / (t / 1e9) * 100}') $rss $(per_msg_us "$s0" "$s1" "$(echo "$out" | val delivered)")"
+}
+# throughput_runs NCHAN_FLAG [ws] -> throughput_one's line of the median run
+# (by msgs/s) of THROUGHPUT_RUNS on fresh servers, then "lowest-highest".
+THROUGHPUT_RUNS=${THROUGHPUT_RUNS:-3}
+throughput_runs() {
+	local k all=""
+	for k in $(seq 1 "$THROUGHPUT_RUNS"); do
+		if [ -n "$1" ]; then start_nchan; else start_ours; fi
+		all="$all$(throughput_one "$1" ${2:-})
+"
+		stop_server
+	done
+	echo "$all" | grep . | sort -n | awk '{l[NR]=$0; m[NR]=$1} END {print l[int((NR+1)/2)], m[1] "-" m[NR]}'
 }
 run_throughput() {
 	local o n
-	start_ours; o=$(throughput_one ""); stop_server
-	start_nchan; n=$(throughput_one --nchan); stop_server
-	set -- $o; local om=$1 oc=$2 orss=$3
-	set -- $n; local nm=$1 nc=$2 nrss=$3
-	row throughput "delivered msgs/s (32x2, 8 in flight)" "$om" "$nm" ">= 20000 and >= 1/3 nchan"
+	o=$(throughput_runs "")
+	n=$(throughput_runs --nchan)
+	set -- $o; local om=$1 oc=$2 orss=$3 of=$4 or=$5 osp=$6
+	set -- $n; local nm=$1 nc=$2 nrss=$3 nf=$4 nsp=$6
+	row throughput "delivered msgs/s (32x2, 8 in flight), median of $THROUGHPUT_RUNS" "$om" "$nm" ">= 20000 and >= 1/3 nchan"
+	row throughput "msgs/s over the runs: lowest-highest" "$osp" "$nsp" "-"
 	row throughput "server CPU %" "$oc" "$nc" "-"
+	row throughput "CPU per message (us): front server" "$of" "$nf" "-"
+	row throughput "CPU per message (us): responder" "$or" "-" "-"
 	row throughput "server RSS (KB)" "$orss" "$nrss" "-"
 }
 
@@ -160,7 +199,7 @@ held_one() {
 run_held() {
 	local n o m
 	for n in $HELD; do
-		start_ours; o=$(held_one "" "$n"); stop_server
+		start_ours 1 "$HELD_WORKERS"; o=$(held_one "" "$n"); stop_server
 		start_nchan; m=$(held_one --nchan "$n"); stop_server
 		set -- $o; local oc=$1 orps=$2 odelta=$3 od=$4 ot=$5
 		set -- $m; local nc=$1 nrps=$2 ndelta=$3 nd=$4 nt=$5
@@ -177,13 +216,16 @@ run_held() {
 run_ws() {
 	local o n
 	run_latency ws
-	start_ours; o=$(throughput_one "" ws); stop_server
+	o=$(throughput_runs "" ws)
 	set -- $o
-	row throughput-ws "delivered msgs/s (32x2, 8 in flight)" "$1" "-" ">= 20000"
+	row throughput-ws "delivered msgs/s (32x2, 8 in flight), median of $THROUGHPUT_RUNS" "$1" "-" ">= 20000"
+	row throughput-ws "msgs/s over the runs: lowest-highest" "$6" "-" "-"
 	row throughput-ws "server CPU %" "$2" "-" "-"
 	row throughput-ws "server RSS (KB)" "$3" "-" "-"
+	row throughput-ws "CPU per message (us): front server" "$4" "-" "-"
+	row throughput-ws "CPU per message (us): responder" "$5" "-" "-"
 	for n in $HELD; do
-		start_ours; o=$(held_one "" "$n" ws); stop_server
+		start_ours 1 "$HELD_WORKERS"; o=$(held_one "" "$n" ws); stop_server
 		set -- $o
 		row "held-ws-$n" "sockets connected" "$1" "-" "$n"
 		row "held-ws-$n" "server RSS per socket (KB, total/N)" "$2" "-" "<= 8 KB"
