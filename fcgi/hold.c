@@ -11,7 +11,9 @@
  *
  * Wake-ups come as session ids on the bell (bell.c) and mark streams dirty;
  * a dirty stream re-reads its mailbox after its cursor, all dirty streams
- * in one store transaction. A stream whose queue is above the low-water
+ * in one store transaction. A wake-up from this process's own threads also
+ * carries the event it is for, which goes straight to the stream when the
+ * stream has written everything before it (deliver_now): no store read. A stream whose queue is above the low-water
  * mark reads nothing more: events wait in the mailbox, not in memory, so a
  * reader that never reads costs at most one queue. Once a second the loop
  * sends keepalives, ends long-polls that waited long enough, and closes
