@@ -44,8 +44,7 @@ enum stmt_id {
 	Q_MEMBER_DELETE,
 	Q_MEMBER_INSERT,
 	Q_ROOM_MEMBERS,
-	Q_MAILBOX_SPAN,
-	Q_MAILBOX_NEWEST,
+	Q_MAILBOX_HEAD,
 	Q_MAILBOX_PENDING,
 	Q_EVENT_INSERT,
 	Q_EVENTS_ACK,
@@ -94,8 +93,8 @@ static const char *const stmt_sql[Q__COUNT] = {
 			    "VALUES (?1, ?2, ?3, (SELECT coalesce(max(seq), 0) + 1 FROM memberships WHERE room_id = ?2))",
 	[Q_ROOM_MEMBERS] = "SELECT s.id, s.user_id, s.stream_owner FROM memberships m "
 			   "JOIN sessions s ON s.id = m.session_id WHERE m.room_id = ?1 ORDER BY m.seq",
-	[Q_MAILBOX_NEWEST] = "SELECT coalesce(max(id), 0) FROM events WHERE session_id = ?1",
-	[Q_MAILBOX_SPAN] = "SELECT coalesce((SELECT max(id) FROM events), 0) - sent_upto FROM sessions WHERE id = ?1",
+	[Q_MAILBOX_HEAD] = "SELECT coalesce((SELECT max(id) FROM events WHERE session_id = ?1), 0), sent_upto "
+			   "FROM sessions WHERE id = ?1",
 	[Q_MAILBOX_PENDING] = "SELECT count(*) FROM events WHERE session_id = ?1 AND "
 			      "id > (SELECT sent_upto FROM sessions WHERE id = ?1)",
 	[Q_EVENT_INSERT] = "INSERT INTO events(session_id, body, created_at) VALUES (?1, ?2, ?3)",
@@ -532,26 +531,28 @@ sig_err store_event_push(store *st, int64_t sid, const char *body, size_t len, i
 			 int64_t now, int64_t *id_out, int64_t *prev_out)
 {
 	sig_err e;
-	if (cap > 0) {
-		/* Counting the undelivered events walks each of them, so count
-		 * only when there could be cap of them: ids only grow, so no more
-		 * than (newest id - the last one sent) are waiting. */
-		int64_t pending = 0;
-		sqlite3_bind_int64(stmt(st, Q_MAILBOX_SPAN), 1, sid);
-		if ((e = query_int(st, stmt(st, Q_MAILBOX_SPAN), &pending, "mailbox span")) != SIG_OK)
-			return e;
-		if (pending >= cap) {
+	if (cap > 0 || prev_out) {
+		/* The mailbox's newest id and the last one sent, in one look-up.
+		 * Counting the undelivered events walks each of them, so count only
+		 * when there could be cap of them: ids only grow, so no more than
+		 * (newest - last sent) are waiting. */
+		sqlite3_stmt *h = stmt(st, Q_MAILBOX_HEAD);
+		sqlite3_bind_int64(h, 1, sid);
+		int rc = sqlite3_step(h);
+		int64_t newest = rc == SQLITE_ROW ? sqlite3_column_int64(h, 0) : 0;
+		int64_t pending = rc == SQLITE_ROW ? newest - sqlite3_column_int64(h, 1) : 0;
+		finish(h);
+		if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+			return db_error(st, "mailbox head", rc);
+		if (cap > 0 && pending >= cap) {
 			sqlite3_bind_int64(stmt(st, Q_MAILBOX_PENDING), 1, sid);
 			if ((e = query_int(st, stmt(st, Q_MAILBOX_PENDING), &pending, "mailbox count")) != SIG_OK)
 				return e;
+			if (pending >= cap)
+				return SIG_E_MAILBOX_FULL;
 		}
-		if (pending >= cap)
-			return SIG_E_MAILBOX_FULL;
-	}
-	if (prev_out) {
-		sqlite3_bind_int64(stmt(st, Q_MAILBOX_NEWEST), 1, sid);
-		if ((e = query_int(st, stmt(st, Q_MAILBOX_NEWEST), prev_out, "mailbox newest")) != SIG_OK)
-			return e;
+		if (prev_out)
+			*prev_out = newest;
 	}
 	sqlite3_stmt *s = stmt(st, Q_EVENT_INSERT);
 	sqlite3_bind_int64(s, 1, sid);
