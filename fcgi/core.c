@@ -699,56 +699,67 @@ sig_err core_group_end(core *c)
 
 /* ---- streams ---- */
 
-sig_err core_stream_open(core *c, const char *token, int64_t ack, int64_t owner, core_stream *out,
-			 core_wakes *w)
+/* End a transaction whose one step returned e: commit, or roll back. */
+static sig_err finish_txn(core *c, sig_err e)
 {
-	core_result tmp;
-	core_result_init(&tmp);
-	struct cmd_ctx x = {.c = c, .token = token, .r = &tmp, .now = now_ms()};
-	int64_t prev = 0;
-	sig_err e = store_begin(c->st);
-	if (e != SIG_OK)
-		return e;
-	if ((e = authenticate(&x)) == SIG_OK && x.sess.id == 0)
-		e = SIG_E_UNAUTHORIZED;
-	if (e == SIG_OK && ack > 0)
-		e = store_events_ack(c->st, x.sess.id, ack);
-	if (e == SIG_OK)
-		e = store_stream_claim(c->st, x.sess.id, owner, x.now, &out->gen, &prev);
-	if (e == SIG_OK)
-		e = store_commit(c->st);
-	else
+	if (e != SIG_OK) {
 		store_rollback(c->st);
-	core_result_free(&tmp);
-	if (e != SIG_OK)
 		return e;
-	out->session = x.sess.id;
-	snprintf(out->user_id, sizeof out->user_id, "%s", x.sess.user_id);
-	core_wakes_add(w, prev, x.sess.id);
-	return SIG_OK;
+	}
+	return store_commit(c->st);
 }
 
-sig_err core_stream_lookup(core *c, const char *token, int64_t owner, core_stream *out, int *ours)
+/* Inside a transaction: the live session of a stream's token, into *sess
+ * and (session, its stream generation, user) into *out. */
+static sig_err stream_session(core *c, const char *token, store_session *sess, core_stream *out)
 {
 	core_result tmp;
 	core_result_init(&tmp);
 	struct cmd_ctx x = {.c = c, .token = token, .r = &tmp, .now = now_ms()};
-	*ours = 0;
-	sig_err e = store_begin_read(c->st);
-	if (e != SIG_OK)
-		return e;
-	e = authenticate(&x);
-	store_rollback(c->st); /* read only */
+	sig_err e = authenticate(&x);
 	core_result_free(&tmp);
 	if (e == SIG_OK && x.sess.id == 0)
 		e = SIG_E_UNAUTHORIZED;
 	if (e != SIG_OK)
 		return e;
-	out->session = x.sess.id;
-	out->gen = x.sess.stream_gen;
-	snprintf(out->user_id, sizeof out->user_id, "%s", x.sess.user_id);
-	*ours = x.sess.stream_owner == owner;
+	*sess = x.sess;
+	out->session = sess->id;
+	out->gen = sess->stream_gen;
+	snprintf(out->user_id, sizeof out->user_id, "%s", sess->user_id);
 	return SIG_OK;
+}
+
+sig_err core_stream_open(core *c, const char *token, int64_t ack, int64_t owner, core_stream *out,
+			 core_wakes *w)
+{
+	store_session sess;
+	int64_t prev = 0;
+	sig_err e = store_begin(c->st);
+	if (e != SIG_OK)
+		return e;
+	e = stream_session(c, token, &sess, out);
+	if (e == SIG_OK && ack > 0)
+		e = store_events_ack(c->st, sess.id, ack);
+	if (e == SIG_OK)
+		e = store_stream_claim(c->st, sess.id, owner, now_ms(), &out->gen, &prev);
+	if ((e = finish_txn(c, e)) != SIG_OK)
+		return e;
+	core_wakes_add(w, prev, sess.id);
+	return SIG_OK;
+}
+
+sig_err core_stream_lookup(core *c, const char *token, int64_t owner, core_stream *out, int *ours)
+{
+	store_session sess;
+	*ours = 0;
+	sig_err e = store_begin_read(c->st);
+	if (e != SIG_OK)
+		return e;
+	e = stream_session(c, token, &sess, out);
+	store_rollback(c->st); /* read only */
+	if (e == SIG_OK)
+		*ours = sess.stream_owner == owner;
+	return e;
 }
 
 sig_err core_delivery_begin(core *c)
@@ -786,16 +797,6 @@ sig_err core_stream_ack(core *c, const core_stream *s, int64_t upto)
 sig_err core_stream_release(core *c, const core_stream *s)
 {
 	return store_stream_release(c->st, s->session, s->gen);
-}
-
-/* End a transaction whose one step returned e: commit, or roll back. */
-static sig_err finish_txn(core *c, sig_err e)
-{
-	if (e != SIG_OK) {
-		store_rollback(c->st);
-		return e;
-	}
-	return store_commit(c->st);
 }
 
 sig_err core_stream_close(core *c, const core_stream *s)
