@@ -70,9 +70,9 @@ int bell_open(int64_t owner)
 }
 
 static int64_t local_owner;
-static void (*local_wake)(const core_wakes *w, int64_t owner);
+static void (*local_wake)(core_wakes *w, int64_t owner);
 
-void bell_set_local(int64_t owner, void (*wake)(const core_wakes *w, int64_t owner))
+void bell_set_local(int64_t owner, void (*wake)(core_wakes *w, int64_t owner))
 {
 	local_owner = owner;
 	local_wake = wake;
@@ -98,7 +98,7 @@ static void send_ids(int64_t owner, const int64_t *ids, int n)
 		log_debug("bell: ring %016llx: %s", (unsigned long long)owner, strerror(errno));
 }
 
-void bell_ring(const core_wakes *w)
+void bell_ring(core_wakes *w)
 {
 	int64_t ids[BELL_BATCH];
 	/* Group by owner; w is small (a room's members), so quadratic is fine. */

@@ -19,11 +19,13 @@ int64_t bell_owner_new(void);
 /* Bind this process's bell; returns a non-blocking fd, or -1 (logged). */
 int bell_open(int64_t owner);
 /* Wakes for `owner` (this process) go to wake() instead of the socket: all
- * of w's, which wake() filters by owner (so it sees the events they carry). */
-void bell_set_local(int64_t owner, void (*wake)(const core_wakes *w, int64_t owner));
+ * of w's, which wake() filters by owner; it may take the events they carry
+ * (their bodies, leaving NULL). */
+void bell_set_local(int64_t owner, void (*wake)(core_wakes *w, int64_t owner));
 /* Ring every process in w (grouped per owner). Never blocks; a bell that
- * cannot be rung is left to the holder's periodic re-check. */
-void bell_ring(const core_wakes *w);
+ * cannot be rung is left to the holder's periodic re-check. This process's
+ * own wakes may lose their event bodies to it (see bell_set_local). */
+void bell_ring(core_wakes *w);
 /* Read one datagram of session ids from fd into ids (room for BELL_BATCH).
  * Returns the count, 0 for an empty/foreign datagram, -1 when drained. */
 int bell_read(int fd, int64_t *ids);

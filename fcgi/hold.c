@@ -797,8 +797,8 @@ static void take_queue(void)
 }
 
 /* Wake-ups from this process's own threads (bell_set_local): the wakes of
- * w for this process, each with a copy of the event it carries. */
-static void hold_wake_local(const core_wakes *w, int64_t owner)
+ * w for this process, each taking over the event it carries. */
+static void hold_wake_local(core_wakes *w, int64_t owner)
 {
 	pthread_mutex_lock(&H.lock);
 	if (H.nwakes + w->n > H.capwakes) {
@@ -806,14 +806,14 @@ static void hold_wake_local(const core_wakes *w, int64_t owner)
 		H.wakes = xrealloc(H.wakes, (size_t)H.capwakes * sizeof *H.wakes);
 	}
 	for (int i = 0; i < w->n; i++) {
-		const struct core_wake *k = &w->v[i];
+		struct core_wake *k = &w->v[i];
 		if (k->owner != owner)
 			continue;
 		struct local_wake *lw = &H.wakes[H.nwakes++];
 		*lw = (struct local_wake){.session = k->session};
 		if (k->event_id && k->body) {
-			lw->body = xmalloc(k->len);
-			memcpy(lw->body, k->body, k->len);
+			lw->body = k->body; /* taken: the wake's owner frees NULL */
+			k->body = NULL;
 			lw->len = k->len;
 			lw->event_id = k->event_id;
 			lw->prev_id = k->prev_id;
