@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # The README's curl session, run as a reader would paste it (only the
-# server address changes), against a fresh server.
+# server address changes), against a fresh server; the options list in
+# docs/deployment.md is the responder's own --help; the README links every
+# file in docs/, and every relative link in the README and docs/ leads to a
+# file (and heading) that exists.
 . "$(dirname "$0")/lib.sh"
 
 start_server || exit 1
@@ -18,10 +21,21 @@ like "$o" '"events":\[\{"id":[0-9]+,"type":"user-joined","userId":"bob"' "alice'
 like "$o" '"type":"room-users","success":true,"roomId":"room1","users":\["alice","bob"\]' "room-users"
 like "$o" '"ok":true' "health"
 like "$o" '"type":"logout","success":true' "logout"
-# the options block in the README is the responder's own --help
+# the options block in docs/deployment.md is the responder's own --help
 missing=""
-for o in $("$ROOT/build/signal-fcgi" --help | grep -oE '^  --[a-z-]+' | grep -v -e --help -e --version); do
-	grep -q -- "^  $o " "$ROOT/README.md" || missing="$missing $o"
+opts=$("$ROOT/build/signal-fcgi" --help | grep -oE '^  --[a-z-]+' | grep -v -e --help -e --version)
+ok $([ -n "$opts" ]; echo $?) "--help lists options"
+for o in $opts; do
+	grep -q -- "^  $o " "$ROOT/docs/deployment.md" || missing="$missing $o"
 done
-is "$missing" "" "the README documents every option --help lists"
+is "$missing" "" "docs/deployment.md documents every option --help lists"
+# the README is the front door: each reference page is linked from it
+unlinked=""
+for f in "$ROOT"/docs/*.md; do
+	grep -qF "](docs/$(basename "$f"))" "$ROOT/README.md" || grep -qF "](docs/$(basename "$f")#" "$ROOT/README.md" \
+		|| unlinked="$unlinked $(basename "$f")"
+done
+is "$unlinked" "" "the README links every file in docs/"
+broken=$(cd "$ROOT" && python3 tools/check-links.py README.md docs/*.md 2>&1)
+is "$broken" "" "every relative link in README.md and docs/*.md resolves"
 done_testing
