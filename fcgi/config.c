@@ -39,6 +39,7 @@ struct sig_config cfg = {
 	.rate_ip = 1000,
 	.rate_session = 100,
 	.rate_login = 60,
+	.ticket_ttl = 30,
 };
 
 struct int_opt {
@@ -71,6 +72,7 @@ static const struct int_opt int_opts[] = {
 	{"--rate-ip", &cfg.rate_ip, 1, 1000000, "requests per second per client address, burst 2x (beyond: 429)"},
 	{"--rate-session", &cfg.rate_session, 1, 1000000, "commands per second per session, burst 2x (beyond: 429)"},
 	{"--rate-login", &cfg.rate_login, 1, 1000000, "logins per minute per client address, across processes"},
+	{"--ticket-ttl", &cfg.ticket_ttl, 1, 3600, "seconds a one-use stream ticket stays valid"},
 };
 
 /* Options that take a string; their help is in usage(). */

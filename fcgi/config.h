@@ -41,6 +41,7 @@ struct sig_config {
 	int64_t rate_ip;                /* requests per second per remote address (burst: 2x) */
 	int64_t rate_session;           /* commands per second per session (burst: 2x) */
 	int64_t rate_login;             /* logins per minute per remote address, shared by processes */
+	int64_t ticket_ttl;             /* seconds a stream ticket may wait to be used */
 };
 
 extern struct sig_config cfg;

@@ -29,6 +29,7 @@
 /* A heartbeat rewrites its session row at most this often: the timeout is
  * counted in tens of seconds, and every write costs the whole service. */
 #define TOUCH_EVERY_MS 1000
+#define TICKETS_KEPT 16 /* unused stream tickets per session; older ones are dropped */
 
 struct core {
 	store *st;
@@ -527,6 +528,30 @@ static sig_err cmd_logout(struct cmd_ctx *x, json_object *cmd, json_object **rep
 	return SIG_OK;
 }
 
+/* {"type":"ticket"}: a one-use credential for opening one stream of this
+ * session (?ticket= on /api/events, /api/poll or /api/ws), valid for
+ * --ticket-ttl seconds. A page asks for one before each (re)connect, so
+ * its stream is bound to its own session whatever cookie the browser
+ * holds, and no token is written into a URL (and so into access logs). */
+static sig_err cmd_ticket(struct cmd_ctx *x, json_object *cmd, json_object **reply)
+{
+	(void)cmd;
+	char ticket[CORE_TOKEN_LEN + 1];
+	uint8_t hash[STORE_HASH_LEN];
+	sig_err e = token_new(ticket);
+	if (e != SIG_OK)
+		return e;
+	core_token_hash(ticket, hash);
+	e = store_ticket_create(x->c->st, x->sess.id, hash, x->now + x->c->lim.ticket_ttl_ms, TICKETS_KEPT);
+	if (e != SIG_OK)
+		return e;
+	json_object *o = ok_reply("ticket");
+	json_object_object_add(o, "ticket", json_object_new_string(ticket));
+	json_object_object_add(o, "expiresIn", json_object_new_int64(x->c->lim.ticket_ttl_ms / 1000));
+	*reply = o;
+	return SIG_OK;
+}
+
 static const struct command {
 	const char *type;
 	int needs_session;
@@ -539,6 +564,7 @@ static const struct command {
 	{"ping", 1, cmd_ping},
 	{"room-users", 1, cmd_room_users},
 	{"logout", 1, cmd_logout},
+	{"ticket", 1, cmd_ticket},
 };
 
 static const struct command *find_command(const char *type)
@@ -709,14 +735,34 @@ static sig_err finish_txn(core *c, sig_err e)
 	return store_commit(c->st);
 }
 
-/* Inside a transaction: the live session of a stream's token, into *sess
- * and (session, its stream generation, user) into *out. */
-static sig_err stream_session(core *c, const char *token, store_session *sess, core_stream *out)
+/* A stream's credential: a session token, or a one-use stream ticket. */
+struct stream_cred {
+	const char *token;
+	const char *ticket;
+};
+
+/* Inside a write transaction (a ticket is used up): the live session of a
+ * ticket, into *sess (id 0 when none). */
+static sig_err ticket_session(core *c, const char *ticket, int64_t now, store_session *sess)
+{
+	uint8_t hash[STORE_HASH_LEN];
+	memset(sess, 0, sizeof *sess);
+	if (core_token_hash(ticket, hash) != 0)
+		return SIG_OK;
+	sig_err e = store_ticket_take(c->st, hash, now, sess);
+	if (e == SIG_OK && sess->id != 0 && sess->last_seen < now - c->lim.heartbeat_timeout_ms)
+		memset(sess, 0, sizeof *sess); /* expired: the pruner will remove it */
+	return e;
+}
+
+/* Inside a transaction: the live session of a stream's credential, into
+ * *sess and (session, its stream generation, user) into *out. */
+static sig_err stream_session(core *c, struct stream_cred cred, store_session *sess, core_stream *out)
 {
 	core_result tmp;
 	core_result_init(&tmp);
-	struct cmd_ctx x = {.c = c, .token = token, .r = &tmp, .now = now_ms()};
-	sig_err e = authenticate(&x);
+	struct cmd_ctx x = {.c = c, .token = cred.token, .r = &tmp, .now = now_ms()};
+	sig_err e = cred.ticket ? ticket_session(c, cred.ticket, x.now, &x.sess) : authenticate(&x);
 	core_result_free(&tmp);
 	if (e == SIG_OK && x.sess.id == 0)
 		e = SIG_E_UNAUTHORIZED;
@@ -729,15 +775,15 @@ static sig_err stream_session(core *c, const char *token, store_session *sess, c
 	return SIG_OK;
 }
 
-sig_err core_stream_open(core *c, const char *token, int64_t ack, int64_t owner, core_stream *out,
-			 core_wakes *w)
+static sig_err stream_open(core *c, struct stream_cred cred, int64_t ack, int64_t owner, core_stream *out,
+			   core_wakes *w)
 {
 	store_session sess;
 	int64_t prev = 0;
 	sig_err e = store_begin(c->st);
 	if (e != SIG_OK)
 		return e;
-	e = stream_session(c, token, &sess, out);
+	e = stream_session(c, cred, &sess, out);
 	if (e == SIG_OK && ack > 0)
 		e = store_events_ack(c->st, sess.id, ack);
 	if (e == SIG_OK)
@@ -748,6 +794,20 @@ sig_err core_stream_open(core *c, const char *token, int64_t ack, int64_t owner,
 	return SIG_OK;
 }
 
+sig_err core_stream_open(core *c, const char *token, int64_t ack, int64_t owner, core_stream *out,
+			 core_wakes *w)
+{
+	return stream_open(c, (struct stream_cred){.token = token}, ack, owner, out, w);
+}
+
+sig_err core_stream_open_ticket(core *c, const char *ticket, int64_t ack, int64_t owner, core_stream *out,
+				core_wakes *w)
+{
+	if (ticket == NULL)
+		return SIG_E_UNAUTHORIZED;
+	return stream_open(c, (struct stream_cred){.ticket = ticket}, ack, owner, out, w);
+}
+
 sig_err core_stream_lookup(core *c, const char *token, int64_t owner, core_stream *out, int *ours)
 {
 	store_session sess;
@@ -755,7 +815,7 @@ sig_err core_stream_lookup(core *c, const char *token, int64_t owner, core_strea
 	sig_err e = store_begin_read(c->st);
 	if (e != SIG_OK)
 		return e;
-	e = stream_session(c, token, &sess, out);
+	e = stream_session(c, (struct stream_cred){.token = token}, &sess, out);
 	store_rollback(c->st); /* read only */
 	if (e == SIG_OK)
 		*ours = sess.stream_owner == owner;
@@ -819,11 +879,16 @@ sig_err core_recent_recipients(core *c, int64_t owner, int64_t after, int64_t *s
 
 /* ---- pruning ---- */
 
-/* Forget shared rate buckets idle for an hour. */
+/* Forget shared rate buckets idle for an hour, and expired stream tickets. */
 static sig_err rate_gc(core *c, int64_t now)
 {
 	sig_err e = store_begin(c->st);
-	return e != SIG_OK ? e : finish_txn(c, store_rate_gc(c->st, now - 3600 * 1000));
+	if (e != SIG_OK)
+		return e;
+	e = store_rate_gc(c->st, now - 3600 * 1000);
+	if (e == SIG_OK)
+		e = store_tickets_gc(c->st, now);
+	return finish_txn(c, e);
 }
 
 sig_err core_prune(core *c, int64_t now, core_wakes *w, int *pruned)

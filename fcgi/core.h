@@ -66,6 +66,7 @@ struct core_limits {
 	int64_t max_signal;   /* bytes of one signal event */
 	double rate_session;  /* commands per second per session, burst 2x */
 	double rate_login;    /* logins per second per client address, shared, burst 10 */
+	int64_t ticket_ttl_ms; /* how long a stream ticket may wait to be used */
 };
 
 /* A core over an open store (the core does not own it). Free with core_free. */
@@ -108,6 +109,12 @@ typedef struct core_stream {
  * added to w. On error nothing changed. */
 sig_err core_stream_open(core *c, const char *token, int64_t ack, int64_t owner, core_stream *out,
 			 core_wakes *w);
+
+/* The same, authenticated by a one-use stream ticket (the "ticket"
+ * command) instead of the token: the ticket is used up whether or not the
+ * stream opens. SIG_E_UNAUTHORIZED for an unknown, used or expired one. */
+sig_err core_stream_open_ticket(core *c, const char *ticket, int64_t ack, int64_t owner, core_stream *out,
+				core_wakes *w);
 
 /* Authenticate only, in a read transaction: the session's stream as the
  * store has it now (its current generation). *ours: process `owner` holds

@@ -112,6 +112,12 @@ enum token_source token_pick(const char *auth, const struct query *q, const char
 			memcpy(out, qt, HTTP_TOKEN_LEN + 1);
 		return TOKEN_EXPLICIT;
 	}
+	const char *tk = query_get(q, "ticket");
+	if (tk) {
+		if (strlen(tk) == HTTP_TOKEN_LEN)
+			memcpy(out, tk, HTTP_TOKEN_LEN + 1);
+		return TOKEN_TICKET;
+	}
 	size_t nlen = strlen(COOKIE_NAME);
 	for (const char *p = cookie; p && *p;) {
 		while (*p == ' ' || *p == ';')

@@ -32,11 +32,15 @@ const char *query_get(const struct query *q, const char *key);
 /* key as a whole number in 0..max into *out: 0 (absent leaves *out), -1 bad. */
 int query_int(const struct query *q, const char *key, int64_t max, int64_t *out);
 
-enum token_source { TOKEN_NONE, TOKEN_EXPLICIT, TOKEN_COOKIE };
-/* The presented token from the Authorization header (auth, may be NULL),
- * ?token= or the cookie header (may be NULL), in that order, copied to out
- * ("" when absent or not of token length). The cookie is the one browsers
- * send by themselves, so the caller applies the Origin policy to it. */
+enum token_source { TOKEN_NONE, TOKEN_EXPLICIT, TOKEN_TICKET, TOKEN_COOKIE };
+/* The presented credential, in this order: the token of the Authorization
+ * header (auth, may be NULL) or of ?token= (TOKEN_EXPLICIT), a one-use
+ * stream ticket from ?ticket= (TOKEN_TICKET), the token of the cookie
+ * header (may be NULL; TOKEN_COOKIE), copied to out ("" when absent or not
+ * of token length). An explicit credential always wins over the cookie: the
+ * cookie is shared by every page of a browser, so it says only who logged
+ * in last there, never which session this page means. It is also the one
+ * browsers send by themselves, so the caller applies the Origin policy. */
 enum token_source token_pick(const char *auth, const struct query *q, const char *cookie,
 			     char out[HTTP_TOKEN_LEN + 1]);
 

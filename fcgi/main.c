@@ -45,6 +45,7 @@ static core *open_core(void)
 		.max_signal = cfg.max_signal,
 		.rate_session = (double)cfg.rate_session,
 		.rate_login = (double)cfg.rate_login / 60.0,
+		.ticket_ttl_ms = cfg.ticket_ttl * 1000,
 	};
 	/* The store lives as long as the thread that uses it: the process. */
 	return core_new(st, &lim);

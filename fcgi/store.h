@@ -124,6 +124,17 @@ sig_err store_rate_take(store *st, const char *key, double rate, double burst, i
 			int *wait_s);
 /* Forget buckets untouched since `before` (ms). */
 sig_err store_rate_gc(store *st, int64_t before);
+/* Stream tickets: one-use credentials that open one stream of a session.
+ * create stores a ticket's hash for sid until `expires` (ms) and keeps
+ * only the session's `keep` newest ones. take (inside a write transaction)
+ * finds the live session of an unexpired ticket (id 0 when none) and
+ * deletes the ticket whatever it found, so a ticket opens at most one
+ * stream. gc deletes the tickets expired by `now`. */
+sig_err store_ticket_create(store *st, int64_t sid, const uint8_t hash[STORE_HASH_LEN], int64_t expires,
+			    int keep);
+sig_err store_ticket_take(store *st, const uint8_t hash[STORE_HASH_LEN], int64_t now, store_session *out);
+sig_err store_tickets_gc(store *st, int64_t now);
+
 /* Passive WAL checkpoint: never waits for readers or writers. Once the log
  * holds restart_frames pages, also make the next writer start it over
  * (writers wait for that: a sync and the last frames, milliseconds). */

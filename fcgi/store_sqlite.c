@@ -73,6 +73,11 @@ enum stmt_id {
 	Q_RATE_READ,
 	Q_RATE_WRITE,
 	Q_RATE_GC,
+	Q_TICKET_CREATE,
+	Q_TICKET_TRIM,
+	Q_TICKET_SESSION,
+	Q_TICKET_DELETE,
+	Q_TICKETS_GC,
 	Q__COUNT
 };
 
@@ -131,6 +136,13 @@ static const char *const stmt_sql[Q__COUNT] = {
 	[Q_RATE_WRITE] = "INSERT INTO rate_buckets(key, tokens, updated) VALUES (?1, ?2, ?3) "
 			 "ON CONFLICT(key) DO UPDATE SET tokens = excluded.tokens, updated = excluded.updated",
 	[Q_RATE_GC] = "DELETE FROM rate_buckets WHERE updated < ?1",
+	[Q_TICKET_CREATE] = "INSERT INTO stream_tickets(hash, session_id, expires_at) VALUES (?1, ?2, ?3)",
+	[Q_TICKET_TRIM] = "DELETE FROM stream_tickets WHERE session_id = ?1 AND id NOT IN "
+			  "(SELECT id FROM stream_tickets WHERE session_id = ?1 ORDER BY id DESC LIMIT ?2)",
+	[Q_TICKET_SESSION] = "SELECT " SESSION_COLS "JOIN stream_tickets t ON t.session_id = s.id "
+			     "WHERE t.hash = ?1 AND t.expires_at > ?2",
+	[Q_TICKET_DELETE] = "DELETE FROM stream_tickets WHERE hash = ?1",
+	[Q_TICKETS_GC] = "DELETE FROM stream_tickets WHERE expires_at <= ?1",
 };
 
 struct store {
@@ -760,6 +772,41 @@ sig_err store_rate_gc(store *st, int64_t before)
 {
 	sqlite3_bind_int64(stmt(st, Q_RATE_GC), 1, before);
 	return exec_stmt(st, Q_RATE_GC, "rate gc");
+}
+
+sig_err store_ticket_create(store *st, int64_t sid, const uint8_t hash[STORE_HASH_LEN], int64_t expires,
+			    int keep)
+{
+	sqlite3_stmt *s = stmt(st, Q_TICKET_CREATE);
+	sqlite3_bind_blob(s, 1, hash, STORE_HASH_LEN, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, sid);
+	sqlite3_bind_int64(s, 3, expires);
+	sig_err e = exec_stmt(st, Q_TICKET_CREATE, "ticket create");
+	if (e != SIG_OK)
+		return e;
+	s = stmt(st, Q_TICKET_TRIM);
+	sqlite3_bind_int64(s, 1, sid);
+	sqlite3_bind_int(s, 2, keep);
+	return exec_stmt(st, Q_TICKET_TRIM, "ticket trim");
+}
+
+sig_err store_ticket_take(store *st, const uint8_t hash[STORE_HASH_LEN], int64_t now, store_session *out)
+{
+	sqlite3_stmt *s = stmt(st, Q_TICKET_SESSION);
+	sqlite3_bind_blob(s, 1, hash, STORE_HASH_LEN, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, now);
+	sig_err e = session_query(st, s, out, "ticket session");
+	if (e != SIG_OK)
+		return e;
+	/* Used or expired, it never opens anything again. */
+	sqlite3_bind_blob(stmt(st, Q_TICKET_DELETE), 1, hash, STORE_HASH_LEN, SQLITE_STATIC);
+	return exec_stmt(st, Q_TICKET_DELETE, "ticket delete");
+}
+
+sig_err store_tickets_gc(store *st, int64_t now)
+{
+	sqlite3_bind_int64(stmt(st, Q_TICKETS_GC), 1, now);
+	return exec_stmt(st, Q_TICKETS_GC, "tickets gc");
 }
 
 /* The WAL starts over from its beginning only when a writer finds every

@@ -131,7 +131,9 @@ static void handle_cmd(FCGX_Request *req, const struct query *q, const char *cor
 		buf_free(&body);
 		return;
 	}
-	find_token(req, q, token);
+	/* A stream ticket opens a stream and authenticates nothing else. */
+	if (find_token(req, q, token) == TOKEN_TICKET)
+		token[0] = '\0';
 	core_result r;
 	core_result_init(&r);
 	/* Through the committer: answered after the group's commit. */
@@ -205,12 +207,14 @@ static int handle_hold(core *c, FCGX_Request *req, const struct query *q, enum h
 		return 0;
 	}
 	char token[CORE_TOKEN_LEN + 1];
-	find_token(req, q, token);
+	int ticket = find_token(req, q, token) == TOKEN_TICKET;
 	core_wakes w = {0};
 	struct hold_req h = {.fd = req->ipcFd, .request_id = req->requestId, .kind = kind,
 			     .cursor = ack, .wait_ms = wait * 1000};
 	sig_err e = SIG_OK;
-	if (!(kind == HOLD_POLL && reclaim_poll(c, token, &h)))
+	if (ticket) /* ?ticket= from a "ticket" command: used up here */
+		e = core_stream_open_ticket(c, token[0] ? token : NULL, ack, web_owner, &h.stream, &w);
+	else if (!(kind == HOLD_POLL && reclaim_poll(c, token, &h)))
 		e = core_stream_open(c, token[0] ? token : NULL, ack, web_owner, &h.stream, &w);
 	if (e != SIG_OK) {
 		core_wakes_free(&w);

@@ -75,6 +75,7 @@ struct ws_conn {
 	buf head;                 /* handshake bytes until the blank line */
 	buf early;                /* bytes that followed the handshake, read first */
 	char token[CORE_TOKEN_LEN + 1]; /* of the attached session, "" when none */
+	char cookie[CORE_TOKEN_LEN + 1]; /* the upgrade's cookie token, for an auth without one */
 	char remote[64];          /* client address, as the front server saw it */
 	struct msg *inbox, **inbox_tail;
 	int inbox_n;
@@ -92,6 +93,7 @@ struct ws_job {
 	struct ws_conn *w;
 	struct ws_job *next;
 	char token[CORE_TOKEN_LEN + 1];
+	char cookie[CORE_TOKEN_LEN + 1];
 	char remote[64];
 	struct msg *m;            /* the command's text */
 	/* results, applied on the loop thread */
@@ -399,7 +401,21 @@ static int handshake(struct ws_conn *w, size_t head_len)
 		rc = refuse(w, e, NULL);
 		goto out;
 	}
-	token_pick(u.auth, &q, cookie_ok ? u.cookie : NULL, token);
+	/* The cookie never attaches the socket by itself: it names whoever
+	 * logged in last in this browser, not the page's session. It counts
+	 * only for an auth message that asks for it (one without a token). */
+	switch (token_pick(u.auth, &q, cookie_ok ? u.cookie : NULL, token)) {
+	case TOKEN_COOKIE:
+		memcpy(w->cookie, token, sizeof w->cookie);
+		token[0] = '\0';
+		break;
+	case TOKEN_TICKET: /* tickets are for /api/events and /api/poll; a socket has auth */
+		token[0] = '\0';
+		break;
+	case TOKEN_EXPLICIT:
+	case TOKEN_NONE:
+		break;
+	}
 	pick_remote(&u, held_fd(w->h), w->remote, sizeof w->remote);
 
 	accept_key(u.key, key_out);
@@ -421,12 +437,16 @@ static int handshake(struct ws_conn *w, size_t head_len)
 	if (cfg.verbose)
 		log_info("ws: open from %s", w->remote);
 	if (token[0]) {
-		/* A token on the upgrade (cookie, ?token=): as if the first message
-		 * were an auth with it. */
-		buf b = {0};
-		buf_printf(&b, "{\"type\":\"auth\",\"token\":\"%s\",\"lastEventId\":%lld}", token, (long long)last_id);
-		submit(w, msg_new(b.data, b.len), 1);
-		buf_free(&b);
+		/* A token on the upgrade (?token=, Authorization): as if the first
+		 * message were an auth with it. */
+		json_object *a = json_object_new_object();
+		json_object_object_add(a, "type", json_object_new_string("auth"));
+		json_object_object_add(a, "token", json_object_new_string(token));
+		json_object_object_add(a, "lastEventId", json_object_new_int64(last_id));
+		size_t alen = 0;
+		const char *atext = json_object_to_json_string_length(a, JSON_C_TO_STRING_PLAIN, &alen);
+		submit(w, msg_new(atext, alen), 1);
+		json_object_put(a);
 	}
 	rc = held_flush(w->h);
 	if (rc == 0 && w->early.len > 0)
@@ -581,6 +601,7 @@ static void submit(struct ws_conn *w, struct msg *m, int implicit)
 	j->implicit = implicit;
 	j->m = m;
 	memcpy(j->token, w->token, sizeof j->token);
+	memcpy(j->cookie, w->cookie, sizeof j->cookie);
 	memcpy(j->remote, w->remote, sizeof j->remote);
 	w->busy = 1;
 	pthread_mutex_lock(&Q.lock);
@@ -658,11 +679,13 @@ static void set_reply(struct ws_job *j, json_object *reply, int status)
 	j->reply_len = len;
 }
 
-/* {"type":"auth","token":T,"lastEventId":N}: attach an existing session. */
+/* {"type":"auth","token":T,"lastEventId":N}: attach an existing session.
+ * Without "token", the upgrade's cookie is used, and only then: the
+ * client asked for it. */
 static void run_auth(core *c, struct ws_job *j, json_object *cmd, core_wakes *w)
 {
 	static const struct jv_field fields[] = {
-		{"token", json_type_string, JV_REQUIRED, CORE_TOKEN_LEN},
+		{"token", json_type_string, 0, CORE_TOKEN_LEN},
 		{"lastEventId", json_type_int, 0, 0},
 	};
 	sig_err e = jv_check(cmd, fields, sizeof fields / sizeof fields[0]);
@@ -671,6 +694,8 @@ static void run_auth(core *c, struct ws_job *j, json_object *cmd, core_wakes *w)
 	if (e == SIG_OK && json_object_object_get_ex(cmd, "lastEventId", &v))
 		last = json_object_get_int64(v);
 	const char *token = e == SIG_OK ? jv_str(cmd, "token") : NULL;
+	if (e == SIG_OK && token == NULL)
+		token = j->cookie[0] ? j->cookie : NULL;
 	if (e == SIG_OK)
 		e = core_stream_open(c, token, last, Q.owner, &j->stream, w);
 	json_object *reply;

@@ -241,8 +241,10 @@ def case_errors():
     check(r.get("error") == "unknown-type", "unknown type", r)
     r = cmd(w, {"type": "auth", "token": "0" * 64})
     check(r.get("type") == "auth" and r.get("error") == "unauthorized", "auth with a dead token: 401", r)
+    r = cmd(w, {"type": "auth", "token": 64})
+    check(r.get("error") == "invalid-field", "auth with a token that is no string: invalid-field", r)
     r = cmd(w, {"type": "auth"})
-    check(r.get("error") == "invalid-field", "auth without a token: invalid-field", r)
+    check(r.get("error") == "unauthorized", "auth without a token, and no cookie on the upgrade: 401", r)
     r = cmd(w, {"type": "login", "userId": "bad id!", "protocol": "x"})
     check(r.get("error") == "invalid-field", "login with a bad id: invalid-field", r)
     w.close()
@@ -310,7 +312,7 @@ def case_resume():
         extra = None
     check(extra is None, "and nothing doubled", extra)
     last = b2.pending[-1]["id"] if b2.pending else None
-    # the token (and lastEventId) on the upgrade URL work too, as for EventSource
+    # the token (and lastEventId) on the upgrade URL work too
     b2.close()
     cmd(a, {"type": "signal", "to": "rs-b", "n": 8})
     b3 = connect(WS + "?token=%s&lastEventId=%d" % (b.token, 0))
@@ -571,6 +573,55 @@ def case_idle():
     code = close_code(s, rest)
     check(code == 1001 and time.time() - t0 < 12, "a silent client is closed (1001) after the heartbeat timeout", (code, time.time() - t0))
     s.close()
+
+
+def case_binding():
+    """The cookie never attaches a socket by itself: a browser's cookie names
+    whoever logged in last there, not the page's session (two windows of one
+    browser share it). An auth with a token is what binds the socket."""
+    _, ra = post(None, {"type": "login", "userId": "bd-a", "protocol": "webrtc"})
+    _, rb = post(None, {"type": "login", "userId": "bd-b", "protocol": "webrtc"})
+    ta, tb = ra["token"], rb["token"]
+    post(ta, {"type": "join", "roomId": "bd-room"})
+    post(tb, {"type": "join", "roomId": "bd-room"})
+    post(ta, {"type": "signal", "to": "bd-b", "n": "for-b-1"})
+    ws = connect(cookie="signal_token=" + tb)
+    ws.pending = []
+    ws.settimeout(0.7)
+    try:
+        early = ws.recv()
+    except websocket.WebSocketTimeoutException:
+        early = None
+    check(early is None, "an upgrade with only bob's cookie attaches nothing (no implicit auth, no events)", early)
+    post(ta, {"type": "signal", "to": "bd-b", "n": "for-b-2"})
+    post(tb, {"type": "signal", "to": "bd-a", "n": "for-a-1"})
+    r = cmd(ws, {"type": "auth", "token": ta, "lastEventId": 0})
+    check(r.get("success") is True and r.get("userId") == "bd-a", "then an auth with alice's token binds the socket to alice", r)
+    time.sleep(0.5)
+    post(tb, {"type": "signal", "to": "bd-a", "n": "for-a-end"})
+    got = []
+    while not got or got[-1].get("n") != "for-a-end":
+        got.append(event(ws))
+    sig = [(e.get("to"), e.get("n")) for e in got if e.get("type") == "signal"]
+    check(sig == [("bd-a", "for-a-1"), ("bd-a", "for-a-end")], "the socket delivers alice's events and none of bob's", got)
+    ws.close()
+    c = http.client.HTTPConnection(HOST, PORT, timeout=10)
+    c.request("GET", "/api/poll?since=0&timeout=0", headers={"Authorization": "Bearer " + tb})
+    polled = json.loads(c.getresponse().read())
+    c.close()
+    ns = [e.get("n") for e in polled.get("events", []) if e.get("type") == "signal"]
+    check(ns == ["for-b-1", "for-b-2"], "bob's events are still in his mailbox, untouched", polled)
+    # asking for the cookie explicitly: an auth without a token
+    ws2 = connect(cookie="signal_token=" + tb)
+    ws2.pending = []
+    r = cmd(ws2, {"type": "auth", "lastEventId": 0})
+    check(r.get("success") is True and r.get("userId") == "bd-b", "an auth without a token uses the upgrade's cookie (bob)", r)
+    ws2.close()
+    ws3 = connect()
+    ws3.pending = []
+    r = cmd(ws3, {"type": "auth"})
+    check(r.get("success") is False and r.get("status") == 401, "an auth with neither token nor cookie: 401", r)
+    ws3.close()
 
 
 for name in sys.argv[2:]:

@@ -25,7 +25,7 @@ static void setup(void)
 	if (store_open(":memory:", 1000, &st) != SIG_OK)
 		abort();
 	struct core_limits lim = {.room_limit = 5, .mailbox_limit = 50, .replay_window = 50,
-				  .heartbeat_timeout_ms = 60000, .max_sessions = 200, .max_rooms = 50,
+				  .heartbeat_timeout_ms = 60000, .ticket_ttl_ms = 30000, .max_sessions = 200, .max_rooms = 50,
 				  .max_signal = 32768};
 	c = core_new(st, &lim);
 	core_result r;
