@@ -200,10 +200,16 @@ async function join(ev) {
     sc.addEventListener('user-left', ({ detail }) => { say(`${detail.userId} left`); dropPeer(detail.userId); });
     sc.addEventListener('state', ({ detail }) => {
       const names = { ws: 'WebSocket', sse: 'SSE', poll: 'long-poll' };
-      const label = `${names[detail.transport] || detail.transport}: ${detail.state}`;
+      const why = {
+        'ws-blocked': 'WebSocket blocked on the way', 'sse-buffered': 'streams buffered on the way',
+        'no-websocket': 'no WebSocket in this browser', 'no-eventsource': 'no EventSource in this browser',
+        outage: 'service restarting', upgraded: 'moved back up',
+      }[detail.reason];
+      const label = `${names[detail.transport] || detail.transport}: ${detail.state}` + (why ? ` (${why})` : '');
       $('transportState').textContent = label;
       $('transportState').dataset.transport = detail.transport;
       $('transportState').dataset.state = detail.state;
+      $('transportState').dataset.reason = detail.reason || '';
       $('transportState').classList.toggle('bad', detail.state !== 'open');
       showBanner(detail.state === 'reconnecting' ? 'Connection to the signaling service lost; reconnecting...' : '');
     });

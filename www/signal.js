@@ -20,11 +20,23 @@
  *   await sc.roomUsers('room1'); await sc.leave(); await sc.logout();
  *
  * Options: base ('/api'), transport ('auto' | 'ws' | 'sse' | 'poll'),
- * heartbeatMs (20000), pollTimeout (25 s), openTimeoutMs (5000). 'auto'
- * tries a WebSocket first (commands then go over it too); one that does not
- * open and authenticate within openTimeoutMs means it is blocked: SSE next.
- * An SSE stream that has not opened by then, or fails twice before
- * delivering anything, means a proxy is in the way: long-poll last.
+ * heartbeatMs (20000), pollTimeout (25 s), openTimeoutMs (5000), probeMs
+ * (15000). 'auto' tries a WebSocket first (commands then go over it too),
+ * then SSE, then long-poll. A transport that fails while /api/health
+ * answers is refused or buffered on the way: after two such failures the
+ * client steps down, and probes the step above after probeMs (doubling, up
+ * to 5 minutes), moving back up when it works. A failure while the service
+ * does not answer is an outage (a restart): the same transport is retried
+ * with backoff. The 'state' event's detail is {state, transport, reason}:
+ * reason is 'preferred' or 'forced' (the first choice), 'ws-blocked',
+ * 'sse-buffered', 'no-websocket', 'no-eventsource' (why a fall back),
+ * 'upgraded' (a probe moved back up) or 'outage' (while reconnecting).
+ *
+ * Every receiver is bound to this client's session by an explicit
+ * credential, never by the browser's cookie (shared by all its windows):
+ * the token in the WebSocket's auth message, a one-use ticket for
+ * EventSource, the Authorization header for POST and long-poll. No token
+ * is ever put in a URL.
  *
  * Delivery: every event carries an id; the client keeps the highest one it
  * has seen, ignores anything at or below it (nothing twice) and resumes from
@@ -56,17 +68,28 @@ export class SignalClient extends EventTarget {
     this.heartbeatMs = opts.heartbeatMs || 20000;
     this.pollTimeout = opts.pollTimeout || 25;
     this.openTimeoutMs = opts.openTimeoutMs || 5000;
+    this.probeMs = opts.probeMs || 15000;
     this.token = null;
     this.userId = null;
     this.roomId = null;
     this.lastId = 0;
     this.transport = null; // 'ws' | 'sse' | 'poll' while receiving
     this.state = 'closed';
+    this.reason = null;    // why this transport: see _setState's callers
     this._es = null;
     this._ws = null;
     this._wsReady = false;  // authenticated: commands may use it
     this._wsPending = [];   // reply callbacks, in command order
     this._pollAbort = null;
+    this._pollGen = 0;      // a newer poll loop (or a switch away) ends the older
+    this._streamGen = 0;    // likewise for EventSource (re)connects
+    this._probing = null;   // a WebSocket or EventSource trying the step above
+    this._probeTimer = null;
+    this._probeDelay = 0;
+    this._retryTimer = null;
+    this._strikes = 0;      // failures of this transport while the service answered
+    this._outages = 0;
+    this._shown = null;     // the last state event, so none is sent twice
     this._heartbeat = null;
     this._batch = [];
     this._batchTimer = null;
@@ -135,7 +158,8 @@ export class SignalClient extends EventTarget {
     this.mode = mode;
     if (this._running) {
       this._closeReceivers();
-      this._receive(this._firstTransport());
+      this._probeDelay = 0;
+      this._receive(this._firstTransport(), mode === 'auto' ? 'preferred' : 'forced');
     }
   }
 
@@ -195,18 +219,43 @@ export class SignalClient extends EventTarget {
     }
   }
 
-  /* ---- receiving ---- */
+  /* ---- receiving ----
+   *
+   * Design note. Every receiver is bound to this client's own session by an
+   * explicit credential, never by the cookie (which two windows of one
+   * browser share, so it names whoever logged in last there): a WebSocket
+   * authenticates with an auth message carrying the token, an EventSource
+   * opens with a one-use ticket (the "ticket" command; EventSource cannot
+   * send headers, and a token in a URL would land in access logs), a
+   * long-poll sends the Authorization header. A used ticket cannot be
+   * replayed, so this client reconnects its EventSource itself, with a
+   * fresh ticket, instead of letting the browser retry the old URL.
+   *
+   * In 'auto' mode the ladder is WebSocket, SSE, long-poll. A receiver that
+   * fails is not yet a verdict on the network: the client asks /api/health.
+   * No answer means the service is restarting (an outage): it retries the
+   * same transport with backoff. An answer means the transport itself is
+   * refused or buffered on the way; after two such failures it steps down,
+   * and later probes the step above (probeMs, doubling up to 5 minutes),
+   * moving back up when the probe authenticates. One event cursor (lastId)
+   * serves every transport, and the server's "a newer stream of a session
+   * ends the older" makes a switch clean: nothing is lost, and what two
+   * receivers both deliver is dropped by id. */
 
-  _setState(state) {
-    if (this.state === state) return;
+  /* `reason` says why this transport (this.reason), or 'outage' while the
+   * service does not answer. */
+  _setState(state, reason = this.reason) {
+    const key = `${state}/${this.transport}/${reason}`;
+    if (this._shown === key) return;
+    this._shown = key;
     this.state = state;
-    this.dispatchEvent(new CustomEvent('state', { detail: { state, transport: this.transport } }));
+    this.dispatchEvent(new CustomEvent('state', { detail: { state, transport: this.transport, reason } }));
   }
 
   _start() {
     if (this._running) return;
     this._running = true;
-    this._receive(this._firstTransport());
+    this._receive(this._firstTransport(), this.mode === 'auto' ? 'preferred' : 'forced');
     clearInterval(this._heartbeat);
     // An open stream already keeps the session alive on the server; the
     // heartbeat also acknowledges what arrived, and survives throttled
@@ -232,22 +281,40 @@ export class SignalClient extends EventTarget {
     });
   }
 
-  _closeReceivers() {
-    if (this._ws) {
-      const ws = this._ws;
-      this._ws = null;
-      this._wsReady = false;
-      ws.close(1000);
-      for (const p of this._wsPending.splice(0)) p(null);
-    }
-    if (this._es) {
-      this._es.close();
-      this._es = null;
-    }
+  _closeSocket() {
+    if (!this._ws) return;
+    const ws = this._ws;
+    this._ws = null;
+    this._wsReady = false;
+    ws.close(1000);
+    for (const p of this._wsPending.splice(0)) p(null);
+  }
+
+  _closeStream() {
+    if (!this._es) return;
+    this._es.close();
+    this._es = null;
+  }
+
+  _closePoll() {
+    this._pollGen++;
     if (this._pollAbort) {
       this._pollAbort.abort();
       this._pollAbort = null;
     }
+  }
+
+  _closeReceivers() {
+    clearTimeout(this._retryTimer);
+    clearTimeout(this._probeTimer);
+    this._retryTimer = this._probeTimer = null;
+    if (this._probing) {
+      this._probing.close();
+      this._probing = null;
+    }
+    this._closeSocket();
+    this._closeStream();
+    this._closePoll();
   }
 
   _sessionLost() {
@@ -263,41 +330,125 @@ export class SignalClient extends EventTarget {
     this.dispatchEvent(new CustomEvent(ev.type, { detail: ev }));
   }
 
-  _receive(kind) {
-    this.transport = kind;
-    if (kind === 'ws' && typeof WebSocket === 'undefined') kind = this.transport = 'sse';
-    if (kind === 'ws') {
-      this._openSocket();
-    } else if (kind === 'poll' || typeof EventSource === 'undefined') {
-      this.transport = 'poll';
-      this._pollLoop();
-    } else {
-      this._openStream();
+  /* The best transport this browser has, from kind down. */
+  _available(kind) {
+    if (kind === 'ws' && typeof WebSocket === 'undefined') return this._available('sse');
+    if (kind === 'sse' && typeof EventSource === 'undefined') return 'poll';
+    return kind;
+  }
+
+  _receive(kind, reason) {
+    const have = this._available(kind);
+    if (have !== kind) reason = kind === 'ws' && have !== 'poll' ? 'no-websocket' : 'no-eventsource';
+    this.transport = have;
+    this.reason = reason;
+    this._strikes = 0;
+    if (have === 'ws') this._openSocket();
+    else if (have === 'sse') this._openStream();
+    else this._pollLoop();
+    this._scheduleProbe();
+  }
+
+  /* Does the service answer at all? (No: it is restarting, not blocked.) */
+  async _serviceUp() {
+    const ctl = new AbortController();
+    const timer = setTimeout(() => ctl.abort(), 3000);
+    try {
+      const res = await fetch(`${this.base}/health`, { cache: 'no-store', signal: ctl.signal });
+      return res.ok;
+    } catch (e) {
+      return false;
+    } finally {
+      clearTimeout(timer);
     }
   }
 
-  _openSocket() {
-    this._setState('connecting');
-    const url = new URL(`${this.base}/ws?lastEventId=${this.lastId}`, location.href);
+  /* The receiver of `kind` failed; `opened`: it had worked before. Decide
+   * between an outage (same transport, backoff) and a refusal on the way
+   * (auto: a step down after two). */
+  async _failed(kind, opened) {
+    if (!this._running || this.transport !== kind) return;
+    this._setState('reconnecting');
+    const up = await this._serviceUp();
+    if (!this._running || this.transport !== kind) return;
+    if (!up) {
+      this._outages = (this._outages || 0) + 1;
+      this._setState('reconnecting', 'outage');
+      this._retry(kind, Math.min(500 * 2 ** Math.min(this._outages, 4), 8000));
+      return;
+    }
+    this._outages = 0;
+    if (this.mode === 'auto' && !opened && kind !== 'poll' && ++this._strikes >= 2) {
+      this._receive(kind === 'ws' ? 'sse' : 'poll', kind === 'ws' ? 'ws-blocked' : 'sse-buffered');
+      return;
+    }
+    this._retry(kind, opened ? 500 : 1000);
+  }
+
+  _retry(kind, ms) {
+    clearTimeout(this._retryTimer);
+    this._retryTimer = setTimeout(() => {
+      this._retryTimer = null;
+      if (!this._running || this.transport !== kind) return;
+      if (kind === 'ws') this._openSocket();
+      else if (kind === 'sse') this._openStream();
+      else this._pollLoop();
+    }, ms);
+  }
+
+  /* After a fall back in auto mode: try the step above, later and later. */
+  _scheduleProbe() {
+    clearTimeout(this._probeTimer);
+    this._probeTimer = null;
+    const ladder = ['ws', 'sse', 'poll'];
+    const above = ladder.slice(0, ladder.indexOf(this.transport)).reverse()
+      .find((k) => this._available(k) === k);
+    if (this.mode !== 'auto' || !above) return;
+    const delay = this._probeDelay || this.probeMs;
+    this._probeDelay = Math.min(delay * 2, 300000);
+    this._probeTimer = setTimeout(() => {
+      this._probeTimer = null;
+      if (!this._running) return;
+      if (above === 'ws') this._openSocket({ probe: true });
+      else this._openStream({ probe: true });
+    }, delay);
+  }
+
+  /* A probe authenticated: it becomes the receiver, the old one goes. */
+  _adopt(kind) {
+    this._probing = null;
+    if (kind === 'ws') {
+      this._closeStream();
+      this._closePoll();
+    } else {
+      this._closePoll();
+    }
+    clearTimeout(this._retryTimer);
+    this.transport = kind;
+    this.reason = 'upgraded';
+    this._strikes = 0;
+    this._probeDelay = this.probeMs;
+    this._scheduleProbe();
+  }
+
+  _openSocket({ probe = false } = {}) {
+    if (!probe) this._setState('connecting');
+    const url = new URL(`${this.base}/ws`, location.href);
     url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
     let ws;
     try {
       ws = new WebSocket(url);
     } catch (e) {
-      if (this.mode === 'auto') this._receive('sse');
+      if (probe) this._scheduleProbe();
+      else this._failed('ws', false);
       return;
     }
-    this._ws = ws;
+    if (probe) this._probing = ws;
+    else this._ws = ws;
     let ready = false;
-    const giveUp = () => {
-      if (this._ws !== ws) return;
-      this._closeReceivers();
-      if (this.mode === 'auto') this._receive('sse');
-      else setTimeout(() => this._running && this._ws === null && this._openSocket(), 1000);
-    };
-    const openTimer = setTimeout(() => ready || giveUp(), this.openTimeoutMs);
-    // An explicit auth, whether or not the cookie already did it on the
-    // upgrade (that answer carries "source":"upgrade" and is not ours).
+    const openTimer = setTimeout(() => ready || ws.close(), this.openTimeoutMs);
+    // The token travels in the first message, not the URL; the server never
+    // attaches a socket by the cookie alone.
     ws.onopen = () => ws.send(JSON.stringify({ type: 'auth', token: this.token, lastEventId: this.lastId }));
     ws.onmessage = (m) => {
       let msg;
@@ -307,17 +458,23 @@ export class SignalClient extends EventTarget {
         return;
       }
       if (!Array.isArray(msg) && typeof msg.id === 'number') return this._deliver(msg);
-      if (!Array.isArray(msg) && msg.type === 'auth') {
-        if (msg.source === 'upgrade') return;
+      if (!Array.isArray(msg) && msg.type === 'auth' && !ready) {
         clearTimeout(openTimer);
         if (msg.success) {
           ready = true;
+          if (this._probing === ws) {
+            this._adopt('ws');
+            this._ws = ws;
+            this._setState('open');
+          } else {
+            this._setState('open');
+          }
           this._wsReady = true;
-          this._setState('open');
+          this._outages = 0;
         } else if (msg.status === 401) {
           this._sessionLost();
         } else {
-          giveUp();
+          ws.close();
         }
         return;
       }
@@ -326,13 +483,16 @@ export class SignalClient extends EventTarget {
     };
     ws.onclose = async (e) => {
       clearTimeout(openTimer);
+      if (this._probing === ws) {
+        this._probing = null;
+        if (this._running) this._scheduleProbe();
+        return;
+      }
       if (this._ws !== ws) return;
       this._ws = null;
       this._wsReady = false;
       for (const p of this._wsPending.splice(0)) p(null);
       if (!this._running) return;
-      if (!ready && this.mode === 'auto') return this._receive('sse');
-      this._setState('reconnecting');
       if (e.code === 4001) {
         // The session ended, or another stream of it took over: ask.
         try {
@@ -341,34 +501,50 @@ export class SignalClient extends EventTarget {
           if (err.status === 401) return; // _sessionLost already ran
         }
       }
-      setTimeout(() => this._running && this._ws === null && this.transport === 'ws' && this._openSocket(), 1000);
+      this._failed('ws', ready);
     };
   }
 
-  _openStream() {
-    this._setState('connecting');
-    let delivered = false;
-    let failures = 0;
-    // The cookie from login authenticates the stream (EventSource cannot
-    // send headers); lastEventId resumes where this client stopped.
-    const es = new EventSource(`${this.base}/events?lastEventId=${this.lastId}`, { withCredentials: true });
-    this._es = es;
-    const fallback = () => {
-      if (this._es !== es) return;
-      es.close();
-      this._es = null;
-      if (this.mode === 'auto') this._receive('poll');
-      else setTimeout(() => this._running && this._es === null && this._openStream(), 1000);
-    };
-    const openTimer = setTimeout(() => {
-      if (!delivered && es.readyState !== EventSource.OPEN) fallback();
-    }, this.openTimeoutMs);
+  /* A one-use ticket for the next EventSource (null: the request failed). */
+  async _ticket() {
+    try {
+      const reply = await this._post({ type: 'ticket' }, false);
+      return reply.ticket;
+    } catch (e) {
+      return null;
+    }
+  }
+
+  async _openStream({ probe = false } = {}) {
+    if (!probe) this._setState('connecting');
+    const gen = probe ? this._streamGen : ++this._streamGen;
+    const ticket = await this._ticket();
+    const stale = () => !this._running || (probe ? this.transport !== 'poll' : gen !== this._streamGen || this.transport !== 'sse');
+    if (stale()) return;
+    if (!ticket) {
+      if (probe) this._scheduleProbe();
+      else if (this.token) this._failed('sse', false);
+      return;
+    }
+    const es = new EventSource(`${this.base}/events?ticket=${ticket}&lastEventId=${this.lastId}`);
+    if (probe) this._probing = es;
+    else this._es = es;
+    let opened = false;
+    const openTimer = setTimeout(() => opened || (es.onerror && es.onerror()), this.openTimeoutMs);
     es.onopen = () => {
-      this._setState('open');
+      opened = true;
+      clearTimeout(openTimer);
+      this._outages = 0;
+      if (this._probing === es) {
+        this._adopt('sse');
+        this._streamGen++;
+        this._es = es;
+        this._setState('open');
+      } else {
+        this._setState('open');
+      }
     };
     es.onmessage = (m) => {
-      delivered = true;
-      clearTimeout(openTimer);
       let ev;
       try {
         ev = JSON.parse(m.data);
@@ -377,40 +553,34 @@ export class SignalClient extends EventTarget {
       }
       this._deliver(ev);
     };
-    es.onerror = async () => {
-      if (this._es !== es) return;
-      this._setState('reconnecting');
-      failures++;
-      if (es.readyState === EventSource.CLOSED) {
-        // The browser gave up (an HTTP error such as 401): ask why.
-        clearTimeout(openTimer);
-        try {
-          await this.ping();
-        } catch (e) {
-          if (e.status === 401) return; // _sessionLost already ran
-        }
-        if (this._es !== es) return;
-        this._es = null;
-        if (this.mode === 'auto' && !delivered && failures >= 2) this._receive('poll');
-        else setTimeout(() => this._running && this._es === null && this._openStream(), 1000);
+    // Any error ends this EventSource: its ticket is used, so the browser's
+    // own retry of the same URL could only fail. We reconnect with a new one.
+    es.onerror = () => {
+      clearTimeout(openTimer);
+      es.onerror = es.onopen = es.onmessage = null;
+      es.close();
+      if (this._probing === es) {
+        this._probing = null;
+        if (this._running) this._scheduleProbe();
         return;
       }
-      // EventSource reconnects by itself with Last-Event-ID; a stream that
-      // keeps failing before delivering anything is behind a buffering proxy.
-      if (this.mode === 'auto' && !delivered && failures >= 3) fallback();
+      if (this._es !== es) return;
+      this._es = null;
+      this._failed('sse', opened);
     };
   }
 
   async _pollLoop() {
     this._setState('connecting');
+    const gen = ++this._pollGen;
     let delay = 250;
-    while (this._running && this.transport === 'poll') {
+    while (this._running && this.transport === 'poll' && gen === this._pollGen) {
       const ctl = new AbortController();
       this._pollAbort = ctl;
       try {
         const headers = this.token ? { Authorization: 'Bearer ' + this.token } : {};
         const res = await fetch(`${this.base}/poll?since=${this.lastId}&timeout=${this.pollTimeout}`, {
-          headers, credentials: 'include', signal: ctl.signal,
+          headers, signal: ctl.signal,
         });
         if (res.status === 401) {
           this._sessionLost();
@@ -418,12 +588,13 @@ export class SignalClient extends EventTarget {
         }
         if (res.status !== 200) throw new Error('poll ' + res.status);
         const body = await res.json();
+        if (gen !== this._pollGen) return;
         this._setState('open');
         delay = 250;
         for (const ev of body.events) this._deliver(ev);
       } catch (e) {
-        if (ctl.signal.aborted) return;
-        this._setState('reconnecting');
+        if (ctl.signal.aborted || gen !== this._pollGen) return;
+        this._setState('reconnecting', (await this._serviceUp()) ? this.reason : 'outage');
         await sleep(delay);
         delay = Math.min(delay * 2, 5000);
       }

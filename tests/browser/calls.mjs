@@ -70,10 +70,22 @@ let base = '';
 const contexts = [];
 const consoleLog = [];
 async function openPage(name, room, { transport = 'auto', media = false, width = 1100, noEventSource = false,
-  noWebSocket = false } = {}) {
-  const ctx = await browser.newContext({ viewport: { width, height: 800 } });
-  contexts.push(ctx);
+  noWebSocket = false, ctx = null } = {}) {
+  if (!ctx) {
+    ctx = await browser.newContext({ viewport: { width, height: 800 } });
+    contexts.push(ctx);
+  }
   const page = await ctx.newPage();
+  // Every event the page's SignalClient dispatches (after its dedupe by id).
+  await page.addInitScript(() => {
+    window.__events = [];
+    const dispatch = EventTarget.prototype.dispatchEvent;
+    EventTarget.prototype.dispatchEvent = function (ev) {
+      if (this.constructor && this.constructor.name === 'SignalClient' && ev.detail && typeof ev.detail.id === 'number')
+        window.__events.push(ev.detail);
+      return dispatch.call(this, ev);
+    };
+  });
   if (noEventSource) await page.addInitScript(() => { delete window.EventSource; });
   // A proxy that refuses the upgrade: the browser reports error, then close 1006.
   if (noWebSocket) {
@@ -121,7 +133,9 @@ async function chat(from, to, text) {
 // A scenario gets one more try on fresh pages if the first fails (WebRTC
 // set-up on a loaded 2-core machine has its own timing); the first failure
 // is printed, so a flaky scenario is visible, and a real bug fails twice.
+// ONLY=REGEX runs just the scenarios whose name matches (while working on one).
 async function attempt(name, fn) {
+  if (process.env.ONLY && !new RegExp(process.env.ONLY).test(name)) return true;
   for (let t = 1; t <= 2; t++) {
     try {
       await fn();
@@ -240,6 +254,67 @@ try {
     ok(true, 'with SSE, the service restarts mid call set-up: the clients resume and the call completes');
   });
   await closeAll();
+
+  // 4b. two windows of ONE browser (one cookie jar) as two users, across restarts
+  for (const [t, label] of [['auto', 'auto'], ['sse', 'SSE'], ['poll', 'long-poll']]) {
+    await attempt(`one browser, two users (${label})`, async () => {
+      const ctx = await browser.newContext({ viewport: { width: 1100, height: 800 } });
+      contexts.push(ctx);
+      const urls = [];
+      ctx.on('request', (r) => urls.push(r.url()));
+      ctx.on('page', (pg) => pg.on('websocket', (w) => urls.push(w.url())));
+      const [na, nb, room] = [`one${t}A`, `one${t}B`, `one-${t}`];
+      const a = await openPage(na, room, { transport: t, ctx });
+      await a.waitForSelector('#call:not([hidden])');
+      const b = await openPage(nb, room, { transport: t, ctx }); // logs in last: the cookie is b's
+      await b.waitForSelector('#call:not([hidden])');
+      await stopServer(); // mid call set-up
+      await new Promise((r) => setTimeout(r, 700));
+      await startServer(port, db);
+      await channelsOpen(a, [nb], 40000);
+      await channelsOpen(b, [na], 40000);
+      await chat(a, b, `one browser ${label}`);
+      // the call is up: restart again, with numbered signals sent meanwhile
+      await stopServer();
+      await a.evaluate((to) => {
+        window.__sent = 0;
+        window.__sending = (async () => {
+          for (let i = 1; i <= 10; i++) {
+            await window.signalApp.client.signal(to, { seq: i });
+            window.__sent = i;
+          }
+        })();
+      }, nb);
+      await new Promise((r) => setTimeout(r, 700));
+      const restarted = Date.now();
+      await startServer(port, db);
+      await a.waitForFunction(() => window.__sent === 10, null, { timeout: 40000 });
+      await b.waitForFunction(() => window.__events.filter((e) => e.seq).length >= 10, null, { timeout: 20000 });
+      const seqs = await b.evaluate(() => window.__events.filter((e) => e.seq).map((e) => e.seq));
+      ok(JSON.stringify(seqs) === JSON.stringify([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]),
+        `${label}: 10 numbered signals sent while the service restarts arrive once each, in order`, seqs);
+      if (t === 'auto') {
+        await a.waitForFunction(() => { const s = document.querySelector('#transportState');
+          return s.dataset.transport === 'ws' && s.dataset.state === 'open'; }, null, { timeout: 40000 });
+        await b.waitForFunction(() => { const s = document.querySelector('#transportState');
+          return s.dataset.transport === 'ws' && s.dataset.state === 'open'; }, null, { timeout: 40000 });
+        ok(true, `auto: both pages are back on WebSocket ${((Date.now() - restarted) / 1000).toFixed(1)} s after the restart`);
+      }
+      for (const [page, me, peer] of [[a, na, nb], [b, nb, na]]) {
+        const evs = await page.evaluate(() => window.__events);
+        const foreign = evs.filter((e) => (e.type === 'signal' && (e.to !== me || e.from !== peer)) ||
+          ((e.type === 'user-joined' || e.type === 'user-left') && e.userId === me));
+        ok(evs.length > 0 && foreign.length === 0,
+          `${label}: ${me}'s page received only its own session's events (${evs.length}, every signal to ${me} from ${peer})`,
+          JSON.stringify(foreign.slice(0, 3)));
+      }
+      const tokens = await Promise.all([a, b].map((pg) => pg.evaluate(() => window.signalApp.client.token)));
+      const leaked = urls.filter((u) => tokens.some((tk) => tk && u.includes(tk)));
+      ok(tokens.every(Boolean) && tokens[0] !== tokens[1] && leaked.length === 0,
+        `${label}: two sessions in one browser, and no token in any of its ${urls.length} request URLs`, leaked[0]);
+    });
+    await closeAll();
+  }
 
   // 5. camera: fake media, remote video playing, screenshots
   await attempt('remote video plays', async () => {
