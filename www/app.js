@@ -194,7 +194,12 @@ async function join(ev) {
         say('No camera or microphone available: chat only.');
       }
     }
-    sc = new SignalClient({ transport: $('transport').value });
+    // ?probeMs=N, ?openTimeoutMs=N: how soon auto mode re-tries a better
+    // transport, and gives up on one that does not open (tests, debugging)
+    const q = new URLSearchParams(location.search);
+    const probeMs = Number(q.get('probeMs')) || undefined;
+    const openTimeoutMs = Number(q.get('openTimeoutMs')) || undefined;
+    sc = new SignalClient({ transport: $('transport').value, probeMs, openTimeoutMs });
     sc.addEventListener('signal', onSignal);
     sc.addEventListener('user-joined', ({ detail }) => { say(`${detail.userId} joined`); addPeer(detail.userId); });
     sc.addEventListener('user-left', ({ detail }) => { say(`${detail.userId} left`); dropPeer(detail.userId); });

@@ -86,6 +86,7 @@ export class SignalClient extends EventTarget {
     this._probing = null;   // a WebSocket or EventSource trying the step above
     this._probeTimer = null;
     this._probeDelay = 0;
+    this._probeWait = null; // a promise while a probe decides (see _probeStarted)
     this._retryTimer = null;
     this._strikes = 0;      // failures of this transport while the service answered
     this._outages = 0;
@@ -414,6 +415,18 @@ export class SignalClient extends EventTarget {
     }, delay);
   }
 
+  /* While a probe is deciding, the long-poll holds back its next request:
+   * a poll sent meanwhile would take the session's stream back from the
+   * probe the moment it attached (the newest stream of a session wins). */
+  _probeStarted() {
+    let done;
+    this._probeWait = new Promise((r) => { done = r; });
+    return () => {
+      this._probeWait = null;
+      done();
+    };
+  }
+
   /* A probe authenticated: it becomes the receiver, the old one goes. */
   _adopt(kind) {
     this._probing = null;
@@ -445,6 +458,7 @@ export class SignalClient extends EventTarget {
     }
     if (probe) this._probing = ws;
     else this._ws = ws;
+    const settled = probe ? this._probeStarted() : () => {};
     let ready = false;
     const openTimer = setTimeout(() => ready || ws.close(), this.openTimeoutMs);
     // The token travels in the first message, not the URL; the server never
@@ -460,6 +474,7 @@ export class SignalClient extends EventTarget {
       if (!Array.isArray(msg) && typeof msg.id === 'number') return this._deliver(msg);
       if (!Array.isArray(msg) && msg.type === 'auth' && !ready) {
         clearTimeout(openTimer);
+        settled();
         if (msg.success) {
           ready = true;
           if (this._probing === ws) {
@@ -483,6 +498,7 @@ export class SignalClient extends EventTarget {
     };
     ws.onclose = async (e) => {
       clearTimeout(openTimer);
+      settled();
       if (this._probing === ws) {
         this._probing = null;
         if (this._running) this._scheduleProbe();
@@ -518,10 +534,14 @@ export class SignalClient extends EventTarget {
   async _openStream({ probe = false } = {}) {
     if (!probe) this._setState('connecting');
     const gen = probe ? this._streamGen : ++this._streamGen;
+    // Held from before the ticket is asked for: a poll already on its way
+    // reaches the server before the stream can claim the session.
+    const settled = probe ? this._probeStarted() : () => {};
     const ticket = await this._ticket();
     const stale = () => !this._running || (probe ? this.transport !== 'poll' : gen !== this._streamGen || this.transport !== 'sse');
-    if (stale()) return;
+    if (stale()) return settled();
     if (!ticket) {
+      settled();
       if (probe) this._scheduleProbe();
       else if (this.token) this._failed('sse', false);
       return;
@@ -534,6 +554,7 @@ export class SignalClient extends EventTarget {
     es.onopen = () => {
       opened = true;
       clearTimeout(openTimer);
+      settled();
       this._outages = 0;
       if (this._probing === es) {
         this._adopt('sse');
@@ -557,6 +578,7 @@ export class SignalClient extends EventTarget {
     // own retry of the same URL could only fail. We reconnect with a new one.
     es.onerror = () => {
       clearTimeout(openTimer);
+      settled();
       es.onerror = es.onopen = es.onmessage = null;
       es.close();
       if (this._probing === es) {
@@ -575,6 +597,8 @@ export class SignalClient extends EventTarget {
     const gen = ++this._pollGen;
     let delay = 250;
     while (this._running && this.transport === 'poll' && gen === this._pollGen) {
+      if (this._probeWait) await Promise.race([this._probeWait, sleep(this.openTimeoutMs + 1000)]);
+      if (!this._running || this.transport !== 'poll' || gen !== this._pollGen) return;
       const ctl = new AbortController();
       this._pollAbort = ctl;
       try {
@@ -594,7 +618,9 @@ export class SignalClient extends EventTarget {
         for (const ev of body.events) this._deliver(ev);
       } catch (e) {
         if (ctl.signal.aborted || gen !== this._pollGen) return;
-        this._setState('reconnecting', (await this._serviceUp()) ? this.reason : 'outage');
+        const up = await this._serviceUp();
+        if (gen !== this._pollGen || this.transport !== 'poll') return; // moved on meanwhile
+        this._setState('reconnecting', up ? this.reason : 'outage');
         await sleep(delay);
         delay = Math.min(delay * 2, 5000);
       }

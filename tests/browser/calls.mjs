@@ -70,7 +70,7 @@ let base = '';
 const contexts = [];
 const consoleLog = [];
 async function openPage(name, room, { transport = 'auto', media = false, width = 1100, noEventSource = false,
-  noWebSocket = false, ctx = null } = {}) {
+  noWebSocket = false, ctx = null, switchableWs = false, switchableEs = false, query = '' } = {}) {
   if (!ctx) {
     ctx = await browser.newContext({ viewport: { width, height: 800 } });
     contexts.push(ctx);
@@ -79,35 +79,48 @@ async function openPage(name, room, { transport = 'auto', media = false, width =
   // Every event the page's SignalClient dispatches (after its dedupe by id).
   await page.addInitScript(() => {
     window.__events = [];
+    window.__states = []; // for diagnostics
     const dispatch = EventTarget.prototype.dispatchEvent;
     EventTarget.prototype.dispatchEvent = function (ev) {
+      if (this.constructor && this.constructor.name === 'SignalClient' && ev.type === 'state')
+        window.__states.push(`${ev.detail.transport}/${ev.detail.state}/${ev.detail.reason}@${Math.round(performance.now())}`);
       if (this.constructor && this.constructor.name === 'SignalClient' && ev.detail && typeof ev.detail.id === 'number')
         window.__events.push(ev.detail);
       return dispatch.call(this, ev);
     };
   });
   if (noEventSource) await page.addInitScript(() => { delete window.EventSource; });
-  // A proxy that refuses the upgrade: the browser reports error, then close 1006.
-  if (noWebSocket) {
-    await page.addInitScript(() => {
-      window.WebSocket = class extends EventTarget {
-        constructor() {
-          super();
-          this.readyState = 0;
-          setTimeout(() => {
-            this.readyState = 3;
-            if (this.onerror) this.onerror(new Event('error'));
-            if (this.onclose) this.onclose({ code: 1006, reason: '' });
-          }, 50);
-        }
-        send() { throw new Error('not open'); }
-        close() {}
+  // Proxies, played in the page: while window.__blockWs is true (from the
+  // start with noWebSocket) the upgrade is refused (error, then close 1006);
+  // while window.__blockEs is true event streams are buffered (the
+  // EventSource never opens and delivers nothing).
+  if (noWebSocket || switchableWs || switchableEs) {
+    await page.addInitScript(({ ws, es }) => {
+      const gate = (name, flag, blocked, fake) => {
+        const Real = window[name];
+        window[flag] = blocked;
+        window[name] = function (...args) { return window[flag] ? fake() : new Real(...args); };
       };
-    });
+      const refusedSocket = () => {
+        const f = new EventTarget();
+        f.readyState = 0;
+        f.send = () => { throw new Error('not open'); };
+        f.close = () => {};
+        setTimeout(() => {
+          f.readyState = 3;
+          if (f.onerror) f.onerror(new Event('error'));
+          if (f.onclose) f.onclose({ code: 1006, reason: '' });
+        }, 50);
+        return f;
+      };
+      const bufferedStream = () => Object.assign(new EventTarget(), { readyState: 0, close() { this.readyState = 2; } });
+      if (ws !== null) gate('WebSocket', '__blockWs', ws, refusedSocket);
+      if (es !== null) gate('EventSource', '__blockEs', es, bufferedStream);
+    }, { ws: noWebSocket || switchableWs ? noWebSocket : null, es: switchableEs ? false : null });
   }
   page.on('pageerror', (e) => console.log(`# page error (${name}): ${e.message}`));
   page.on('console', (m) => { if (m.type() === 'warning' || m.type() === 'error') consoleLog.push(`${name}: ${m.text()}`); });
-  await page.goto(base + '/');
+  await page.goto(base + '/' + query);
   await page.fill('#name', name);
   await page.fill('#room', room);
   await page.selectOption('#transport', transport);
@@ -124,6 +137,26 @@ async function channelsOpen(page, peers, timeout = 30000) {
   await page.waitForFunction((s) => document.querySelectorAll(s.sel).length === s.count,
     { sel, count: peers.length }, { timeout });
 }
+// "transport/state/reason" as the page shows it.
+const shownState = (page) => page.evaluate(() => { const d = document.querySelector('#transportState').dataset;
+  return `${d.transport}/${d.state}/${d.reason}`; });
+const onTransport = (page, t, timeout) => page.waitForFunction((want) => {
+  const d = document.querySelector('#transportState').dataset;
+  return d.transport === want && d.state === 'open'; }, t, { timeout });
+// from sends {seq: first..last} to `to`, one every 100 ms, in the background.
+const sendSeq = (from, to, first, last) => from.evaluate(({ to, first, last }) => {
+  window.__sending = (async () => {
+    for (let i = first; i <= last; i++) {
+      await window.signalApp.client.signal(to, { seq: i });
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  })();
+}, { to, first, last });
+const seqsOf = (page) => page.evaluate(() => window.__events.filter((e) => e.seq).map((e) => e.seq));
+const upTo = (n) => Array.from({ length: n }, (_, i) => i + 1);
+const gotSeqs = (page, n) => page.waitForFunction((k) => window.__events.filter((e) => e.seq).length >= k, n,
+  { timeout: 20000 });
+
 async function chat(from, to, text) {
   await from.fill('#chatInput', text);
   await from.press('#chatInput', 'Enter');
@@ -289,15 +322,13 @@ try {
       const restarted = Date.now();
       await startServer(port, db);
       await a.waitForFunction(() => window.__sent === 10, null, { timeout: 40000 });
-      await b.waitForFunction(() => window.__events.filter((e) => e.seq).length >= 10, null, { timeout: 20000 });
-      const seqs = await b.evaluate(() => window.__events.filter((e) => e.seq).map((e) => e.seq));
-      ok(JSON.stringify(seqs) === JSON.stringify([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]),
+      await gotSeqs(b, 10);
+      const seqs = await seqsOf(b);
+      ok(JSON.stringify(seqs) === JSON.stringify(upTo(10)),
         `${label}: 10 numbered signals sent while the service restarts arrive once each, in order`, seqs);
       if (t === 'auto') {
-        await a.waitForFunction(() => { const s = document.querySelector('#transportState');
-          return s.dataset.transport === 'ws' && s.dataset.state === 'open'; }, null, { timeout: 40000 });
-        await b.waitForFunction(() => { const s = document.querySelector('#transportState');
-          return s.dataset.transport === 'ws' && s.dataset.state === 'open'; }, null, { timeout: 40000 });
+        await onTransport(a, 'ws', 40000);
+        await onTransport(b, 'ws', 40000);
         ok(true, `auto: both pages are back on WebSocket ${((Date.now() - restarted) / 1000).toFixed(1)} s after the restart`);
       }
       for (const [page, me, peer] of [[a, na, nb], [b, nb, na]]) {
@@ -312,6 +343,45 @@ try {
       const leaked = urls.filter((u) => tokens.some((tk) => tk && u.includes(tk)));
       ok(tokens.every(Boolean) && tokens[0] !== tokens[1] && leaked.length === 0,
         `${label}: two sessions in one browser, and no token in any of its ${urls.length} request URLs`, leaked[0]);
+    });
+    await closeAll();
+  }
+
+  // 4c/4d. auto steps down when a transport is refused on the way (the WebSocket
+  // upgrade refused; event streams buffered, never opening), and climbs back
+  // when it is let through again; numbered signals cross both moves intact.
+  const ladders = [
+    { name: 'auto moves down and back up', user: 'sw', top: 'ws', down: 'sse', label: 'WebSocket -> SSE -> WebSocket',
+      opts: { switchableWs: true, query: '?probeMs=2000' }, reason: 'ws-blocked', block: 'window.__blockWs',
+      drop: () => window.signalApp.client._ws.close() },
+    { name: 'auto moves from SSE to long-poll and back', user: 'buf', top: 'sse', down: 'poll',
+      label: 'SSE -> long-poll -> SSE', reason: 'sse-buffered', block: 'window.__blockEs',
+      opts: { noWebSocket: true, switchableEs: true, query: '?probeMs=2000&openTimeoutMs=1500' },
+      drop: () => window.signalApp.client._es.onerror() },
+  ];
+  for (const l of ladders) {
+    await attempt(l.name, async () => {
+      const a = await openPage(`${l.user}A`, l.user, l.opts);
+      const b = await openPage(`${l.user}B`, l.user, { transport: 'poll' });
+      await channelsOpen(a, [`${l.user}B`]);
+      ok((await shownState(a)).startsWith(`${l.top}/open`), `auto starts on ${l.top}`, await shownState(a));
+      await a.evaluate(`${l.block} = true; (${l.drop})()`);
+      await sendSeq(b, `${l.user}A`, 1, 20);
+      await onTransport(a, l.down, 20000);
+      ok((await shownState(a)) === `${l.down}/open/${l.reason}`,
+        `refused while /api/health answers: auto steps down to ${l.down}, reason ${l.reason}`, await shownState(a));
+      await gotSeqs(a, 20);
+      await a.evaluate(`${l.block} = false`);
+      const t0 = Date.now();
+      await sendSeq(b, `${l.user}A`, 21, 40);
+      await onTransport(a, l.top, 30000);
+      ok((await shownState(a)) === `${l.top}/open/upgraded`,
+        `a probe climbs back to ${l.top} (${((Date.now() - t0) / 1000).toFixed(1)} s after it was let through)`,
+        (await shownState(a)) + ' ' + (await a.evaluate(() => window.__states.join(' '))));
+      await gotSeqs(a, 40);
+      const seqs = await seqsOf(a);
+      ok(JSON.stringify(seqs) === JSON.stringify(upTo(40)), `40 numbered signals across ${l.label}: each once, in order`,
+        seqs.join(','));
     });
     await closeAll();
   }
