@@ -14,15 +14,22 @@ for t in "$A" "$B" "$S"; do post "$t" '{"type":"join","roomId":"r"}'; done
 sse_open bob "$B"
 
 # sam: a raw socket that sends the request and then never reads.
-python3 - "$PORT" "$S" >"$OUT/sam.log" 2>&1 <<'PY' &
-import socket, sys, time
-port, tok = int(sys.argv[1]), sys.argv[2]
+rm -f "$OUT/posted"
+python3 - "$PORT" "$S" "$OUT/posted" >"$OUT/sam.log" 2>&1 <<'PY' &
+import os, socket, sys, time
+port, tok, posted = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
 s.connect(("127.0.0.1", port))
 s.sendall(f"GET /api/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {tok}\r\n\r\n".encode())
 print("connected", flush=True)
-time.sleep(12)            # never read while the server pushes
+# Never read while the server pushes: until every signal is posted (on a busy
+# machine that takes longer), then past the write timeout (3 s), so the
+# server has certainly given up on this socket before it reads again.
+deadline = time.time() + 60
+while not os.path.exists(posted) and time.time() < deadline:
+    time.sleep(0.1)
+time.sleep(6)
 s.settimeout(1)
 data = b""
 state = "still-open"
@@ -65,6 +72,7 @@ for b in $(seq 0 133); do
 		printf '{"type":"signal","to":"sam","n":%d,"pad":"%s"}\n' "$i" "$pad"; done | jq -cs .)
 	curl -s -H "Authorization: Bearer $A" --data-binary "$batch" "$BASE/api/cmd" | jq -r '.[] | .success'
 done | sort | uniq -c >"$OUT/sam-codes"
+touch "$OUT/posted"
 is "$(cat "$OUT/sam-codes" | tr -s ' ')" " $TOTAL true" "$TOTAL x 4 KB signals to the slow reader are all accepted"
 
 # meanwhile the other pair relays at normal speed
