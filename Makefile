@@ -29,7 +29,7 @@ DEB_TEST  = curl jq perl sqlite3 valgrind python3 python3-websocket libfcgi-bin 
 
 # The responder, one object per subsystem.
 CORE_OBJS = util.o log.o error.o config.o jsonv.o store_sqlite.o schema.o ratelimit.o core.o
-SRV_OBJS  = $(CORE_OBJS) httpparse.o bell.o hold.o group.o web.o ws.o maint.o main.o
+SRV_OBJS  = $(CORE_OBJS) httpparse.o loop.o bell.o fcgirec.o evfmt.o marks.o held.o group.o web.o ws.o maint.o main.o
 
 OBJS      = $(addprefix build/,$(SRV_OBJS))
 SAN_OBJS  = $(addprefix build/san/,$(CORE_OBJS))

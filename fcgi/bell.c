@@ -1,5 +1,5 @@
 /*
- * bell.c - the wake-up between processes.
+ * bell.c - the wake-up, between processes and within one.
  *
  * Why a datagram per process: lighttpd may run several responder processes
  * and any of them may serve the POST that queues an event for a stream held
@@ -9,20 +9,28 @@
  * datagram sent after commit costs one syscall and wakes exactly the
  * process that holds the stream (measured p99 ~0.1 ms). Datagrams can be
  * dropped when the receiver's queue is full, so the holder also re-checks
- * its mailboxes every few seconds (hold.c): the bell makes delivery fast,
+ * its mailboxes every few seconds (held.c): the bell makes delivery fast,
  * the database makes it certain. A datagram queue holds only
  * net.unix.max_dgram_qlen (10) messages, so a wake for this very process
- * skips the socket and goes to the hold loop's own queue, which cannot
- * overflow.
+ * skips the socket and goes to a queue in memory, which cannot overflow,
+ * and takes the event it carries along. The socket and the queue (through
+ * the loop's eventfd) are registered on the loop like any other fd, and
+ * both end in the one handler bell_listen was given.
+ *
+ * It must never: block a ringing thread, or know what the woken side does.
  */
 #define _GNU_SOURCE
 #include "bell.h"
+#include "core.h"
 #include "log.h"
+#include "util.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stddef.h>
-#include <time.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
 #include <string.h>
 #include <sys/random.h>
 #include <sys/socket.h>
@@ -69,13 +77,104 @@ int bell_open(int64_t owner)
 	return fd;
 }
 
-static int64_t local_owner;
-static void (*local_wake)(core_wakes *w, int64_t owner);
+/* A wake rung by a thread of this process, with the body it took over. */
+struct local_wake {
+	int64_t session, event_id, prev_id;
+	char *body; /* owned; NULL without an event */
+	size_t len;
+};
 
-void bell_set_local(int64_t owner, void (*wake)(core_wakes *w, int64_t owner))
+static struct {
+	loop *l; /* NULL until bell_listen: every wake goes to a socket */
+	int64_t owner;
+	bell_fn *fn;
+	void *data;
+	pthread_mutex_t lock;
+	struct local_wake *v; /* under lock */
+	int n, cap;
+} B = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+/* Queue the wakes of w for this process for the loop, each taking over
+ * the event it carries. */
+static void ring_local(struct core_wakes *w, int64_t owner)
 {
-	local_owner = owner;
-	local_wake = wake;
+	pthread_mutex_lock(&B.lock);
+	if (B.n + w->n > B.cap) {
+		B.cap = (B.n + w->n) * 2;
+		B.v = xrealloc(B.v, (size_t)B.cap * sizeof *B.v);
+	}
+	for (int i = 0; i < w->n; i++) {
+		struct core_wake *k = &w->v[i];
+		if (k->owner != owner)
+			continue;
+		struct local_wake *lw = &B.v[B.n++];
+		*lw = (struct local_wake){.session = k->session};
+		if (k->event_id && k->body) {
+			lw->body = k->body; /* taken: the wake's owner frees NULL */
+			k->body = NULL;
+			lw->len = k->len;
+			lw->event_id = k->event_id;
+			lw->prev_id = k->prev_id;
+		}
+	}
+	pthread_mutex_unlock(&B.lock);
+	loop_wake(B.l);
+}
+
+/* Loop thread (a wake hook): hand over what this process's threads rang. */
+static void take_local(loop *l, void *data)
+{
+	(void)l;
+	(void)data;
+	static struct local_wake *mine;
+	static int cap;
+	pthread_mutex_lock(&B.lock);
+	int n = B.n;
+	if (n > cap) {
+		cap = n;
+		mine = xrealloc(mine, (size_t)cap * sizeof *mine);
+	}
+	if (n)
+		memcpy(mine, B.v, (size_t)n * sizeof *mine);
+	B.n = 0;
+	pthread_mutex_unlock(&B.lock);
+	for (int i = 0; i < n; i++) {
+		struct bell_wake w = {.session = mine[i].session, .event_id = mine[i].event_id,
+				      .prev_id = mine[i].prev_id, .body = mine[i].body, .len = mine[i].len};
+		B.fn(B.data, &w);
+		free(mine[i].body);
+	}
+}
+
+/* Loop thread: the socket is readable; every datagram's ids are woken. */
+static void take_rung(loop *l, int fd, void *data, unsigned mask)
+{
+	(void)l;
+	(void)data;
+	(void)mask;
+	int64_t ids[BELL_BATCH];
+	for (;;) {
+		ssize_t n = recv(fd, ids, sizeof ids, 0);
+		if (n < 0 && errno != EINTR)
+			return; /* drained */
+		for (int i = 0; i < (int)(n > 0 ? (size_t)n / sizeof *ids : 0); i++) {
+			struct bell_wake w = {.session = ids[i]};
+			B.fn(B.data, &w);
+		}
+	}
+}
+
+int bell_listen(loop *l, int fd, int64_t owner, bell_fn *fn, void *data)
+{
+	B.owner = owner;
+	B.fn = fn;
+	B.data = data;
+	if (loop_add(l, fd, LOOP_READABLE, take_rung, NULL) != 0 || loop_on_wake(l, take_local, NULL) != 0) {
+		log_error("bell: cannot listen on the loop: %s", strerror(errno));
+		return -1;
+	}
+	B.l = l;
+	return 0;
 }
 
 static int sender_fd(void)
@@ -98,7 +197,7 @@ static void send_ids(int64_t owner, const int64_t *ids, int n)
 		log_debug("bell: ring %016llx: %s", (unsigned long long)owner, strerror(errno));
 }
 
-void bell_ring(core_wakes *w)
+void bell_ring(struct core_wakes *w)
 {
 	int64_t ids[BELL_BATCH];
 	/* Group by owner; w is small (a room's members), so quadratic is fine. */
@@ -109,8 +208,8 @@ void bell_ring(core_wakes *w)
 			seen = w->v[j].owner == owner;
 		if (seen || owner == 0)
 			continue;
-		if (owner == local_owner && local_wake) {
-			local_wake(w, owner);
+		if (owner == B.owner && B.l) {
+			ring_local(w, owner);
 			continue;
 		}
 		int n = 0;
@@ -126,12 +225,4 @@ void bell_ring(core_wakes *w)
 		if (n)
 			send_ids(owner, ids, n);
 	}
-}
-
-int bell_read(int fd, int64_t *ids)
-{
-	ssize_t n = recv(fd, ids, BELL_BATCH * sizeof *ids, 0);
-	if (n < 0)
-		return errno == EINTR ? 0 : -1;
-	return (int)((size_t)n / sizeof *ids);
 }

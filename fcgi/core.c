@@ -5,7 +5,7 @@
  * changes nothing, and an event exists exactly when its cause does.
  *
  * Events are stored as one-line JSON objects without their "id"; the
- * transports splice the id in when they deliver (see hold.c).
+ * delivery side splices the id in when it sends them (evfmt.c).
  */
 #define _GNU_SOURCE
 #include "core.h"
@@ -23,7 +23,6 @@
 #include <string.h>
 #include <sys/random.h>
 
-#define JSON_FLAGS (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
 #define ROOM_SCAN_MAX 1024 /* members read per room; rooms are capped far lower */
 #define PRUNE_BATCH 64
 /* A heartbeat rewrites its session row at most this often: the timeout is
@@ -64,8 +63,7 @@ void core_free(core *c)
 
 void core_result_init(core_result *r)
 {
-	memset(r, 0, sizeof *r);
-	r->status = 200;
+	memset(r, 0, sizeof *r); /* err SIG_OK */
 }
 
 void core_result_free(core_result *r)
@@ -216,7 +214,7 @@ static sig_err room_broadcast(struct cmd_ctx *x, const char *room, int64_t excep
 	if (n > ROOM_SCAN_MAX)
 		n = ROOM_SCAN_MAX;
 	size_t len = 0;
-	const char *body = json_object_to_json_string_length(obj, JSON_FLAGS, &len);
+	const char *body = jv_text(obj, &len);
 	int sent = 0;
 	for (int i = 0; i < n; i++) {
 		store_member *m = &c->members[i];
@@ -452,7 +450,7 @@ static sig_err cmd_signal(struct cmd_ctx *x, json_object *cmd, json_object **rep
 	json_object_object_add(cmd, "from", json_object_new_string(x->sess.user_id));
 	json_object_object_add(cmd, "roomId", json_object_new_string(x->sess.room_id));
 	size_t size = 0;
-	json_object_to_json_string_length(cmd, JSON_FLAGS, &size);
+	jv_text(cmd, &size);
 	if (c->lim.max_signal > 0 && (int64_t)size > c->lim.max_signal)
 		return SIG_E_TOO_LARGE;
 	int count = 0;
@@ -465,7 +463,7 @@ static sig_err cmd_signal(struct cmd_ctx *x, json_object *cmd, json_object **rep
 		if (peer.id == 0 || peer.id == x->sess.id || strcmp(peer.room_id, x->sess.room_id) != 0)
 			return SIG_E_UNKNOWN_PEER;
 		size_t len = 0;
-		const char *body = json_object_to_json_string_length(cmd, JSON_FLAGS, &len);
+		const char *body = jv_text(cmd, &len);
 		e = push_event(x, peer.id, peer.stream_owner, body, len, c->lim.mailbox_limit);
 		if (e == SIG_OK)
 			count = 1;
@@ -604,8 +602,8 @@ static sig_err session_rate(struct cmd_ctx *x)
 	return SIG_E_RATE_LIMITED;
 }
 
-/* One command in its own transaction. Returns the status; *reply is set. */
-static int exec_one(struct cmd_ctx *x, json_object *cmd, json_object **reply)
+/* One command in its own transaction. Returns its outcome; *reply is set. */
+static sig_err exec_one(struct cmd_ctx *x, json_object *cmd, json_object **reply)
 {
 	const char *type = NULL;
 	sig_err e = SIG_OK;
@@ -660,7 +658,7 @@ done:
 		/* Wakes gathered by a rolled-back command point at nothing new;
 		 * ringing them is harmless, so they are kept simple. */
 	}
-	return sig_err_status(e);
+	return e;
 }
 
 void core_exec_body(core *c, const char *token, const char *body, size_t len, core_result *r)
@@ -674,19 +672,19 @@ void core_exec_request(core *c, const char *token, const char *remote, const cha
 	json_object *req = NULL;
 	sig_err e = jv_parse(body, len, &req);
 	if (e != SIG_OK) {
-		r->status = sig_err_status(e);
+		r->err = e;
 		r->reply = core_error_reply(NULL, e);
 		return;
 	}
 	struct cmd_ctx x = {.c = c, .token = token, .remote = remote, .r = r};
 	if (!json_object_is_type(req, json_type_array)) {
-		r->status = exec_one(&x, req, &r->reply);
+		r->err = exec_one(&x, req, &r->reply);
 		json_object_put(req);
 		return;
 	}
 	size_t n = json_object_array_length(req);
 	if (n == 0 || n > CORE_BATCH_MAX) {
-		r->status = 400;
+		r->err = SIG_E_INVALID_FIELD;
 		r->reply = core_error_reply(NULL, SIG_E_INVALID_FIELD);
 		json_object_put(req);
 		return;
@@ -697,12 +695,11 @@ void core_exec_request(core *c, const char *token, const char *remote, const cha
 	for (size_t i = 0; i < n; i++) {
 		json_object *reply = NULL;
 		x.token = r->token[0] ? r->token : (r->logged_out ? NULL : token);
-		int status = exec_one(&x, json_object_array_get_idx(req, i), &reply);
-		if (status != 200)
-			json_object_object_add(reply, "status", json_object_new_int(status));
+		r->item_err[i] = exec_one(&x, json_object_array_get_idx(req, i), &reply);
 		json_object_array_add(out, reply);
 	}
-	r->status = 200;
+	r->err = SIG_OK;
+	r->items = (int)n;
 	r->reply = out;
 	json_object_put(req);
 }
@@ -842,6 +839,21 @@ sig_err core_stream_pull(core *c, const core_stream *s, int64_t after, int limit
 			 void *ctx, int64_t *lost_upto)
 {
 	return store_stream_pull(c->st, s->session, s->gen, after, limit, fn, ctx, lost_upto);
+}
+
+void core_events_lost(core *c, const core_stream *s, int64_t after, int64_t lost_upto, store_event_fn fn,
+		      void *ctx)
+{
+	(void)c;
+	json_object *o = json_object_new_object();
+	json_object_object_add(o, "type", json_object_new_string("events-lost"));
+	json_object_object_add(o, "after", json_object_new_int64(after));
+	size_t len = 0;
+	const char *body = jv_text(o, &len);
+	fn(ctx, lost_upto, body, len);
+	json_object_put(o);
+	log_warn("core: session %lld resumed after %lld but events up to %lld were trimmed", (long long)s->session,
+		 (long long)after, (long long)lost_upto);
 }
 
 sig_err core_stream_sent(core *c, const core_stream *s, int64_t upto)

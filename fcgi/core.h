@@ -39,8 +39,11 @@ typedef struct core_wakes {
 } core_wakes;
 
 typedef struct core_result {
-	int status;            /* HTTP status of the whole request */
+	sig_err err;           /* outcome of the whole request (SIG_OK for a batch) */
 	json_object *reply;    /* owned; the response body */
+	/* A batch (reply is an array): each command's outcome, in order. */
+	int items;
+	sig_err item_err[CORE_BATCH_MAX];
 	core_wakes wakes;
 	/* Set when the request logged in (cookie to set) or out (to clear). */
 	char token[CORE_TOKEN_LEN + 1];
@@ -51,6 +54,9 @@ typedef struct core_result {
 } core_result;
 
 typedef struct core core;
+
+/* Makes a core (with its own store connection) for one thread, or NULL. */
+typedef core *(*core_factory)(void);
 
 /* Zero in any of the optional limits means "no limit". */
 struct core_limits {
@@ -79,7 +85,7 @@ void core_wakes_add(core_wakes *w, int64_t owner, int64_t session);
 void core_wakes_free(core_wakes *w);
 
 /* Run a POST body: one command object or an array of them. token may be
- * NULL (login needs none). Always fills r (status + reply). */
+ * NULL (login needs none). Always fills r (err + reply). */
 void core_exec_body(core *c, const char *token, const char *body, size_t len, core_result *r);
 /* The same, for a client at address remote (for per-address limits; NULL
  * when unknown). */
@@ -119,20 +125,26 @@ sig_err core_stream_open_ticket(core *c, const char *ticket, int64_t ack, int64_
 /* Authenticate only, in a read transaction: the session's stream as the
  * store has it now (its current generation). *ours: process `owner` holds
  * it. A long-poll re-opened where its last one was answered takes the
- * claim over this way (hold_reclaim) instead of writing a new one. */
+ * claim over this way (held_reclaim) instead of writing a new one. */
 sig_err core_stream_lookup(core *c, const char *token, int64_t owner, core_stream *out, int *ours);
 
 /* Delivery runs many pulls in one read transaction (no write lock). */
 sig_err core_delivery_begin(core *c);
 void core_delivery_end(core *c, int commit);
 /* Recording what was sent (core_stream_sent) needs a write transaction:
- * the hold loop batches those marks and flushes them together. End it with
+ * the loop batches those marks (marks.c) and flushes them together. End it with
  * core_delivery_end. */
 sig_err core_marks_begin(core *c);
 /* Pull events after `after` (see store_stream_pull). SIG_E_UNAUTHORIZED:
  * the stream must close (session gone or replaced). */
 sig_err core_stream_pull(core *c, const core_stream *s, int64_t after, int limit, store_event_fn fn,
 			 void *ctx, int64_t *lost_upto);
+/* The protocol's events-lost event, owed to a stream resuming after
+ * `after` when its events up to lost_upto were trimmed unacknowledged
+ * (core_stream_pull's lost_upto > after): fn gets it once, with id
+ * lost_upto, before the events that follow. Logged. */
+void core_events_lost(core *c, const core_stream *s, int64_t after, int64_t lost_upto, store_event_fn fn,
+		      void *ctx);
 /* Inside core_marks_begin(): events up to upto were written out. */
 sig_err core_stream_sent(core *c, const core_stream *s, int64_t upto);
 /* Inside core_marks_begin(): the client has the events up to upto (as the

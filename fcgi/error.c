@@ -1,8 +1,13 @@
 /*
  * error.c - the single table from sig_err to HTTP status, wire code and
- * message. Nothing else in the tree decides an error's status.
+ * message. Nothing else in the tree decides an error's status: the core
+ * returns sig_err, and the transports (web.c, ws.c) map it here. nginx.conf
+ * answers an oversized body itself, in the words of SIG_E_TOO_LARGE below
+ * (tests/90-nginx.t checks that they agree).
  */
 #include "error.h"
+
+#include <json-c/json.h>
 
 static const struct {
 	int status;
@@ -48,6 +53,19 @@ const char *sig_err_code(sig_err e)
 const char *sig_err_msg(sig_err e)
 {
 	return in_range(e) ? sig_errors[e].msg : "internal error";
+}
+
+void sig_err_put_status(json_object *reply, sig_err e)
+{
+	if (e != SIG_OK && json_object_is_type(reply, json_type_object) &&
+	    !json_object_object_get_ex(reply, "status", NULL))
+		json_object_object_add(reply, "status", json_object_new_int(sig_err_status(e)));
+}
+
+void sig_err_put_batch_status(json_object *replies, const sig_err *errs, int n)
+{
+	for (int i = 0; i < n; i++)
+		sig_err_put_status(json_object_array_get_idx(replies, (size_t)i), errs[i]);
 }
 
 const char *sig_http_reason(int status)

@@ -6,6 +6,8 @@
 #ifndef SIG_ERROR_H
 #define SIG_ERROR_H
 
+struct json_object;
+
 typedef enum sig_err {
 	SIG_OK = 0,
 	/* the peer sent something we refuse */
@@ -31,9 +33,18 @@ typedef enum sig_err {
 	SIG_E__COUNT
 } sig_err;
 
-int sig_err_status(sig_err e);      /* HTTP status */
 const char *sig_err_code(sig_err e); /* wire code, e.g. "room-full" */
 const char *sig_err_msg(sig_err e);  /* one English sentence */
+
+/* ---- for the transports only: the core knows no HTTP ---- */
+int sig_err_status(sig_err e);      /* HTTP status */
 const char *sig_http_reason(int status);
+/* A failed reply object (e != SIG_OK) says its HTTP status as "status",
+ * unless it already does: a batch's failed commands, and every WebSocket
+ * error reply (a socket has no status line). */
+void sig_err_put_status(struct json_object *reply, sig_err e);
+/* The same for each of the n replies of a batch (a JSON array), errs[i]
+ * being the outcome of reply i. */
+void sig_err_put_batch_status(struct json_object *replies, const sig_err *errs, int n);
 
 #endif

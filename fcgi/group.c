@@ -51,7 +51,7 @@ static void fail_all(struct job **jobs, int n, sig_err e)
 		core_result *r = jobs[i]->r;
 		core_result_free(r);
 		core_result_init(r);
-		r->status = sig_err_status(e);
+		r->err = e;
 		r->reply = core_error_reply(NULL, e);
 	}
 }

@@ -166,3 +166,8 @@ const char *jv_str(json_object *obj, const char *name)
 		return NULL;
 	return json_object_get_string(v);
 }
+
+const char *jv_text(json_object *obj, size_t *len)
+{
+	return json_object_to_json_string_length(obj, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, len);
+}

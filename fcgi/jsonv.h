@@ -41,4 +41,9 @@ int jv_is_id(const char *s, size_t len);
 /* The string value of a field checked by jv_check, or NULL when absent. */
 const char *jv_str(json_object *obj, const char *name);
 
+/* obj as the one-line JSON text the service sends and stores (the one
+ * place that picks json-c's flags: plain, '/' not escaped), its length in
+ * *len. Owned by obj: valid until obj changes or is freed. */
+const char *jv_text(json_object *obj, size_t *len);
+
 #endif

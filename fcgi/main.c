@@ -1,16 +1,18 @@
 /*
  * main.c - start-up and shutdown of one responder process: options, the
  * listening socket (inherited from the web server as fd 0, or --listen),
- * the bell, and the threads: request threads (web.c), the hold loop
- * (hold.c) and maintenance (maint.c), each with its own store connection.
+ * the bell, and the threads: request threads (web.c), the loop (loop.c)
+ * with the held connections (held.c, ws.c) and the bell on it, and
+ * maintenance (maint.c), each with its own store connection.
  */
 #define _GNU_SOURCE
 #include "bell.h"
 #include "config.h"
 #include "core.h"
 #include "group.h"
-#include "hold.h"
+#include "held.h"
 #include "log.h"
+#include "loop.h"
 #include "maint.h"
 #include "store.h"
 #include "util.h"
@@ -103,17 +105,17 @@ int main(int argc, char **argv)
 	}
 	int64_t owner = bell_owner_new();
 	int bell_fd = bell_open(owner);
+	loop *l = loop_new();
+	if (bell_fd < 0 || l == NULL || held_start(l, hold_core, owner, bell_fd) != 0)
+		return 1;
 	if (cfg.ws_listen) {
 		int ws_fd = ws_listen_open(cfg.ws_listen);
 		if (ws_fd == -1)
 			return 1;
-		if (ws_fd >= 0 && ws_start((int)cfg.threads, owner, open_core) != 0)
+		if (ws_fd >= 0 && ws_start(l, ws_fd, (int)cfg.threads, owner, open_core) != 0)
 			return 1;
-		if (ws_fd >= 0)
-			hold_listen_ws(ws_fd);
 	}
-	if (bell_fd < 0 || hold_start(hold_core, owner, bell_fd) != 0 || maint_start(maint_core) != 0 ||
-	    group_start(group_core) != 0 ||
+	if (loop_start(l) != 0 || maint_start(maint_core) != 0 || group_start(group_core) != 0 ||
 	    web_start(listen_fd, (int)cfg.threads, owner, open_core) != 0)
 		return 1;
 	log_info("signal-fcgi started: db=%s threads=%lld room-limit=%lld heartbeat=%llds mailbox=%lld%s%s",

@@ -27,6 +27,8 @@ typedef struct buf {
 void buf_append(buf *b, const void *p, size_t n);
 void buf_puts(buf *b, const char *s);
 void buf_printf(buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Append v in decimal. */
+void buf_put_i64(buf *b, int64_t v);
 /* Drop the first n bytes (n <= len). */
 void buf_consume(buf *b, size_t n);
 void buf_free(buf *b);

@@ -5,7 +5,7 @@
  * the path and method, and answers through libfcgi. The body is capped
  * before it is read; query strings and cookies are parsed strictly (an
  * ambiguous request is a 400, never a guess). A stream or long-poll is
- * authenticated and claimed here, then its connection passes to hold.c and
+ * authenticated and claimed here, then its connection passes to held.c and
  * this thread is free again: held responses never pin a thread.
  *
  * It must never: touch the store (everything goes through the core), log a
@@ -16,8 +16,9 @@
 #include "bell.h"
 #include "config.h"
 #include "group.h"
-#include "hold.h"
+#include "held.h"
 #include "httpparse.h"
+#include "jsonv.h"
 #include "log.h"
 #include "ratelimit.h"
 #include "util.h"
@@ -32,7 +33,7 @@
 
 static int64_t web_owner;
 static int web_listen_fd;
-static web_core_factory web_make_core;
+static core_factory web_make_core;
 
 _Static_assert(HTTP_TOKEN_LEN == CORE_TOKEN_LEN, "the transport and the core disagree on tokens");
 
@@ -84,8 +85,7 @@ static void respond(FCGX_Request *req, int status, const char *headers, json_obj
 	const char *method = FCGX_GetParam("REQUEST_METHOD", req->envp);
 	if (body && !(method && strcmp(method, "HEAD") == 0)) {
 		size_t len = 0;
-		const char *s = json_object_to_json_string_length(
-			body, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
+		const char *s = jv_text(body, &len);
 		FCGX_PutStr(s, (int)len, req->out);
 		FCGX_PutChar('\n', req->out);
 	}
@@ -156,40 +156,42 @@ static void handle_cmd(FCGX_Request *req, const struct query *q, const char *cor
 	/* Bells before the answer: the commit is done, and the event is what the
 	 * other side waits for (a bell never blocks). */
 	bell_ring(&r.wakes);
-	respond(req, r.status, headers.data ? headers.data : "", r.reply);
+	int status = sig_err_status(r.err);
+	sig_err_put_batch_status(r.reply, r.item_err, r.items);
+	respond(req, status, headers.data ? headers.data : "", r.reply);
 	buf_free(&headers);
-	if (r.first_type && r.status == 200 &&
+	if (r.first_type && status == 200 &&
 	    (strcmp(r.first_type, "login") == 0 || strcmp(r.first_type, "logout") == 0))
 		log_info("%s: user %s", r.first_type, r.user_id[0] ? r.user_id : "?");
-	else if (cfg.verbose || r.status >= 500)
-		log_msg(r.status >= 500 ? LOG_WARN : LOG_INFO, "cmd: %s by %s -> %d",
-			r.first_type ? r.first_type : "?", r.user_id[0] ? r.user_id : "-", r.status);
+	else if (cfg.verbose || status >= 500)
+		log_msg(status >= 500 ? LOG_WARN : LOG_INFO, "cmd: %s by %s -> %d",
+			r.first_type ? r.first_type : "?", r.user_id[0] ? r.user_id : "-", status);
 	core_result_free(&r);
 }
 
 /* A long-poll re-opened in the process that answered the last one: take
- * over the claim that poll left (hold_reclaim) and record its ack later,
+ * over the claim that poll left (held_reclaim) and record its ack later,
  * so a poll cycle needs a read here and no write transaction. Returns 1
  * when h now holds the stream. */
-static int reclaim_poll(core *c, const char *token, struct hold_req *h)
+static int reclaim_poll(core *c, const char *token, struct held_req *h)
 {
 	int ours = 0;
 	if (!token[0] || core_stream_lookup(c, token, web_owner, &h->stream, &ours) != SIG_OK || !ours)
 		return 0;
 	h->ack = h->cursor;
-	if (hold_reclaim(h))
+	if (held_reclaim(h))
 		return 1;
 	h->ack = h->mark = 0;
 	return 0;
 }
 
 /* Open an SSE stream or a long-poll. Returns 1 when the connection was
- * handed to the hold thread (the caller must not finish the request). */
-static int handle_hold(core *c, FCGX_Request *req, const struct query *q, enum hold_kind kind,
+ * handed to the loop (the caller must not finish the request). */
+static int handle_hold(core *c, FCGX_Request *req, const struct query *q, enum held_kind kind,
 		       const char *cors)
 {
 	int64_t ack = 0, wait = cfg.poll_default;
-	if (kind == HOLD_SSE) {
+	if (kind == HELD_SSE) {
 		/* EventSource reconnects to the same URL with a newer Last-Event-ID
 		 * header: when both are given, the larger cursor wins. */
 		const char *hdr = FCGX_GetParam("HTTP_LAST_EVENT_ID", req->envp);
@@ -209,12 +211,12 @@ static int handle_hold(core *c, FCGX_Request *req, const struct query *q, enum h
 	char token[CORE_TOKEN_LEN + 1];
 	int ticket = find_token(req, q, token) == TOKEN_TICKET;
 	core_wakes w = {0};
-	struct hold_req h = {.fd = req->ipcFd, .request_id = req->requestId, .kind = kind,
+	struct held_req h = {.fd = req->ipcFd, .request_id = req->requestId, .kind = kind,
 			     .cursor = ack, .wait_ms = wait * 1000};
 	sig_err e = SIG_OK;
 	if (ticket) /* ?ticket= from a "ticket" command: used up here */
 		e = core_stream_open_ticket(c, token[0] ? token : NULL, ack, web_owner, &h.stream, &w);
-	else if (!(kind == HOLD_POLL && reclaim_poll(c, token, &h)))
+	else if (!(kind == HELD_POLL && reclaim_poll(c, token, &h)))
 		e = core_stream_open(c, token[0] ? token : NULL, ack, web_owner, &h.stream, &w);
 	if (e != SIG_OK) {
 		core_wakes_free(&w);
@@ -224,10 +226,10 @@ static int handle_hold(core *c, FCGX_Request *req, const struct query *q, enum h
 	snprintf(h.headers, sizeof h.headers, "%s", cors);
 	bell_ring(&w); /* tell a previous holder to let go */
 	core_wakes_free(&w);
-	/* The connection now belongs to the hold thread: free libfcgi's
+	/* The connection now belongs to the loop: free libfcgi's
 	 * buffers without closing it or writing an end of request. */
 	FCGX_Free(req, 0);
-	hold_submit(&h);
+	held_submit(&h);
 	return 1;
 }
 
@@ -240,7 +242,7 @@ static void handle_health(core *c, FCGX_Request *req)
 		return;
 	}
 	json_object_object_add(o, "pid", json_object_new_int64(getpid()));
-	json_object_object_add(o, "held", json_object_new_int64(hold_count()));
+	json_object_object_add(o, "held", json_object_new_int64(held_count()));
 	respond(req, 200, NULL, o);
 	json_object_put(o);
 }
@@ -323,7 +325,7 @@ static int serve(core *c, FCGX_Request *req)
 		respond_error(req, SIG_E_METHOD, "Allow: GET, HEAD, OPTIONS\r\n");
 		return 0;
 	}
-	return handle_hold(c, req, &q, path[5] == 'e' ? HOLD_SSE : HOLD_POLL, cors);
+	return handle_hold(c, req, &q, path[5] == 'e' ? HELD_SSE : HELD_POLL, cors);
 }
 
 /* End a request answered by this thread. libfcgi closes with a lingering
@@ -372,7 +374,7 @@ static void *web_main(void *arg)
 	return NULL;
 }
 
-int web_start(int listen_fd, int threads, int64_t owner, web_core_factory make_core)
+int web_start(int listen_fd, int threads, int64_t owner, core_factory make_core)
 {
 	web_owner = owner;
 	web_listen_fd = listen_fd;

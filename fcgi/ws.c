@@ -3,9 +3,11 @@
  * the front server's proxy (lighttpd mod_proxy, nginx proxy_pass) to the
  * --ws-listen socket.
  *
- * Design note. The socket lives on the hold loop (hold.c), which writes
- * what this file frames and delivers the attached session's events as
- * text messages. This file reads the HTTP handshake (parsed by httpparse.c,
+ * Design note. The socket is a held connection (held.c) on the process's
+ * loop, of a kind whose handlers are here (ws_ops): the held-stream code
+ * writes what this file frames, and gives this file the attached session's
+ * events to send as text messages. This file accepts the connections,
+ * reads the HTTP handshake (parsed by httpparse.c,
  * answered with SHA-1 and base64 from libcrypto) and then hands the bytes
  * to wslay, which does the RFC 6455 framing: masking, fragments, UTF-8 of
  * text messages, control frames, close codes and the message size cap.
@@ -16,6 +18,12 @@
  * so replies keep the order of the commands; further messages wait in a
  * short inbox, and past INBOX_MAX the loop stops reading the socket (the
  * client's TCP window fills instead of our memory).
+ *
+ * Our close frame written, the connection lingers: it lets go of the
+ * session, sends its FIN and reads (and drops) what the client still sends
+ * until its EOF or LINGER_US. Closing at once, with its data unread, would
+ * reset the connection and could destroy the close frame before the client
+ * reads it.
  *
  * A connection carries at most one session: login or {"type":"auth",
  * "token":T,"lastEventId":N} (or a token in the cookie or ?token= on the
@@ -30,7 +38,9 @@
 #include "ws.h"
 #include "bell.h"
 #include "config.h"
+#include "evfmt.h"
 #include "group.h"
+#include "held.h"
 #include "httpparse.h"
 #include "jsonv.h"
 #include "log.h"
@@ -60,6 +70,7 @@
 #define HANDSHAKE_TIMEOUT_US (10 * 1000000LL)
 #define WS_CLOSE_SESSION_ENDED 4001
 #define WS_BATCH 64               /* jobs a command thread takes at once */
+#define LINGER_US 2000000         /* a closed connection drains the client this long at most */
 
 static const char ws_guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
@@ -85,11 +96,13 @@ struct ws_conn {
 	int paused;               /* not reading: the inbox is full */
 	int reading, again;       /* inside ws_readable (no re-entry); read once more */
 	int eof;                  /* the socket read failed or hit EOF */
-	int64_t born_us, last_recv_us, last_ping_us;
+	int lingering;            /* our close is out, draining the client until EOF */
+	int64_t born_us, last_recv_us, last_ping_us, linger_until_us;
 };
 
 /* A command on its way to a command thread and back. */
 struct ws_job {
+	struct loop_job job;      /* back to the loop with the outcome (first) */
 	struct ws_conn *w;
 	struct ws_job *next;
 	char token[CORE_TOKEN_LEN + 1];
@@ -111,7 +124,8 @@ static struct {
 	pthread_cond_t ready;
 	struct ws_job *head, **tail;
 	int64_t owner;
-	web_core_factory make_core;
+	core_factory make_core;
+	loop *l;
 } Q = {.lock = PTHREAD_MUTEX_INITIALIZER, .ready = PTHREAD_COND_INITIALIZER};
 
 /* ---- the listener ---- */
@@ -327,12 +341,13 @@ static void accept_key(const char *key, char out[29])
 static int refuse(struct ws_conn *w, sig_err e, const char *extra)
 {
 	json_object *o = core_error_reply(NULL, e);
-	const char *body = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+	size_t len = 0;
+	const char *body = jv_text(o, &len);
 	int status = sig_err_status(e);
 	buf_printf(held_out(w->h),
 		   "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
 		   "Cache-Control: no-store\r\nConnection: close\r\n%s\r\n%s\n",
-		   status, sig_http_reason(status), strlen(body) + 1, extra ? extra : "", body);
+		   status, sig_http_reason(status), len + 1, extra ? extra : "", body);
 	json_object_put(o);
 	if (cfg.verbose)
 		log_info("ws: handshake refused (%d)", status);
@@ -371,6 +386,7 @@ static void pick_remote(const struct upgrade *u, int fd, char *out, size_t size)
 
 static void submit(struct ws_conn *w, struct msg *m, int implicit);
 static struct msg *msg_new(const char *data, size_t len);
+static int ws_readable(struct ws_conn *w);
 
 static const sig_err upgrade_errors[] = {
 	[UPGRADE_BAD] = SIG_E_BAD_REQUEST,   [UPGRADE_VERSION] = SIG_E_BAD_REQUEST,
@@ -439,14 +455,14 @@ static int handshake(struct ws_conn *w, size_t head_len)
 	if (token[0]) {
 		/* A token on the upgrade (?token=, Authorization): as if the first
 		 * message were an auth with it. */
-		json_object *a = json_object_new_object();
-		json_object_object_add(a, "type", json_object_new_string("auth"));
-		json_object_object_add(a, "token", json_object_new_string(token));
-		json_object_object_add(a, "lastEventId", json_object_new_int64(last_id));
-		size_t alen = 0;
-		const char *atext = json_object_to_json_string_length(a, JSON_C_TO_STRING_PLAIN, &alen);
-		submit(w, msg_new(atext, alen), 1);
-		json_object_put(a);
+		json_object *o = json_object_new_object();
+		json_object_object_add(o, "type", json_object_new_string("auth"));
+		json_object_object_add(o, "token", json_object_new_string(token));
+		json_object_object_add(o, "lastEventId", json_object_new_int64(last_id));
+		size_t len = 0;
+		const char *text = jv_text(o, &len);
+		submit(w, msg_new(text, len), 1);
+		json_object_put(o);
 	}
 	rc = held_flush(w->h);
 	if (rc == 0 && w->early.len > 0)
@@ -481,16 +497,17 @@ static int read_handshake(struct ws_conn *w)
 
 /* ---- the loop's side ---- */
 
-struct ws_conn *ws_conn_new(held *h)
+static struct ws_conn *conn_new(void)
 {
 	struct ws_conn *w = xcalloc(1, sizeof *w);
-	w->h = h;
 	w->inbox_tail = &w->inbox;
 	w->born_us = mono_us();
 	return w;
 }
 
-int ws_readable(struct ws_conn *w)
+/* The socket is readable (or hung up). Returns -1 when the connection was
+ * destroyed, else 0. */
+static int ws_readable(struct ws_conn *w)
 {
 	if (w->ctx == NULL)
 		return read_handshake(w);
@@ -518,20 +535,8 @@ int ws_readable(struct ws_conn *w)
 	return rc;
 }
 
-void ws_drained(struct ws_conn *w)
-{
-	if (w->ctx && may_read(w)) {
-		held_want_input(w->h, 1);
-		ws_readable(w); /* frames wslay already holds */
-	}
-}
-
-void ws_send_event(struct ws_conn *w, const char *json, size_t len)
-{
-	send_text(w, json, len);
-}
-
-void ws_tick(struct ws_conn *w, int64_t now)
+/* Once a second: ping, and close a client silent past the heartbeat timeout. */
+static void ws_tick(struct ws_conn *w, int64_t now)
 {
 	if (w->ctx == NULL) {
 		if (now - w->born_us > HANDSHAKE_TIMEOUT_US)
@@ -553,7 +558,9 @@ void ws_tick(struct ws_conn *w, int64_t now)
 	}
 }
 
-void ws_session_ended(struct ws_conn *w)
+/* The attached session ended, or another stream took it over: close with
+ * 4001 (after the reply to a command in flight, which may explain it). */
+static void ws_session_ended(struct ws_conn *w)
 {
 	if (w->busy) {
 		w->end_pending = 1; /* the reply in flight (a logout?) comes first */
@@ -578,11 +585,140 @@ static void conn_free(struct ws_conn *w)
 	free(w);
 }
 
-void ws_conn_gone(struct ws_conn *w)
+/* ---- the handlers of a WebSocket held connection (held.h) ---- */
+
+static void drain_lingering(held *h)
 {
+	char scratch[4096];
+	for (;;) {
+		ssize_t n = read(held_fd(h), scratch, sizeof scratch);
+		if (n > 0 || (n < 0 && errno == EINTR))
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return;
+		held_destroy(h, 0); /* EOF: the client has our close */
+		return;
+	}
+}
+
+static int on_readable(held *h, int hup)
+{
+	struct ws_conn *w = held_data(h);
+	if (w->lingering) {
+		if (hup)
+			held_destroy(h, 0);
+		else
+			drain_lingering(h);
+		return -1;
+	}
+	if (ws_readable(w) != 0)
+		return -1; /* destroyed */
+	if (hup) {
+		held_destroy(h, 1); /* even while not reading */
+		return -1;
+	}
+	return 0;
+}
+
+/* Replies were written while reading was off: read on if we stopped. */
+static int on_drained(held *h)
+{
+	struct ws_conn *w = held_data(h);
+	if (w->ctx && may_read(w)) {
+		held_want_input(h, 1);
+		return ws_readable(w); /* frames wslay already holds */
+	}
+	return 0;
+}
+
+/* Our close frame is written: linger (see the design note). */
+static int on_finished(held *h)
+{
+	struct ws_conn *w = held_data(h);
+	if (w->lingering)
+		return 0;
+	held_detach(h, 1);
+	w->lingering = 1;
+	w->linger_until_us = mono_us() + LINGER_US;
+	shutdown(held_fd(h), SHUT_WR);
+	held_watch(h, 1, 0);
+	return 0;
+}
+
+static void on_tick(held *h, int64_t now)
+{
+	struct ws_conn *w = held_data(h);
+	if (w->lingering) {
+		if (now >= w->linger_until_us)
+			held_destroy(h, 0);
+		return;
+	}
+	if (!held_ending(h))
+		ws_tick(w, now); /* pings; closes a silent client */
+}
+
+static void on_session_ended(held *h)
+{
+	ws_session_ended(held_data(h));
+}
+
+/* A round's events (evfmt_ws: one line each), one text message each. */
+static void on_deliver(held *h, const buf *text, int count, int64_t last)
+{
+	(void)last;
+	struct ws_conn *w = held_data(h);
+	const char *t = text->data;
+	size_t len = count > 0 ? text->len : 0;
+	while (len > 0) {
+		const char *nl = memchr(t, '\n', len);
+		size_t n = nl ? (size_t)(nl - t) : len;
+		send_text(w, t, n);
+		n += nl != NULL;
+		t += n;
+		len -= n;
+	}
+}
+
+/* The socket is gone; w is freed once no command of it is in flight. */
+static void on_gone(held *h)
+{
+	struct ws_conn *w = held_data(h);
 	w->h = NULL;
 	if (!w->busy)
 		conn_free(w);
+}
+
+static const struct held_ops ws_ops = {
+	.name = "websocket",
+	.readable = on_readable,
+	.drained = on_drained,
+	.finished = on_finished,
+	.tick = on_tick,
+	.session_ended = on_session_ended,
+	.format = evfmt_ws,
+	.deliver = on_deliver,
+	.gone = on_gone,
+};
+
+/* Accept what the listener has, as connections awaiting their handshake. */
+static void on_accept(loop *l, int listen_fd, void *data, unsigned mask)
+{
+	(void)l;
+	(void)data;
+	(void)mask;
+	for (int i = 0; i < 64; i++) {
+		int fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+				log_warn("hold: WebSocket accept: %s", strerror(errno));
+			return;
+		}
+		struct ws_conn *w = conn_new();
+		if ((w->h = held_new(fd, &ws_ops, w)) == NULL) {
+			conn_free(w);
+			return;
+		}
+	}
 }
 
 /* ---- commands ---- */
@@ -627,9 +763,9 @@ static void dispatch(struct ws_conn *w)
 }
 
 /* On the loop: a command's outcome reaches its connection. */
-static void apply(void *arg)
+static void apply(struct loop_job *job)
 {
-	struct ws_job *j = arg;
+	struct ws_job *j = (struct ws_job *)job;
 	struct ws_conn *w = j->w;
 	w->busy = 0;
 	if (w->h == NULL) {
@@ -664,16 +800,15 @@ static void apply(void *arg)
 	after_io(w);
 }
 
-/* The reply's text; an error reply also says its HTTP status, which a
- * WebSocket client has no other way to see. */
-static void set_reply(struct ws_job *j, json_object *reply, int status)
+/* The reply's text, for outcome e (a batch: errs[n] of its commands); an
+ * error reply also says its HTTP status, which a WebSocket client has no
+ * other way to see. */
+static void set_reply(struct ws_job *j, json_object *reply, sig_err e, const sig_err *errs, int n)
 {
-	if (status != 200 && json_object_is_type(reply, json_type_object) &&
-	    !json_object_object_get_ex(reply, "status", NULL))
-		json_object_object_add(reply, "status", json_object_new_int(status));
+	sig_err_put_status(reply, e);
+	sig_err_put_batch_status(reply, errs, n);
 	size_t len = 0;
-	const char *s = json_object_to_json_string_length(reply, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE,
-							  &len);
+	const char *s = jv_text(reply, &len);
 	j->reply = xmalloc(len + 1);
 	memcpy(j->reply, s, len + 1);
 	j->reply_len = len;
@@ -714,7 +849,7 @@ static void run_auth(core *c, struct ws_job *j, json_object *cmd, core_wakes *w)
 	}
 	if (j->implicit) /* not an answer to anything the client sent */
 		json_object_object_add(reply, "source", json_object_new_string("upgrade"));
-	set_reply(j, reply, sig_err_status(e));
+	set_reply(j, reply, e, NULL, 0);
 	json_object_put(reply);
 }
 
@@ -742,7 +877,7 @@ static void run_before(core *c, struct ws_run *x)
 	if (wait > 0) {
 		json_object *o = core_error_reply(NULL, SIG_E_RATE_LIMITED);
 		json_object_object_add(o, "retryAfter", json_object_new_int(wait));
-		set_reply(j, o, sig_err_status(SIG_E_RATE_LIMITED));
+		set_reply(j, o, SIG_E_RATE_LIMITED, NULL, 0);
 		json_object_put(o);
 	} else if (jv_parse(j->m->data, j->m->len, &cmd) == SIG_OK && is_auth(cmd)) {
 		run_auth(c, j, cmd, &x->opened);
@@ -757,7 +892,7 @@ static void run_after(core *c, struct ws_run *x)
 {
 	struct ws_job *j = x->j;
 	core_result *r = &x->r;
-	set_reply(j, r->reply, r->status);
+	set_reply(j, r->reply, r->err, r->item_err, r->items);
 	if (r->logged_out)
 		j->detach = 1;
 	if (r->token[0]) {
@@ -770,7 +905,7 @@ static void run_after(core *c, struct ws_run *x)
 			log_warn("ws: logged in but could not open the stream (%s)", sig_err_code(e));
 		}
 	}
-	if (r->first_type && r->status == 200 &&
+	if (r->first_type && r->err == SIG_OK &&
 	    (strcmp(r->first_type, "login") == 0 || strcmp(r->first_type, "logout") == 0))
 		log_info("%s: user %s (WebSocket)", r->first_type, r->user_id[0] ? r->user_id : "?");
 }
@@ -797,7 +932,8 @@ static void run_jobs(core *c, struct ws_job **jobs, int n)
 		if (x[i].in_group)
 			run_after(c, &x[i]);
 		/* The reply reaches the loop before any bell this command rings. */
-		hold_run(apply, x[i].j);
+		x[i].j->job.run = apply;
+		loop_post(Q.l, &x[i].j->job);
 		bell_ring(&x[i].r.wakes);
 		bell_ring(&x[i].opened);
 		free(x[i].opened.v);
@@ -834,11 +970,16 @@ static void *ws_worker(void *arg)
 	return NULL;
 }
 
-int ws_start(int threads, int64_t owner, web_core_factory make_core)
+int ws_start(loop *l, int listen_fd, int threads, int64_t owner, core_factory make_core)
 {
 	Q.tail = &Q.head;
 	Q.owner = owner;
 	Q.make_core = make_core;
+	Q.l = l;
+	if (loop_add(l, listen_fd, LOOP_READABLE, on_accept, NULL) != 0) {
+		log_error("ws: cannot watch the listener: %s", strerror(errno));
+		return -1;
+	}
 	if (start_threads(threads, ws_worker) != 0) {
 		log_error("ws: cannot start the command threads");
 		return -1;

@@ -91,7 +91,8 @@ static int run(const char *token, const char *body, json_object **reply, char *t
 	core_result r;
 	core_result_init(&r);
 	core_exec_body(c, token, body, strlen(body), &r);
-	int status = r.status;
+	int status = sig_err_status(r.err);
+	sig_err_put_batch_status(r.reply, r.item_err, r.items); /* as the transports answer */
 	if (token_out)
 		strcpy(token_out, r.token);
 	if (reply)
@@ -376,7 +377,7 @@ static void test_errors_and_batches(void)
 	core_result_init(&res);
 	const char nul_body[] = "{\"type\":\"ping\",\"x\":\"a\0b\"}";
 	core_exec_body(c, a, nul_body, sizeof nul_body - 1, &res);
-	is_int(res.status, 400, "a raw NUL byte inside the body: 400");
+	is_int(sig_err_status(res.err), 400, "a raw NUL byte inside the body: 400");
 	core_result_free(&res);
 	is_int(run(NULL, "{\"type\":\"ping\"}", &r, NULL), 401, "no token: 401");
 	json_object_put(r);

@@ -47,7 +47,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	core_result r;
 	core_result_init(&r);
 	core_exec_body(c, alice, (const char *)data, size, &r);
-	int s = r.status;
+	int s = sig_err_status(r.err);
 	if (r.reply == NULL || !(s == 200 || s == 400 || s == 401 || s == 409 || s == 413 || s == 429 || s == 503))
 		abort();
 	if (!json_object_is_type(r.reply, json_type_object) && !json_object_is_type(r.reply, json_type_array))
@@ -57,7 +57,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (r.logged_out) {
 		core_result_free(&r);
 		run(NULL, "{\"type\":\"login\",\"userId\":\"alice\"}", &r);
-		if (r.status == 200)
+		if (r.err == SIG_OK)
 			memcpy(alice, r.token, sizeof alice);
 		core_result_free(&r);
 		run(alice, "{\"type\":\"join\",\"roomId\":\"r\"}", &r);
