@@ -889,7 +889,7 @@ sig_err core_recent_recipients(core *c, int64_t owner, int64_t after, int64_t *s
 	return store_recent_recipients(c->st, owner, after, sids, max, n, max_id);
 }
 
-/* ---- pruning ---- */
+/* ---- pruning (the design note is in maint.c) ---- */
 
 /* Forget shared rate buckets idle for an hour, and expired stream tickets. */
 static sig_err rate_gc(core *c, int64_t now)
@@ -943,9 +943,9 @@ sig_err core_prune(core *c, int64_t now, core_wakes *w, int *pruned)
 	}
 }
 
-sig_err core_checkpoint(core *c, int64_t restart_frames)
+sig_err core_maintain(core *c)
 {
-	return store_checkpoint(c->st, restart_frames);
+	return store_maintain(c->st);
 }
 
 sig_err core_health(core *c, json_object **out)

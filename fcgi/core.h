@@ -3,7 +3,8 @@
  * logout, stream attach/delivery and pruning, as rules over the store.
  *
  * The core knows nothing of HTTP or sockets: it takes a token and a JSON
- * body and gives back a status, a JSON reply and the list of streams that
+ * body and gives back its outcome (a sig_err, which each transport maps to
+ * its own terms through error.c), a JSON reply and the list of streams that
  * must be woken (the caller rings their bells after the call returns, since
  * the state they will read is committed by then). Every command is one
  * store transaction: it happens whole or not at all.
@@ -163,9 +164,8 @@ sig_err core_recent_recipients(core *c, int64_t owner, int64_t after, int64_t *s
  * *pruned gets the count. Safe to run from any number of processes. */
 sig_err core_prune(core *c, int64_t now, core_wakes *w, int *pruned);
 
-/* A passive checkpoint (never waits), and once the log holds
- * restart_frames pages a restart of it (see store_checkpoint). */
-sig_err core_checkpoint(core *c, int64_t restart_frames);
+/* The store's periodic upkeep (store_maintain), about once a second. */
+sig_err core_maintain(core *c);
 
 /* {"ok":true, counts...} for /api/health. */
 sig_err core_health(core *c, json_object **out);

@@ -1,6 +1,7 @@
 /*
- * maint.h - the maintenance thread: prunes silent sessions and checkpoints
- * the write-ahead log, so that no request ever pays for either.
+ * maint.h - the maintenance thread: prunes silent sessions and runs the
+ * store's upkeep (SQLite: WAL checkpoints), so that no request ever pays
+ * for either.
  */
 #ifndef SIG_MAINT_H
 #define SIG_MAINT_H

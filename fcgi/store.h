@@ -1,15 +1,45 @@
 /*
  * store.h - the state store: sessions, room memberships and mailboxes.
  *
- * This is the only interface the command core and the stream loop have to
- * persistent state; store_sqlite.c implements it on SQLite in WAL mode and
- * a networked store (PostgreSQL, Redis/Valkey) would implement the same
- * calls. A store handle is one connection: one per thread, never shared.
+ * This is the only interface the command core has to persistent state;
+ * store_sqlite.c implements it on SQLite in WAL mode, and a networked
+ * engine (PostgreSQL) implements the same calls. A store handle is one
+ * connection: one per thread, never shared. Every process of the service
+ * opens its own handles on the same store.
  *
  * Conventions: every call returns SIG_OK or the error that stopped it.
  * Lookups that find nothing return SIG_OK with an id of 0. Writes happen
  * inside store_begin()/store_commit(); on any error the caller rolls back
  * and nothing of the transaction remains.
+ *
+ * What any implementation must guarantee (the core and the delivery code
+ * rely on each; store_sqlite.c gets them from SQLite's single writer):
+ * - Commit order is id order within a mailbox: of two events for the same
+ *   session, the one committed later has the larger id, and a reader never
+ *   sees an id while a smaller one of that mailbox is still to commit. A
+ *   stream reads "after its cursor", so an id that became visible late
+ *   would never be delivered. (An engine with concurrent writers serialises
+ *   the writers of one mailbox, e.g. by locking the session row before
+ *   taking an id, or takes ids at commit.) Ids are unique store-wide and
+ *   never reused.
+ * - Acknowledgement: store_events_ack(sid, N) deletes sid's events up to
+ *   and including N, whatever the order acks arrive in; repeating it, or
+ *   acking below an earlier ack, changes nothing else. store_mark_sent only
+ *   ever raises a mailbox's sent mark and its lost mark.
+ * - A write transaction sees, and is judged against, the latest committed
+ *   state: two transactions that read and then write the same rows (two
+ *   processes pruning the same stale session, two logins of one id, two
+ *   claims of one stream) cannot both commit on what they read. So pruning
+ *   happens exactly once: the second pruner finds the session gone, and
+ *   its members get one user-left. A claim's generation is taken under the
+ *   same rule, and a release only acts on the generation it names.
+ * - SIG_E_BUSY means "not now": the store's write lock (or a connection)
+ *   could not be had within the busy timeout given to store_open. Nothing
+ *   of the transaction happened and the caller may retry; clients see 503
+ *   busy. Every other failure of the engine is SIG_E_INTERNAL. Lock waits
+ *   and their queueing are the engine's own business, never the caller's.
+ * - store_maintain is the engine's periodic upkeep (SQLite: checkpoints of
+ *   its write-ahead log); an engine that needs none does nothing there.
  */
 #ifndef SIG_STORE_H
 #define SIG_STORE_H
@@ -44,16 +74,17 @@ struct store_stats {
 	int64_t sessions, rooms, memberships, events, streams;
 };
 
-/* Open (creating and migrating as needed) the database at path. On success
- * *out must be freed with store_close(); on failure *out is NULL. */
-sig_err store_open(const char *path, int64_t busy_timeout_ms, store **out);
+/* Open (creating and migrating as needed) the store at `where` (SQLite: a
+ * file path). A write waits for the lock at most busy_timeout_ms. On
+ * success *out must be freed with store_close(); on failure *out is NULL. */
+sig_err store_open(const char *where, int64_t busy_timeout_ms, store **out);
 void store_close(store *st); /* NULL is fine */
 
-/* A write transaction. Writers in one process queue on a mutex; writers in
- * other processes on SQLite's lock, up to the busy timeout (then SIG_E_BUSY). */
+/* A write transaction: waits for the write lock up to the busy timeout
+ * (then SIG_E_BUSY). */
 sig_err store_begin(store *st);
-/* A read transaction: one consistent snapshot, no lock taken. Ended by
- * store_commit() or store_rollback() like a write transaction. */
+/* A read transaction: one consistent snapshot that never blocks writers.
+ * Ended by store_commit() or store_rollback() like a write transaction. */
 sig_err store_begin_read(store *st);
 sig_err store_commit(store *st);
 void store_rollback(store *st);
@@ -135,9 +166,10 @@ sig_err store_ticket_create(store *st, int64_t sid, const uint8_t hash[STORE_HAS
 sig_err store_ticket_take(store *st, const uint8_t hash[STORE_HASH_LEN], int64_t now, store_session *out);
 sig_err store_tickets_gc(store *st, int64_t now);
 
-/* Passive WAL checkpoint: never waits for readers or writers. Once the log
- * holds restart_frames pages, also make the next writer start it over
- * (writers wait for that: a sync and the last frames, milliseconds). */
-sig_err store_checkpoint(store *st, int64_t restart_frames);
+/* The engine's periodic upkeep, called about once a second by each
+ * process's maintenance thread, outside any transaction. It may keep
+ * writers waiting a few milliseconds, never longer than the busy timeout;
+ * an engine that needs none returns SIG_OK. */
+sig_err store_maintain(store *st);
 
 #endif

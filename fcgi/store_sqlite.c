@@ -20,6 +20,7 @@
  */
 #define _GNU_SOURCE
 #include "store.h"
+#include "config.h"
 #include "log.h"
 #include "util.h"
 
@@ -149,7 +150,7 @@ struct store {
 	sqlite3 *db;
 	sqlite3_stmt *stmt[Q__COUNT];
 	int64_t busy_timeout_us;
-	int restarted_at; /* store_checkpoint: WAL frames after its last restart */
+	int restarted_at; /* store_maintain: WAL frames after its last restart */
 	int64_t busy_start;
 	int in_txn;   /* 1 write transaction (holds write_lock), 2 read transaction */
 };
@@ -216,6 +217,28 @@ static sig_err exec_sql(store *st, const char *sql, const char *what)
 	return SIG_OK;
 }
 
+/* Migrations.
+ *
+ * Design note. The schema is the SQL files of schema/, in file-name order,
+ * compiled into the binary (build/schema.c). PRAGMA user_version in the
+ * file's header is the number of them applied: migration N (1-based) sets
+ * it to N in the same transaction as its statements, so a file is always
+ * at a whole version, even after a crash during a migration (SQLite's DDL
+ * is transactional). Opening a file at version V < N runs migrations
+ * V+1..N; at N, nothing. A file newer than the binary knows (V > N, made
+ * by a later release) is refused: store_open fails and the process does
+ * not start, because this binary's statements may not fit it, and it
+ * never downgrades a file.
+ *
+ * Two processes migrating at once (lighttpd starts them together): the
+ * version is read inside a BEGIN IMMEDIATE transaction, so the first one
+ * to get the write lock migrates and commits; the other waits for the
+ * lock (the busy handler, up to --busy-timeout), then reads the new
+ * version and has nothing to do. Inside one process the write mutex
+ * orders the threads the same way. Processes of the older release that
+ * still run against a migrated file keep working only if migrations add
+ * and never drop or rename what older statements name; keep them so.
+ */
 static sig_err migrate(store *st)
 {
 	/* Statements are prepared after migrating (they name the tables), so
@@ -809,7 +832,11 @@ sig_err store_tickets_gc(store *st, int64_t now)
 	return exec_stmt(st, Q_TICKETS_GC, "tickets gc");
 }
 
-/* The WAL starts over from its beginning only when a writer finds every
+/* store_maintain: a PASSIVE checkpoint, which never waits for readers or
+ * writers, and once the log holds --wal-restart pages (cfg.wal_restart) a
+ * RESTART of it.
+ *
+ * The WAL starts over from its beginning only when a writer finds every
  * frame checkpointed and no reader in it, which steady traffic never
  * allows: PASSIVE checkpoints alone let the file grow without bound (200 MB
  * in 5 s of the latency benchmark), every commit then appending to fresh
@@ -819,8 +846,9 @@ sig_err store_tickets_gc(store *st, int64_t now)
  * trims a log that a burst made longer. */
 #define RESTART_WAIT_US 200000  /* longest wait for other processes' writers and readers */
 
-sig_err store_checkpoint(store *st, int64_t restart_frames)
+sig_err store_maintain(store *st)
 {
+	int64_t restart_frames = cfg.wal_restart;
 	int log_frames = 0, done = 0;
 	int rc = sqlite3_wal_checkpoint_v2(st->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log_frames, &done);
 	if (rc != SQLITE_OK && rc != SQLITE_BUSY)
