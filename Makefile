@@ -28,7 +28,7 @@ DEB_FUZZ  = clang libclang-rt-14-dev
 DEB_TEST  = curl jq perl sqlite3 valgrind python3 python3-websocket libfcgi-bin openssl nodejs nginx-light
 
 # The responder, one object per subsystem.
-CORE_OBJS = util.o log.o error.o config.o jsonv.o store_sqlite.o schema.o ratelimit.o core.o
+CORE_OBJS = xalloc.o buf.o util.o log.o error.o config.o jsonv.o store_sqlite.o schema.o ratelimit.o core.o
 SRV_OBJS  = $(CORE_OBJS) httpparse.o loop.o bell.o fcgirec.o evfmt.o marks.o held.o group.o web.o ws.o maint.o main.o
 
 OBJS      = $(addprefix build/,$(SRV_OBJS))
@@ -88,10 +88,10 @@ build:
 # replay builds (gcc + ASan, no libFuzzer) that `make test` runs over the
 # seed corpus and every crash input kept in tests/fuzz/regress/.
 FUZZ_TARGETS  = json http upgrade core
-FUZZ_SRC_json = fcgi/jsonv.c fcgi/util.c fcgi/log.c fcgi/error.c
-FUZZ_SRC_http = fcgi/httpparse.c fcgi/util.c
-FUZZ_SRC_upgrade = fcgi/httpparse.c fcgi/util.c
-FUZZ_SRC_core = fcgi/util.c fcgi/log.c fcgi/error.c fcgi/config.c fcgi/jsonv.c fcgi/store_sqlite.c \
+FUZZ_SRC_json = fcgi/jsonv.c fcgi/xalloc.c fcgi/buf.c fcgi/util.c fcgi/log.c fcgi/error.c
+FUZZ_SRC_http = fcgi/httpparse.c fcgi/xalloc.c fcgi/buf.c fcgi/util.c fcgi/log.c
+FUZZ_SRC_upgrade = fcgi/httpparse.c fcgi/xalloc.c fcgi/buf.c fcgi/util.c fcgi/log.c
+FUZZ_SRC_core = fcgi/xalloc.c fcgi/buf.c fcgi/util.c fcgi/log.c fcgi/error.c fcgi/config.c fcgi/jsonv.c fcgi/store_sqlite.c \
                 fcgi/ratelimit.c fcgi/core.c build/schema.c
 FUZZ_SECONDS ?= 60
 

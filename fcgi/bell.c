@@ -23,7 +23,7 @@
 #include "bell.h"
 #include "core.h"
 #include "log.h"
-#include "util.h"
+#include "xalloc.h"
 
 #include <errno.h>
 #include <pthread.h>

@@ -192,7 +192,7 @@ int config_parse(int argc, char **argv)
 			usage(stderr);
 			return -1;
 		}
-		if (parse_i64(v, int_opts[k].min, int_opts[k].max, int_opts[k].value) != 0) {
+		if (util_parse_i64(v, int_opts[k].min, int_opts[k].max, int_opts[k].value) != 0) {
 			fprintf(stderr, "signal-fcgi: %s wants a whole number in %lld..%lld\n", a,
 				(long long)int_opts[k].min, (long long)int_opts[k].max);
 			return -1;

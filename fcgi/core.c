@@ -13,6 +13,7 @@
 #include "log.h"
 #include "ratelimit.h"
 #include "util.h"
+#include "xalloc.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -297,7 +298,7 @@ static sig_err check_login_auth(const struct core_limits *lim, const char *user,
 	memcpy(expiry, auth, (size_t)(colon - auth));
 	expiry[colon - auth] = '\0';
 	int64_t exp = 0;
-	if (parse_i64(expiry, 0, INT64_MAX, &exp) != 0 || exp < now_ms / 1000)
+	if (util_parse_i64(expiry, 0, INT64_MAX, &exp) != 0 || exp < now_ms / 1000)
 		return SIG_E_UNAUTHORIZED;
 	char msg[STORE_ID_MAX + 1 + 20];
 	int mlen = snprintf(msg, sizeof msg, "%s:%s", user, expiry);
@@ -623,7 +624,7 @@ static sig_err exec_one(struct cmd_ctx *x, json_object *cmd, json_object **reply
 	x->type = type;
 	if (x->r->first_type == NULL)
 		x->r->first_type = type;
-	x->now = now_ms();
+	x->now = util_now_ms();
 	int wakes_before = x->r->wakes.n;
 	if ((e = x->c->grouped ? store_savepoint(x->c->st) : store_begin(x->c->st)) != SIG_OK)
 		goto done;
@@ -758,7 +759,7 @@ static sig_err stream_session(core *c, struct stream_cred cred, store_session *s
 {
 	core_result tmp;
 	core_result_init(&tmp);
-	struct cmd_ctx x = {.c = c, .token = cred.token, .r = &tmp, .now = now_ms()};
+	struct cmd_ctx x = {.c = c, .token = cred.token, .r = &tmp, .now = util_now_ms()};
 	sig_err e = cred.ticket ? ticket_session(c, cred.ticket, x.now, &x.sess) : authenticate(&x);
 	core_result_free(&tmp);
 	if (e == SIG_OK && x.sess.id == 0)
@@ -784,7 +785,7 @@ static sig_err stream_open(core *c, struct stream_cred cred, int64_t ack, int64_
 	if (e == SIG_OK && ack > 0)
 		e = store_events_ack(c->st, sess.id, ack);
 	if (e == SIG_OK)
-		e = store_stream_claim(c->st, sess.id, owner, now_ms(), &out->gen, &prev);
+		e = store_stream_claim(c->st, sess.id, owner, util_now_ms(), &out->gen, &prev);
 	if ((e = finish_txn(c, e)) != SIG_OK)
 		return e;
 	core_wakes_add(w, prev, sess.id);
@@ -880,7 +881,7 @@ sig_err core_stream_close(core *c, const core_stream *s)
 sig_err core_streams_refresh(core *c, int64_t owner)
 {
 	sig_err e = store_begin(c->st);
-	return e != SIG_OK ? e : finish_txn(c, store_streams_refresh(c->st, owner, now_ms()));
+	return e != SIG_OK ? e : finish_txn(c, store_streams_refresh(c->st, owner, util_now_ms()));
 }
 
 sig_err core_recent_recipients(core *c, int64_t owner, int64_t after, int64_t *sids, int max,

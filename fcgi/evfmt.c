@@ -8,7 +8,7 @@
  * It must never: touch a socket, or change the bytes of the stored object.
  */
 #include "evfmt.h"
-#include "util.h"
+#include "buf.h"
 
 static const char sse_head[] = "Status: 200 OK\r\n"
 			       "Content-Type: text/event-stream\r\n"

@@ -4,7 +4,7 @@
  * touches a socket and knows nothing of streams or events.
  */
 #include "fcgirec.h"
-#include "util.h"
+#include "buf.h"
 
 #include <fastcgi.h>
 

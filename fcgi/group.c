@@ -20,7 +20,7 @@
 #define _GNU_SOURCE
 #include "group.h"
 #include "log.h"
-#include "util.h"
+#include "xalloc.h"
 
 #include <pthread.h>
 #include <stdlib.h>

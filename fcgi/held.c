@@ -35,11 +35,13 @@
 #define _GNU_SOURCE
 #include "held.h"
 #include "bell.h"
+#include "buf.h"
 #include "config.h"
 #include "fcgirec.h"
 #include "log.h"
 #include "marks.h"
 #include "util.h"
+#include "xalloc.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -221,7 +223,7 @@ static void bury(void)
  * (and was destroyed). */
 static int flush(struct held *h)
 {
-	int64_t now = mono_us();
+	int64_t now = util_mono_us();
 	while (h->out.len > 0) {
 		ssize_t n = write(h->fd, h->out.data, h->out.len);
 		if (n > 0) {
@@ -282,7 +284,7 @@ held *held_new(int fd, const struct held_ops *ops, void *data)
 	h->fd = fd;
 	h->ops = ops;
 	h->data = data;
-	h->last_write_us = mono_us();
+	h->last_write_us = util_mono_us();
 	if (loop_add(H.l, fd, LOOP_READABLE, on_socket, h) != 0) {
 		log_error("hold: epoll_ctl: %s", strerror(errno));
 		close(fd);
@@ -577,13 +579,8 @@ static void sse_deliver(held *h, const buf *text, int count, int64_t last)
 }
 
 static const struct held_ops sse_ops = {
-	.name = "stream",
-	.readable = fcgi_readable,
-	.finished = sse_finished,
-	.tick = sse_tick,
-	.session_ended = fcgi_session_ended,
-	.format = evfmt_sse,
-	.deliver = sse_deliver,
+	.name = "stream", .readable = fcgi_readable, .finished = sse_finished, .tick = sse_tick,
+	.session_ended = fcgi_session_ended, .format = evfmt_sse, .deliver = sse_deliver,
 };
 
 /* A long-poll answers later, with its CORS lines. */
@@ -617,7 +614,7 @@ static void poll_session_ended(held *h)
  * end; with nothing before the deadline, wait on. */
 static void poll_deliver(held *h, const buf *text, int count, int64_t last)
 {
-	if (count == 0 && mono_us() < h->deadline_us)
+	if (count == 0 && util_mono_us() < h->deadline_us)
 		return;
 	if (count == 0)
 		last = h->cursor;
@@ -631,13 +628,8 @@ static void poll_deliver(held *h, const buf *text, int count, int64_t last)
 }
 
 static const struct held_ops poll_ops = {
-	.name = "poll",
-	.readable = fcgi_readable,
-	.finished = poll_finished,
-	.tick = poll_tick,
-	.session_ended = poll_session_ended,
-	.format = evfmt_poll,
-	.deliver = poll_deliver,
+	.name = "poll", .readable = fcgi_readable, .finished = poll_finished, .tick = poll_tick,
+	.session_ended = poll_session_ended, .format = evfmt_poll, .deliver = poll_deliver,
 };
 
 /* ---- periodic work ---- */
@@ -707,8 +699,8 @@ int held_start(loop *l, core *c, int64_t owner, int bell_fd)
 	H.refresh_every = cfg.heartbeat_timeout * 1000000 / 3;
 	if (H.refresh_every > cfg.keepalive * 1000000)
 		H.refresh_every = cfg.keepalive * 1000000;
-	H.next_refresh = mono_us() + H.refresh_every;
-	H.next_recheck = mono_us() + cfg.recheck * 1000000;
+	H.next_refresh = util_mono_us() + H.refresh_every;
+	H.next_recheck = util_mono_us() + cfg.recheck * 1000000;
 	H.seen_max = INT64_MAX;
 	recheck(&H.seen_max); /* learn the newest event id: re-checks look past it */
 	if (bell_listen(l, bell_fd, owner, on_wake, NULL) != 0 || loop_after_round(l, run_dirty, NULL) != 0 ||

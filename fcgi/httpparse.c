@@ -7,7 +7,9 @@
  */
 #define _GNU_SOURCE
 #include "httpparse.h"
+#include "buf.h"
 #include "util.h"
+#include "xalloc.h"
 
 #include <http_parser.h>
 #include <stdlib.h>
@@ -53,7 +55,7 @@ static int url_decode(const char *src, size_t len, char *dst, size_t max)
 
 /* Parse a query string. Unknown keys are kept (and ignored by the caller);
  * a repeated key, a bad escape or too many pairs is an error. */
-int query_parse(const char *qs, struct query *q)
+int hp_query_parse(const char *qs, struct hp_query *q)
 {
 	q->n = 0;
 	if (qs == NULL)
@@ -64,12 +66,12 @@ int query_parse(const char *qs, struct query *q)
 		if (len > 0) {
 			const char *eq = memchr(qs, '=', len);
 			size_t klen = eq ? (size_t)(eq - qs) : len;
-			if (q->n == QUERY_MAX_PAIRS)
+			if (q->n == HP_QUERY_MAX_PAIRS)
 				return -1;
 			if (url_decode(qs, klen, q->kv[q->n].key, sizeof q->kv[q->n].key - 1) != 0)
 				return -1;
 			const char *v = eq ? eq + 1 : qs + len;
-			if (url_decode(v, (size_t)(qs + len - v), q->kv[q->n].value, QUERY_VALUE_MAX) != 0)
+			if (url_decode(v, (size_t)(qs + len - v), q->kv[q->n].value, HP_QUERY_VALUE_MAX) != 0)
 				return -1;
 			for (int i = 0; i < q->n; i++)
 				if (strcmp(q->kv[i].key, q->kv[q->n].key) == 0)
@@ -83,7 +85,7 @@ int query_parse(const char *qs, struct query *q)
 	return 0;
 }
 
-const char *query_get(const struct query *q, const char *key)
+const char *hp_query_get(const struct hp_query *q, const char *key)
 {
 	for (int i = 0; i < q->n; i++)
 		if (strcmp(q->kv[i].key, key) == 0)
@@ -94,55 +96,55 @@ const char *query_get(const struct query *q, const char *key)
 /* The token from "Authorization: Bearer", ?token= or the cookie, copied
  * into out ("" when none was presented). The cookie is the one a browser
  * sends by itself, so only it is subject to the Origin policy. */
-enum token_source token_pick(const char *auth, const struct query *q, const char *cookie,
-			     char out[HTTP_TOKEN_LEN + 1])
+enum hp_token_source hp_token_pick(const char *auth, const struct hp_query *q, const char *cookie,
+			     char out[HP_TOKEN_LEN + 1])
 {
 	out[0] = '\0';
 	if (auth && strncasecmp(auth, "Bearer ", 7) == 0) {
 		const char *t = auth + 7;
 		while (*t == ' ')
 			t++;
-		if (strlen(t) == HTTP_TOKEN_LEN)
-			memcpy(out, t, HTTP_TOKEN_LEN + 1);
-		return TOKEN_EXPLICIT;
+		if (strlen(t) == HP_TOKEN_LEN)
+			memcpy(out, t, HP_TOKEN_LEN + 1);
+		return HP_TOKEN_EXPLICIT;
 	}
-	const char *qt = query_get(q, "token");
+	const char *qt = hp_query_get(q, "token");
 	if (qt) {
-		if (strlen(qt) == HTTP_TOKEN_LEN)
-			memcpy(out, qt, HTTP_TOKEN_LEN + 1);
-		return TOKEN_EXPLICIT;
+		if (strlen(qt) == HP_TOKEN_LEN)
+			memcpy(out, qt, HP_TOKEN_LEN + 1);
+		return HP_TOKEN_EXPLICIT;
 	}
-	const char *tk = query_get(q, "ticket");
+	const char *tk = hp_query_get(q, "ticket");
 	if (tk) {
-		if (strlen(tk) == HTTP_TOKEN_LEN)
-			memcpy(out, tk, HTTP_TOKEN_LEN + 1);
-		return TOKEN_TICKET;
+		if (strlen(tk) == HP_TOKEN_LEN)
+			memcpy(out, tk, HP_TOKEN_LEN + 1);
+		return HP_TOKEN_TICKET;
 	}
-	size_t nlen = strlen(COOKIE_NAME);
+	size_t nlen = strlen(HP_COOKIE_NAME);
 	for (const char *p = cookie; p && *p;) {
 		while (*p == ' ' || *p == ';')
 			p++;
 		const char *end = strchr(p, ';');
 		size_t len = end ? (size_t)(end - p) : strlen(p);
-		if (len == nlen + 1 + HTTP_TOKEN_LEN && strncmp(p, COOKIE_NAME "=", nlen + 1) == 0) {
-			memcpy(out, p + nlen + 1, HTTP_TOKEN_LEN);
-			out[HTTP_TOKEN_LEN] = '\0';
-			return TOKEN_COOKIE;
+		if (len == nlen + 1 + HP_TOKEN_LEN && strncmp(p, HP_COOKIE_NAME "=", nlen + 1) == 0) {
+			memcpy(out, p + nlen + 1, HP_TOKEN_LEN);
+			out[HP_TOKEN_LEN] = '\0';
+			return HP_TOKEN_COOKIE;
 		}
 		p += len;
 	}
-	return TOKEN_NONE;
+	return HP_TOKEN_NONE;
 }
 
-int query_int(const struct query *q, const char *key, int64_t max, int64_t *out)
+int hp_query_int(const struct hp_query *q, const char *key, int64_t max, int64_t *out)
 {
-	const char *v = query_get(q, key);
+	const char *v = hp_query_get(q, key);
 	if (v == NULL)
 		return 0;
-	return parse_i64(v, 0, max, out);
+	return util_parse_i64(v, 0, max, out);
 }
 
-int origin_listed(const char *list, const char *origin)
+int hp_origin_listed(const char *list, const char *origin)
 {
 	size_t olen = strlen(origin);
 	while (list && *list) {
@@ -159,21 +161,21 @@ int origin_listed(const char *list, const char *origin)
 	return 0;
 }
 
-enum origin_verdict origin_decide(const char *origin, int https, const char *host, const char *allow)
+enum hp_origin_verdict hp_origin_decide(const char *origin, int https, const char *host, const char *allow)
 {
 	if (origin == NULL)
-		return ORIGIN_SAME;
+		return HP_ORIGIN_SAME;
 	const char *scheme = https ? "https://" : "http://";
 	size_t sl = strlen(scheme);
 	if (host && strncmp(origin, scheme, sl) == 0 && strcmp(origin + sl, host) == 0)
-		return ORIGIN_SAME;
+		return HP_ORIGIN_SAME;
 	if (strlen(origin) > 200 || strpbrk(origin, "\r\n"))
-		return ORIGIN_FORBIDDEN;
-	if (origin_listed(allow, origin))
-		return ORIGIN_LISTED;
+		return HP_ORIGIN_FORBIDDEN;
+	if (hp_origin_listed(allow, origin))
+		return HP_ORIGIN_LISTED;
 	if (allow && strcmp(allow, "*") == 0)
-		return ORIGIN_TOKEN_ONLY;
-	return ORIGIN_FORBIDDEN;
+		return HP_ORIGIN_TOKEN_ONLY;
+	return HP_ORIGIN_FORBIDDEN;
 }
 
 /* ---- the WebSocket upgrade request ---- */
@@ -202,7 +204,7 @@ static void head_store(struct head *hd)
 		if (hd->got[i].len > 0) /* a repeated header: join as a list */
 			buf_append(&hd->got[i], ",", 1);
 		buf_puts(&hd->got[i], hd->value.data);
-		if (hd->got[i].len > UPGRADE_HEADER_MAX)
+		if (hd->got[i].len > HP_UPGRADE_HEADER_MAX)
 			hd->too_long = 1;
 	}
 	hd->field.len = hd->value.len = 0;
@@ -212,7 +214,7 @@ static int on_url(http_parser *p, const char *at, size_t len)
 {
 	struct head *hd = p->data;
 	buf_append(&hd->url, at, len);
-	return hd->url.len > UPGRADE_HEADER_MAX ? (hd->too_long = 1) : 0;
+	return hd->url.len > HP_UPGRADE_HEADER_MAX ? (hd->too_long = 1) : 0;
 }
 
 static int on_field(http_parser *p, const char *at, size_t len)
@@ -231,7 +233,7 @@ static int on_value(http_parser *p, const char *at, size_t len)
 	struct head *hd = p->data;
 	hd->in_value = 1;
 	buf_append(&hd->value, at, len);
-	return hd->value.len > UPGRADE_HEADER_MAX ? (hd->too_long = 1) : 0;
+	return hd->value.len > HP_UPGRADE_HEADER_MAX ? (hd->too_long = 1) : 0;
 }
 
 static int on_headers_done(http_parser *p)
@@ -273,7 +275,7 @@ static char *take(buf *b)
 	return b->data; /* NUL-terminated by buf_puts */
 }
 
-enum upgrade_result upgrade_parse(const char *head, size_t len, struct upgrade *u)
+enum hp_upgrade_result hp_upgrade_parse(const char *head, size_t len, struct hp_upgrade *u)
 {
 	memset(u, 0, sizeof *u);
 	struct head *hd = xcalloc(1, sizeof *hd);
@@ -290,23 +292,23 @@ enum upgrade_result upgrade_parse(const char *head, size_t len, struct upgrade *
 	http_parser_execute(&p, &s, head, len);
 	enum http_errno pe = HTTP_PARSER_ERRNO(&p);
 	if (hd->too_long)
-		return UPGRADE_TOO_LARGE;
+		return HP_UPGRADE_TOO_LARGE;
 	if ((pe != HPE_OK && pe != HPE_CB_headers_complete) || hd->url.len == 0)
-		return UPGRADE_BAD;
+		return HP_UPGRADE_BAD;
 	buf_append(&hd->url, "", 1);
 	char *target = hd->url.data;
 	char *q = strchr(target, '?');
 	if (q)
 		*q++ = '\0';
 	if (strcmp(target, "/api/ws") != 0)
-		return UPGRADE_NOT_FOUND;
+		return HP_UPGRADE_NOT_FOUND;
 	if (p.method != HTTP_GET)
-		return UPGRADE_METHOD;
+		return HP_UPGRADE_METHOD;
 	if (!has_token(&hd->got[H_UPGRADE], "websocket") || !has_token(&hd->got[H_CONNECTION], "upgrade") ||
 	    !is_key(&hd->got[H_KEY]))
-		return UPGRADE_BAD;
+		return HP_UPGRADE_BAD;
 	if (hd->got[H_VERSION].len == 0 || strcmp(hd->got[H_VERSION].data, "13") != 0)
-		return UPGRADE_VERSION;
+		return HP_UPGRADE_VERSION;
 	u->query = q;
 	u->host = take(&hd->got[H_HOST]);
 	u->key = take(&hd->got[H_KEY]);
@@ -315,10 +317,10 @@ enum upgrade_result upgrade_parse(const char *head, size_t len, struct upgrade *
 	u->auth = take(&hd->got[H_AUTH]);
 	u->xff = take(&hd->got[H_XFF]);
 	u->proto = take(&hd->got[H_PROTO]);
-	return UPGRADE_OK;
+	return HP_UPGRADE_OK;
 }
 
-void upgrade_free(struct upgrade *u)
+void hp_upgrade_free(struct hp_upgrade *u)
 {
 	struct head *hd = u->mem_;
 	if (hd == NULL)

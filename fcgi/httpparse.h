@@ -2,7 +2,8 @@
  * httpparse.h - pure parsers for what arrives in FastCGI parameters (the
  * query string, the token from the Authorization header, ?token= or the
  * cookie, --allow-origin lists) and for the WebSocket upgrade request.
- * No I/O, no libfcgi: fuzzed in tests/fuzz/.
+ * No I/O, no libfcgi: fuzzed in tests/fuzz/. Every name it exports starts
+ * with hp_ (HP_ for constants).
  */
 #ifndef SIG_HTTPPARSE_H
 #define SIG_HTTPPARSE_H
@@ -10,72 +11,72 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define QUERY_MAX_PAIRS 8
-#define QUERY_VALUE_MAX 128
-#define HTTP_TOKEN_LEN 64
-#define COOKIE_NAME "signal_token"
+#define HP_QUERY_MAX_PAIRS 8
+#define HP_QUERY_VALUE_MAX 128
+#define HP_TOKEN_LEN 64
+#define HP_COOKIE_NAME "signal_token"
 
-struct query {
+struct hp_query {
 	int n;
 	struct {
 		char key[16];
-		char value[QUERY_VALUE_MAX + 1];
-	} kv[QUERY_MAX_PAIRS];
+		char value[HP_QUERY_VALUE_MAX + 1];
+	} kv[HP_QUERY_MAX_PAIRS];
 };
 
 /* Parse a query string (NULL is empty). Returns 0, or -1 for a repeated
  * key, a bad or control-byte escape, an overlong key/value or too many
  * pairs; q is then unusable. */
-int query_parse(const char *qs, struct query *q);
+int hp_query_parse(const char *qs, struct hp_query *q);
 /* The decoded value of key, or NULL. */
-const char *query_get(const struct query *q, const char *key);
+const char *hp_query_get(const struct hp_query *q, const char *key);
 /* key as a whole number in 0..max into *out: 0 (absent leaves *out), -1 bad. */
-int query_int(const struct query *q, const char *key, int64_t max, int64_t *out);
+int hp_query_int(const struct hp_query *q, const char *key, int64_t max, int64_t *out);
 
-enum token_source { TOKEN_NONE, TOKEN_EXPLICIT, TOKEN_TICKET, TOKEN_COOKIE };
+enum hp_token_source { HP_TOKEN_NONE, HP_TOKEN_EXPLICIT, HP_TOKEN_TICKET, HP_TOKEN_COOKIE };
 /* The presented credential, in this order: the token of the Authorization
- * header (auth, may be NULL) or of ?token= (TOKEN_EXPLICIT), a one-use
- * stream ticket from ?ticket= (TOKEN_TICKET), the token of the cookie
- * header (may be NULL; TOKEN_COOKIE), copied to out ("" when absent or not
+ * header (auth, may be NULL) or of ?token= (HP_TOKEN_EXPLICIT), a one-use
+ * stream ticket from ?ticket= (HP_TOKEN_TICKET), the token of the cookie
+ * header (may be NULL; HP_TOKEN_COOKIE), copied to out ("" when absent or not
  * of token length). An explicit credential always wins over the cookie: the
  * cookie is shared by every page of a browser, so it says only who logged
  * in last there, never which session this page means. It is also the one
  * browsers send by themselves, so the caller applies the Origin policy. */
-enum token_source token_pick(const char *auth, const struct query *q, const char *cookie,
-			     char out[HTTP_TOKEN_LEN + 1]);
+enum hp_token_source hp_token_pick(const char *auth, const struct hp_query *q, const char *cookie,
+			     char out[HP_TOKEN_LEN + 1]);
 
 /* 1 if origin is one of the comma-separated origins in list (NULL: none). */
-int origin_listed(const char *list, const char *origin);
+int hp_origin_listed(const char *list, const char *origin);
 
 /* The API's policy for a browser's Origin: the same origin as
  * scheme://host (or none: not a browser), or one listed in allow
  * (--allow-origin), may use the cookie; with allow "*" any origin may call,
  * but only with an explicit token. An origin over 200 bytes or with CR/LF
  * is forbidden (it would be echoed in a header). */
-enum origin_verdict { ORIGIN_SAME, ORIGIN_LISTED, ORIGIN_TOKEN_ONLY, ORIGIN_FORBIDDEN };
-enum origin_verdict origin_decide(const char *origin, int https, const char *host, const char *allow);
+enum hp_origin_verdict { HP_ORIGIN_SAME, HP_ORIGIN_LISTED, HP_ORIGIN_TOKEN_ONLY, HP_ORIGIN_FORBIDDEN };
+enum hp_origin_verdict hp_origin_decide(const char *origin, int https, const char *host, const char *allow);
 
 /* A WebSocket upgrade request (RFC 6455 4.2.1), parsed by http_parser and
  * checked: GET /api/ws, Upgrade: websocket, Connection: upgrade, a 16-byte
  * base64 Sec-WebSocket-Key, Sec-WebSocket-Version: 13. The strings are
  * NUL-terminated copies (NULL when absent; repeated headers joined by ","). */
-#define UPGRADE_HEADER_MAX 4096
-struct upgrade {
+#define HP_UPGRADE_HEADER_MAX 4096
+struct hp_upgrade {
 	char *query; /* after '?' in the request target, or NULL */
 	char *host, *key, *origin, *cookie, *auth, *xff, *proto;
 	void *mem_;  /* owns the strings */
 };
-enum upgrade_result {
-	UPGRADE_OK,
-	UPGRADE_BAD,       /* not HTTP, or not a valid upgrade */
-	UPGRADE_VERSION,   /* a version other than 13 */
-	UPGRADE_TOO_LARGE, /* a header or the target over UPGRADE_HEADER_MAX */
-	UPGRADE_NOT_FOUND, /* another path */
-	UPGRADE_METHOD,    /* not GET */
+enum hp_upgrade_result {
+	HP_UPGRADE_OK,
+	HP_UPGRADE_BAD,       /* not HTTP, or not a valid upgrade */
+	HP_UPGRADE_VERSION,   /* a version other than 13 */
+	HP_UPGRADE_TOO_LARGE, /* a header or the target over HP_UPGRADE_HEADER_MAX */
+	HP_UPGRADE_NOT_FOUND, /* another path */
+	HP_UPGRADE_METHOD,    /* not GET */
 };
 /* Parse the request head (through its blank line). Always call
- * upgrade_free() afterwards, whatever the result. */
-enum upgrade_result upgrade_parse(const char *head, size_t len, struct upgrade *u);
-void upgrade_free(struct upgrade *u);
+ * hp_upgrade_free() afterwards, whatever the result. */
+enum hp_upgrade_result hp_upgrade_parse(const char *head, size_t len, struct hp_upgrade *u);
+void hp_upgrade_free(struct hp_upgrade *u);
 
 #endif

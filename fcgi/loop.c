@@ -19,6 +19,7 @@
 #include "loop.h"
 #include "log.h"
 #include "util.h"
+#include "xalloc.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -223,11 +224,11 @@ static void *loop_main(void *arg)
 {
 	loop *l = arg;
 	struct epoll_event evs[MAX_EVENTS];
-	int64_t start = mono_us();
+	int64_t start = util_mono_us();
 	for (int i = 0; i < l->ntimers; i++)
 		l->timers[i].next = start + l->timers[i].period;
 	for (;;) {
-		int64_t now = mono_us(), next = now + 3600 * 1000000LL;
+		int64_t now = util_mono_us(), next = now + 3600 * 1000000LL;
 		for (int i = 0; i < l->ntimers; i++)
 			if (l->timers[i].next < next)
 				next = l->timers[i].next;
@@ -244,7 +245,7 @@ static void *loop_main(void *arg)
 		l->soon = 0; /* what the hooks leave or the timers add sets it again */
 		for (int i = 0; i < l->nafter; i++)
 			l->after[i].fn(l, l->after[i].data);
-		now = mono_us();
+		now = util_mono_us();
 		for (int i = 0; i < l->ntimers; i++) {
 			if (now >= l->timers[i].next) {
 				l->timers[i].next = now + l->timers[i].period;
@@ -257,11 +258,5 @@ static void *loop_main(void *arg)
 
 int loop_start(loop *l)
 {
-	pthread_t t;
-	if (pthread_create(&t, NULL, loop_main, l) != 0) {
-		log_error("loop: cannot start thread");
-		return -1;
-	}
-	pthread_detach(t);
-	return 0;
+	return util_start_thread("loop", loop_main, l);
 }

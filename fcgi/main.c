@@ -15,7 +15,6 @@
 #include "loop.h"
 #include "maint.h"
 #include "store.h"
-#include "util.h"
 #include "web.h"
 #include "ws.h"
 
@@ -97,8 +96,8 @@ int main(int argc, char **argv)
 	block_signals(&sigs); /* after FCGX_Init, which installs its own */
 
 	core *maint_core = open_core(); /* also creates and migrates the database */
-	core *hold_core = maint_core ? open_core() : NULL;
-	core *group_core = hold_core ? open_core() : NULL;
+	core *held_core = maint_core ? open_core() : NULL;
+	core *group_core = held_core ? open_core() : NULL;
 	if (group_core == NULL) {
 		log_error("cannot open database %s", cfg.db_path);
 		return 1;
@@ -106,7 +105,7 @@ int main(int argc, char **argv)
 	int64_t owner = bell_owner_new();
 	int bell_fd = bell_open(owner);
 	loop *l = loop_new();
-	if (bell_fd < 0 || l == NULL || held_start(l, hold_core, owner, bell_fd) != 0)
+	if (bell_fd < 0 || l == NULL || held_start(l, held_core, owner, bell_fd) != 0)
 		return 1;
 	if (cfg.ws_listen) {
 		int ws_fd = ws_listen_open(cfg.ws_listen);

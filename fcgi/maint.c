@@ -34,24 +34,23 @@
 #include "log.h"
 #include "util.h"
 
-#include <pthread.h>
 #include <stdlib.h>
 #include <unistd.h>
 
 static void *maint_main(void *arg)
 {
 	core *c = arg;
-	int64_t next_prune = mono_us() + cfg.prune_interval * 1000000;
+	int64_t next_prune = util_mono_us() + cfg.prune_interval * 1000000;
 	for (;;) {
 		sleep(1);
 		if (core_maintain(c) != SIG_OK)
 			log_warn("maint: store upkeep failed; will retry");
-		if (mono_us() < next_prune)
+		if (util_mono_us() < next_prune)
 			continue;
-		next_prune = mono_us() + cfg.prune_interval * 1000000;
+		next_prune = util_mono_us() + cfg.prune_interval * 1000000;
 		core_wakes w = {0};
 		int pruned = 0;
-		sig_err e = core_prune(c, now_ms(), &w, &pruned);
+		sig_err e = core_prune(c, util_now_ms(), &w, &pruned);
 		if (e != SIG_OK)
 			log_warn("maint: prune failed (%s); will retry", sig_err_code(e));
 		bell_ring(&w);
@@ -62,11 +61,5 @@ static void *maint_main(void *arg)
 
 int maint_start(core *c)
 {
-	pthread_t t;
-	if (pthread_create(&t, NULL, maint_main, c) != 0) {
-		log_error("maint: cannot start thread");
-		return -1;
-	}
-	pthread_detach(t);
-	return 0;
+	return util_start_thread("maint", maint_main, c);
 }

@@ -17,7 +17,7 @@
  * that failed to commit.
  */
 #include "marks.h"
-#include "util.h"
+#include "xalloc.h"
 
 #include <pthread.h>
 #include <stdlib.h>

@@ -31,7 +31,7 @@ static uint64_t hash_key(char kind, const char *key)
 int rl_take(char kind, const char *key, double rate, double burst)
 {
 	uint64_t h = hash_key(kind, key ? key : "");
-	int64_t now = mono_us();
+	int64_t now = util_mono_us();
 	pthread_mutex_lock(&lock);
 	struct bucket *b = &table[h % RL_SLOTS];
 	if (b->key != h) {

@@ -23,6 +23,7 @@
 #include "config.h"
 #include "log.h"
 #include "util.h"
+#include "xalloc.h"
 
 #include <pthread.h>
 #include <sqlite3.h>
@@ -172,7 +173,7 @@ static sig_err db_error(store *st, const char *what, int rc)
 static int busy_wait(void *ctx, int count)
 {
 	store *st = ctx;
-	int64_t now = mono_us();
+	int64_t now = util_mono_us();
 	if (count == 0)
 		st->busy_start = now;
 	if (now - st->busy_start >= st->busy_timeout_us)
@@ -283,14 +284,14 @@ static sig_err migrate(store *st)
  * lighttpd starts them) take turns here instead of failing. */
 static sig_err set_wal(store *st)
 {
-	int64_t deadline = mono_us() + st->busy_timeout_us;
+	int64_t deadline = util_mono_us() + st->busy_timeout_us;
 	for (;;) {
 		int rc = sqlite3_exec(st->db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL);
 		if (rc == SQLITE_OK)
 			return SIG_OK;
 		if ((rc & 0xff) != SQLITE_BUSY && (rc & 0xff) != SQLITE_LOCKED)
 			return db_error(st, "journal_mode", rc);
-		if (mono_us() >= deadline) {
+		if (util_mono_us() >= deadline) {
 			log_error("store: journal_mode: database stayed locked");
 			return SIG_E_BUSY;
 		}
@@ -861,7 +862,7 @@ sig_err store_maintain(store *st)
 	 * frames, a sync and waiting for readers to leave the log, during which
 	 * writers wait. This process's writers wait on the mutex, not in the
 	 * busy handler; other processes' back off in it. */
-	int64_t t0 = mono_us(), patience = st->busy_timeout_us;
+	int64_t t0 = util_mono_us(), patience = st->busy_timeout_us;
 	st->busy_timeout_us = RESTART_WAIT_US; /* busy: try again next time */
 	pthread_mutex_lock(&write_lock);
 	rc = sqlite3_wal_checkpoint_v2(st->db, NULL, SQLITE_CHECKPOINT_RESTART, &log_frames, &done);
@@ -872,6 +873,6 @@ sig_err store_maintain(store *st)
 	if (rc == SQLITE_OK)
 		st->restarted_at = log_frames;
 	log_debug("store: WAL of %d frames checkpointed and restarted in %lld us%s", log_frames,
-		  (long long)(mono_us() - t0), rc == SQLITE_BUSY ? " (busy: next time)" : "");
+		  (long long)(util_mono_us() - t0), rc == SQLITE_BUSY ? " (busy: next time)" : "");
 	return SIG_OK;
 }

@@ -14,6 +14,7 @@
 #define _GNU_SOURCE
 #include "web.h"
 #include "bell.h"
+#include "buf.h"
 #include "config.h"
 #include "group.h"
 #include "held.h"
@@ -35,12 +36,12 @@ static int64_t web_owner;
 static int web_listen_fd;
 static core_factory web_make_core;
 
-_Static_assert(HTTP_TOKEN_LEN == CORE_TOKEN_LEN, "the transport and the core disagree on tokens");
+_Static_assert(HP_TOKEN_LEN == CORE_TOKEN_LEN, "the transport and the core disagree on tokens");
 
-/* The token and where it came from (see token_pick). */
-static enum token_source find_token(FCGX_Request *req, const struct query *q, char out[HTTP_TOKEN_LEN + 1])
+/* The token and where it came from (see hp_token_pick). */
+static enum hp_token_source find_token(FCGX_Request *req, const struct hp_query *q, char out[HP_TOKEN_LEN + 1])
 {
-	return token_pick(FCGX_GetParam("HTTP_AUTHORIZATION", req->envp), q,
+	return hp_token_pick(FCGX_GetParam("HTTP_AUTHORIZATION", req->envp), q,
 			  FCGX_GetParam("HTTP_COOKIE", req->envp), out);
 }
 
@@ -52,26 +53,26 @@ static enum token_source find_token(FCGX_Request *req, const struct query *q, ch
 
 /* Decide the Origin policy. Returns SIG_OK and fills cors (header lines,
  * "" when none are needed) or SIG_E_FORBIDDEN_ORIGIN. */
-static sig_err origin_policy(FCGX_Request *req, enum token_source src, char *cors, size_t size)
+static sig_err origin_policy(FCGX_Request *req, enum hp_token_source src, char *cors, size_t size)
 {
 	cors[0] = '\0';
 	const char *origin = FCGX_GetParam("HTTP_ORIGIN", req->envp);
 	const char *https = FCGX_GetParam("HTTPS", req->envp);
-	switch (origin_decide(origin, https && strcmp(https, "on") == 0, FCGX_GetParam("HTTP_HOST", req->envp),
+	switch (hp_origin_decide(origin, https && strcmp(https, "on") == 0, FCGX_GetParam("HTTP_HOST", req->envp),
 			      cfg.allow_origin)) {
-	case ORIGIN_SAME:
+	case HP_ORIGIN_SAME:
 		return SIG_OK;
-	case ORIGIN_LISTED:
+	case HP_ORIGIN_LISTED:
 		snprintf(cors, size,
 			 "Access-Control-Allow-Origin: %s\r\nAccess-Control-Allow-Credentials: true\r\n"
 			 "Vary: Origin\r\n", origin);
 		return SIG_OK;
-	case ORIGIN_TOKEN_ONLY:
-		if (src == TOKEN_COOKIE)
+	case HP_ORIGIN_TOKEN_ONLY:
+		if (src == HP_TOKEN_COOKIE)
 			return SIG_E_FORBIDDEN_ORIGIN;
 		snprintf(cors, size, "Access-Control-Allow-Origin: %s\r\nVary: Origin\r\n", origin);
 		return SIG_OK;
-	case ORIGIN_FORBIDDEN:
+	case HP_ORIGIN_FORBIDDEN:
 		break;
 	}
 	return SIG_E_FORBIDDEN_ORIGIN;
@@ -103,7 +104,7 @@ static sig_err read_body(FCGX_Request *req, buf *b)
 {
 	const char *cl = FCGX_GetParam("CONTENT_LENGTH", req->envp);
 	int64_t declared = -1;
-	if (cl && *cl && parse_i64(cl, 0, INT64_MAX, &declared) != 0)
+	if (cl && *cl && util_parse_i64(cl, 0, INT64_MAX, &declared) != 0)
 		return SIG_E_BAD_REQUEST;
 	if (declared > cfg.max_body)
 		return SIG_E_TOO_LARGE;
@@ -121,7 +122,7 @@ static sig_err read_body(FCGX_Request *req, buf *b)
 	return SIG_OK;
 }
 
-static void handle_cmd(FCGX_Request *req, const struct query *q, const char *cors)
+static void handle_cmd(FCGX_Request *req, const struct hp_query *q, const char *cors)
 {
 	buf body = {0};
 	char token[CORE_TOKEN_LEN + 1];
@@ -132,7 +133,7 @@ static void handle_cmd(FCGX_Request *req, const struct query *q, const char *cor
 		return;
 	}
 	/* A stream ticket opens a stream and authenticates nothing else. */
-	if (find_token(req, q, token) == TOKEN_TICKET)
+	if (find_token(req, q, token) == HP_TOKEN_TICKET)
 		token[0] = '\0';
 	core_result r;
 	core_result_init(&r);
@@ -145,11 +146,11 @@ static void handle_cmd(FCGX_Request *req, const struct query *q, const char *cor
 	const char *secure = https && strcmp(https, "on") == 0 ? "; Secure" : "";
 	if (r.token[0])
 		buf_printf(&headers,
-			   "Set-Cookie: " COOKIE_NAME "=%s; Path=/api/; HttpOnly; SameSite=Strict%s\r\n", r.token,
+			   "Set-Cookie: " HP_COOKIE_NAME "=%s; Path=/api/; HttpOnly; SameSite=Strict%s\r\n", r.token,
 			   secure);
 	else if (r.logged_out)
 		buf_printf(&headers,
-			   "Set-Cookie: " COOKIE_NAME "=; Path=/api/; Max-Age=0; HttpOnly; SameSite=Strict%s\r\n",
+			   "Set-Cookie: " HP_COOKIE_NAME "=; Path=/api/; Max-Age=0; HttpOnly; SameSite=Strict%s\r\n",
 			   secure);
 	if (r.retry_after > 0)
 		buf_printf(&headers, "Retry-After: %d\r\n", r.retry_after);
@@ -187,7 +188,7 @@ static int reclaim_poll(core *c, const char *token, struct held_req *h)
 
 /* Open an SSE stream or a long-poll. Returns 1 when the connection was
  * handed to the loop (the caller must not finish the request). */
-static int handle_hold(core *c, FCGX_Request *req, const struct query *q, enum held_kind kind,
+static int handle_hold(core *c, FCGX_Request *req, const struct hp_query *q, enum held_kind kind,
 		       const char *cors)
 {
 	int64_t ack = 0, wait = cfg.poll_default;
@@ -196,20 +197,20 @@ static int handle_hold(core *c, FCGX_Request *req, const struct query *q, enum h
 		 * header: when both are given, the larger cursor wins. */
 		const char *hdr = FCGX_GetParam("HTTP_LAST_EVENT_ID", req->envp);
 		int64_t from_query = 0;
-		if ((hdr && *hdr && parse_i64(hdr, 0, INT64_MAX, &ack) != 0) ||
-		    query_int(q, "lastEventId", INT64_MAX, &from_query) != 0) {
+		if ((hdr && *hdr && util_parse_i64(hdr, 0, INT64_MAX, &ack) != 0) ||
+		    hp_query_int(q, "lastEventId", INT64_MAX, &from_query) != 0) {
 			respond_error(req, SIG_E_BAD_REQUEST, cors);
 			return 0;
 		}
 		if (from_query > ack)
 			ack = from_query;
-	} else if (query_int(q, "since", INT64_MAX, &ack) != 0 ||
-		   query_int(q, "timeout", cfg.poll_max, &wait) != 0) {
+	} else if (hp_query_int(q, "since", INT64_MAX, &ack) != 0 ||
+		   hp_query_int(q, "timeout", cfg.poll_max, &wait) != 0) {
 		respond_error(req, SIG_E_BAD_REQUEST, cors);
 		return 0;
 	}
 	char token[CORE_TOKEN_LEN + 1];
-	int ticket = find_token(req, q, token) == TOKEN_TICKET;
+	int ticket = find_token(req, q, token) == HP_TOKEN_TICKET;
 	core_wakes w = {0};
 	struct held_req h = {.fd = req->ipcFd, .request_id = req->requestId, .kind = kind,
 			     .cursor = ack, .wait_ms = wait * 1000};
@@ -259,14 +260,14 @@ static int serve(core *c, FCGX_Request *req)
 	char path[64];
 	size_t plen = strcspn(uri, "?");
 	const char *qs = uri[plen] == '?' ? uri + plen + 1 : NULL;
-	struct query q;
+	struct hp_query q;
 	if (plen >= sizeof path) {
 		respond_error(req, SIG_E_NOT_FOUND, NULL);
 		return 0;
 	}
 	memcpy(path, uri, plen);
 	path[plen] = '\0';
-	if (query_parse(qs, &q) != 0) {
+	if (hp_query_parse(qs, &q) != 0) {
 		respond_error(req, SIG_E_BAD_REQUEST, NULL);
 		return 0;
 	}
@@ -286,8 +287,8 @@ static int serve(core *c, FCGX_Request *req)
 	}
 	char token[CORE_TOKEN_LEN + 1];
 	char cors[384];
-	enum token_source src = find_token(req, &q, token);
-	sig_err e = origin_policy(req, strcmp(method, "OPTIONS") == 0 ? TOKEN_EXPLICIT : src, cors, sizeof cors);
+	enum hp_token_source src = find_token(req, &q, token);
+	sig_err e = origin_policy(req, strcmp(method, "OPTIONS") == 0 ? HP_TOKEN_EXPLICIT : src, cors, sizeof cors);
 	if (e != SIG_OK) {
 		respond_error(req, e, "Vary: Origin\r\n");
 		return 0;
@@ -379,7 +380,7 @@ int web_start(int listen_fd, int threads, int64_t owner, core_factory make_core)
 	web_owner = owner;
 	web_listen_fd = listen_fd;
 	web_make_core = make_core;
-	if (start_threads(threads, web_main) != 0) {
+	if (util_start_threads(threads, web_main) != 0) {
 		log_error("web: cannot start the request threads");
 		return -1;
 	}

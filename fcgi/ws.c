@@ -37,6 +37,7 @@
 #define _GNU_SOURCE
 #include "ws.h"
 #include "bell.h"
+#include "buf.h"
 #include "config.h"
 #include "evfmt.h"
 #include "group.h"
@@ -46,6 +47,7 @@
 #include "log.h"
 #include "ratelimit.h"
 #include "util.h"
+#include "xalloc.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -275,7 +277,7 @@ static struct msg *msg_new(const char *data, size_t len)
 static void on_message(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg, void *user)
 {
 	struct ws_conn *w = user;
-	w->last_recv_us = mono_us();
+	w->last_recv_us = util_mono_us();
 	if (arg->opcode == WSLAY_BINARY_FRAME) {
 		static const char why[] = "commands are JSON text messages";
 		wslay_event_queue_close(ctx, WSLAY_CODE_UNSUPPORTED_DATA, (const uint8_t *)why, sizeof why - 1);
@@ -355,19 +357,19 @@ static int refuse(struct ws_conn *w, sig_err e, const char *extra)
 }
 
 /* May a browser on this Origin use the socket, and may its cookie count?
- * The policy of the HTTP API (origin_decide). */
-static sig_err origin_check(const struct upgrade *u, int *cookie_ok)
+ * The policy of the HTTP API (hp_origin_decide). */
+static sig_err origin_check(const struct hp_upgrade *u, int *cookie_ok)
 {
-	enum origin_verdict v = origin_decide(u->origin, u->proto && strcasecmp(u->proto, "https") == 0, u->host,
+	enum hp_origin_verdict v = hp_origin_decide(u->origin, u->proto && strcasecmp(u->proto, "https") == 0, u->host,
 					      cfg.allow_origin);
-	*cookie_ok = v == ORIGIN_SAME || v == ORIGIN_LISTED;
-	return v == ORIGIN_FORBIDDEN ? SIG_E_FORBIDDEN_ORIGIN : SIG_OK;
+	*cookie_ok = v == HP_ORIGIN_SAME || v == HP_ORIGIN_LISTED;
+	return v == HP_ORIGIN_FORBIDDEN ? SIG_E_FORBIDDEN_ORIGIN : SIG_OK;
 }
 
 /* The client address: the last X-Forwarded-For entry is the one the front
  * server itself saw (earlier ones are the client's say); without one, the
  * peer of a TCP listener. The listener is for the front server only. */
-static void pick_remote(const struct upgrade *u, int fd, char *out, size_t size)
+static void pick_remote(const struct hp_upgrade *u, int fd, char *out, size_t size)
 {
 	if (u->xff == NULL) {
 		struct sockaddr_storage sa;
@@ -389,26 +391,26 @@ static struct msg *msg_new(const char *data, size_t len);
 static int ws_readable(struct ws_conn *w);
 
 static const sig_err upgrade_errors[] = {
-	[UPGRADE_BAD] = SIG_E_BAD_REQUEST,   [UPGRADE_VERSION] = SIG_E_BAD_REQUEST,
-	[UPGRADE_TOO_LARGE] = SIG_E_TOO_LARGE, [UPGRADE_NOT_FOUND] = SIG_E_NOT_FOUND,
-	[UPGRADE_METHOD] = SIG_E_METHOD,
+	[HP_UPGRADE_BAD] = SIG_E_BAD_REQUEST,   [HP_UPGRADE_VERSION] = SIG_E_BAD_REQUEST,
+	[HP_UPGRADE_TOO_LARGE] = SIG_E_TOO_LARGE, [HP_UPGRADE_NOT_FOUND] = SIG_E_NOT_FOUND,
+	[HP_UPGRADE_METHOD] = SIG_E_METHOD,
 };
 
 static int handshake(struct ws_conn *w, size_t head_len)
 {
-	struct upgrade u;
-	struct query q;
+	struct hp_upgrade u;
+	struct hp_query q;
 	int cookie_ok = 0, rc;
 	int64_t last_id = 0;
 	char key_out[29], token[CORE_TOKEN_LEN + 1];
-	enum upgrade_result ur = upgrade_parse(w->head.data, head_len, &u);
-	if (ur != UPGRADE_OK) {
+	enum hp_upgrade_result ur = hp_upgrade_parse(w->head.data, head_len, &u);
+	if (ur != HP_UPGRADE_OK) {
 		rc = refuse(w, upgrade_errors[ur],
-			    ur == UPGRADE_VERSION ? "Sec-WebSocket-Version: 13\r\n"
-			    : ur == UPGRADE_METHOD ? "Allow: GET\r\n" : NULL);
+			    ur == HP_UPGRADE_VERSION ? "Sec-WebSocket-Version: 13\r\n"
+			    : ur == HP_UPGRADE_METHOD ? "Allow: GET\r\n" : NULL);
 		goto out;
 	}
-	if (query_parse(u.query, &q) != 0 || query_int(&q, "lastEventId", INT64_MAX, &last_id) != 0) {
+	if (hp_query_parse(u.query, &q) != 0 || hp_query_int(&q, "lastEventId", INT64_MAX, &last_id) != 0) {
 		rc = refuse(w, SIG_E_BAD_REQUEST, NULL);
 		goto out;
 	}
@@ -420,16 +422,16 @@ static int handshake(struct ws_conn *w, size_t head_len)
 	/* The cookie never attaches the socket by itself: it names whoever
 	 * logged in last in this browser, not the page's session. It counts
 	 * only for an auth message that asks for it (one without a token). */
-	switch (token_pick(u.auth, &q, cookie_ok ? u.cookie : NULL, token)) {
-	case TOKEN_COOKIE:
+	switch (hp_token_pick(u.auth, &q, cookie_ok ? u.cookie : NULL, token)) {
+	case HP_TOKEN_COOKIE:
 		memcpy(w->cookie, token, sizeof w->cookie);
 		token[0] = '\0';
 		break;
-	case TOKEN_TICKET: /* tickets are for /api/events and /api/poll; a socket has auth */
+	case HP_TOKEN_TICKET: /* tickets are for /api/events and /api/poll; a socket has auth */
 		token[0] = '\0';
 		break;
-	case TOKEN_EXPLICIT:
-	case TOKEN_NONE:
+	case HP_TOKEN_EXPLICIT:
+	case HP_TOKEN_NONE:
 		break;
 	}
 	pick_remote(&u, held_fd(w->h), w->remote, sizeof w->remote);
@@ -449,7 +451,7 @@ static int handshake(struct ws_conn *w, size_t head_len)
 	/* Bytes after the blank line already belong to the WebSocket. */
 	buf_append(&w->early, w->head.data + head_len, w->head.len - head_len);
 	buf_free(&w->head);
-	w->last_recv_us = w->last_ping_us = mono_us();
+	w->last_recv_us = w->last_ping_us = util_mono_us();
 	if (cfg.verbose)
 		log_info("ws: open from %s", w->remote);
 	if (token[0]) {
@@ -468,7 +470,7 @@ static int handshake(struct ws_conn *w, size_t head_len)
 	if (rc == 0 && w->early.len > 0)
 		rc = ws_readable(w);
 out:
-	upgrade_free(&u);
+	hp_upgrade_free(&u);
 	return rc;
 }
 
@@ -501,7 +503,7 @@ static struct ws_conn *conn_new(void)
 {
 	struct ws_conn *w = xcalloc(1, sizeof *w);
 	w->inbox_tail = &w->inbox;
-	w->born_us = mono_us();
+	w->born_us = util_mono_us();
 	return w;
 }
 
@@ -639,7 +641,7 @@ static int on_finished(held *h)
 		return 0;
 	held_detach(h, 1);
 	w->lingering = 1;
-	w->linger_until_us = mono_us() + LINGER_US;
+	w->linger_until_us = util_mono_us() + LINGER_US;
 	shutdown(held_fd(h), SHUT_WR);
 	held_watch(h, 1, 0);
 	return 0;
@@ -689,14 +691,8 @@ static void on_gone(held *h)
 }
 
 static const struct held_ops ws_ops = {
-	.name = "websocket",
-	.readable = on_readable,
-	.drained = on_drained,
-	.finished = on_finished,
-	.tick = on_tick,
-	.session_ended = on_session_ended,
-	.format = evfmt_ws,
-	.deliver = on_deliver,
+	.name = "websocket", .readable = on_readable, .drained = on_drained, .finished = on_finished,
+	.tick = on_tick, .session_ended = on_session_ended, .format = evfmt_ws, .deliver = on_deliver,
 	.gone = on_gone,
 };
 
@@ -980,7 +976,7 @@ int ws_start(loop *l, int listen_fd, int threads, int64_t owner, core_factory ma
 		log_error("ws: cannot watch the listener: %s", strerror(errno));
 		return -1;
 	}
-	if (start_threads(threads, ws_worker) != 0) {
+	if (util_start_threads(threads, ws_worker) != 0) {
 		log_error("ws: cannot start the command threads");
 		return -1;
 	}

@@ -16,5 +16,17 @@ for suite in 20-commands 30-delivery 40-prune 41-restart 42-procs 45-slow-reader
 		grep -E '^not ok' -A3 "$OUT/$suite.tap" | head -20 | sed 's/^/#   /'
 	fi
 done
+# nginx answers an oversized body itself (nginx.conf, @too_large): in the
+# words of error.c's SIG_E_TOO_LARGE, which the responder uses.
+n=$((n + 1))
+entry=$(sed -n 's/.*\[SIG_E_TOO_LARGE\] = {413, "\([^"]*\)", "\([^"]*\)"}.*/\1|\2/p' "$ROOT/fcgi/error.c")
+want="return 413 '{\"type\":\"error\",\"success\":false,\"error\":\"${entry%%|*}\",\"msg\":\"${entry#*|}\"}\\n';"
+if [ -n "$entry" ] && grep -qF "$want" "$ROOT/nginx.conf"; then
+	echo "ok $n - nginx.conf's own 413 answer is error.c's too-large reply"
+else
+	failed=$((failed + 1))
+	echo "not ok $n - nginx.conf's own 413 answer is error.c's too-large reply"
+	echo "#   want in nginx.conf: $want"
+fi
 echo "1..$n"
 [ $failed = 0 ]

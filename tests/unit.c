@@ -471,7 +471,7 @@ static void test_prune(void)
 	join(b, "r");
 	core_wakes w = {0};
 	int pruned = -1;
-	is_int(core_prune(c, now_ms(), &w, &pruned), SIG_OK, "prune: runs");
+	is_int(core_prune(c, util_now_ms(), &w, &pruned), SIG_OK, "prune: runs");
 	is_int(pruned, 0, "prune: fresh sessions stay");
 	/* Past TOUCH_EVERY_MS (1 s), so that the ping refreshes alice's
 	 * heartbeat (at exactly 1 s it may not: the flake this fixes). */
@@ -479,7 +479,7 @@ static void test_prune(void)
 	run(a, "{\"type\":\"ping\"}", NULL, NULL); /* alice stays fresh, bob goes silent */
 	/* As if 2.5 s after alice's ping: bob is >= 3.7 s silent, alice 2.5 s
 	 * (counted from the ping, so a slow machine cannot make her late). */
-	int64_t pinged = now_ms();
+	int64_t pinged = util_now_ms();
 	is_int(core_prune(c, pinged + 2500, &w, &pruned), SIG_OK, "prune: runs again");
 	is_int(pruned, 1, "prune: the silent session is pruned");
 	core_wakes_free(&w);
@@ -518,7 +518,7 @@ static void test_auth_secret(void)
 	open_fixture("auth", &lim);
 	char auth[128], body[256];
 	json_object *r = NULL;
-	long long soon = (long long)(now_ms() / 1000) + 60;
+	long long soon = (long long)(util_now_ms() / 1000) + 60;
 	is_int(run(NULL, "{\"type\":\"login\",\"userId\":\"alice\"}", &r, NULL), 401, "auth: unsigned login refused");
 	json_object_put(r);
 	mint("alice", soon, auth, sizeof auth);
@@ -567,33 +567,33 @@ static void test_migration(void)
 
 static void test_httpparse(void)
 {
-	struct query q;
+	struct hp_query q;
 	int64_t v = -1;
-	ok(query_parse("since=5&timeout=%31%30", &q) == 0, "query: parses");
-	ok(query_int(&q, "since", 100, &v) == 0 && v == 5, "query: since=5");
-	ok(query_int(&q, "timeout", 100, &v) == 0 && v == 10, "query: percent-decoded");
-	ok(query_int(&q, "timeout", 5, &v) == -1, "query: over the maximum");
-	ok(query_parse("a=1&a=2", &q) == -1, "query: a repeated key is refused");
-	ok(query_parse("a=%zz", &q) == -1, "query: a bad escape is refused");
-	ok(query_parse("a=%4", &q) == -1, "query: a truncated escape is refused");
-	ok(query_parse("a=%00", &q) == -1, "query: an escaped NUL is refused");
-	ok(query_parse("a=1&b=2&c=3&d=4&e=5&f=6&g=7&h=8&i=9", &q) == -1, "query: too many pairs");
-	char tok[HTTP_TOKEN_LEN + 1];
+	ok(hp_query_parse("since=5&timeout=%31%30", &q) == 0, "query: parses");
+	ok(hp_query_int(&q, "since", 100, &v) == 0 && v == 5, "query: since=5");
+	ok(hp_query_int(&q, "timeout", 100, &v) == 0 && v == 10, "query: percent-decoded");
+	ok(hp_query_int(&q, "timeout", 5, &v) == -1, "query: over the maximum");
+	ok(hp_query_parse("a=1&a=2", &q) == -1, "query: a repeated key is refused");
+	ok(hp_query_parse("a=%zz", &q) == -1, "query: a bad escape is refused");
+	ok(hp_query_parse("a=%4", &q) == -1, "query: a truncated escape is refused");
+	ok(hp_query_parse("a=%00", &q) == -1, "query: an escaped NUL is refused");
+	ok(hp_query_parse("a=1&b=2&c=3&d=4&e=5&f=6&g=7&h=8&i=9", &q) == -1, "query: too many pairs");
+	char tok[HP_TOKEN_LEN + 1];
 	char good[65];
 	memset(good, 'a', 64);
 	good[64] = '\0';
 	char hdr[80], cookie[128];
 	snprintf(hdr, sizeof hdr, "Bearer %s", good);
-	query_parse(NULL, &q);
-	ok(token_pick(hdr, &q, NULL, tok) == TOKEN_EXPLICIT && strcmp(tok, good) == 0, "token: from the header");
+	hp_query_parse(NULL, &q);
+	ok(hp_token_pick(hdr, &q, NULL, tok) == HP_TOKEN_EXPLICIT && strcmp(tok, good) == 0, "token: from the header");
 	snprintf(cookie, sizeof cookie, "x=1; signal_token=%s; y=2", good);
-	ok(token_pick(NULL, &q, cookie, tok) == TOKEN_COOKIE && strcmp(tok, good) == 0, "token: from the cookie");
-	ok(token_pick("Basic abc", &q, NULL, tok) == TOKEN_NONE && tok[0] == '\0', "token: Basic is no token");
-	ok(token_pick("Bearer short", &q, NULL, tok) == TOKEN_EXPLICIT && tok[0] == '\0',
+	ok(hp_token_pick(NULL, &q, cookie, tok) == HP_TOKEN_COOKIE && strcmp(tok, good) == 0, "token: from the cookie");
+	ok(hp_token_pick("Basic abc", &q, NULL, tok) == HP_TOKEN_NONE && tok[0] == '\0', "token: Basic is no token");
+	ok(hp_token_pick("Bearer short", &q, NULL, tok) == HP_TOKEN_EXPLICIT && tok[0] == '\0',
 	   "token: a short Bearer yields no token");
-	ok(origin_listed("https://a.example,https://b.example", "https://b.example"), "origin: listed");
-	ok(!origin_listed("https://a.example,https://b.example", "https://b.example.evil"), "origin: prefix is not a match");
-	ok(!origin_listed(NULL, "https://a.example"), "origin: no list, no match");
+	ok(hp_origin_listed("https://a.example,https://b.example", "https://b.example"), "origin: listed");
+	ok(!hp_origin_listed("https://a.example,https://b.example", "https://b.example.evil"), "origin: prefix is not a match");
+	ok(!hp_origin_listed(NULL, "https://a.example"), "origin: no list, no match");
 }
 
 static void test_jsonv(void)

@@ -34,26 +34,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	char *p = copy;
 	char *qs = next_line(&p), *auth = next_line(&p), *cookie = next_line(&p);
 	char *list = next_line(&p), *origin = next_line(&p);
-	struct query q;
-	if (query_parse(qs, &q) == 0) {
+	struct hp_query q;
+	if (hp_query_parse(qs, &q) == 0) {
 		int64_t v = 0;
-		(void)query_int(&q, "since", INT64_MAX, &v);
-		(void)query_get(&q, "token");
-		char tok[HTTP_TOKEN_LEN + 1];
-		enum token_source src = token_pick(auth, &q, cookie, tok);
-		if (src != TOKEN_NONE && tok[0] && strlen(tok) != HTTP_TOKEN_LEN)
-			abort(); /* a token is exactly HTTP_TOKEN_LEN bytes or empty */
+		(void)hp_query_int(&q, "since", INT64_MAX, &v);
+		(void)hp_query_get(&q, "token");
+		char tok[HP_TOKEN_LEN + 1];
+		enum hp_token_source src = hp_token_pick(auth, &q, cookie, tok);
+		if (src != HP_TOKEN_NONE && tok[0] && strlen(tok) != HP_TOKEN_LEN)
+			abort(); /* a token is exactly HP_TOKEN_LEN bytes or empty */
 	}
 	if (origin) {
-		int listed = origin_listed(list, origin);
-		enum origin_verdict v = origin_decide(origin, qs && qs[0] == 's', auth, list);
-		if (v == ORIGIN_LISTED && !listed)
+		int listed = hp_origin_listed(list, origin);
+		enum hp_origin_verdict v = hp_origin_decide(origin, qs && qs[0] == 's', auth, list);
+		if (v == HP_ORIGIN_LISTED && !listed)
 			abort(); /* "listed" means listed */
-		if ((v == ORIGIN_LISTED || v == ORIGIN_TOKEN_ONLY) && (strlen(origin) > 200 || strpbrk(origin, "\r\n")))
+		if ((v == HP_ORIGIN_LISTED || v == HP_ORIGIN_TOKEN_ONLY) && (strlen(origin) > 200 || strpbrk(origin, "\r\n")))
 			abort(); /* never echo a header-breaking origin */
 	}
 	int64_t id = 0;
-	if (qs && parse_i64(qs, 0, INT64_MAX, &id) == 0 && id < 0)
+	if (qs && util_parse_i64(qs, 0, INT64_MAX, &id) == 0 && id < 0)
 		abort();
 	free(copy);
 	return 0;

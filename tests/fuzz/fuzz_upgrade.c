@@ -1,5 +1,5 @@
 /*
- * fuzz_upgrade.c - the WebSocket upgrade request head (upgrade_parse): any
+ * fuzz_upgrade.c - the WebSocket upgrade request head (hp_upgrade_parse): any
  * bytes, as the front server would pass them on.
  */
 #include "httpparse.h"
@@ -10,12 +10,12 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct upgrade u;
-	enum upgrade_result r = upgrade_parse((const char *)data, size, &u);
-	if (r == UPGRADE_OK && (u.key == NULL || strlen(u.key) != 24))
+	struct hp_upgrade u;
+	enum hp_upgrade_result r = hp_upgrade_parse((const char *)data, size, &u);
+	if (r == HP_UPGRADE_OK && (u.key == NULL || strlen(u.key) != 24))
 		abort(); /* an accepted upgrade always has a well-formed key */
-	if (r != UPGRADE_OK && (u.key || u.query || u.host))
+	if (r != HP_UPGRADE_OK && (u.key || u.query || u.host))
 		abort(); /* a refused one exposes nothing */
-	upgrade_free(&u);
+	hp_upgrade_free(&u);
 	return 0;
 }
