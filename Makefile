@@ -27,14 +27,24 @@ DEB_RUN   = lighttpd curl jq $(if $(filter nginx,$(SERVER)),nginx-light)
 DEB_FUZZ  = clang libclang-rt-14-dev
 DEB_TEST  = curl jq perl sqlite3 valgrind python3 python3-websocket libfcgi-bin openssl nodejs nginx-light
 
-# The responder, one object per subsystem.
-CORE_OBJS = xalloc.o buf.o util.o log.o error.o config.o jsonv.o store_sqlite.o schema.o ratelimit.o core.o
-SRV_OBJS  = $(CORE_OBJS) httpparse.o loop.o bell.o fcgirec.o evfmt.o marks.o held.o group.o web.o ws.o maint.o main.o
+# The responder, one object per subsystem, by layer (fcgi/ folders, top down:
+# transport -> deliver -> core -> store; base is used by all; see
+# docs/architecture.md). Objects are named after their source, flat in build/.
+BASE_OBJS      = xalloc.o buf.o util.o log.o error.o config.o
+STORE_OBJS     = store_sqlite.o schema.o
+CORE_LAYER     = jsonv.o ratelimit.o core.o
+DELIVER_OBJS   = loop.o bell.o fcgirec.o evfmt.o marks.o held.o group.o maint.o
+TRANSPORT_OBJS = httpparse.o web.o ws.o
+CORE_OBJS = $(BASE_OBJS) $(STORE_OBJS) $(CORE_LAYER)
+SRV_OBJS  = $(CORE_OBJS) $(DELIVER_OBJS) $(TRANSPORT_OBJS) main.o
+SRC_DIRS  = fcgi fcgi/base fcgi/store fcgi/core fcgi/deliver fcgi/transport
+vpath %.c $(SRC_DIRS)
 
 OBJS      = $(addprefix build/,$(SRV_OBJS))
 SAN_OBJS  = $(addprefix build/san/,$(CORE_OBJS))
 SAN_SRV   = $(addprefix build/san/,$(SRV_OBJS))
-HEADERS   = $(wildcard fcgi/*.h)
+HEADERS   = $(wildcard $(addsuffix /*.h,$(SRC_DIRS)))
+SOURCES   = $(wildcard $(addsuffix /*.c,$(SRC_DIRS)))
 SCHEMA    = $(sort $(wildcard schema/*.sql))
 
 .PHONY: all run test unit integration bench fuzz clean deps deps-test deps-fuzz install
@@ -44,7 +54,7 @@ all: build/signal-fcgi
 build/signal-fcgi: $(OBJS)
 	$(CC) $(CFLAGS) -o $@ $(OBJS) $(LDLIBS)
 
-build/%.o: fcgi/%.c $(HEADERS) | build
+build/%.o: %.c $(HEADERS) | build
 	$(CC) $(WARN) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
 
 build/schema.o: build/schema.c
@@ -62,7 +72,7 @@ build/schema.c: $(SCHEMA) | build
 	   echo 'const int schema_migration_count = sizeof schema_migrations / sizeof schema_migrations[0];'; \
 	 } > $@
 
-build/san/%.o: fcgi/%.c $(HEADERS) | build
+build/san/%.o: %.c $(HEADERS) | build
 	@mkdir -p build/san
 	$(CC) $(WARN) $(CPPFLAGS) -O1 -g $(SAN) -c -o $@ $<
 
@@ -88,18 +98,19 @@ build:
 # replay builds (gcc + ASan, no libFuzzer) that `make test` runs over the
 # seed corpus and every crash input kept in tests/fuzz/regress/.
 FUZZ_TARGETS  = json http upgrade core
-FUZZ_SRC_json = fcgi/jsonv.c fcgi/xalloc.c fcgi/buf.c fcgi/util.c fcgi/log.c fcgi/error.c
-FUZZ_SRC_http = fcgi/httpparse.c fcgi/xalloc.c fcgi/buf.c fcgi/util.c fcgi/log.c
-FUZZ_SRC_upgrade = fcgi/httpparse.c fcgi/xalloc.c fcgi/buf.c fcgi/util.c fcgi/log.c
-FUZZ_SRC_core = fcgi/xalloc.c fcgi/buf.c fcgi/util.c fcgi/log.c fcgi/error.c fcgi/config.c fcgi/jsonv.c fcgi/store_sqlite.c \
-                fcgi/ratelimit.c fcgi/core.c build/schema.c
+FUZZ_BASE     = fcgi/base/xalloc.c fcgi/base/buf.c fcgi/base/util.c fcgi/base/log.c
+FUZZ_SRC_json = fcgi/core/jsonv.c $(FUZZ_BASE) fcgi/base/error.c
+FUZZ_SRC_http = fcgi/transport/httpparse.c $(FUZZ_BASE)
+FUZZ_SRC_upgrade = fcgi/transport/httpparse.c $(FUZZ_BASE)
+FUZZ_SRC_core = $(FUZZ_BASE) fcgi/base/error.c fcgi/base/config.c fcgi/core/jsonv.c fcgi/store/store_sqlite.c \
+                fcgi/core/ratelimit.c fcgi/core/core.c build/schema.c
 FUZZ_SECONDS ?= 60
 
-build/fuzz/%: tests/fuzz/fuzz_%.c $(wildcard fcgi/*.c) $(HEADERS) build/schema.c
+build/fuzz/%: tests/fuzz/fuzz_%.c $(SOURCES) $(HEADERS) build/schema.c
 	@mkdir -p build/fuzz
 	clang $(WARN) -Wno-unknown-warning-option -g -O1 -fsanitize=fuzzer,address,undefined -Ifcgi -Ibuild -o $@ $< $(FUZZ_SRC_$*) $(LDLIBS)
 
-build/replay/%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(wildcard fcgi/*.c) $(HEADERS) build/schema.c
+build/replay/%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(SOURCES) $(HEADERS) build/schema.c
 	@mkdir -p build/replay
 	$(CC) $(WARN) -g -O1 $(SAN) -Ifcgi -Ibuild -o $@ $< tests/fuzz/replay.c $(FUZZ_SRC_$*) $(LDLIBS)
 

@@ -6,17 +6,17 @@
  * maintenance (maint.c), each with its own store connection.
  */
 #define _GNU_SOURCE
-#include "bell.h"
-#include "config.h"
-#include "core.h"
-#include "group.h"
-#include "held.h"
-#include "log.h"
-#include "loop.h"
-#include "maint.h"
-#include "store.h"
-#include "web.h"
-#include "ws.h"
+#include "base/config.h"
+#include "base/log.h"
+#include "core/core.h"
+#include "deliver/bell.h"
+#include "deliver/group.h"
+#include "deliver/held.h"
+#include "deliver/loop.h"
+#include "deliver/maint.h"
+#include "store/store.h"
+#include "transport/web.h"
+#include "transport/ws.h"
 
 #include <fcgiapp.h>
 #include <signal.h>

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # C unit tests of the core, store and parsers: once under ASan/UBSan, once
-# under valgrind (which must report no error and no definite leak).
+# under valgrind (which must report no error and no definite leak); and the
+# layer rule of fcgi/'s folders (tools/check-layers.sh).
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=$ROOT/tests/out/10-unit
 mkdir -p "$OUT"
@@ -27,5 +28,17 @@ if [ "$vstatus" = 0 ]; then
 else
 	echo "not ok $n - the unit tests pass under valgrind with no errors or leaks (exit $vstatus)"
 	grep -v ' INFO ' "$OUT/valgrind.log" | head -30 | sed 's/^/#   /'
+fi
+# The layers (tools/check-layers.sh): no include or call upward, every module
+# in its layer's folder. The objects it reads are the responder's.
+make -s -C "$ROOT" build/signal-fcgi
+layers=$("$ROOT/tools/check-layers.sh" 2>&1)
+lstatus=$?
+n=$((n + 1))
+if [ "$lstatus" = 0 ]; then
+	echo "ok $n - $layers"
+else
+	echo "not ok $n - the layers: no include or call upward"
+	echo "$layers" | head -20 | sed 's/^/#   /'
 fi
 echo "1..$n"

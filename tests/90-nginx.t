@@ -19,7 +19,7 @@ done
 # nginx answers an oversized body itself (nginx.conf, @too_large): in the
 # words of error.c's SIG_E_TOO_LARGE, which the responder uses.
 n=$((n + 1))
-entry=$(sed -n 's/.*\[SIG_E_TOO_LARGE\] = {413, "\([^"]*\)", "\([^"]*\)"}.*/\1|\2/p' "$ROOT/fcgi/error.c")
+entry=$(sed -n 's/.*\[SIG_E_TOO_LARGE\] = {413, "\([^"]*\)", "\([^"]*\)"}.*/\1|\2/p' "$ROOT/fcgi/base/error.c")
 want="return 413 '{\"type\":\"error\",\"success\":false,\"error\":\"${entry%%|*}\",\"msg\":\"${entry#*|}\"}\\n';"
 if [ -n "$entry" ] && grep -qF "$want" "$ROOT/nginx.conf"; then
 	echo "ok $n - nginx.conf's own 413 answer is error.c's too-large reply"

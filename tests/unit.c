@@ -5,12 +5,12 @@
  * Prints TAP; exits 1 on any failure.
  */
 #define _GNU_SOURCE
-#include "core.h"
-#include "httpparse.h"
-#include "jsonv.h"
-#include "ratelimit.h"
-#include "store.h"
-#include "util.h"
+#include "base/util.h"
+#include "core/core.h"
+#include "core/jsonv.h"
+#include "core/ratelimit.h"
+#include "store/store.h"
+#include "transport/httpparse.h"
 
 #include <openssl/evp.h>
 #include <openssl/hmac.h>

@@ -2,13 +2,16 @@
 # check-layers.sh - no module uses one from a layer above it: neither by
 # #include (the sources) nor by calling its functions (the symbols of the
 # built objects, `make` first). Prints each offence; exits 1 if any.
-# Layers, top down (README, How it works); base is usable by all:
-#   4 transport: main web ws httpparse
-#   3 delivery:  loop held marks fcgirec evfmt bell group maint
-#   2 core:      core jsonv ratelimit
-#   1 store:     store (the interface)
-#   0 engine:    store_sqlite (implements store.h: its one include upward)
-#   base:        error xalloc buf util log config schema
+# Layers, top down (docs/architecture.md); each is a folder of fcgi/, and
+# base is usable by all:
+#   4 transport: main (fcgi/main.c), fcgi/transport/: web ws httpparse
+#   3 delivery:  fcgi/deliver/: loop held marks fcgirec evfmt bell group maint
+#   2 core:      fcgi/core/: core jsonv ratelimit
+#   1 store:     fcgi/store/store.h (the interface)
+#   0 engine:    fcgi/store/store_sqlite.c (implements store.h: its one include upward)
+#   base:        fcgi/base/: error xalloc buf util log config; schema (generated)
+# A module's folder must be its layer's (a file moved to the wrong folder is
+# an offence too), and every include names the folder: "core/core.h".
 cd "$(dirname "$0")/.."
 layer() {
 	case $1 in
@@ -31,11 +34,24 @@ above() { # above FROM TO: is TO's layer above FROM's?
 	[ "$1" = store_sqlite ] && [ "$2" = store ] && return 1
 	[ "$b" -gt "$a" ]
 }
-for f in fcgi/*.c fcgi/*.h; do
+folder() {
+	case $(layer "$1") in
+	4) [ "$1" = main ] && echo . || echo transport ;;
+	3) echo deliver ;;
+	2) echo core ;;
+	1 | 0) echo store ;;
+	base) echo base ;;
+	esac
+}
+for f in fcgi/*.c fcgi/*/*.c fcgi/*/*.h; do
 	m=$(basename "${f%.*}")
-	for h in $(sed -n 's/^#include "\([a-z_]*\)\.h"/\1/p' "$f"); do
+	d=$(dirname "${f#fcgi/}")
+	[ "$d" = "$(folder "$m")" ] || { echo "folder: $f belongs in fcgi/$(folder "$m")/"; bad=1; }
+	for inc in $(sed -n 's/^#include "\([a-z_/]*\)\.h"/\1/p' "$f"); do
+		h=$(basename "$inc")
+		[ "$(dirname "$inc")" = "$(folder "$h")" ] || { echo "include: $f names $inc.h, not $(folder "$h")/$h.h"; bad=1; }
 		[ "$h" = "$m" ] && continue
-		if above "$m" "$h"; then echo "include: $f includes $h.h"; bad=1; fi
+		if above "$m" "$h"; then echo "include: $f includes $inc.h"; bad=1; fi
 	done
 done
 # Which object defines each global function, then who calls it.

@@ -3,8 +3,8 @@
  * input is a POST body run as alice (logged in, in a room with bob), and
  * every answer must be a JSON object or array with a known status.
  */
-#include "core.h"
-#include "store.h"
+#include "core/core.h"
+#include "store/store.h"
 
 #include <stdint.h>
 #include <stdlib.h>

@@ -4,8 +4,8 @@
  * newlines into: query string, Authorization header (also the host for the
  * Origin policy), Cookie header, origin list, origin.
  */
-#include "httpparse.h"
-#include "util.h"
+#include "base/util.h"
+#include "transport/httpparse.h"
 
 #include <stdint.h>
 #include <stdlib.h>

@@ -5,7 +5,7 @@
  * stores and relays is valid and unchanged). Bare scalars are not requests.
  */
 #define _GNU_SOURCE
-#include "jsonv.h"
+#include "core/jsonv.h"
 
 #include <stdint.h>
 #include <stdlib.h>

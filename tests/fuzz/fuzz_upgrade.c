@@ -2,7 +2,7 @@
  * fuzz_upgrade.c - the WebSocket upgrade request head (hp_upgrade_parse): any
  * bytes, as the front server would pass them on.
  */
-#include "httpparse.h"
+#include "transport/httpparse.h"
 
 #include <stdint.h>
 #include <stdlib.h>

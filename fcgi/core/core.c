@@ -1,0 +1,967 @@
+/*
+ * core.c - the signaling rules. Each command runs inside one store
+ * transaction: authenticate, check, change state, queue the events that the
+ * change causes, commit. A command that fails rolls back, so a bad request
+ * changes nothing, and an event exists exactly when its cause does.
+ *
+ * Events are stored as one-line JSON objects without their "id"; the
+ * delivery side splices the id in when it sends them (evfmt.c).
+ */
+#define _GNU_SOURCE
+#include "core/core.h"
+#include "base/log.h"
+#include "base/util.h"
+#include "base/xalloc.h"
+#include "core/jsonv.h"
+#include "core/ratelimit.h"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#define ROOM_SCAN_MAX 1024 /* members read per room; rooms are capped far lower */
+#define PRUNE_BATCH 64
+/* A heartbeat rewrites its session row at most this often: the timeout is
+ * counted in tens of seconds, and every write costs the whole service. */
+#define TOUCH_EVERY_MS 1000
+#define TICKETS_KEPT 16 /* unused stream tickets per session; older ones are dropped */
+
+struct core {
+	store *st;
+	int grouped; /* inside core_group_begin/end: commands use savepoints */
+	struct core_limits lim;
+	store_member members[ROOM_SCAN_MAX];
+};
+
+/* The state one command runs against. */
+struct cmd_ctx {
+	core *c;
+	const char *token;  /* presented token, may be NULL */
+	const char *remote; /* client address, may be NULL */
+	store_session sess; /* id 0 when not authenticated */
+	int64_t now;
+	core_result *r;
+	const char *type;
+};
+
+core *core_new(store *st, const struct core_limits *limits)
+{
+	core *c = xcalloc(1, sizeof *c);
+	c->st = st;
+	c->lim = *limits;
+	return c;
+}
+
+void core_free(core *c)
+{
+	free(c);
+}
+
+void core_result_init(core_result *r)
+{
+	memset(r, 0, sizeof *r); /* err SIG_OK */
+}
+
+void core_result_free(core_result *r)
+{
+	json_object_put(r->reply);
+	core_wakes_free(&r->wakes);
+	memset(r, 0, sizeof *r);
+}
+
+/* Forget the events carried by wakes from index `from` on: their command
+ * was rolled back (the wakes themselves stay: ringing is harmless). */
+static void wakes_drop_events(core_wakes *w, int from)
+{
+	for (int i = from; i < w->n; i++) {
+		free(w->v[i].body);
+		w->v[i].body = NULL;
+		w->v[i].event_id = w->v[i].prev_id = 0;
+	}
+}
+
+void core_wakes_free(core_wakes *w)
+{
+	wakes_drop_events(w, 0);
+	free(w->v);
+	memset(w, 0, sizeof *w);
+}
+
+void core_wakes_add(core_wakes *w, int64_t owner, int64_t session)
+{
+	if (owner == 0)
+		return;
+	if (w->n == w->cap) {
+		w->cap = w->cap ? w->cap * 2 : 8;
+		w->v = xrealloc(w->v, (size_t)w->cap * sizeof *w->v);
+	}
+	w->v[w->n] = (struct core_wake){.owner = owner, .session = session};
+	w->n++;
+}
+
+/* A wake for one queued event (see struct core_wake). */
+static void wakes_add_event(core_wakes *w, int64_t owner, int64_t session, int64_t id, int64_t prev,
+			    const char *body, size_t len)
+{
+	if (owner == 0)
+		return;
+	core_wakes_add(w, owner, session);
+	struct core_wake *k = &w->v[w->n - 1];
+	k->body = xmalloc(len);
+	memcpy(k->body, body, len);
+	k->len = len;
+	k->event_id = id;
+	k->prev_id = prev;
+}
+
+/* Queue one event for a session and wake its stream, carrying the event. */
+static sig_err push_event(struct cmd_ctx *x, int64_t session, int64_t owner, const char *body, size_t len,
+			  int64_t cap)
+{
+	int64_t id = 0, prev = 0;
+	sig_err e = store_event_push(x->c->st, session, body, len, cap, x->now, &id, owner ? &prev : NULL);
+	if (e == SIG_OK)
+		wakes_add_event(&x->r->wakes, owner, session, id, prev, body, len);
+	return e;
+}
+
+json_object *core_error_reply(const char *type, sig_err e)
+{
+	json_object *o = json_object_new_object();
+	json_object_object_add(o, "type", json_object_new_string(type ? type : "error"));
+	json_object_object_add(o, "success", json_object_new_boolean(0));
+	json_object_object_add(o, "error", json_object_new_string(sig_err_code(e)));
+	json_object_object_add(o, "msg", json_object_new_string(sig_err_msg(e)));
+	return o;
+}
+
+static json_object *ok_reply(const char *type)
+{
+	json_object *o = json_object_new_object();
+	json_object_object_add(o, "type", json_object_new_string(type));
+	json_object_object_add(o, "success", json_object_new_boolean(1));
+	return o;
+}
+
+/* SHA-256 fetched once: with OpenSSL 3, EVP_sha256() makes every digest
+ * look the implementation up again (half the cost of hashing a token). */
+static EVP_MD *sha256_md;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+static void sha256_fetch(void)
+{
+	sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
+int core_token_hash(const char *token, uint8_t out[STORE_HASH_LEN])
+{
+	if (token == NULL || strlen(token) != CORE_TOKEN_LEN)
+		return -1;
+	for (int i = 0; i < CORE_TOKEN_LEN; i++) {
+		char ch = token[i];
+		if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f')))
+			return -1;
+	}
+	pthread_once(&sha256_once, sha256_fetch);
+	unsigned int n = 0;
+	if (!EVP_Digest(token, CORE_TOKEN_LEN, out, &n, sha256_md ? sha256_md : EVP_sha256(), NULL) ||
+	    n != STORE_HASH_LEN)
+		return -1;
+	return 0;
+}
+
+/* Lowercase hex of n bytes into out (2n characters, no terminator). */
+static void hex_encode(const uint8_t *in, size_t n, char *out)
+{
+	static const char hex[] = "0123456789abcdef";
+	for (size_t i = 0; i < n; i++) {
+		out[2 * i] = hex[in[i] >> 4];
+		out[2 * i + 1] = hex[in[i] & 15];
+	}
+}
+
+static sig_err token_new(char out[CORE_TOKEN_LEN + 1])
+{
+	uint8_t raw[CORE_TOKEN_LEN / 2];
+	size_t got = 0;
+	while (got < sizeof raw) {
+		ssize_t n = getrandom(raw + got, sizeof raw - got, 0);
+		if (n < 0)
+			return SIG_E_INTERNAL;
+		got += (size_t)n;
+	}
+	hex_encode(raw, sizeof raw, out);
+	out[CORE_TOKEN_LEN] = '\0';
+	return SIG_OK;
+}
+
+/* ---- event fan-out ---- */
+
+/* Queue obj in the mailbox of every member of room except `except`.
+ * capped: a full mailbox fails the whole command (signals); system events
+ * (user-joined/user-left) are never refused, so room state is never lost. */
+static sig_err room_broadcast(struct cmd_ctx *x, const char *room, int64_t except, json_object *obj,
+			      int capped, int *count)
+{
+	core *c = x->c;
+	int n = 0;
+	sig_err e = store_room_members(c->st, room, c->members, ROOM_SCAN_MAX, &n);
+	if (e != SIG_OK)
+		return e;
+	if (n > ROOM_SCAN_MAX)
+		n = ROOM_SCAN_MAX;
+	size_t len = 0;
+	const char *body = jv_text(obj, &len);
+	int sent = 0;
+	for (int i = 0; i < n; i++) {
+		store_member *m = &c->members[i];
+		if (m->session_id == except)
+			continue;
+		e = push_event(x, m->session_id, m->stream_owner, body, len, capped ? c->lim.mailbox_limit : 0);
+		if (e != SIG_OK)
+			return e;
+		sent++;
+	}
+	if (count)
+		*count = sent;
+	return SIG_OK;
+}
+
+static json_object *presence_event(const char *type, const store_session *s, const char *room)
+{
+	json_object *o = json_object_new_object();
+	json_object_object_add(o, "type", json_object_new_string(type));
+	json_object_object_add(o, "userId", json_object_new_string(s->user_id));
+	json_object_object_add(o, "roomId", json_object_new_string(room));
+	if (strcmp(type, "user-joined") == 0)
+		json_object_object_add(o, "protocol", json_object_new_string(s->protocol));
+	return o;
+}
+
+/* Take s out of its room, telling the members who stay. */
+static sig_err leave_room(struct cmd_ctx *x, const store_session *s)
+{
+	if (s->room_id[0] == '\0')
+		return SIG_OK;
+	sig_err e = store_member_set(x->c->st, s->id, NULL, x->now);
+	if (e != SIG_OK)
+		return e;
+	json_object *ev = presence_event("user-left", s, s->room_id);
+	e = room_broadcast(x, s->room_id, s->id, ev, 0, NULL);
+	json_object_put(ev);
+	return e;
+}
+
+/* Remove a session entirely: leave its room, end its stream, drop it. */
+static sig_err remove_session(struct cmd_ctx *x, const store_session *s)
+{
+	sig_err e = leave_room(x, s);
+	if (e != SIG_OK)
+		return e;
+	core_wakes_add(&x->r->wakes, s->stream_owner, s->id);
+	return store_session_delete(x->c->st, s->id);
+}
+
+static json_object *users_array(core *c, int n)
+{
+	json_object *a = json_object_new_array();
+	for (int i = 0; i < n && i < ROOM_SCAN_MAX; i++)
+		json_object_array_add(a, json_object_new_string(c->members[i].user_id));
+	return a;
+}
+
+/* ---- commands ---- */
+
+static const struct jv_field login_fields[] = {
+	{"userId", json_type_string, JV_REQUIRED | JV_ID, 64},
+	{"protocol", json_type_string, JV_TEXT, 64},
+	{"auth", json_type_string, JV_TEXT, 128},
+};
+
+/* With --auth-secret, a new login must carry "auth":"EXPIRY:HMAC" where
+ * HMAC is the lowercase hex HMAC-SHA256 of `userId ":" EXPIRY` under the
+ * secret, made by the application's backend (the TURN REST scheme), and
+ * EXPIRY (Unix seconds) is not past. Compared in constant time. */
+static sig_err check_login_auth(const struct core_limits *lim, const char *user, const char *auth,
+				int64_t now_ms)
+{
+	if (lim->auth_secret_len == 0)
+		return SIG_OK;
+	const char *colon = auth ? strchr(auth, ':') : NULL;
+	if (colon == NULL || colon == auth || colon - auth > 19 || strlen(colon + 1) != 64)
+		return SIG_E_UNAUTHORIZED;
+	char expiry[20];
+	memcpy(expiry, auth, (size_t)(colon - auth));
+	expiry[colon - auth] = '\0';
+	int64_t exp = 0;
+	if (util_parse_i64(expiry, 0, INT64_MAX, &exp) != 0 || exp < now_ms / 1000)
+		return SIG_E_UNAUTHORIZED;
+	char msg[STORE_ID_MAX + 1 + 20];
+	int mlen = snprintf(msg, sizeof msg, "%s:%s", user, expiry);
+	unsigned char mac[EVP_MAX_MD_SIZE];
+	unsigned int maclen = 0;
+	if (HMAC(EVP_sha256(), lim->auth_secret, (int)lim->auth_secret_len, (const unsigned char *)msg,
+		 (size_t)mlen, mac, &maclen) == NULL || maclen != 32)
+		return SIG_E_INTERNAL;
+	char want[64];
+	hex_encode(mac, 32, want);
+	return CRYPTO_memcmp(want, colon + 1, 64) == 0 ? SIG_OK : SIG_E_UNAUTHORIZED;
+}
+
+static sig_err cmd_login(struct cmd_ctx *x, json_object *cmd, json_object **reply)
+{
+	sig_err e = jv_check(cmd, login_fields, 3);
+	if (e != SIG_OK)
+		return e;
+	core *c = x->c;
+	const char *user = jv_str(cmd, "userId");
+	const char *protocol = jv_str(cmd, "protocol");
+	store_session old;
+	if ((e = store_session_by_user(c->st, user, &old)) != SIG_OK)
+		return e;
+	char token[CORE_TOKEN_LEN + 1];
+	if (old.id != 0 && x->sess.id == old.id) {
+		/* The holder presented its own token: resume the session. */
+		snprintf(token, sizeof token, "%s", x->token);
+		if ((e = store_session_touch(c->st, old.id, x->now)) != SIG_OK)
+			return e;
+	} else {
+		if ((e = check_login_auth(&c->lim, user, jv_str(cmd, "auth"), x->now)) != SIG_OK)
+			return e;
+		if (c->lim.rate_login > 0 && x->remote) {
+			char key[80];
+			int wait = 0;
+			snprintf(key, sizeof key, "login:%s", x->remote);
+			if ((e = store_rate_take(c->st, key, c->lim.rate_login, 10, x->now, &wait)) != SIG_OK)
+				return e;
+			if (wait > 0) {
+				x->r->retry_after = wait;
+				return SIG_E_RATE_LIMITED;
+			}
+		}
+		if (old.id != 0) {
+			if (old.last_seen >= x->now - c->lim.heartbeat_timeout_ms)
+				return SIG_E_USER_EXISTS;
+			/* Dead but not yet pruned: prune it now rather than refuse. */
+			if ((e = remove_session(x, &old)) != SIG_OK)
+				return e;
+		}
+		int64_t live = 0;
+		if (c->lim.max_sessions > 0 &&
+		    ((e = store_session_count(c->st, &live)) != SIG_OK || live >= c->lim.max_sessions))
+			return e != SIG_OK ? e : SIG_E_SERVER_FULL;
+		uint8_t hash[STORE_HASH_LEN];
+		int64_t sid = 0;
+		if ((e = token_new(token)) != SIG_OK || core_token_hash(token, hash) != 0)
+			return SIG_E_INTERNAL;
+		if ((e = store_session_create(c->st, user, protocol ? protocol : "", hash, x->now, &sid)) != SIG_OK)
+			return e;
+		memset(&old, 0, sizeof old);
+		old.id = sid;
+		snprintf(old.user_id, sizeof old.user_id, "%s", user);
+		snprintf(old.protocol, sizeof old.protocol, "%s", protocol ? protocol : "");
+	}
+	json_object *o = ok_reply("login");
+	json_object_object_add(o, "userId", json_object_new_string(old.user_id));
+	json_object_object_add(o, "protocol", json_object_new_string(old.protocol));
+	json_object_object_add(o, "token", json_object_new_string(token));
+	if (old.room_id[0])
+		json_object_object_add(o, "roomId", json_object_new_string(old.room_id));
+	*reply = o;
+	x->sess = old;
+	snprintf(x->r->token, sizeof x->r->token, "%s", token);
+	return SIG_OK;
+}
+
+static const struct jv_field room_fields[] = {
+	{"roomId", json_type_string, JV_REQUIRED | JV_ID, 64},
+};
+
+static sig_err cmd_join(struct cmd_ctx *x, json_object *cmd, json_object **reply)
+{
+	sig_err e = jv_check(cmd, room_fields, 1);
+	if (e != SIG_OK)
+		return e;
+	core *c = x->c;
+	const char *room = jv_str(cmd, "roomId");
+	int n = 0;
+	if (strcmp(x->sess.room_id, room) != 0) {
+		if ((e = store_room_members(c->st, room, c->members, ROOM_SCAN_MAX, &n)) != SIG_OK)
+			return e;
+		if (n >= c->lim.room_limit)
+			return SIG_E_ROOM_FULL;
+		int64_t rooms = 0;
+		if (n == 0 && c->lim.max_rooms > 0 &&
+		    ((e = store_room_count(c->st, &rooms)) != SIG_OK || rooms >= c->lim.max_rooms))
+			return e != SIG_OK ? e : SIG_E_SERVER_FULL;
+		if ((e = leave_room(x, &x->sess)) != SIG_OK ||
+		    (e = store_member_set(c->st, x->sess.id, room, x->now)) != SIG_OK)
+			return e;
+		json_object *ev = presence_event("user-joined", &x->sess, room);
+		e = room_broadcast(x, room, x->sess.id, ev, 0, NULL);
+		json_object_put(ev);
+		if (e != SIG_OK)
+			return e;
+		snprintf(x->sess.room_id, sizeof x->sess.room_id, "%s", room);
+	}
+	if ((e = store_room_members(c->st, room, c->members, ROOM_SCAN_MAX, &n)) != SIG_OK)
+		return e;
+	json_object *o = ok_reply("join");
+	json_object_object_add(o, "roomId", json_object_new_string(room));
+	json_object_object_add(o, "users", users_array(c, n));
+	*reply = o;
+	return SIG_OK;
+}
+
+static sig_err cmd_leave(struct cmd_ctx *x, json_object *cmd, json_object **reply)
+{
+	(void)cmd;
+	if (x->sess.room_id[0] == '\0')
+		return SIG_E_NOT_IN_ROOM;
+	sig_err e = leave_room(x, &x->sess);
+	if (e != SIG_OK)
+		return e;
+	json_object *o = ok_reply("leave");
+	json_object_object_add(o, "roomId", json_object_new_string(x->sess.room_id));
+	*reply = o;
+	x->sess.room_id[0] = '\0';
+	return SIG_OK;
+}
+
+static const struct jv_field signal_fields[] = {
+	{"to", json_type_string, JV_ID, 64},
+};
+
+static sig_err cmd_signal(struct cmd_ctx *x, json_object *cmd, json_object **reply)
+{
+	sig_err e = jv_check(cmd, signal_fields, 1);
+	if (e != SIG_OK)
+		return e;
+	core *c = x->c;
+	if (x->sess.room_id[0] == '\0')
+		return SIG_E_NOT_IN_ROOM;
+	const char *to = jv_str(cmd, "to");
+	/* The event is the sender's object with the server's word on who sent
+	 * it and where: a forged "from" or "roomId" is overwritten. */
+	json_object_object_del(cmd, "id");
+	json_object_object_add(cmd, "from", json_object_new_string(x->sess.user_id));
+	json_object_object_add(cmd, "roomId", json_object_new_string(x->sess.room_id));
+	size_t size = 0;
+	jv_text(cmd, &size);
+	if (c->lim.max_signal > 0 && (int64_t)size > c->lim.max_signal)
+		return SIG_E_TOO_LARGE;
+	int count = 0;
+	if (to == NULL) {
+		e = room_broadcast(x, x->sess.room_id, x->sess.id, cmd, 1, &count);
+	} else {
+		store_session peer;
+		if ((e = store_session_by_user(c->st, to, &peer)) != SIG_OK)
+			return e;
+		if (peer.id == 0 || peer.id == x->sess.id || strcmp(peer.room_id, x->sess.room_id) != 0)
+			return SIG_E_UNKNOWN_PEER;
+		size_t len = 0;
+		const char *body = jv_text(cmd, &len);
+		e = push_event(x, peer.id, peer.stream_owner, body, len, c->lim.mailbox_limit);
+		if (e == SIG_OK)
+			count = 1;
+	}
+	if (e != SIG_OK)
+		return e;
+	json_object *o = ok_reply("signal");
+	if (to)
+		json_object_object_add(o, "to", json_object_new_string(to));
+	json_object_object_add(o, "recipients", json_object_new_int(count));
+	*reply = o;
+	return SIG_OK;
+}
+
+static const struct jv_field ping_fields[] = {
+	{"ack", json_type_int, 0, 0},
+};
+
+static sig_err cmd_ping(struct cmd_ctx *x, json_object *cmd, json_object **reply)
+{
+	sig_err e = jv_check(cmd, ping_fields, 1);
+	if (e != SIG_OK)
+		return e;
+	json_object *ack = NULL;
+	if (json_object_object_get_ex(cmd, "ack", &ack) &&
+	    (e = store_events_ack(x->c->st, x->sess.id, json_object_get_int64(ack))) != SIG_OK)
+		return e;
+	*reply = ok_reply("pong");
+	return SIG_OK;
+}
+
+static sig_err cmd_room_users(struct cmd_ctx *x, json_object *cmd, json_object **reply)
+{
+	sig_err e = jv_check(cmd, room_fields, 1);
+	if (e != SIG_OK)
+		return e;
+	const char *room = jv_str(cmd, "roomId");
+	int n = 0;
+	if ((e = store_room_members(x->c->st, room, x->c->members, ROOM_SCAN_MAX, &n)) != SIG_OK)
+		return e;
+	json_object *o = ok_reply("room-users");
+	json_object_object_add(o, "roomId", json_object_new_string(room));
+	json_object_object_add(o, "users", users_array(x->c, n));
+	*reply = o;
+	return SIG_OK;
+}
+
+static sig_err cmd_logout(struct cmd_ctx *x, json_object *cmd, json_object **reply)
+{
+	(void)cmd;
+	sig_err e = remove_session(x, &x->sess);
+	if (e != SIG_OK)
+		return e;
+	json_object *o = ok_reply("logout");
+	json_object_object_add(o, "userId", json_object_new_string(x->sess.user_id));
+	*reply = o;
+	x->r->logged_out = 1;
+	x->r->token[0] = '\0';
+	memset(&x->sess, 0, sizeof x->sess);
+	return SIG_OK;
+}
+
+/* {"type":"ticket"}: a one-use credential for opening one stream of this
+ * session (?ticket= on /api/events, /api/poll or /api/ws), valid for
+ * --ticket-ttl seconds. A page asks for one before each (re)connect, so
+ * its stream is bound to its own session whatever cookie the browser
+ * holds, and no token is written into a URL (and so into access logs). */
+static sig_err cmd_ticket(struct cmd_ctx *x, json_object *cmd, json_object **reply)
+{
+	(void)cmd;
+	char ticket[CORE_TOKEN_LEN + 1];
+	uint8_t hash[STORE_HASH_LEN];
+	sig_err e = token_new(ticket);
+	if (e != SIG_OK)
+		return e;
+	core_token_hash(ticket, hash);
+	e = store_ticket_create(x->c->st, x->sess.id, hash, x->now + x->c->lim.ticket_ttl_ms, TICKETS_KEPT);
+	if (e != SIG_OK)
+		return e;
+	json_object *o = ok_reply("ticket");
+	json_object_object_add(o, "ticket", json_object_new_string(ticket));
+	json_object_object_add(o, "expiresIn", json_object_new_int64(x->c->lim.ticket_ttl_ms / 1000));
+	*reply = o;
+	return SIG_OK;
+}
+
+static const struct command {
+	const char *type;
+	int needs_session;
+	sig_err (*run)(struct cmd_ctx *x, json_object *cmd, json_object **reply);
+} commands[] = {
+	{"login", 0, cmd_login},
+	{"join", 1, cmd_join},
+	{"leave", 1, cmd_leave},
+	{"signal", 1, cmd_signal},
+	{"ping", 1, cmd_ping},
+	{"room-users", 1, cmd_room_users},
+	{"logout", 1, cmd_logout},
+	{"ticket", 1, cmd_ticket},
+};
+
+static const struct command *find_command(const char *type)
+{
+	for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+		if (strcmp(commands[i].type, type) == 0)
+			return &commands[i];
+	return NULL;
+}
+
+/* Resolve the presented token to a live session (id 0 when none). */
+static sig_err authenticate(struct cmd_ctx *x)
+{
+	memset(&x->sess, 0, sizeof x->sess);
+	uint8_t hash[STORE_HASH_LEN];
+	if (x->token == NULL || core_token_hash(x->token, hash) != 0)
+		return SIG_OK;
+	sig_err e = store_session_by_token(x->c->st, hash, &x->sess);
+	if (e == SIG_OK && x->sess.id != 0 &&
+	    x->sess.last_seen < x->now - x->c->lim.heartbeat_timeout_ms)
+		memset(&x->sess, 0, sizeof x->sess); /* expired: the pruner will remove it */
+	return e;
+}
+
+/* Commands per session, per process (a flood never costs others). */
+static sig_err session_rate(struct cmd_ctx *x)
+{
+	double rate = x->c->lim.rate_session;
+	if (rate <= 0)
+		return SIG_OK;
+	char key[24];
+	snprintf(key, sizeof key, "%lld", (long long)x->sess.id);
+	int wait = rl_take('s', key, rate, 2 * rate);
+	if (wait == 0)
+		return SIG_OK;
+	x->r->retry_after = wait;
+	return SIG_E_RATE_LIMITED;
+}
+
+/* One command in its own transaction. Returns its outcome; *reply is set. */
+static sig_err exec_one(struct cmd_ctx *x, json_object *cmd, json_object **reply)
+{
+	const char *type = NULL;
+	sig_err e = SIG_OK;
+	const struct command *command = NULL;
+	*reply = NULL;
+	if (!json_object_is_type(cmd, json_type_object)) {
+		e = SIG_E_INVALID_JSON;
+		goto done;
+	}
+	type = jv_str(cmd, "type");
+	if (type == NULL || (command = find_command(type)) == NULL) {
+		e = SIG_E_UNKNOWN_TYPE;
+		type = NULL;
+		goto done;
+	}
+	type = command->type; /* a static string: outlives cmd */
+	x->type = type;
+	if (x->r->first_type == NULL)
+		x->r->first_type = type;
+	x->now = util_now_ms();
+	int wakes_before = x->r->wakes.n;
+	if ((e = x->c->grouped ? store_savepoint(x->c->st) : store_begin(x->c->st)) != SIG_OK)
+		goto done;
+	if ((e = authenticate(x)) == SIG_OK) {
+		if (command->needs_session && x->sess.id == 0)
+			e = SIG_E_UNAUTHORIZED;
+		else if (x->sess.id != 0 && (e = session_rate(x)) != SIG_OK)
+			;
+		else if (x->sess.id != 0 && x->sess.last_seen < x->now - TOUCH_EVERY_MS &&
+			 (e = store_session_touch(x->c->st, x->sess.id, x->now)) != SIG_OK)
+			;
+		else
+			e = command->run(x, cmd, reply);
+	}
+	if (x->c->grouped) {
+		sig_err se = store_savepoint_end(x->c->st, e == SIG_OK);
+		if (e == SIG_OK)
+			e = se;
+	} else if (e == SIG_OK) {
+		e = store_commit(x->c->st);
+	} else {
+		store_rollback(x->c->st);
+	}
+	if (x->sess.id != 0)
+		snprintf(x->r->user_id, sizeof x->r->user_id, "%s", x->sess.user_id);
+	if (e != SIG_OK)
+		wakes_drop_events(&x->r->wakes, wakes_before);
+done:
+	if (e != SIG_OK) {
+		json_object_put(*reply);
+		*reply = core_error_reply(type, e);
+		/* Wakes gathered by a rolled-back command point at nothing new;
+		 * ringing them is harmless, so they are kept simple. */
+	}
+	return e;
+}
+
+void core_exec_body(core *c, const char *token, const char *body, size_t len, core_result *r)
+{
+	core_exec_request(c, token, NULL, body, len, r);
+}
+
+void core_exec_request(core *c, const char *token, const char *remote, const char *body, size_t len,
+		       core_result *r)
+{
+	json_object *req = NULL;
+	sig_err e = jv_parse(body, len, &req);
+	if (e != SIG_OK) {
+		r->err = e;
+		r->reply = core_error_reply(NULL, e);
+		return;
+	}
+	struct cmd_ctx x = {.c = c, .token = token, .remote = remote, .r = r};
+	if (!json_object_is_type(req, json_type_array)) {
+		r->err = exec_one(&x, req, &r->reply);
+		json_object_put(req);
+		return;
+	}
+	size_t n = json_object_array_length(req);
+	if (n == 0 || n > CORE_BATCH_MAX) {
+		r->err = SIG_E_INVALID_FIELD;
+		r->reply = core_error_reply(NULL, SIG_E_INVALID_FIELD);
+		json_object_put(req);
+		return;
+	}
+	/* A batch: each command on its own, answered in order. A login inside
+	 * the batch authenticates the commands after it. */
+	json_object *out = json_object_new_array();
+	for (size_t i = 0; i < n; i++) {
+		json_object *reply = NULL;
+		x.token = r->token[0] ? r->token : (r->logged_out ? NULL : token);
+		r->item_err[i] = exec_one(&x, json_object_array_get_idx(req, i), &reply);
+		json_object_array_add(out, reply);
+	}
+	r->err = SIG_OK;
+	r->items = (int)n;
+	r->reply = out;
+	json_object_put(req);
+}
+
+/* ---- group commit ---- */
+
+sig_err core_group_begin(core *c)
+{
+	sig_err e = store_begin(c->st);
+	if (e == SIG_OK)
+		c->grouped = 1;
+	return e;
+}
+
+sig_err core_group_end(core *c)
+{
+	c->grouped = 0;
+	return store_commit(c->st);
+}
+
+/* ---- streams ---- */
+
+/* End a transaction whose one step returned e: commit, or roll back. */
+static sig_err finish_txn(core *c, sig_err e)
+{
+	if (e != SIG_OK) {
+		store_rollback(c->st);
+		return e;
+	}
+	return store_commit(c->st);
+}
+
+/* A stream's credential: a session token, or a one-use stream ticket. */
+struct stream_cred {
+	const char *token;
+	const char *ticket;
+};
+
+/* Inside a write transaction (a ticket is used up): the live session of a
+ * ticket, into *sess (id 0 when none). */
+static sig_err ticket_session(core *c, const char *ticket, int64_t now, store_session *sess)
+{
+	uint8_t hash[STORE_HASH_LEN];
+	memset(sess, 0, sizeof *sess);
+	if (core_token_hash(ticket, hash) != 0)
+		return SIG_OK;
+	sig_err e = store_ticket_take(c->st, hash, now, sess);
+	if (e == SIG_OK && sess->id != 0 && sess->last_seen < now - c->lim.heartbeat_timeout_ms)
+		memset(sess, 0, sizeof *sess); /* expired: the pruner will remove it */
+	return e;
+}
+
+/* Inside a transaction: the live session of a stream's credential, into
+ * *sess and (session, its stream generation, user) into *out. */
+static sig_err stream_session(core *c, struct stream_cred cred, store_session *sess, core_stream *out)
+{
+	core_result tmp;
+	core_result_init(&tmp);
+	struct cmd_ctx x = {.c = c, .token = cred.token, .r = &tmp, .now = util_now_ms()};
+	sig_err e = cred.ticket ? ticket_session(c, cred.ticket, x.now, &x.sess) : authenticate(&x);
+	core_result_free(&tmp);
+	if (e == SIG_OK && x.sess.id == 0)
+		e = SIG_E_UNAUTHORIZED;
+	if (e != SIG_OK)
+		return e;
+	*sess = x.sess;
+	out->session = sess->id;
+	out->gen = sess->stream_gen;
+	snprintf(out->user_id, sizeof out->user_id, "%s", sess->user_id);
+	return SIG_OK;
+}
+
+static sig_err stream_open(core *c, struct stream_cred cred, int64_t ack, int64_t owner, core_stream *out,
+			   core_wakes *w)
+{
+	store_session sess;
+	int64_t prev = 0;
+	sig_err e = store_begin(c->st);
+	if (e != SIG_OK)
+		return e;
+	e = stream_session(c, cred, &sess, out);
+	if (e == SIG_OK && ack > 0)
+		e = store_events_ack(c->st, sess.id, ack);
+	if (e == SIG_OK)
+		e = store_stream_claim(c->st, sess.id, owner, util_now_ms(), &out->gen, &prev);
+	if ((e = finish_txn(c, e)) != SIG_OK)
+		return e;
+	core_wakes_add(w, prev, sess.id);
+	return SIG_OK;
+}
+
+sig_err core_stream_open(core *c, const char *token, int64_t ack, int64_t owner, core_stream *out,
+			 core_wakes *w)
+{
+	return stream_open(c, (struct stream_cred){.token = token}, ack, owner, out, w);
+}
+
+sig_err core_stream_open_ticket(core *c, const char *ticket, int64_t ack, int64_t owner, core_stream *out,
+				core_wakes *w)
+{
+	if (ticket == NULL)
+		return SIG_E_UNAUTHORIZED;
+	return stream_open(c, (struct stream_cred){.ticket = ticket}, ack, owner, out, w);
+}
+
+sig_err core_stream_lookup(core *c, const char *token, int64_t owner, core_stream *out, int *ours)
+{
+	store_session sess;
+	*ours = 0;
+	sig_err e = store_begin_read(c->st);
+	if (e != SIG_OK)
+		return e;
+	e = stream_session(c, (struct stream_cred){.token = token}, &sess, out);
+	store_rollback(c->st); /* read only */
+	if (e == SIG_OK)
+		*ours = sess.stream_owner == owner;
+	return e;
+}
+
+sig_err core_delivery_begin(core *c)
+{
+	return store_begin_read(c->st);
+}
+
+sig_err core_marks_begin(core *c)
+{
+	return store_begin(c->st);
+}
+
+void core_delivery_end(core *c, int commit)
+{
+	if (!commit || store_commit(c->st) != SIG_OK)
+		store_rollback(c->st);
+}
+
+sig_err core_stream_pull(core *c, const core_stream *s, int64_t after, int limit, store_event_fn fn,
+			 void *ctx, int64_t *lost_upto)
+{
+	return store_stream_pull(c->st, s->session, s->gen, after, limit, fn, ctx, lost_upto);
+}
+
+void core_events_lost(core *c, const core_stream *s, int64_t after, int64_t lost_upto, store_event_fn fn,
+		      void *ctx)
+{
+	(void)c;
+	json_object *o = json_object_new_object();
+	json_object_object_add(o, "type", json_object_new_string("events-lost"));
+	json_object_object_add(o, "after", json_object_new_int64(after));
+	size_t len = 0;
+	const char *body = jv_text(o, &len);
+	fn(ctx, lost_upto, body, len);
+	json_object_put(o);
+	log_warn("core: session %lld resumed after %lld but events up to %lld were trimmed", (long long)s->session,
+		 (long long)after, (long long)lost_upto);
+}
+
+sig_err core_stream_sent(core *c, const core_stream *s, int64_t upto)
+{
+	return store_mark_sent(c->st, s->session, upto, c->lim.replay_window);
+}
+
+sig_err core_stream_ack(core *c, const core_stream *s, int64_t upto)
+{
+	return store_events_ack(c->st, s->session, upto);
+}
+
+sig_err core_stream_release(core *c, const core_stream *s)
+{
+	return store_stream_release(c->st, s->session, s->gen);
+}
+
+sig_err core_stream_close(core *c, const core_stream *s)
+{
+	sig_err e = store_begin(c->st);
+	return e != SIG_OK ? e : finish_txn(c, store_stream_release(c->st, s->session, s->gen));
+}
+
+sig_err core_streams_refresh(core *c, int64_t owner)
+{
+	sig_err e = store_begin(c->st);
+	return e != SIG_OK ? e : finish_txn(c, store_streams_refresh(c->st, owner, util_now_ms()));
+}
+
+sig_err core_recent_recipients(core *c, int64_t owner, int64_t after, int64_t *sids, int max,
+			       int *n, int64_t *max_id)
+{
+	return store_recent_recipients(c->st, owner, after, sids, max, n, max_id);
+}
+
+/* ---- pruning (the design note is in maint.c) ---- */
+
+/* Forget shared rate buckets idle for an hour, and expired stream tickets. */
+static sig_err rate_gc(core *c, int64_t now)
+{
+	sig_err e = store_begin(c->st);
+	if (e != SIG_OK)
+		return e;
+	e = store_rate_gc(c->st, now - 3600 * 1000);
+	if (e == SIG_OK)
+		e = store_tickets_gc(c->st, now);
+	return finish_txn(c, e);
+}
+
+sig_err core_prune(core *c, int64_t now, core_wakes *w, int *pruned)
+{
+	*pruned = 0;
+	sig_err ge = rate_gc(c, now);
+	if (ge != SIG_OK)
+		return ge;
+	store_session stale[PRUNE_BATCH];
+	for (;;) {
+		core_result tmp;
+		core_result_init(&tmp);
+		struct cmd_ctx x = {.c = c, .r = &tmp, .now = now};
+		int n = 0;
+		sig_err e = store_begin(c->st);
+		if (e != SIG_OK) {
+			core_result_free(&tmp);
+			return e;
+		}
+		e = store_sessions_stale(c->st, now - c->lim.heartbeat_timeout_ms, stale, PRUNE_BATCH, &n);
+		for (int i = 0; e == SIG_OK && i < n; i++) {
+			e = remove_session(&x, &stale[i]);
+			if (e == SIG_OK)
+				log_info("prune: user %s (session %lld) silent %lld ms%s%s", stale[i].user_id,
+					 (long long)stale[i].id, (long long)(now - stale[i].last_seen),
+					 stale[i].room_id[0] ? ", left room " : "", stale[i].room_id);
+		}
+		if (e == SIG_OK)
+			e = store_commit(c->st);
+		else
+			store_rollback(c->st);
+		if (e == SIG_OK) {
+			for (int i = 0; i < tmp.wakes.n; i++)
+				core_wakes_add(w, tmp.wakes.v[i].owner, tmp.wakes.v[i].session);
+			*pruned += n;
+		}
+		core_result_free(&tmp);
+		if (e != SIG_OK || n < PRUNE_BATCH)
+			return e;
+	}
+}
+
+sig_err core_maintain(core *c)
+{
+	return store_maintain(c->st);
+}
+
+sig_err core_health(core *c, json_object **out)
+{
+	struct store_stats s;
+	sig_err e = store_stats(c->st, &s);
+	if (e != SIG_OK)
+		return e;
+	json_object *o = json_object_new_object();
+	json_object_object_add(o, "ok", json_object_new_boolean(1));
+	json_object_object_add(o, "sessions", json_object_new_int64(s.sessions));
+	json_object_object_add(o, "rooms", json_object_new_int64(s.rooms));
+	json_object_object_add(o, "members", json_object_new_int64(s.memberships));
+	json_object_object_add(o, "queued", json_object_new_int64(s.events));
+	json_object_object_add(o, "streams", json_object_new_int64(s.streams));
+	*out = o;
+	return SIG_OK;
+}

@@ -1,0 +1,228 @@
+/*
+ * bell.c - the wake-up, between processes and within one.
+ *
+ * Why a datagram per process: lighttpd may run several responder processes
+ * and any of them may serve the POST that queues an event for a stream held
+ * by another. SQLite has no notification across processes; polling it
+ * (PRAGMA data_version every millisecond) burns CPU while idle, and an
+ * inotify watch on the -wal file fires before the commit is visible. A unix
+ * datagram sent after commit costs one syscall and wakes exactly the
+ * process that holds the stream (measured p99 ~0.1 ms). Datagrams can be
+ * dropped when the receiver's queue is full, so the holder also re-checks
+ * its mailboxes every few seconds (held.c): the bell makes delivery fast,
+ * the database makes it certain. A datagram queue holds only
+ * net.unix.max_dgram_qlen (10) messages, so a wake for this very process
+ * skips the socket and goes to a queue in memory, which cannot overflow,
+ * and takes the event it carries along. The socket and the queue (through
+ * the loop's eventfd) are registered on the loop like any other fd, and
+ * both end in the one handler bell_listen was given.
+ *
+ * It must never: block a ringing thread, or know what the woken side does.
+ */
+#define _GNU_SOURCE
+#include "deliver/bell.h"
+#include "base/log.h"
+#include "base/xalloc.h"
+#include "core/core.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+static socklen_t bell_addr(int64_t owner, struct sockaddr_un *sa)
+{
+	memset(sa, 0, sizeof *sa);
+	sa->sun_family = AF_UNIX;
+	/* sun_path[0] = 0: the abstract namespace, nothing to clean up. */
+	int n = snprintf(sa->sun_path + 1, sizeof sa->sun_path - 1, "signal-fcgi/bell/%016llx",
+			 (unsigned long long)owner);
+	return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n);
+}
+
+int64_t bell_owner_new(void)
+{
+	uint64_t v = 0;
+	while (v == 0) {
+		if (getrandom(&v, sizeof v, 0) != sizeof v)
+			v = (uint64_t)getpid() * 2654435761u ^ (uint64_t)time(NULL);
+		v &= INT64_MAX;
+	}
+	return (int64_t)v;
+}
+
+int bell_open(int64_t owner)
+{
+	int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		log_error("bell: socket: %s", strerror(errno));
+		return -1;
+	}
+	struct sockaddr_un sa;
+	socklen_t len = bell_addr(owner, &sa);
+	if (bind(fd, (struct sockaddr *)&sa, len) != 0) {
+		log_error("bell: bind: %s", strerror(errno));
+		close(fd);
+		return -1;
+	}
+	int rcv = 1 << 20;
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof rcv);
+	return fd;
+}
+
+/* A wake rung by a thread of this process, with the body it took over. */
+struct local_wake {
+	int64_t session, event_id, prev_id;
+	char *body; /* owned; NULL without an event */
+	size_t len;
+};
+
+static struct {
+	loop *l; /* NULL until bell_listen: every wake goes to a socket */
+	int64_t owner;
+	bell_fn *fn;
+	void *data;
+	pthread_mutex_t lock;
+	struct local_wake *v; /* under lock */
+	int n, cap;
+} B = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+/* Queue the wakes of w for this process for the loop, each taking over
+ * the event it carries. */
+static void ring_local(struct core_wakes *w, int64_t owner)
+{
+	pthread_mutex_lock(&B.lock);
+	if (B.n + w->n > B.cap) {
+		B.cap = (B.n + w->n) * 2;
+		B.v = xrealloc(B.v, (size_t)B.cap * sizeof *B.v);
+	}
+	for (int i = 0; i < w->n; i++) {
+		struct core_wake *k = &w->v[i];
+		if (k->owner != owner)
+			continue;
+		struct local_wake *lw = &B.v[B.n++];
+		*lw = (struct local_wake){.session = k->session};
+		if (k->event_id && k->body) {
+			lw->body = k->body; /* taken: the wake's owner frees NULL */
+			k->body = NULL;
+			lw->len = k->len;
+			lw->event_id = k->event_id;
+			lw->prev_id = k->prev_id;
+		}
+	}
+	pthread_mutex_unlock(&B.lock);
+	loop_wake(B.l);
+}
+
+/* Loop thread (a wake hook): hand over what this process's threads rang. */
+static void take_local(loop *l, void *data)
+{
+	(void)l;
+	(void)data;
+	static struct local_wake *mine;
+	static int cap;
+	pthread_mutex_lock(&B.lock);
+	int n = B.n;
+	if (n > cap) {
+		cap = n;
+		mine = xrealloc(mine, (size_t)cap * sizeof *mine);
+	}
+	if (n)
+		memcpy(mine, B.v, (size_t)n * sizeof *mine);
+	B.n = 0;
+	pthread_mutex_unlock(&B.lock);
+	for (int i = 0; i < n; i++) {
+		struct bell_wake w = {.session = mine[i].session, .event_id = mine[i].event_id,
+				      .prev_id = mine[i].prev_id, .body = mine[i].body, .len = mine[i].len};
+		B.fn(B.data, &w);
+		free(mine[i].body);
+	}
+}
+
+/* Loop thread: the socket is readable; every datagram's ids are woken. */
+static void take_rung(loop *l, int fd, void *data, unsigned mask)
+{
+	(void)l;
+	(void)data;
+	(void)mask;
+	int64_t ids[BELL_BATCH];
+	for (;;) {
+		ssize_t n = recv(fd, ids, sizeof ids, 0);
+		if (n < 0 && errno != EINTR)
+			return; /* drained */
+		for (int i = 0; i < (int)(n > 0 ? (size_t)n / sizeof *ids : 0); i++) {
+			struct bell_wake w = {.session = ids[i]};
+			B.fn(B.data, &w);
+		}
+	}
+}
+
+int bell_listen(loop *l, int fd, int64_t owner, bell_fn *fn, void *data)
+{
+	B.owner = owner;
+	B.fn = fn;
+	B.data = data;
+	if (loop_add(l, fd, LOOP_READABLE, take_rung, NULL) != 0 || loop_on_wake(l, take_local, NULL) != 0) {
+		log_error("bell: cannot listen on the loop: %s", strerror(errno));
+		return -1;
+	}
+	B.l = l;
+	return 0;
+}
+
+static int sender_fd(void)
+{
+	static _Thread_local int fd = -1;
+	if (fd < 0)
+		fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	return fd;
+}
+
+static void send_ids(int64_t owner, const int64_t *ids, int n)
+{
+	int fd = sender_fd();
+	if (fd < 0)
+		return;
+	struct sockaddr_un sa;
+	socklen_t len = bell_addr(owner, &sa);
+	if (sendto(fd, ids, (size_t)n * sizeof *ids, 0, (struct sockaddr *)&sa, len) < 0 &&
+	    errno != ECONNREFUSED && errno != ENOENT)
+		log_debug("bell: ring %016llx: %s", (unsigned long long)owner, strerror(errno));
+}
+
+void bell_ring(struct core_wakes *w)
+{
+	int64_t ids[BELL_BATCH];
+	/* Group by owner; w is small (a room's members), so quadratic is fine. */
+	for (int i = 0; i < w->n; i++) {
+		int64_t owner = w->v[i].owner;
+		int seen = 0;
+		for (int j = 0; j < i && !seen; j++)
+			seen = w->v[j].owner == owner;
+		if (seen || owner == 0)
+			continue;
+		if (owner == B.owner && B.l) {
+			ring_local(w, owner);
+			continue;
+		}
+		int n = 0;
+		for (int j = i; j < w->n; j++) {
+			if (w->v[j].owner != owner)
+				continue;
+			ids[n++] = w->v[j].session;
+			if (n == BELL_BATCH) {
+				send_ids(owner, ids, n);
+				n = 0;
+			}
+		}
+		if (n)
+			send_ids(owner, ids, n);
+	}
+}

@@ -1,0 +1,175 @@
+/*
+ * store.h - the state store: sessions, room memberships and mailboxes.
+ *
+ * This is the only interface the command core has to persistent state;
+ * store_sqlite.c implements it on SQLite in WAL mode, and a networked
+ * engine (PostgreSQL) implements the same calls. A store handle is one
+ * connection: one per thread, never shared. Every process of the service
+ * opens its own handles on the same store.
+ *
+ * Conventions: every call returns SIG_OK or the error that stopped it.
+ * Lookups that find nothing return SIG_OK with an id of 0. Writes happen
+ * inside store_begin()/store_commit(); on any error the caller rolls back
+ * and nothing of the transaction remains.
+ *
+ * What any implementation must guarantee (the core and the delivery code
+ * rely on each; store_sqlite.c gets them from SQLite's single writer):
+ * - Commit order is id order within a mailbox: of two events for the same
+ *   session, the one committed later has the larger id, and a reader never
+ *   sees an id while a smaller one of that mailbox is still to commit. A
+ *   stream reads "after its cursor", so an id that became visible late
+ *   would never be delivered. (An engine with concurrent writers serialises
+ *   the writers of one mailbox, e.g. by locking the session row before
+ *   taking an id, or takes ids at commit.) Ids are unique store-wide and
+ *   never reused.
+ * - Acknowledgement: store_events_ack(sid, N) deletes sid's events up to
+ *   and including N, whatever the order acks arrive in; repeating it, or
+ *   acking below an earlier ack, changes nothing else. store_mark_sent only
+ *   ever raises a mailbox's sent mark and its lost mark.
+ * - A write transaction sees, and is judged against, the latest committed
+ *   state: two transactions that read and then write the same rows (two
+ *   processes pruning the same stale session, two logins of one id, two
+ *   claims of one stream) cannot both commit on what they read. So pruning
+ *   happens exactly once: the second pruner finds the session gone, and
+ *   its members get one user-left. A claim's generation is taken under the
+ *   same rule, and a release only acts on the generation it names.
+ * - SIG_E_BUSY means "not now": the store's write lock (or a connection)
+ *   could not be had within the busy timeout given to store_open. Nothing
+ *   of the transaction happened and the caller may retry; clients see 503
+ *   busy. Every other failure of the engine is SIG_E_INTERNAL. Lock waits
+ *   and their queueing are the engine's own business, never the caller's.
+ * - store_maintain is the engine's periodic upkeep (SQLite: checkpoints of
+ *   its write-ahead log); an engine that needs none does nothing there.
+ */
+#ifndef SIG_STORE_H
+#define SIG_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/error.h"
+
+#define STORE_ID_MAX 64 /* bytes in a user or room id */
+#define STORE_HASH_LEN 32
+
+typedef struct store store;
+
+typedef struct store_session {
+	int64_t id; /* 0: not found */
+	char user_id[STORE_ID_MAX + 1];
+	char protocol[STORE_ID_MAX + 1];
+	char room_id[STORE_ID_MAX + 1]; /* "" when in no room */
+	int64_t last_seen;
+	int64_t stream_owner;
+	int64_t stream_gen;
+} store_session;
+
+typedef struct store_member {
+	int64_t session_id;
+	char user_id[STORE_ID_MAX + 1];
+	int64_t stream_owner;
+} store_member;
+
+struct store_stats {
+	int64_t sessions, rooms, memberships, events, streams;
+};
+
+/* Open (creating and migrating as needed) the store at `where` (SQLite: a
+ * file path). A write waits for the lock at most busy_timeout_ms. On
+ * success *out must be freed with store_close(); on failure *out is NULL. */
+sig_err store_open(const char *where, int64_t busy_timeout_ms, store **out);
+void store_close(store *st); /* NULL is fine */
+
+/* A write transaction: waits for the write lock up to the busy timeout
+ * (then SIG_E_BUSY). */
+sig_err store_begin(store *st);
+/* A read transaction: one consistent snapshot that never blocks writers.
+ * Ended by store_commit() or store_rollback() like a write transaction. */
+sig_err store_begin_read(store *st);
+sig_err store_commit(store *st);
+void store_rollback(store *st);
+/* Inside a write transaction: a savepoint per command of a group commit.
+ * store_savepoint_end keeps (keep != 0) or undoes what came after it. */
+sig_err store_savepoint(store *st);
+sig_err store_savepoint_end(store *st, int keep);
+
+/* Sessions. */
+sig_err store_session_by_token(store *st, const uint8_t hash[STORE_HASH_LEN], store_session *out);
+sig_err store_session_by_user(store *st, const char *user_id, store_session *out);
+sig_err store_session_create(store *st, const char *user_id, const char *protocol,
+			     const uint8_t hash[STORE_HASH_LEN], int64_t now, int64_t *id_out);
+sig_err store_session_touch(store *st, int64_t sid, int64_t now);
+/* Deletes the session with its membership and mailbox. */
+sig_err store_session_delete(store *st, int64_t sid);
+/* Up to max sessions whose last_seen < before, oldest first; returns count in *n. */
+sig_err store_sessions_stale(store *st, int64_t before, store_session *out, int max, int *n);
+
+/* Rooms. room NULL leaves any room. */
+sig_err store_member_set(store *st, int64_t sid, const char *room, int64_t now);
+/* Members of room in join order: at most max written to out, total in *n. */
+sig_err store_room_members(store *st, const char *room, store_member *out, int max, int *n);
+
+/* Mailboxes. Appends body (a JSON object without "id") to sid's mailbox.
+ * With cap > 0, fails with SIG_E_MAILBOX_FULL when cap events are already
+ * waiting undelivered. *id_out gets the new event's id and *prev_out (when
+ * not NULL) the id of sid's newest event before it, 0 if none. */
+sig_err store_event_push(store *st, int64_t sid, const char *body, size_t len, int64_t cap,
+			 int64_t now, int64_t *id_out, int64_t *prev_out);
+/* The recipient acknowledged every event up to and including upto. */
+sig_err store_events_ack(store *st, int64_t sid, int64_t upto);
+
+/* Streams (SSE or long-poll). claim makes the caller's process (owner) the
+ * holder of sid's one stream and returns its generation and the previous
+ * holder (0 none), which must be told to let go. */
+sig_err store_stream_claim(store *st, int64_t sid, int64_t owner, int64_t now, int64_t *gen_out,
+			   int64_t *prev_owner);
+/* Let go of the stream if generation gen still holds it. */
+sig_err store_stream_release(store *st, int64_t sid, int64_t gen);
+
+/* Called for each event pulled; return nonzero to stop early. */
+typedef int (*store_event_fn)(void *ctx, int64_t id, const char *body, size_t len);
+/* Read up to limit events after `after` for a stream of generation gen.
+ * Returns SIG_E_UNAUTHORIZED when the session is gone or another stream
+ * took over. *lost_upto receives the highest id trimmed unacknowledged. */
+sig_err store_stream_pull(store *st, int64_t sid, int64_t gen, int64_t after, int limit,
+			  store_event_fn fn, void *ctx, int64_t *lost_upto);
+/* Record that events up to upto were written out; trims the delivered but
+ * unacknowledged ones beyond the newest `window`. */
+sig_err store_mark_sent(store *st, int64_t sid, int64_t upto, int64_t window);
+/* Refresh last_seen of every session whose stream owner holds. */
+sig_err store_streams_refresh(store *st, int64_t owner, int64_t now);
+/* Recipients, held by owner, of the events after `after`, in event order:
+ * at most max (with repeats) into sids, count in *n. *max_id is where the
+ * next call should continue: the last event examined. */
+sig_err store_recent_recipients(store *st, int64_t owner, int64_t after, int64_t *sids, int max,
+				int *n, int64_t *max_id);
+
+sig_err store_stats(store *st, struct store_stats *out);
+sig_err store_session_count(store *st, int64_t *n);
+sig_err store_room_count(store *st, int64_t *n);
+
+/* A token bucket shared by every process (inside a write transaction):
+ * take one token from `key`, refilled at rate per second up to burst.
+ * *wait_s: 0 when allowed, else whole seconds until a token is there. */
+sig_err store_rate_take(store *st, const char *key, double rate, double burst, int64_t now,
+			int *wait_s);
+/* Forget buckets untouched since `before` (ms). */
+sig_err store_rate_gc(store *st, int64_t before);
+/* Stream tickets: one-use credentials that open one stream of a session.
+ * create stores a ticket's hash for sid until `expires` (ms) and keeps
+ * only the session's `keep` newest ones. take (inside a write transaction)
+ * finds the live session of an unexpired ticket (id 0 when none) and
+ * deletes the ticket whatever it found, so a ticket opens at most one
+ * stream. gc deletes the tickets expired by `now`. */
+sig_err store_ticket_create(store *st, int64_t sid, const uint8_t hash[STORE_HASH_LEN], int64_t expires,
+			    int keep);
+sig_err store_ticket_take(store *st, const uint8_t hash[STORE_HASH_LEN], int64_t now, store_session *out);
+sig_err store_tickets_gc(store *st, int64_t now);
+
+/* The engine's periodic upkeep, called about once a second by each
+ * process's maintenance thread, outside any transaction. It may keep
+ * writers waiting a few milliseconds, never longer than the busy timeout;
+ * an engine that needs none returns SIG_OK. */
+sig_err store_maintain(store *st);
+
+#endif

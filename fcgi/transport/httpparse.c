@@ -1,0 +1,335 @@
+/*
+ * httpparse.c - the HTTP-side parsers of the transport, kept free of libfcgi
+ * so they can be unit-tested and fuzzed on their own: query strings,
+ * the token's three carriers, and origin lists. All of them refuse
+ * rather than guess: a repeated key, a bad escape or an overlong value is
+ * an error, never a best effort.
+ */
+#define _GNU_SOURCE
+#include "transport/httpparse.h"
+#include "base/buf.h"
+#include "base/util.h"
+#include "base/xalloc.h"
+
+#include <http_parser.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Percent-decode src[0..len) into dst (room for max bytes + NUL). Refuses
+ * bad escapes, control bytes and overlong values. */
+static int url_decode(const char *src, size_t len, char *dst, size_t max)
+{
+	size_t o = 0;
+	for (size_t i = 0; i < len; i++) {
+		int c = (unsigned char)src[i];
+		if (c == '+') {
+			c = ' ';
+		} else if (c == '%') {
+			if (i + 2 >= len)
+				return -1;
+			int hi = hexval(src[i + 1]), lo = hexval(src[i + 2]);
+			if (hi < 0 || lo < 0)
+				return -1;
+			c = hi * 16 + lo;
+			i += 2;
+		}
+		if (c < 0x20 || c == 0x7f || o >= max)
+			return -1;
+		dst[o++] = (char)c;
+	}
+	dst[o] = '\0';
+	return 0;
+}
+
+/* Parse a query string. Unknown keys are kept (and ignored by the caller);
+ * a repeated key, a bad escape or too many pairs is an error. */
+int hp_query_parse(const char *qs, struct hp_query *q)
+{
+	q->n = 0;
+	if (qs == NULL)
+		return 0;
+	while (*qs) {
+		const char *amp = strchr(qs, '&');
+		size_t len = amp ? (size_t)(amp - qs) : strlen(qs);
+		if (len > 0) {
+			const char *eq = memchr(qs, '=', len);
+			size_t klen = eq ? (size_t)(eq - qs) : len;
+			if (q->n == HP_QUERY_MAX_PAIRS)
+				return -1;
+			if (url_decode(qs, klen, q->kv[q->n].key, sizeof q->kv[q->n].key - 1) != 0)
+				return -1;
+			const char *v = eq ? eq + 1 : qs + len;
+			if (url_decode(v, (size_t)(qs + len - v), q->kv[q->n].value, HP_QUERY_VALUE_MAX) != 0)
+				return -1;
+			for (int i = 0; i < q->n; i++)
+				if (strcmp(q->kv[i].key, q->kv[q->n].key) == 0)
+					return -1;
+			q->n++;
+		}
+		qs += len;
+		if (*qs == '&')
+			qs++;
+	}
+	return 0;
+}
+
+const char *hp_query_get(const struct hp_query *q, const char *key)
+{
+	for (int i = 0; i < q->n; i++)
+		if (strcmp(q->kv[i].key, key) == 0)
+			return q->kv[i].value;
+	return NULL;
+}
+
+/* The token from "Authorization: Bearer", ?token= or the cookie, copied
+ * into out ("" when none was presented). The cookie is the one a browser
+ * sends by itself, so only it is subject to the Origin policy. */
+enum hp_token_source hp_token_pick(const char *auth, const struct hp_query *q, const char *cookie,
+			     char out[HP_TOKEN_LEN + 1])
+{
+	out[0] = '\0';
+	if (auth && strncasecmp(auth, "Bearer ", 7) == 0) {
+		const char *t = auth + 7;
+		while (*t == ' ')
+			t++;
+		if (strlen(t) == HP_TOKEN_LEN)
+			memcpy(out, t, HP_TOKEN_LEN + 1);
+		return HP_TOKEN_EXPLICIT;
+	}
+	const char *qt = hp_query_get(q, "token");
+	if (qt) {
+		if (strlen(qt) == HP_TOKEN_LEN)
+			memcpy(out, qt, HP_TOKEN_LEN + 1);
+		return HP_TOKEN_EXPLICIT;
+	}
+	const char *tk = hp_query_get(q, "ticket");
+	if (tk) {
+		if (strlen(tk) == HP_TOKEN_LEN)
+			memcpy(out, tk, HP_TOKEN_LEN + 1);
+		return HP_TOKEN_TICKET;
+	}
+	size_t nlen = strlen(HP_COOKIE_NAME);
+	for (const char *p = cookie; p && *p;) {
+		while (*p == ' ' || *p == ';')
+			p++;
+		const char *end = strchr(p, ';');
+		size_t len = end ? (size_t)(end - p) : strlen(p);
+		if (len == nlen + 1 + HP_TOKEN_LEN && strncmp(p, HP_COOKIE_NAME "=", nlen + 1) == 0) {
+			memcpy(out, p + nlen + 1, HP_TOKEN_LEN);
+			out[HP_TOKEN_LEN] = '\0';
+			return HP_TOKEN_COOKIE;
+		}
+		p += len;
+	}
+	return HP_TOKEN_NONE;
+}
+
+int hp_query_int(const struct hp_query *q, const char *key, int64_t max, int64_t *out)
+{
+	const char *v = hp_query_get(q, key);
+	if (v == NULL)
+		return 0;
+	return util_parse_i64(v, 0, max, out);
+}
+
+int hp_origin_listed(const char *list, const char *origin)
+{
+	size_t olen = strlen(origin);
+	while (list && *list) {
+		const char *comma = strchr(list, ',');
+		size_t len = comma ? (size_t)(comma - list) : strlen(list);
+		while (len > 0 && *list == ' ')
+			list++, len--;
+		if (len == olen && strncmp(list, origin, len) == 0)
+			return 1;
+		list += len;
+		if (*list == ',')
+			list++;
+	}
+	return 0;
+}
+
+enum hp_origin_verdict hp_origin_decide(const char *origin, int https, const char *host, const char *allow)
+{
+	if (origin == NULL)
+		return HP_ORIGIN_SAME;
+	const char *scheme = https ? "https://" : "http://";
+	size_t sl = strlen(scheme);
+	if (host && strncmp(origin, scheme, sl) == 0 && strcmp(origin + sl, host) == 0)
+		return HP_ORIGIN_SAME;
+	if (strlen(origin) > 200 || strpbrk(origin, "\r\n"))
+		return HP_ORIGIN_FORBIDDEN;
+	if (hp_origin_listed(allow, origin))
+		return HP_ORIGIN_LISTED;
+	if (allow && strcmp(allow, "*") == 0)
+		return HP_ORIGIN_TOKEN_ONLY;
+	return HP_ORIGIN_FORBIDDEN;
+}
+
+/* ---- the WebSocket upgrade request ---- */
+
+enum { H_HOST, H_UPGRADE, H_CONNECTION, H_KEY, H_VERSION, H_ORIGIN, H_COOKIE, H_AUTH, H_XFF, H_PROTO, H__COUNT };
+static const char *const header_names[H__COUNT] = {
+	"host", "upgrade", "connection", "sec-websocket-key", "sec-websocket-version",
+	"origin", "cookie", "authorization", "x-forwarded-for", "x-forwarded-proto",
+};
+
+struct head {
+	buf url, field, value;
+	int in_value, too_long;
+	buf got[H__COUNT];
+};
+
+static void head_store(struct head *hd)
+{
+	if (hd->field.len == 0)
+		return;
+	buf_append(&hd->field, "", 1);
+	buf_append(&hd->value, "", 1);
+	for (int i = 0; i < H__COUNT; i++) {
+		if (strcasecmp(hd->field.data, header_names[i]) != 0)
+			continue;
+		if (hd->got[i].len > 0) /* a repeated header: join as a list */
+			buf_append(&hd->got[i], ",", 1);
+		buf_puts(&hd->got[i], hd->value.data);
+		if (hd->got[i].len > HP_UPGRADE_HEADER_MAX)
+			hd->too_long = 1;
+	}
+	hd->field.len = hd->value.len = 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t len)
+{
+	struct head *hd = p->data;
+	buf_append(&hd->url, at, len);
+	return hd->url.len > HP_UPGRADE_HEADER_MAX ? (hd->too_long = 1) : 0;
+}
+
+static int on_field(http_parser *p, const char *at, size_t len)
+{
+	struct head *hd = p->data;
+	if (hd->in_value) {
+		head_store(hd);
+		hd->in_value = 0;
+	}
+	buf_append(&hd->field, at, len);
+	return hd->field.len > 64 ? (hd->too_long = 1) : 0;
+}
+
+static int on_value(http_parser *p, const char *at, size_t len)
+{
+	struct head *hd = p->data;
+	hd->in_value = 1;
+	buf_append(&hd->value, at, len);
+	return hd->value.len > HP_UPGRADE_HEADER_MAX ? (hd->too_long = 1) : 0;
+}
+
+static int on_headers_done(http_parser *p)
+{
+	struct head *hd = p->data;
+	if (hd->in_value)
+		head_store(hd);
+	return 2; /* no body: stop here, the rest is the upgraded stream */
+}
+
+/* 1 if the comma-separated list has token (case-insensitive). */
+static int has_token(const buf *list, const char *token)
+{
+	size_t tl = strlen(token);
+	for (const char *p = list->len ? list->data : ""; *p;) {
+		p += strspn(p, " \t,");
+		size_t n = strcspn(p, ",");
+		size_t m = n;
+		while (m > 0 && (p[m - 1] == ' ' || p[m - 1] == '\t'))
+			m--;
+		if (m == tl && strncasecmp(p, token, tl) == 0)
+			return 1;
+		p += n;
+	}
+	return 0;
+}
+
+static int is_key(const buf *key)
+{
+	static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	/* 16 bytes in base64: 22 characters and "==" */
+	return key->len == 24 && strspn(key->data, b64) == 22 && strcmp(key->data + 22, "==") == 0;
+}
+
+static char *take(buf *b)
+{
+	if (b->len == 0)
+		return NULL;
+	return b->data; /* NUL-terminated by buf_puts */
+}
+
+enum hp_upgrade_result hp_upgrade_parse(const char *head, size_t len, struct hp_upgrade *u)
+{
+	memset(u, 0, sizeof *u);
+	struct head *hd = xcalloc(1, sizeof *hd);
+	u->mem_ = hd;
+	http_parser p;
+	http_parser_settings s;
+	http_parser_settings_init(&s);
+	s.on_url = on_url;
+	s.on_header_field = on_field;
+	s.on_header_value = on_value;
+	s.on_headers_complete = on_headers_done;
+	http_parser_init(&p, HTTP_REQUEST);
+	p.data = hd;
+	http_parser_execute(&p, &s, head, len);
+	enum http_errno pe = HTTP_PARSER_ERRNO(&p);
+	if (hd->too_long)
+		return HP_UPGRADE_TOO_LARGE;
+	if ((pe != HPE_OK && pe != HPE_CB_headers_complete) || hd->url.len == 0)
+		return HP_UPGRADE_BAD;
+	buf_append(&hd->url, "", 1);
+	char *target = hd->url.data;
+	char *q = strchr(target, '?');
+	if (q)
+		*q++ = '\0';
+	if (strcmp(target, "/api/ws") != 0)
+		return HP_UPGRADE_NOT_FOUND;
+	if (p.method != HTTP_GET)
+		return HP_UPGRADE_METHOD;
+	if (!has_token(&hd->got[H_UPGRADE], "websocket") || !has_token(&hd->got[H_CONNECTION], "upgrade") ||
+	    !is_key(&hd->got[H_KEY]))
+		return HP_UPGRADE_BAD;
+	if (hd->got[H_VERSION].len == 0 || strcmp(hd->got[H_VERSION].data, "13") != 0)
+		return HP_UPGRADE_VERSION;
+	u->query = q;
+	u->host = take(&hd->got[H_HOST]);
+	u->key = take(&hd->got[H_KEY]);
+	u->origin = take(&hd->got[H_ORIGIN]);
+	u->cookie = take(&hd->got[H_COOKIE]);
+	u->auth = take(&hd->got[H_AUTH]);
+	u->xff = take(&hd->got[H_XFF]);
+	u->proto = take(&hd->got[H_PROTO]);
+	return HP_UPGRADE_OK;
+}
+
+void hp_upgrade_free(struct hp_upgrade *u)
+{
+	struct head *hd = u->mem_;
+	if (hd == NULL)
+		return;
+	buf_free(&hd->url);
+	buf_free(&hd->field);
+	buf_free(&hd->value);
+	for (int i = 0; i < H__COUNT; i++)
+		buf_free(&hd->got[i]);
+	free(hd);
+	u->mem_ = NULL;
+}

@@ -1,0 +1,388 @@
+/*
+ * web.c - request threads of the FastCGI transport.
+ *
+ * Each thread takes a request with its own FCGX_Request, decides it from
+ * the path and method, and answers through libfcgi. The body is capped
+ * before it is read; query strings and cookies are parsed strictly (an
+ * ambiguous request is a 400, never a guess). A stream or long-poll is
+ * authenticated and claimed here, then its connection passes to held.c and
+ * this thread is free again: held responses never pin a thread.
+ *
+ * It must never: touch the store (everything goes through the core), log a
+ * token, or read more than --max-body bytes of a body.
+ */
+#define _GNU_SOURCE
+#include "transport/web.h"
+#include "base/buf.h"
+#include "base/config.h"
+#include "base/log.h"
+#include "base/util.h"
+#include "core/jsonv.h"
+#include "core/ratelimit.h"
+#include "deliver/bell.h"
+#include "deliver/group.h"
+#include "deliver/held.h"
+#include "transport/httpparse.h"
+
+#include <fcgiapp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <strings.h>
+#include <string.h>
+#include <unistd.h>
+
+static int64_t web_owner;
+static int web_listen_fd;
+static core_factory web_make_core;
+
+_Static_assert(HP_TOKEN_LEN == CORE_TOKEN_LEN, "the transport and the core disagree on tokens");
+
+/* The token and where it came from (see hp_token_pick). */
+static enum hp_token_source find_token(FCGX_Request *req, const struct hp_query *q, char out[HP_TOKEN_LEN + 1])
+{
+	return hp_token_pick(FCGX_GetParam("HTTP_AUTHORIZATION", req->envp), q,
+			  FCGX_GetParam("HTTP_COOKIE", req->envp), out);
+}
+
+/* ---- browsers from other sites ----
+ * Default: same origin only. --allow-origin lists origins that may call
+ * with credentials (CORS with Access-Control-Allow-Credentials); "*" lets
+ * any origin call with an explicit token, never with the cookie. A request
+ * without Origin (curl, native apps) is not a browser's cross-site call. */
+
+/* Decide the Origin policy. Returns SIG_OK and fills cors (header lines,
+ * "" when none are needed) or SIG_E_FORBIDDEN_ORIGIN. */
+static sig_err origin_policy(FCGX_Request *req, enum hp_token_source src, char *cors, size_t size)
+{
+	cors[0] = '\0';
+	const char *origin = FCGX_GetParam("HTTP_ORIGIN", req->envp);
+	const char *https = FCGX_GetParam("HTTPS", req->envp);
+	switch (hp_origin_decide(origin, https && strcmp(https, "on") == 0, FCGX_GetParam("HTTP_HOST", req->envp),
+			      cfg.allow_origin)) {
+	case HP_ORIGIN_SAME:
+		return SIG_OK;
+	case HP_ORIGIN_LISTED:
+		snprintf(cors, size,
+			 "Access-Control-Allow-Origin: %s\r\nAccess-Control-Allow-Credentials: true\r\n"
+			 "Vary: Origin\r\n", origin);
+		return SIG_OK;
+	case HP_ORIGIN_TOKEN_ONLY:
+		if (src == HP_TOKEN_COOKIE)
+			return SIG_E_FORBIDDEN_ORIGIN;
+		snprintf(cors, size, "Access-Control-Allow-Origin: %s\r\nVary: Origin\r\n", origin);
+		return SIG_OK;
+	case HP_ORIGIN_FORBIDDEN:
+		break;
+	}
+	return SIG_E_FORBIDDEN_ORIGIN;
+}
+
+static void respond(FCGX_Request *req, int status, const char *headers, json_object *body)
+{
+	FCGX_FPrintF(req->out,
+		     "Status: %d %s\r\nContent-Type: application/json\r\nCache-Control: no-store\r\n%s\r\n",
+		     status, sig_http_reason(status), headers ? headers : "");
+	const char *method = FCGX_GetParam("REQUEST_METHOD", req->envp);
+	if (body && !(method && strcmp(method, "HEAD") == 0)) {
+		size_t len = 0;
+		const char *s = jv_text(body, &len);
+		FCGX_PutStr(s, (int)len, req->out);
+		FCGX_PutChar('\n', req->out);
+	}
+}
+
+static void respond_error(FCGX_Request *req, sig_err e, const char *headers)
+{
+	json_object *o = core_error_reply(NULL, e);
+	respond(req, sig_err_status(e), headers, o);
+	json_object_put(o);
+}
+
+/* Read the body into b, at most cfg.max_body bytes. */
+static sig_err read_body(FCGX_Request *req, buf *b)
+{
+	const char *cl = FCGX_GetParam("CONTENT_LENGTH", req->envp);
+	int64_t declared = -1;
+	if (cl && *cl && util_parse_i64(cl, 0, INT64_MAX, &declared) != 0)
+		return SIG_E_BAD_REQUEST;
+	if (declared > cfg.max_body)
+		return SIG_E_TOO_LARGE;
+	char chunk[8192];
+	for (;;) {
+		int n = FCGX_GetStr(chunk, sizeof chunk, req->in);
+		if (n <= 0)
+			break;
+		if ((int64_t)(b->len + (size_t)n) > cfg.max_body)
+			return SIG_E_TOO_LARGE;
+		buf_append(b, chunk, (size_t)n);
+	}
+	if (b->data == NULL)
+		buf_append(b, "", 0);
+	return SIG_OK;
+}
+
+static void handle_cmd(FCGX_Request *req, const struct hp_query *q, const char *cors)
+{
+	buf body = {0};
+	char token[CORE_TOKEN_LEN + 1];
+	sig_err e = read_body(req, &body);
+	if (e != SIG_OK) {
+		respond_error(req, e, cors);
+		buf_free(&body);
+		return;
+	}
+	/* A stream ticket opens a stream and authenticates nothing else. */
+	if (find_token(req, q, token) == HP_TOKEN_TICKET)
+		token[0] = '\0';
+	core_result r;
+	core_result_init(&r);
+	/* Through the committer: answered after the group's commit. */
+	group_exec(token[0] ? token : NULL, FCGX_GetParam("REMOTE_ADDR", req->envp), body.data, body.len, &r);
+	buf_free(&body);
+	buf headers = {0};
+	buf_puts(&headers, cors);
+	const char *https = FCGX_GetParam("HTTPS", req->envp);
+	const char *secure = https && strcmp(https, "on") == 0 ? "; Secure" : "";
+	if (r.token[0])
+		buf_printf(&headers,
+			   "Set-Cookie: " HP_COOKIE_NAME "=%s; Path=/api/; HttpOnly; SameSite=Strict%s\r\n", r.token,
+			   secure);
+	else if (r.logged_out)
+		buf_printf(&headers,
+			   "Set-Cookie: " HP_COOKIE_NAME "=; Path=/api/; Max-Age=0; HttpOnly; SameSite=Strict%s\r\n",
+			   secure);
+	if (r.retry_after > 0)
+		buf_printf(&headers, "Retry-After: %d\r\n", r.retry_after);
+	/* Bells before the answer: the commit is done, and the event is what the
+	 * other side waits for (a bell never blocks). */
+	bell_ring(&r.wakes);
+	int status = sig_err_status(r.err);
+	sig_err_put_batch_status(r.reply, r.item_err, r.items);
+	respond(req, status, headers.data ? headers.data : "", r.reply);
+	buf_free(&headers);
+	if (r.first_type && status == 200 &&
+	    (strcmp(r.first_type, "login") == 0 || strcmp(r.first_type, "logout") == 0))
+		log_info("%s: user %s", r.first_type, r.user_id[0] ? r.user_id : "?");
+	else if (cfg.verbose || status >= 500)
+		log_msg(status >= 500 ? LOG_WARN : LOG_INFO, "cmd: %s by %s -> %d",
+			r.first_type ? r.first_type : "?", r.user_id[0] ? r.user_id : "-", status);
+	core_result_free(&r);
+}
+
+/* A long-poll re-opened in the process that answered the last one: take
+ * over the claim that poll left (held_reclaim) and record its ack later,
+ * so a poll cycle needs a read here and no write transaction. Returns 1
+ * when h now holds the stream. */
+static int reclaim_poll(core *c, const char *token, struct held_req *h)
+{
+	int ours = 0;
+	if (!token[0] || core_stream_lookup(c, token, web_owner, &h->stream, &ours) != SIG_OK || !ours)
+		return 0;
+	h->ack = h->cursor;
+	if (held_reclaim(h))
+		return 1;
+	h->ack = h->mark = 0;
+	return 0;
+}
+
+/* Open an SSE stream or a long-poll. Returns 1 when the connection was
+ * handed to the loop (the caller must not finish the request). */
+static int handle_hold(core *c, FCGX_Request *req, const struct hp_query *q, enum held_kind kind,
+		       const char *cors)
+{
+	int64_t ack = 0, wait = cfg.poll_default;
+	if (kind == HELD_SSE) {
+		/* EventSource reconnects to the same URL with a newer Last-Event-ID
+		 * header: when both are given, the larger cursor wins. */
+		const char *hdr = FCGX_GetParam("HTTP_LAST_EVENT_ID", req->envp);
+		int64_t from_query = 0;
+		if ((hdr && *hdr && util_parse_i64(hdr, 0, INT64_MAX, &ack) != 0) ||
+		    hp_query_int(q, "lastEventId", INT64_MAX, &from_query) != 0) {
+			respond_error(req, SIG_E_BAD_REQUEST, cors);
+			return 0;
+		}
+		if (from_query > ack)
+			ack = from_query;
+	} else if (hp_query_int(q, "since", INT64_MAX, &ack) != 0 ||
+		   hp_query_int(q, "timeout", cfg.poll_max, &wait) != 0) {
+		respond_error(req, SIG_E_BAD_REQUEST, cors);
+		return 0;
+	}
+	char token[CORE_TOKEN_LEN + 1];
+	int ticket = find_token(req, q, token) == HP_TOKEN_TICKET;
+	core_wakes w = {0};
+	struct held_req h = {.fd = req->ipcFd, .request_id = req->requestId, .kind = kind,
+			     .cursor = ack, .wait_ms = wait * 1000};
+	sig_err e = SIG_OK;
+	if (ticket) /* ?ticket= from a "ticket" command: used up here */
+		e = core_stream_open_ticket(c, token[0] ? token : NULL, ack, web_owner, &h.stream, &w);
+	else if (!(kind == HELD_POLL && reclaim_poll(c, token, &h)))
+		e = core_stream_open(c, token[0] ? token : NULL, ack, web_owner, &h.stream, &w);
+	if (e != SIG_OK) {
+		core_wakes_free(&w);
+		respond_error(req, e, cors);
+		return 0;
+	}
+	snprintf(h.headers, sizeof h.headers, "%s", cors);
+	bell_ring(&w); /* tell a previous holder to let go */
+	core_wakes_free(&w);
+	/* The connection now belongs to the loop: free libfcgi's
+	 * buffers without closing it or writing an end of request. */
+	FCGX_Free(req, 0);
+	held_submit(&h);
+	return 1;
+}
+
+static void handle_health(core *c, FCGX_Request *req)
+{
+	json_object *o = NULL;
+	sig_err e = core_health(c, &o);
+	if (e != SIG_OK) {
+		respond_error(req, e, NULL);
+		return;
+	}
+	json_object_object_add(o, "pid", json_object_new_int64(getpid()));
+	json_object_object_add(o, "held", json_object_new_int64(held_count()));
+	respond(req, 200, NULL, o);
+	json_object_put(o);
+}
+
+/* Handle one request. Returns 1 when the connection was handed off. */
+static int serve(core *c, FCGX_Request *req)
+{
+	const char *method = FCGX_GetParam("REQUEST_METHOD", req->envp);
+	const char *uri = FCGX_GetParam("REQUEST_URI", req->envp);
+	if (method == NULL || uri == NULL) {
+		respond_error(req, SIG_E_BAD_REQUEST, NULL);
+		return 0;
+	}
+	char path[64];
+	size_t plen = strcspn(uri, "?");
+	const char *qs = uri[plen] == '?' ? uri + plen + 1 : NULL;
+	struct hp_query q;
+	if (plen >= sizeof path) {
+		respond_error(req, SIG_E_NOT_FOUND, NULL);
+		return 0;
+	}
+	memcpy(path, uri, plen);
+	path[plen] = '\0';
+	if (hp_query_parse(qs, &q) != 0) {
+		respond_error(req, SIG_E_BAD_REQUEST, NULL);
+		return 0;
+	}
+	int get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+	int is_cmd = strcmp(path, "/api/cmd") == 0;
+	int is_hold = strcmp(path, "/api/events") == 0 || strcmp(path, "/api/poll") == 0;
+	if (strcmp(path, "/api/health") == 0) {
+		if (!get)
+			respond_error(req, SIG_E_METHOD, "Allow: GET, HEAD\r\n");
+		else
+			handle_health(c, req);
+		return 0;
+	}
+	if (!is_cmd && !is_hold) {
+		respond_error(req, SIG_E_NOT_FOUND, NULL);
+		return 0;
+	}
+	char token[CORE_TOKEN_LEN + 1];
+	char cors[384];
+	enum hp_token_source src = find_token(req, &q, token);
+	sig_err e = origin_policy(req, strcmp(method, "OPTIONS") == 0 ? HP_TOKEN_EXPLICIT : src, cors, sizeof cors);
+	if (e != SIG_OK) {
+		respond_error(req, e, "Vary: Origin\r\n");
+		return 0;
+	}
+	if (strcmp(method, "OPTIONS") == 0) {
+		/* CORS preflight: only an allowed cross-origin caller gets here with cors set. */
+		if (cors[0] == '\0') {
+			respond_error(req, SIG_E_FORBIDDEN_ORIGIN, NULL);
+			return 0;
+		}
+		FCGX_FPrintF(req->out,
+			     "Status: 204 No Content\r\n%sAccess-Control-Allow-Methods: GET, POST, OPTIONS\r\n"
+			     "Access-Control-Allow-Headers: Authorization, Content-Type, Last-Event-ID\r\n"
+			     "Access-Control-Max-Age: 600\r\n\r\n",
+			     cors);
+		return 0;
+	}
+	const char *remote = FCGX_GetParam("REMOTE_ADDR", req->envp);
+	int wait = rl_take('a', remote ? remote : "-", (double)cfg.rate_ip, 2.0 * (double)cfg.rate_ip);
+	if (wait > 0) {
+		char extra[448];
+		snprintf(extra, sizeof extra, "%sRetry-After: %d\r\n", cors, wait);
+		respond_error(req, SIG_E_RATE_LIMITED, extra);
+		return 0;
+	}
+	if (is_cmd) {
+		if (strcmp(method, "POST") != 0) {
+			respond_error(req, SIG_E_METHOD, "Allow: POST, OPTIONS\r\n");
+			return 0;
+		}
+		handle_cmd(req, &q, cors);
+		return 0;
+	}
+	if (!get) {
+		respond_error(req, SIG_E_METHOD, "Allow: GET, HEAD, OPTIONS\r\n");
+		return 0;
+	}
+	return handle_hold(c, req, &q, path[5] == 'e' ? HELD_SSE : HELD_POLL, cors);
+}
+
+/* End a request answered by this thread. libfcgi closes with a lingering
+ * close (shut down writing, then wait up to 2 s for the web server to close
+ * its end), which parks this thread until the web server has run: a context
+ * switch and three system calls per request. It only matters when input is
+ * left unread, as closing on unread data may reset the connection before
+ * our answer is read. So read what is left of a small input, and close at
+ * once when it has all been read. */
+static void finish_request(FCGX_Request *req)
+{
+	char junk[1024];
+	for (int budget = 16; budget > 0 && !FCGX_HasSeenEOF(req->in); budget--)
+		if (FCGX_GetStr(junk, sizeof junk, req->in) <= 0)
+			break;
+	if (FCGX_HasSeenEOF(req->in))
+		req->detached = 1; /* libfcgi: a plain close() */
+	FCGX_Finish_r(req);
+}
+
+static void *web_main(void *arg)
+{
+	(void)arg;
+	core *c = web_make_core();
+	if (c == NULL) {
+		log_error("web: cannot open the store for a request thread");
+		return NULL;
+	}
+	for (;;) {
+		FCGX_Request req;
+		FCGX_InitRequest(&req, web_listen_fd, 0);
+		/* No lock around the accept: on Linux a blocking accept() wakes one
+		 * waiting thread per connection (libfcgi's threaded example locks
+		 * for platforms that wake them all), and a thread reading one
+		 * request's parameters holds no other thread back. */
+		int rc = FCGX_Accept_r(&req);
+		if (rc < 0) {
+			log_warn("web: accept failed (%d)", rc);
+			FCGX_Free(&req, 1);
+			usleep(10000);
+			continue;
+		}
+		if (!serve(c, &req))
+			finish_request(&req);
+	}
+	return NULL;
+}
+
+int web_start(int listen_fd, int threads, int64_t owner, core_factory make_core)
+{
+	web_owner = owner;
+	web_listen_fd = listen_fd;
+	web_make_core = make_core;
+	if (util_start_threads(threads, web_main) != 0) {
+		log_error("web: cannot start the request threads");
+		return -1;
+	}
+	return 0;
+}

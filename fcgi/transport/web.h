@@ -1,0 +1,17 @@
+/*
+ * web.h - the HTTP face of the responder over FastCGI: request threads that
+ * route /api/cmd, /api/events, /api/poll and /api/health, read and cap the
+ * request, find the token, call the core and write the answer. Held
+ * responses (SSE, long-poll) are handed to held.c.
+ */
+#ifndef SIG_WEB_H
+#define SIG_WEB_H
+
+#include <stdint.h>
+
+#include "core/core.h"
+
+/* Start `threads` request threads accepting on listen_fd. Returns 0, or -1. */
+int web_start(int listen_fd, int threads, int64_t owner, core_factory make_core);
+
+#endif
