@@ -12,33 +12,25 @@ make -s -C "$ROOT" build/unit build/unit-plain # rebuilt when a source changed
 status=${PIPESTATUS[0]}
 cat "$OUT/unit.tap"
 n=$(grep -cE '^(not )?ok ' "$OUT/unit.tap")
-grep -E 'ERROR: (Address|Leak)Sanitizer|runtime error' "$OUT/unit.log" | sed 's/^/# /'
-n=$((n + 1))
-if [ "$status" = 0 ] && ! grep -qE 'Sanitizer|runtime error' "$OUT/unit.log"; then
-	echo "ok $n - the unit tests exit 0 with no sanitizer report"
-else
-	echo "not ok $n - the unit tests exit 0 with no sanitizer report (exit $status)"
-fi
+# check STATUS NAME [DIAG-FILE]: one more TAP line; on failure up to 30
+# lines of DIAG-FILE follow as comments.
+check() {
+	n=$((n + 1))
+	if [ "$1" = 0 ]; then
+		echo "ok $n - $2"
+	else
+		echo "not ok $n - $2 (exit $1)"
+		[ -n "${3:-}" ] && grep -v ' INFO ' "$3" | head -30 | sed 's/^/#   /'
+	fi
+}
+grep -qE 'Sanitizer|runtime error' "$OUT/unit.log" && status=${status/#0/98}
+check "$status" "the unit tests exit 0 with no sanitizer report" "$OUT/unit.log"
 valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect \
 	--show-leak-kinds=definite,indirect "$ROOT/build/unit-plain" >"$OUT/valgrind.tap" 2>"$OUT/valgrind.log"
-vstatus=$?
-n=$((n + 1))
-if [ "$vstatus" = 0 ]; then
-	echo "ok $n - the unit tests pass under valgrind with no errors or leaks"
-else
-	echo "not ok $n - the unit tests pass under valgrind with no errors or leaks (exit $vstatus)"
-	grep -v ' INFO ' "$OUT/valgrind.log" | head -30 | sed 's/^/#   /'
-fi
+check $? "the unit tests pass under valgrind with no errors or leaks" "$OUT/valgrind.log"
 # The layers (tools/check-layers.sh): no include or call upward, every module
 # in its layer's folder. The objects it reads are the responder's.
 make -s -C "$ROOT" build/signal-fcgi
-layers=$("$ROOT/tools/check-layers.sh" 2>&1)
-lstatus=$?
-n=$((n + 1))
-if [ "$lstatus" = 0 ]; then
-	echo "ok $n - $layers"
-else
-	echo "not ok $n - the layers: no include or call upward"
-	echo "$layers" | head -20 | sed 's/^/#   /'
-fi
+"$ROOT/tools/check-layers.sh" >"$OUT/layers.log" 2>&1
+check $? "layers: no include or call upward, every module in its layer's folder" "$OUT/layers.log"
 echo "1..$n"
