@@ -7,7 +7,7 @@
 #   start_server [--procs N] [--db FILE] [-- responder options...]
 #                         FRONT=nginx runs nginx (nginx.conf) in front of
 #                         standalone responders instead of lighttpd
-#   stop_server
+#   stop_server           (returns once its responders have exited)
 #   login USER            -> prints the token (fails the test on error)
 #   post TOKEN JSON       -> sets $STATUS and $BODY
 #   get PATH [curl args]  -> sets $STATUS and $BODY
@@ -121,21 +121,33 @@ start_nginx() {
 	SERVER_PID=$!
 }
 
+# stop_server returns once the responders are gone, not when lighttpd is: it
+# sends them SIGTERM and exits without waiting, and a responder's exit may
+# take seconds (the ASan leak check, valgrind's, a busy machine). One still
+# alive keeps the WebSocket socket, which the next server of the test (same
+# $OUT/run) would find taken: its responder then serves no WebSocket (ws.c,
+# "served by another process") and lighttpd answers every upgrade 503.
 stop_server() {
 	if [ -n "$SERVER_PID" ]; then
-		kill "$SERVER_PID" 2>/dev/null
+		kill "$SERVER_PID" 2>/dev/null # lighttpd signals the responders it spawned
 		wait "$SERVER_PID" 2>/dev/null
 		SERVER_PID=""
-		# lighttpd sends SIGTERM to the responders it spawned; give them a moment.
-		sleep 0.1
 	fi
-	local g
+	local g i
 	for g in $BACKEND_PGIDS; do
 		kill -TERM -- "-$g" 2>/dev/null
 	done
-	[ -z "$BACKEND_PGIDS" ] || sleep 0.2
 	BACKEND_PGIDS=""
+	for i in $(seq 1 ${STOP_TRIES:-600}); do # 30 s
+		server_procs >/dev/null || return 0
+		sleep 0.05
+	done
+	echo "# responders still running 30 s after their server stopped: $(server_procs | tr '\n' ' ')"
 }
+
+# This test's responders, wrapped (valgrind) or not, lighttpd's or nginx's:
+# the only processes whose --ws-listen is under $OUT/run.
+server_procs() { pgrep -f -- "--ws-listen $OUT/run/"; }
 
 # The responder processes serving this test's database.
 responder_pids() { pgrep -f "^[^ ]*signal-fcgi .*--db $SERVER_DB"; }
