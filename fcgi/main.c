@@ -107,8 +107,9 @@ int main(int argc, char **argv)
 	loop *l = loop_new();
 	if (bell_fd < 0 || l == NULL || held_start(l, held_core, owner, bell_fd) != 0)
 		return 1;
+	int ws_fd = -1; /* -2: another process of ours serves the WebSocket */
 	if (cfg.ws_listen) {
-		int ws_fd = ws_listen_open(cfg.ws_listen);
+		ws_fd = ws_listen_open(cfg.ws_listen);
 		if (ws_fd == -1)
 			return 1;
 		if (ws_fd >= 0 && ws_start(l, ws_fd, (int)cfg.threads, owner, open_core) != 0)
@@ -121,7 +122,7 @@ int main(int argc, char **argv)
 		 cfg.db_path, (long long)cfg.threads, (long long)cfg.room_limit,
 		 (long long)cfg.heartbeat_timeout, (long long)cfg.mailbox_limit, cfg.listen ? " listen=" : "",
 		 cfg.listen ? cfg.listen : "");
-	if (cfg.ws_listen)
+	if (ws_fd >= 0)
 		log_info("WebSocket at /api/ws through %s", cfg.ws_listen);
 	if (cfg.auth_secret_len)
 		log_info("logins must be signed with the --auth-secret key");
