@@ -2,7 +2,7 @@
 # WebSocket at /api/ws through the front server (lighttpd here, nginx in
 # 90-nginx.t): the seed's message flow with a stock client, a WebSocket and
 # an SSE client in one room, resume after a dropped socket, a cookie that
-# never binds a socket by itself, a 60 KiB
+# never binds a socket by itself, more than 1 MiB through one socket, a 60 KiB
 # message, bad frames and their close codes, keepalive pings, a burst of
 # 10,000 messages, an idle client closed, and a socket that never reads
 # while others keep relaying. The checks are in
@@ -32,7 +32,7 @@ suite() { # suite CASE...: run cases, turn PASS/FAIL lines into TAP
 # undelivered, answered 429 beyond) and faster than the rate limits (the
 # suite logs in a few dozen users within a minute from one address).
 start_server -- --max-signal 65536 --mailbox-limit 20000 --rate-session 100000 --rate-ip 100000 --rate-login 100000 --ws-ping 1 || exit 1
-suite ${WS_CASES:-seed errors mixed resume binding large frames garbage keepalive burst}
+suite ${WS_CASES:-seed errors mixed resume binding large volume frames garbage keepalive burst}
 health=$(curl -s "$BASE/api/health")
 like "$health" '"ok":true' "the responder is healthy after every bad frame"
 stop_server

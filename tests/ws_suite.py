@@ -633,6 +633,23 @@ def case_binding():
     ws3.close()
 
 
+def case_volume():
+    """A socket may carry more than the front server's request-size cap in
+    all (lighttpd counted the tunnel's bytes as one request body and cut the
+    socket after 1 MiB): 320 commands of 4 KB, each answered."""
+    ws, _ = client("vol-a")
+    pad = "x" * 4000
+    answered = 0
+    try:
+        for _ in range(320):
+            r = cmd(ws, {"type": "ping", "pad": pad})
+            answered += r.get("type") == "pong"
+    except Exception as ex:  # noqa: BLE001 - reported through the check below
+        answered = (answered, repr(ex))
+    check(answered == 320, "1.3 MB through one socket: every command answered", answered)
+    ws.close()
+
+
 for name in sys.argv[2:]:
     try:
         globals()["case_" + name]()
