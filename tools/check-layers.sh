@@ -54,13 +54,19 @@ for f in fcgi/*.c fcgi/*/*.c fcgi/*/*.h; do
 		if above "$m" "$h"; then echo "include: $f includes $inc.h"; bad=1; fi
 	done
 done
-# Which object defines each global function, then who calls it.
+# Which object defines each global function, then who calls it: the objects
+# of today's sources only (a build/ from an older tree may hold others).
+objs=""
+for f in fcgi/*.c fcgi/*/*.c; do
+	o=build/$(basename "${f%.c}").o
+	[ -f "$o" ] && objs="$objs $o"
+done
 declare -A def
-for o in build/*.o; do
+for o in $objs; do
 	m=$(basename "${o%.o}")
 	for s in $(nm --defined-only "$o" | awk '$2 ~ /[TD]/ {print $3}'); do def[$s]=$m; done
 done
-for o in build/*.o; do
+for o in $objs; do
 	m=$(basename "${o%.o}")
 	for s in $(nm --undefined-only "$o" | awk '{print $2}'); do
 		t=${def[$s]:-}
