@@ -199,6 +199,23 @@ static sig_err token_new(char out[CORE_TOKEN_LEN + 1])
 	return SIG_OK;
 }
 
+/* A new secret (a session token or a stream ticket) and its hash, which is
+ * all the store keeps of it. */
+static sig_err secret_new(char out[CORE_TOKEN_LEN + 1], uint8_t hash[STORE_HASH_LEN])
+{
+	if (token_new(out) != SIG_OK || core_token_hash(out, hash) != 0)
+		return SIG_E_INTERNAL;
+	return SIG_OK;
+}
+
+/* A session silent past the heartbeat timeout counts as gone (the pruner
+ * will remove it): *s is cleared. */
+static void drop_if_silent(const core *c, store_session *s, int64_t now)
+{
+	if (s->id != 0 && s->last_seen < now - c->lim.heartbeat_timeout_ms)
+		memset(s, 0, sizeof *s);
+}
+
 /* ---- event fan-out ---- */
 
 /* Queue obj in the mailbox of every member of room except `except`.
@@ -356,8 +373,8 @@ static sig_err cmd_login(struct cmd_ctx *x, json_object *cmd, json_object **repl
 			return e != SIG_OK ? e : SIG_E_SERVER_FULL;
 		uint8_t hash[STORE_HASH_LEN];
 		int64_t sid = 0;
-		if ((e = token_new(token)) != SIG_OK || core_token_hash(token, hash) != 0)
-			return SIG_E_INTERNAL;
+		if ((e = secret_new(token, hash)) != SIG_OK)
+			return e;
 		if ((e = store_session_create(c->st, user, protocol ? protocol : "", hash, x->now, &sid)) != SIG_OK)
 			return e;
 		memset(&old, 0, sizeof old);
@@ -528,19 +545,19 @@ static sig_err cmd_logout(struct cmd_ctx *x, json_object *cmd, json_object **rep
 }
 
 /* {"type":"ticket"}: a one-use credential for opening one stream of this
- * session (?ticket= on /api/events, /api/poll or /api/ws), valid for
- * --ticket-ttl seconds. A page asks for one before each (re)connect, so
- * its stream is bound to its own session whatever cookie the browser
- * holds, and no token is written into a URL (and so into access logs). */
+ * session (?ticket= on /api/events or /api/poll; a WebSocket authenticates
+ * with its auth message instead), valid for --ticket-ttl seconds. A page
+ * asks for one before each (re)connect, so its stream is bound to its own
+ * session whatever cookie the browser holds, and no token is written into
+ * a URL (and so into access logs). */
 static sig_err cmd_ticket(struct cmd_ctx *x, json_object *cmd, json_object **reply)
 {
 	(void)cmd;
 	char ticket[CORE_TOKEN_LEN + 1];
 	uint8_t hash[STORE_HASH_LEN];
-	sig_err e = token_new(ticket);
+	sig_err e = secret_new(ticket, hash);
 	if (e != SIG_OK)
 		return e;
-	core_token_hash(ticket, hash);
 	e = store_ticket_create(x->c->st, x->sess.id, hash, x->now + x->c->lim.ticket_ttl_ms, TICKETS_KEPT);
 	if (e != SIG_OK)
 		return e;
@@ -582,9 +599,8 @@ static sig_err authenticate(struct cmd_ctx *x)
 	if (x->token == NULL || core_token_hash(x->token, hash) != 0)
 		return SIG_OK;
 	sig_err e = store_session_by_token(x->c->st, hash, &x->sess);
-	if (e == SIG_OK && x->sess.id != 0 &&
-	    x->sess.last_seen < x->now - x->c->lim.heartbeat_timeout_ms)
-		memset(&x->sess, 0, sizeof x->sess); /* expired: the pruner will remove it */
+	if (e == SIG_OK)
+		drop_if_silent(x->c, &x->sess, x->now);
 	return e;
 }
 
@@ -748,8 +764,8 @@ static sig_err ticket_session(core *c, const char *ticket, int64_t now, store_se
 	if (core_token_hash(ticket, hash) != 0)
 		return SIG_OK;
 	sig_err e = store_ticket_take(c->st, hash, now, sess);
-	if (e == SIG_OK && sess->id != 0 && sess->last_seen < now - c->lim.heartbeat_timeout_ms)
-		memset(sess, 0, sizeof *sess); /* expired: the pruner will remove it */
+	if (e == SIG_OK)
+		drop_if_silent(c, sess, now);
 	return e;
 }
 
@@ -801,8 +817,7 @@ sig_err core_stream_open(core *c, const char *token, int64_t ack, int64_t owner,
 sig_err core_stream_open_ticket(core *c, const char *ticket, int64_t ack, int64_t owner, core_stream *out,
 				core_wakes *w)
 {
-	if (ticket == NULL)
-		return SIG_E_UNAUTHORIZED;
+	/* A NULL ticket falls to the token path with no token: unauthorized. */
 	return stream_open(c, (struct stream_cred){.ticket = ticket}, ack, owner, out, w);
 }
 
@@ -893,7 +908,7 @@ sig_err core_recent_recipients(core *c, int64_t owner, int64_t after, int64_t *s
 /* ---- pruning (the design note is in maint.c) ---- */
 
 /* Forget shared rate buckets idle for an hour, and expired stream tickets. */
-static sig_err rate_gc(core *c, int64_t now)
+static sig_err gc_expired(core *c, int64_t now)
 {
 	sig_err e = store_begin(c->st);
 	if (e != SIG_OK)
@@ -907,7 +922,7 @@ static sig_err rate_gc(core *c, int64_t now)
 sig_err core_prune(core *c, int64_t now, core_wakes *w, int *pruned)
 {
 	*pruned = 0;
-	sig_err ge = rate_gc(c, now);
+	sig_err ge = gc_expired(c, now);
 	if (ge != SIG_OK)
 		return ge;
 	store_session stale[PRUNE_BATCH];

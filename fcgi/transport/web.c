@@ -122,10 +122,15 @@ static sig_err read_body(FCGX_Request *req, buf *b)
 	return SIG_OK;
 }
 
-static void handle_cmd(FCGX_Request *req, const struct hp_query *q, const char *cors)
+/* The credential a request presented (find_token), found once per request. */
+struct cred {
+	enum hp_token_source src;
+	char token[HP_TOKEN_LEN + 1]; /* "" when none of token length */
+};
+
+static void handle_cmd(FCGX_Request *req, const struct cred *cr, const char *cors)
 {
 	buf body = {0};
-	char token[CORE_TOKEN_LEN + 1];
 	sig_err e = read_body(req, &body);
 	if (e != SIG_OK) {
 		respond_error(req, e, cors);
@@ -133,12 +138,11 @@ static void handle_cmd(FCGX_Request *req, const struct hp_query *q, const char *
 		return;
 	}
 	/* A stream ticket opens a stream and authenticates nothing else. */
-	if (find_token(req, q, token) == HP_TOKEN_TICKET)
-		token[0] = '\0';
+	const char *token = cr->src != HP_TOKEN_TICKET && cr->token[0] ? cr->token : NULL;
 	core_result r;
 	core_result_init(&r);
 	/* Through the committer: answered after the group's commit. */
-	group_exec(token[0] ? token : NULL, FCGX_GetParam("REMOTE_ADDR", req->envp), body.data, body.len, &r);
+	group_exec(token, FCGX_GetParam("REMOTE_ADDR", req->envp), body.data, body.len, &r);
 	buf_free(&body);
 	buf headers = {0};
 	buf_puts(&headers, cors);
@@ -177,7 +181,7 @@ static void handle_cmd(FCGX_Request *req, const struct hp_query *q, const char *
 static int reclaim_poll(core *c, const char *token, struct held_req *h)
 {
 	int ours = 0;
-	if (!token[0] || core_stream_lookup(c, token, web_owner, &h->stream, &ours) != SIG_OK || !ours)
+	if (token == NULL || core_stream_lookup(c, token, web_owner, &h->stream, &ours) != SIG_OK || !ours)
 		return 0;
 	h->ack = h->cursor;
 	if (held_reclaim(h))
@@ -188,8 +192,8 @@ static int reclaim_poll(core *c, const char *token, struct held_req *h)
 
 /* Open an SSE stream or a long-poll. Returns 1 when the connection was
  * handed to the loop (the caller must not finish the request). */
-static int handle_hold(core *c, FCGX_Request *req, const struct hp_query *q, enum held_kind kind,
-		       const char *cors)
+static int handle_hold(core *c, FCGX_Request *req, const struct hp_query *q, const struct cred *cr,
+		       enum held_kind kind, const char *cors)
 {
 	int64_t ack = 0, wait = cfg.poll_default;
 	if (kind == HELD_SSE) {
@@ -209,16 +213,15 @@ static int handle_hold(core *c, FCGX_Request *req, const struct hp_query *q, enu
 		respond_error(req, SIG_E_BAD_REQUEST, cors);
 		return 0;
 	}
-	char token[CORE_TOKEN_LEN + 1];
-	int ticket = find_token(req, q, token) == HP_TOKEN_TICKET;
+	const char *token = cr->token[0] ? cr->token : NULL;
 	core_wakes w = {0};
 	struct held_req h = {.fd = req->ipcFd, .request_id = req->requestId, .kind = kind,
 			     .cursor = ack, .wait_ms = wait * 1000};
 	sig_err e = SIG_OK;
-	if (ticket) /* ?ticket= from a "ticket" command: used up here */
-		e = core_stream_open_ticket(c, token[0] ? token : NULL, ack, web_owner, &h.stream, &w);
+	if (cr->src == HP_TOKEN_TICKET) /* ?ticket= from a "ticket" command: used up here */
+		e = core_stream_open_ticket(c, token, ack, web_owner, &h.stream, &w);
 	else if (!(kind == HELD_POLL && reclaim_poll(c, token, &h)))
-		e = core_stream_open(c, token[0] ? token : NULL, ack, web_owner, &h.stream, &w);
+		e = core_stream_open(c, token, ack, web_owner, &h.stream, &w);
 	if (e != SIG_OK) {
 		core_wakes_free(&w);
 		respond_error(req, e, cors);
@@ -285,10 +288,10 @@ static int serve(core *c, FCGX_Request *req)
 		respond_error(req, SIG_E_NOT_FOUND, NULL);
 		return 0;
 	}
-	char token[CORE_TOKEN_LEN + 1];
+	struct cred cr;
 	char cors[384];
-	enum hp_token_source src = find_token(req, &q, token);
-	sig_err e = origin_policy(req, strcmp(method, "OPTIONS") == 0 ? HP_TOKEN_EXPLICIT : src, cors, sizeof cors);
+	cr.src = find_token(req, &q, cr.token);
+	sig_err e = origin_policy(req, strcmp(method, "OPTIONS") == 0 ? HP_TOKEN_EXPLICIT : cr.src, cors, sizeof cors);
 	if (e != SIG_OK) {
 		respond_error(req, e, "Vary: Origin\r\n");
 		return 0;
@@ -319,14 +322,14 @@ static int serve(core *c, FCGX_Request *req)
 			respond_error(req, SIG_E_METHOD, "Allow: POST, OPTIONS\r\n");
 			return 0;
 		}
-		handle_cmd(req, &q, cors);
+		handle_cmd(req, &cr, cors);
 		return 0;
 	}
 	if (!get) {
 		respond_error(req, SIG_E_METHOD, "Allow: GET, HEAD, OPTIONS\r\n");
 		return 0;
 	}
-	return handle_hold(c, req, &q, path[5] == 'e' ? HELD_SSE : HELD_POLL, cors);
+	return handle_hold(c, req, &q, &cr, path[5] == 'e' ? HELD_SSE : HELD_POLL, cors);
 }
 
 /* End a request answered by this thread. libfcgi closes with a lingering
