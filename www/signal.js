@@ -75,7 +75,7 @@ export class SignalClient extends EventTarget {
     this.lastId = 0;
     this.transport = null; // 'ws' | 'sse' | 'poll' while receiving
     this.state = 'closed';
-    this.reason = null;    // why this transport: see _setState's callers
+    this.reason = null;    // why this transport (set by _receive and _adopt)
     this._es = null;
     this._ws = null;
     this._wsReady = false;  // authenticated: commands may use it
@@ -85,7 +85,7 @@ export class SignalClient extends EventTarget {
     this._streamGen = 0;    // likewise for EventSource (re)connects
     this._probing = null;   // a WebSocket or EventSource trying the step above
     this._probeTimer = null;
-    this._probeDelay = 0;
+    this._probeDelay = this.probeMs; // the next probe's wait: doubles, reset on a climb
     this._probeWait = null; // a promise while a probe decides (see _probeStarted)
     this._retryTimer = null;
     this._strikes = 0;      // failures of this transport while the service answered
@@ -159,7 +159,7 @@ export class SignalClient extends EventTarget {
     this.mode = mode;
     if (this._running) {
       this._closeReceivers();
-      this._probeDelay = 0;
+      this._probeDelay = this.probeMs;
       this._receive(this._firstTransport(), mode === 'auto' ? 'preferred' : 'forced');
     }
   }
@@ -373,7 +373,7 @@ export class SignalClient extends EventTarget {
     const up = await this._serviceUp();
     if (!this._running || this.transport !== kind) return;
     if (!up) {
-      this._outages = (this._outages || 0) + 1;
+      this._outages++;
       this._setState('reconnecting', 'outage');
       this._retry(kind, Math.min(500 * 2 ** Math.min(this._outages, 4), 8000));
       return;
@@ -405,7 +405,7 @@ export class SignalClient extends EventTarget {
     const above = ladder.slice(0, ladder.indexOf(this.transport)).reverse()
       .find((k) => this._available(k) === k);
     if (this.mode !== 'auto' || !above) return;
-    const delay = this._probeDelay || this.probeMs;
+    const delay = this._probeDelay;
     this._probeDelay = Math.min(delay * 2, 300000);
     this._probeTimer = setTimeout(() => {
       this._probeTimer = null;
