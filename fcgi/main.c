@@ -8,6 +8,7 @@
 #define _GNU_SOURCE
 #include "base/config.h"
 #include "base/log.h"
+#include "base/util.h"
 #include "core/core.h"
 #include "deliver/bell.h"
 #include "deliver/group.h"
@@ -29,6 +30,18 @@
 #include <sanitizer/lsan_interface.h>
 #endif
 
+/* Fault injection for the crash tests, never set in production: with
+ * SIGNAL_TEST_EXIT_AFTER_COMMITS=N in its environment, a process exits
+ * right after its Nth committed command, before answering it. */
+static int64_t test_exit_after_commits(void)
+{
+	const char *v = getenv("SIGNAL_TEST_EXIT_AFTER_COMMITS");
+	int64_t n = 0;
+	if (v == NULL || util_parse_i64(v, 1, INT64_MAX, &n) != 0)
+		return 0;
+	return n;
+}
+
 static core *open_core(void)
 {
 	store *st = NULL;
@@ -47,6 +60,9 @@ static core *open_core(void)
 		.rate_session = (double)cfg.rate_session,
 		.rate_login = (double)cfg.rate_login / 60.0,
 		.ticket_ttl_ms = cfg.ticket_ttl * 1000,
+		.key_window_ms = cfg.key_window * 1000,
+		.keys_kept = cfg.keys_kept,
+		.exit_after_commits = test_exit_after_commits(),
 	};
 	/* The store lives as long as the thread that uses it: the process. */
 	return core_new(st, &lim);

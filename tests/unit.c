@@ -63,7 +63,8 @@ static unsigned char secret[] = "0123456789abcdef-unit-secret";
 static struct core_limits limits(void)
 {
 	struct core_limits lim = {.room_limit = 3, .mailbox_limit = 4, .replay_window = 3,
-				  .heartbeat_timeout_ms = 1000, .ticket_ttl_ms = 30000};
+				  .heartbeat_timeout_ms = 1000, .ticket_ttl_ms = 30000,
+				  .key_window_ms = 600000, .keys_kept = 1000};
 	return lim;
 }
 
@@ -402,6 +403,198 @@ static void test_errors_and_batches(void)
 	close_fixture();
 }
 
+
+/* Rows of the idempotency key table whose reply holds `text` ("" for
+ * all), read beside the store. */
+static int key_rows_with(const char *text)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *q = NULL;
+	int n = -1;
+	if (sqlite3_open_v2(dbpath, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+	    sqlite3_prepare_v2(db, "SELECT count(*) FROM command_keys WHERE instr(reply, ?1) > 0 OR ?1 = ''", -1, &q,
+			       NULL) == SQLITE_OK &&
+	    sqlite3_bind_text(q, 1, text, -1, SQLITE_STATIC) == SQLITE_OK && sqlite3_step(q) == SQLITE_ROW)
+		n = sqlite3_column_int(q, 0);
+	sqlite3_finalize(q);
+	sqlite3_close(db);
+	return n;
+}
+
+static int key_rows(void)
+{
+	return key_rows_with("");
+}
+
+/* Events waiting for token's session, as summary() writes them. */
+static void mailbox(const char *token, char *out, size_t size)
+{
+	core_stream s;
+	struct mail m = {0};
+	read_mail(token, 0, &s, &m, NULL);
+	summary(&m, out, size);
+	mail_free(&m);
+}
+
+static int flag(json_object *o, const char *name)
+{
+	json_object *v = NULL;
+	return json_object_object_get_ex(o, name, &v) && json_object_get_boolean(v);
+}
+
+static void test_idempotency(void)
+{
+	struct core_limits lim = limits();
+	lim.mailbox_limit = 100;
+	lim.keys_kept = 3;
+	open_fixture("cid", &lim);
+	char a[65], b[65], box[512];
+	json_object *r = NULL;
+	login("alice", a);
+	login("bob", b);
+	join(a, "r");
+	join(b, "r");
+	deliver_all(a);
+	const char *sig = "{\"type\":\"signal\",\"to\":\"bob\",\"n\":1,\"cid\":\"s-1\"}";
+	is_int(run(a, sig, &r, NULL), 200, "cid: first run 200");
+	ok(!flag(r, "replayed"), "cid: ... not replayed");
+	json_object_put(r);
+	is_int(run(a, sig, &r, NULL), 200, "cid: the same command again 200");
+	ok(flag(r, "replayed"), "cid: ... marked replayed");
+	is_str(field(r, "recipients"), "1", "cid: ... with the stored reply's body");
+	json_object_put(r);
+	mailbox(b, box, sizeof box);
+	is_str(box, "signal:alice", "cid: the peer got the signal once");
+	core_stream cs;
+	struct mail m = {0};
+	read_mail(b, 0, &cs, &m, NULL);
+	ok(m.n == 1 && strstr(m.bodies[0], "cid") == NULL, "cid: the event does not carry the sender's cid");
+	mail_free(&m);
+
+	is_int(run(a, "{\"type\":\"signal\",\"to\":\"bob\",\"n\":2,\"cid\":\"s-1\"}", &r, NULL), 409,
+	       "cid: the same cid with another command is 409");
+	is_str(error_of(r), "cid-conflict", "cid: ... cid-conflict");
+	json_object_put(r);
+	is_int(run(a, "{\"to\":\"bob\",\"type\":\"signal\",\"n\":1,\"cid\":\"s-1\"}", &r, NULL), 409,
+	       "cid: members in another order are another command");
+	json_object_put(r);
+	is_int(run(a, "{ \"type\" : \"signal\", \"to\":\"bob\",\"n\" :1 , \"cid\":\"s-1\"}", &r, NULL), 200,
+	       "cid: whitespace aside, the same command is replayed");
+	ok(flag(r, "replayed"), "cid: ... replayed");
+	json_object_put(r);
+	mailbox(b, box, sizeof box);
+	is_str(box, "signal:alice", "cid: conflicts and replays queued nothing");
+
+	/* A batch: per element; a repeated element runs once. */
+	is_int(run(a, "[{\"type\":\"signal\",\"to\":\"bob\",\"n\":3,\"cid\":\"s-2\"},"
+		      "{\"type\":\"signal\",\"to\":\"bob\",\"n\":3,\"cid\":\"s-2\"},"
+		      "{\"type\":\"signal\",\"to\":\"bob\",\"n\":1,\"cid\":\"s-1\"}]",
+		   &r, NULL), 200, "cid: batch 200");
+	ok(!flag(json_object_array_get_idx(r, 0), "replayed") && flag(json_object_array_get_idx(r, 1), "replayed") &&
+		   flag(json_object_array_get_idx(r, 2), "replayed"),
+	   "cid: batch: the repeated element and the earlier cid are replayed");
+	json_object_put(r);
+	mailbox(b, box, sizeof box);
+	is_str(box, "signal:alice,signal:alice", "cid: batch: one new event");
+
+	/* A failed command keeps no key: a retry runs again. */
+	is_int(run(a, "{\"type\":\"signal\",\"to\":\"carol\",\"cid\":\"s-3\"}", &r, NULL), 409, "cid: a failed command");
+	json_object_put(r);
+	is_int(run(a, "{\"type\":\"signal\",\"to\":\"bob\",\"n\":4,\"cid\":\"s-3\"}", &r, NULL), 200,
+	       "cid: ... its cid is free for the command that succeeds");
+	ok(!flag(r, "replayed"), "cid: ... which runs");
+	json_object_put(r);
+
+	/* Keys are per session: bob's s-1 is his own. */
+	is_int(run(b, "{\"type\":\"signal\",\"to\":\"alice\",\"cid\":\"s-1\"}", &r, NULL), 200, "cid: per session");
+	ok(!flag(r, "replayed"), "cid: ... another session's s-1 runs");
+	json_object_put(r);
+
+	/* At most keys_kept (3) per session: alice has s-1, s-2, s-3 and now s-4. */
+	is_int(run(a, "{\"type\":\"ping\",\"cid\":\"s-4\"}", &r, NULL), 200, "cid: a fourth key");
+	json_object_put(r);
+	is_int(key_rows(), 4, "cid: alice keeps 3, bob 1");
+	is_int(run(a, sig, &r, NULL), 200, "cid: the oldest key was dropped");
+	ok(!flag(r, "replayed"), "cid: ... so its command runs again");
+	json_object_put(r);
+
+	const char *bad[] = {"\"\"", "\"a b\"", "7", "\"12345678901234567890123456789012345678901234567890123456789012345\""};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		char body[200];
+		snprintf(body, sizeof body, "{\"type\":\"ping\",\"cid\":%s}", bad[i]);
+		ok(run(a, body, &r, NULL) == 400 && strcmp(error_of(r), "invalid-field") == 0,
+		   "cid: bad cid #%zu is invalid-field", i);
+		json_object_put(r);
+	}
+
+	/* A login without a token: matched by userId and cid; a new token. */
+	const char *lg = "{\"type\":\"login\",\"userId\":\"carol\",\"cid\":\"0123456789abcdef\"}";
+	char t1[65], t2[65];
+	is_int(run(NULL, lg, &r, t1), 200, "cid: login");
+	json_object_put(r);
+	is_int(run(NULL, lg, &r, t2), 200, "cid: the login retried without a token is replayed");
+	ok(flag(r, "replayed") && strcmp(t1, t2) != 0 && strcmp(field(r, "token"), t2) == 0,
+	   "cid: ... with a new token in the reply");
+	json_object_put(r);
+	is_int(run(t2, "{\"type\":\"ping\"}", &r, NULL), 200, "cid: the new token works");
+	json_object_put(r);
+	is_int(run(t1, "{\"type\":\"ping\"}", &r, NULL), 401, "cid: the first, lost with its answer, does not");
+	json_object_put(r);
+	is_int(run(t2, lg, &r, t1), 200, "cid: the login resumed with its token is replayed too");
+	ok(flag(r, "replayed") && strcmp(t1, t2) == 0, "cid: ... keeping the token");
+	json_object_put(r);
+	is_int(run(NULL, "{\"type\":\"login\",\"userId\":\"carol\",\"protocol\":\"x\",\"cid\":\"0123456789abcdef\"}", &r,
+		   NULL), 409, "cid: a login with the same cid and another body is a conflict");
+	is_str(error_of(r), "cid-conflict", "cid: ... cid-conflict");
+	json_object_put(r);
+	is_int(run(NULL, "{\"type\":\"login\",\"userId\":\"dave\",\"cid\":\"short\"}", &r, NULL), 400,
+	       "cid: a login without a token needs a cid of 16 bytes or more");
+	json_object_put(r);
+	is_int(key_rows_with(t2), 0, "cid: no stored reply holds a token");
+	is_int(key_rows_with("\"userId\":\"carol\""), 1, "cid: (the login's reply is stored)");
+
+	/* A ticket's reply is a secret: never kept, a retry mints another. */
+	json_object *r2 = NULL;
+	run(a, "{\"type\":\"ticket\",\"cid\":\"t-1\"}", &r, NULL);
+	run(a, "{\"type\":\"ticket\",\"cid\":\"t-1\"}", &r2, NULL);
+	ok(field(r, "ticket") && field(r2, "ticket") && strcmp(field(r, "ticket"), field(r2, "ticket")) != 0 &&
+		   !flag(r2, "replayed"),
+	   "cid: a ticket command runs each time");
+	json_object_put(r);
+	json_object_put(r2);
+
+	/* logout: the keys go with the session. */
+	int rows = key_rows();
+	is_int(run(b, "{\"type\":\"logout\",\"cid\":\"bye\"}", &r, NULL), 200, "cid: logout");
+	json_object_put(r);
+	is_int(key_rows(), rows - 1, "cid: the session's keys went with it");
+	is_int(run(b, "{\"type\":\"logout\",\"cid\":\"bye\"}", &r, NULL), 401, "cid: a retried logout is 401");
+	json_object_put(r);
+	close_fixture();
+
+	/* The window: a key older than it is forgotten, and pruned. */
+	lim = limits();
+	lim.key_window_ms = 50;
+	open_fixture("cid-window", &lim);
+	login("alice", a);
+	is_int(run(a, "{\"type\":\"ping\",\"cid\":\"w\"}", &r, NULL), 200, "cid window: first");
+	json_object_put(r);
+	is_int(run(a, "{\"type\":\"ping\",\"cid\":\"w\"}", &r, NULL), 200, "cid window: within it");
+	ok(flag(r, "replayed"), "cid window: ... replayed");
+	json_object_put(r);
+	usleep(120 * 1000);
+	is_int(run(a, "{\"type\":\"ping\",\"cid\":\"w\"}", &r, NULL), 200, "cid window: after it");
+	ok(!flag(r, "replayed"), "cid window: ... runs again");
+	json_object_put(r);
+	usleep(120 * 1000);
+	core_wakes w = {0};
+	int pruned = 0;
+	core_prune(c, util_now_ms(), &w, &pruned);
+	core_wakes_free(&w);
+	is_int(key_rows(), 0, "cid window: the pruner deleted the expired key");
+	close_fixture();
+}
+
 static void test_streams(void)
 {
 	struct core_limits lim = limits();
@@ -630,6 +823,7 @@ int main(void)
 	test_login();
 	test_rooms_and_signals();
 	test_errors_and_batches();
+	test_idempotency();
 	test_streams();
 	test_prune();
 	test_auth_secret();

@@ -40,6 +40,8 @@ struct sig_config cfg = {
 	.rate_session = 100,
 	.rate_login = 60,
 	.ticket_ttl = 30,
+	.key_window = 600,
+	.keys_kept = 1000,
 };
 
 struct int_opt {
@@ -73,6 +75,8 @@ static const struct int_opt int_opts[] = {
 	{"--rate-session", &cfg.rate_session, 1, 1000000, "commands per second per session, burst 2x (beyond: 429)"},
 	{"--rate-login", &cfg.rate_login, 1, 1000000, "logins per minute per client address, across processes"},
 	{"--ticket-ttl", &cfg.ticket_ttl, 1, 3600, "seconds a one-use stream ticket stays valid"},
+	{"--idempotency-window", &cfg.key_window, 1, 86400, "seconds a command's cid is remembered (its retry is answered, not run again)"},
+	{"--idempotency-keys", &cfg.keys_kept, 1, 1000000, "cids remembered per session, newest kept"},
 };
 
 /* Options that take a string; their help is in usage(). */

@@ -42,6 +42,8 @@ struct sig_config {
 	int64_t rate_session;           /* commands per second per session (burst: 2x) */
 	int64_t rate_login;             /* logins per minute per remote address, shared by processes */
 	int64_t ticket_ttl;             /* seconds a stream ticket may wait to be used */
+	int64_t key_window;             /* seconds a command's "cid" is remembered */
+	int64_t keys_kept;              /* remembered cids per session */
 };
 
 extern struct sig_config cfg;

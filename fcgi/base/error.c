@@ -27,6 +27,7 @@ static const struct {
 	[SIG_E_ROOM_FULL] = {409, "room-full", "the room is full"},
 	[SIG_E_NOT_IN_ROOM] = {409, "not-in-room", "join a room first"},
 	[SIG_E_UNKNOWN_PEER] = {409, "unknown-peer", "\"to\" is not a member of your room"},
+	[SIG_E_CID_CONFLICT] = {409, "cid-conflict", "this session already used that cid for a different command"},
 	[SIG_E_TOO_LARGE] = {413, "too-large", "request body over the size limit"},
 	[SIG_E_MAILBOX_FULL] = {429, "mailbox-full", "a recipient's mailbox is full; nothing was queued, retry later"},
 	[SIG_E_RATE_LIMITED] = {429, "rate-limited", "too many requests; retry after the time in Retry-After"},

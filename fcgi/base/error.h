@@ -23,6 +23,7 @@ typedef enum sig_err {
 	SIG_E_ROOM_FULL,      /* 409 the room is at its limit */
 	SIG_E_NOT_IN_ROOM,    /* 409 a room command outside a room */
 	SIG_E_UNKNOWN_PEER,   /* 409 "to" is not in the sender's room */
+	SIG_E_CID_CONFLICT,   /* 409 the command's "cid" was used for another command */
 	SIG_E_TOO_LARGE,      /* 413 body over the limit */
 	SIG_E_MAILBOX_FULL,   /* 429 a recipient's mailbox is at its cap */
 	SIG_E_RATE_LIMITED,   /* 429 this client or session is over its rate */

@@ -19,10 +19,12 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <unistd.h>
 
 #define ROOM_SCAN_MAX 1024 /* members read per room; rooms are capped far lower */
 #define PRUNE_BATCH 64
@@ -30,6 +32,10 @@
  * counted in tens of seconds, and every write costs the whole service. */
 #define TOUCH_EVERY_MS 1000
 #define TICKETS_KEPT 16 /* unused stream tickets per session; older ones are dropped */
+/* A login without a token is matched to its earlier run by userId and cid
+ * alone, and its replay hands out a token: the cid stands in for a secret
+ * there, so it must be long enough not to be guessed. */
+#define LOGIN_CID_MIN 16
 
 struct core {
 	store *st;
@@ -157,6 +163,15 @@ static void sha256_fetch(void)
 	sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
 }
 
+static int sha256(const void *data, size_t len, uint8_t out[STORE_HASH_LEN])
+{
+	pthread_once(&sha256_once, sha256_fetch);
+	unsigned int n = 0;
+	if (!EVP_Digest(data, len, out, &n, sha256_md ? sha256_md : EVP_sha256(), NULL) || n != STORE_HASH_LEN)
+		return -1;
+	return 0;
+}
+
 int core_token_hash(const char *token, uint8_t out[STORE_HASH_LEN])
 {
 	if (token == NULL || strlen(token) != CORE_TOKEN_LEN)
@@ -166,12 +181,7 @@ int core_token_hash(const char *token, uint8_t out[STORE_HASH_LEN])
 		if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f')))
 			return -1;
 	}
-	pthread_once(&sha256_once, sha256_fetch);
-	unsigned int n = 0;
-	if (!EVP_Digest(token, CORE_TOKEN_LEN, out, &n, sha256_md ? sha256_md : EVP_sha256(), NULL) ||
-	    n != STORE_HASH_LEN)
-		return -1;
-	return 0;
+	return sha256(token, CORE_TOKEN_LEN, out);
 }
 
 /* Lowercase hex of n bytes into out (2n characters, no terminator). */
@@ -568,19 +578,177 @@ static sig_err cmd_ticket(struct cmd_ctx *x, json_object *cmd, json_object **rep
 	return SIG_OK;
 }
 
-static const struct command {
+struct command {
 	const char *type;
 	int needs_session;
+	/* 0: a cid is accepted but its reply not kept (a ticket: it is a
+	 * secret, and running it again only mints another). */
+	int keeps_reply;
 	sig_err (*run)(struct cmd_ctx *x, json_object *cmd, json_object **reply);
-} commands[] = {
-	{"login", 0, cmd_login},
-	{"join", 1, cmd_join},
-	{"leave", 1, cmd_leave},
-	{"signal", 1, cmd_signal},
-	{"ping", 1, cmd_ping},
-	{"room-users", 1, cmd_room_users},
-	{"logout", 1, cmd_logout},
-	{"ticket", 1, cmd_ticket},
+};
+
+/* ---- idempotency keys ----
+ *
+ * Design note. A command may carry "cid", a key its client picks (unique
+ * per session, kept across every retry of that command). The first run
+ * that succeeds stores its reply under (session, cid) in the same
+ * transaction as everything else it changed, so either both the effects
+ * and the key are committed or neither is. A later command with that cid
+ * is not run: it gets the stored reply back with "replayed":true, the
+ * same status (200) and body. That is what makes a retried POST whose
+ * answer was lost, or a command re-sent by POST after its socket died,
+ * deliver exactly once.
+ *
+ * - Only successes are stored. A failed command changed nothing (it was
+ *   rolled back), so running it again is safe, and it lets a retry after
+ *   "busy" or "rate-limited" succeed.
+ * - The fingerprint is the SHA-256 of the command as parsed, without its
+ *   cid, written back as one-line JSON: the same members in the same
+ *   order, whitespace aside. The same cid with another command is 409
+ *   cid-conflict, never a silent replay of the wrong reply.
+ * - A key lives --idempotency-window seconds, and a session keeps its
+ *   --idempotency-keys newest; it is deleted with its session. A retry
+ *   later than that runs again.
+ * - login: a resumed login (own token presented) keys under its session.
+ *   A login without a token has no session yet: its key is stored under
+ *   the session it creates, and a retry is matched by userId and cid.
+ *   Tokens are never stored, so the replay gives the session a new token
+ *   (the first one, lost with its answer, stops working); the cid stands
+ *   in for a secret there and must be at least LOGIN_CID_MIN bytes.
+ * - logout: the key goes with the session it ends; a retried logout
+ *   answers 401 (the session is gone, which is what was asked).
+ * - ticket: its reply is a secret and is not kept; a retry mints another
+ *   ticket, which changes nothing anyone else sees.
+ */
+struct cmd_key {
+	char cid[STORE_ID_MAX + 1]; /* "" when the command has none */
+	uint8_t fingerprint[STORE_HASH_LEN];
+};
+
+static const struct jv_field key_fields[] = {
+	{"cid", json_type_string, JV_ID, 64},
+};
+
+/* Take the cid out of cmd (it is the sender's, never forwarded) and
+ * fingerprint what is left. */
+static sig_err key_read(json_object *cmd, struct cmd_key *k)
+{
+	memset(k, 0, sizeof *k);
+	sig_err e = jv_check(cmd, key_fields, 1);
+	const char *cid = e == SIG_OK ? jv_str(cmd, "cid") : NULL;
+	if (e != SIG_OK || cid == NULL)
+		return e;
+	snprintf(k->cid, sizeof k->cid, "%s", cid);
+	json_object_object_del(cmd, "cid");
+	size_t len = 0;
+	const char *text = jv_text(cmd, &len);
+	return sha256(text, len, k->fingerprint) == 0 ? SIG_OK : SIG_E_INTERNAL;
+}
+
+/* The session a key of this command lives under: the caller's, or for a
+ * login without a token the live session of its userId (id 0: none). */
+static sig_err key_session(struct cmd_ctx *x, const struct command *command, json_object *cmd,
+			   const struct cmd_key *k, store_session *out)
+{
+	*out = x->sess;
+	if (x->sess.id != 0 || strcmp(command->type, "login") != 0)
+		return SIG_OK;
+	if (strlen(k->cid) < LOGIN_CID_MIN)
+		return SIG_E_INVALID_FIELD;
+	sig_err e = jv_check(cmd, login_fields, 1); /* userId */
+	if (e == SIG_OK)
+		e = store_session_by_user(x->c->st, jv_str(cmd, "userId"), out);
+	if (e == SIG_OK)
+		drop_if_silent(x->c, out, x->now);
+	return e;
+}
+
+/* A login's stored reply lacks its token: give it the caller's own (a
+ * resume), or a new one for the session, which then is the caller's. */
+static sig_err key_replay_login(struct cmd_ctx *x, const store_session *s, json_object *reply)
+{
+	char token[CORE_TOKEN_LEN + 1];
+	if (x->sess.id == s->id) {
+		snprintf(token, sizeof token, "%s", x->token);
+	} else {
+		uint8_t hash[STORE_HASH_LEN];
+		sig_err e = secret_new(token, hash);
+		if (e == SIG_OK)
+			e = store_session_retoken(x->c->st, s->id, hash);
+		if (e != SIG_OK)
+			return e;
+		x->sess = *s;
+	}
+	json_object_object_add(reply, "token", json_object_new_string(token));
+	snprintf(x->r->token, sizeof x->r->token, "%s", token);
+	return SIG_OK;
+}
+
+/* If the command's cid was seen: *reply is the stored reply, marked
+ * replayed, and *replayed is set; a different command under that cid is
+ * a conflict. Else nothing happens. */
+static sig_err key_replay(struct cmd_ctx *x, const struct command *command, json_object *cmd,
+			  const struct cmd_key *k, json_object **reply, int *replayed)
+{
+	*replayed = 0;
+	if (k->cid[0] == '\0')
+		return SIG_OK;
+	store_session s;
+	struct store_key stored;
+	sig_err e = key_session(x, command, cmd, k, &s);
+	if (e != SIG_OK || s.id == 0)
+		return e;
+	e = store_key_get(x->c->st, s.id, k->cid, x->now - x->c->lim.key_window_ms, &stored);
+	if (e != SIG_OK || !stored.found)
+		return e;
+	json_object *o = NULL;
+	if (CRYPTO_memcmp(stored.fingerprint, k->fingerprint, STORE_HASH_LEN) != 0)
+		e = SIG_E_CID_CONFLICT;
+	else if (jv_parse(stored.reply, stored.len, &o) != SIG_OK)
+		e = SIG_E_INTERNAL;
+	else if (strcmp(command->type, "login") == 0)
+		e = key_replay_login(x, &s, o);
+	store_key_free(&stored);
+	if (e != SIG_OK) {
+		json_object_put(o);
+		return e;
+	}
+	json_object_object_add(o, "replayed", json_object_new_boolean(1));
+	*reply = o;
+	*replayed = 1;
+	return SIG_OK;
+}
+
+/* After a successful run: keep its reply under the cid (a login's without
+ * the token, which is never stored). */
+static sig_err key_store(struct cmd_ctx *x, const struct command *command, const struct cmd_key *k,
+			 json_object *reply)
+{
+	if (k->cid[0] == '\0' || x->sess.id == 0 || x->r->logged_out || !command->keeps_reply)
+		return SIG_OK;
+	json_object *token = NULL;
+	if (json_object_object_get_ex(reply, "token", &token)) {
+		json_object_get(token);
+		json_object_object_del(reply, "token");
+	}
+	size_t len = 0;
+	const char *text = jv_text(reply, &len);
+	sig_err e = store_key_put(x->c->st, x->sess.id, k->cid, k->fingerprint, text, len, x->now,
+				  x->c->lim.keys_kept);
+	if (token)
+		json_object_object_add(reply, "token", token);
+	return e;
+}
+
+static const struct command commands[] = {
+	{"login", 0, 1, cmd_login},
+	{"join", 1, 1, cmd_join},
+	{"leave", 1, 1, cmd_leave},
+	{"signal", 1, 1, cmd_signal},
+	{"ping", 1, 1, cmd_ping},
+	{"room-users", 1, 1, cmd_room_users},
+	{"logout", 1, 1, cmd_logout},
+	{"ticket", 1, 0, cmd_ticket},
 };
 
 static const struct command *find_command(const char *type)
@@ -619,6 +787,47 @@ static sig_err session_rate(struct cmd_ctx *x)
 	return SIG_E_RATE_LIMITED;
 }
 
+/* Inside the command's transaction: who is asking, whether this is a
+ * retry of a command already done (its cid), the limits, the command. */
+static sig_err run_command(struct cmd_ctx *x, const struct command *command, json_object *cmd,
+			   json_object **reply)
+{
+	struct cmd_key key;
+	int replayed = 0;
+	sig_err e = authenticate(x);
+	if (e == SIG_OK && command->needs_session && x->sess.id == 0)
+		e = SIG_E_UNAUTHORIZED;
+	if (e == SIG_OK)
+		e = key_read(cmd, &key);
+	if (e == SIG_OK)
+		e = key_replay(x, command, cmd, &key, reply, &replayed);
+	if (e != SIG_OK || replayed)
+		return e;
+	if (x->sess.id != 0 && (e = session_rate(x)) != SIG_OK)
+		return e;
+	if (x->sess.id != 0 && x->sess.last_seen < x->now - TOUCH_EVERY_MS &&
+	    (e = store_session_touch(x->c->st, x->sess.id, x->now)) != SIG_OK)
+		return e;
+	if ((e = command->run(x, cmd, reply)) != SIG_OK)
+		return e;
+	return key_store(x, command, &key, *reply);
+}
+
+/* Commits made by this process, for SIGNAL_TEST_EXIT_AFTER_COMMITS. */
+static atomic_llong commits_made;
+
+/* Tests only: die between a commit and its answer, as a crash would. */
+static void fault_after_commit(const core *c)
+{
+	if (c->lim.exit_after_commits <= 0)
+		return;
+	long long n = atomic_fetch_add(&commits_made, 1) + 1;
+	if (n == c->lim.exit_after_commits) {
+		log_warn("test fault: exiting after commit %lld, before its answer", n);
+		_exit(70);
+	}
+}
+
 /* One command in its own transaction. Returns its outcome; *reply is set. */
 static sig_err exec_one(struct cmd_ctx *x, json_object *cmd, json_object **reply)
 {
@@ -644,23 +853,14 @@ static sig_err exec_one(struct cmd_ctx *x, json_object *cmd, json_object **reply
 	int wakes_before = x->r->wakes.n;
 	if ((e = x->c->grouped ? store_savepoint(x->c->st) : store_begin(x->c->st)) != SIG_OK)
 		goto done;
-	if ((e = authenticate(x)) == SIG_OK) {
-		if (command->needs_session && x->sess.id == 0)
-			e = SIG_E_UNAUTHORIZED;
-		else if (x->sess.id != 0 && (e = session_rate(x)) != SIG_OK)
-			;
-		else if (x->sess.id != 0 && x->sess.last_seen < x->now - TOUCH_EVERY_MS &&
-			 (e = store_session_touch(x->c->st, x->sess.id, x->now)) != SIG_OK)
-			;
-		else
-			e = command->run(x, cmd, reply);
-	}
+	e = run_command(x, command, cmd, reply);
 	if (x->c->grouped) {
 		sig_err se = store_savepoint_end(x->c->st, e == SIG_OK);
 		if (e == SIG_OK)
 			e = se;
 	} else if (e == SIG_OK) {
-		e = store_commit(x->c->st);
+		if ((e = store_commit(x->c->st)) == SIG_OK)
+			fault_after_commit(x->c);
 	} else {
 		store_rollback(x->c->st);
 	}
@@ -734,7 +934,10 @@ sig_err core_group_begin(core *c)
 sig_err core_group_end(core *c)
 {
 	c->grouped = 0;
-	return store_commit(c->st);
+	sig_err e = store_commit(c->st);
+	if (e == SIG_OK)
+		fault_after_commit(c);
+	return e;
 }
 
 /* ---- streams ---- */
@@ -907,7 +1110,8 @@ sig_err core_recent_recipients(core *c, int64_t owner, int64_t after, int64_t *s
 
 /* ---- pruning (the design note is in maint.c) ---- */
 
-/* Forget shared rate buckets idle for an hour, and expired stream tickets. */
+/* Forget shared rate buckets idle for an hour, expired stream tickets
+ * and idempotency keys past their window. */
 static sig_err gc_expired(core *c, int64_t now)
 {
 	sig_err e = store_begin(c->st);
@@ -916,6 +1120,8 @@ static sig_err gc_expired(core *c, int64_t now)
 	e = store_rate_gc(c->st, now - 3600 * 1000);
 	if (e == SIG_OK)
 		e = store_tickets_gc(c->st, now);
+	if (e == SIG_OK)
+		e = store_keys_gc(c->st, now - c->lim.key_window_ms);
 	return finish_txn(c, e);
 }
 

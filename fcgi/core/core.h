@@ -74,6 +74,11 @@ struct core_limits {
 	double rate_session;  /* commands per second per session, burst 2x */
 	double rate_login;    /* logins per second per client address, shared, burst 10 */
 	int64_t ticket_ttl_ms; /* how long a stream ticket may wait to be used */
+	int64_t key_window_ms; /* how long a command's "cid" is remembered */
+	int64_t keys_kept;     /* and how many per session, at most */
+	/* Tests only: exit the process right after this many commits, before
+	 * any answer leaves (a crash between commit and reply); 0 never. */
+	int64_t exit_after_commits;
 };
 
 /* A core over an open store (the core does not own it). Free with core_free. */

@@ -166,6 +166,28 @@ sig_err store_ticket_create(store *st, int64_t sid, const uint8_t hash[STORE_HAS
 sig_err store_ticket_take(store *st, const uint8_t hash[STORE_HASH_LEN], int64_t now, store_session *out);
 sig_err store_tickets_gc(store *st, int64_t now);
 
+/* A new token for a session (its hash replaces the old one, which stops
+ * working). */
+sig_err store_session_retoken(store *st, int64_t sid, const uint8_t hash[STORE_HASH_LEN]);
+
+/* Idempotency keys: the reply of a session's command that carried a "cid",
+ * kept with the fingerprint of that command. */
+struct store_key {
+	int found; /* 0: no live key of that name */
+	uint8_t fingerprint[STORE_HASH_LEN];
+	char *reply; /* NUL-terminated, len bytes; free with store_key_free */
+	size_t len;
+};
+/* The key cid of sid if it was stored at or after `since` (ms). */
+sig_err store_key_get(store *st, int64_t sid, const char *cid, int64_t since, struct store_key *out);
+void store_key_free(struct store_key *k);
+/* Inside the command's own write transaction: store (or replace an
+ * expired) key, keeping only sid's `keep` newest. */
+sig_err store_key_put(store *st, int64_t sid, const char *cid, const uint8_t fingerprint[STORE_HASH_LEN],
+		      const char *reply, size_t len, int64_t now, int64_t keep);
+/* Delete the keys stored before `before` (ms). */
+sig_err store_keys_gc(store *st, int64_t before);
+
 /* The engine's periodic upkeep, called about once a second by each
  * process's maintenance thread, outside any transaction. It may keep
  * writers waiting a few milliseconds, never longer than the busy timeout;

@@ -80,6 +80,12 @@ enum stmt_id {
 	Q_TICKET_SESSION,
 	Q_TICKET_DELETE,
 	Q_TICKETS_GC,
+	Q_SESSION_RETOKEN,
+	Q_KEY_GET,
+	Q_KEY_NEXT_SEQ,
+	Q_KEY_PUT,
+	Q_KEY_TRIM,
+	Q_KEYS_GC,
 	Q__COUNT
 };
 
@@ -145,6 +151,15 @@ static const char *const stmt_sql[Q__COUNT] = {
 			     "WHERE t.hash = ?1 AND t.expires_at > ?2",
 	[Q_TICKET_DELETE] = "DELETE FROM stream_tickets WHERE hash = ?1",
 	[Q_TICKETS_GC] = "DELETE FROM stream_tickets WHERE expires_at <= ?1",
+	[Q_SESSION_RETOKEN] = "UPDATE sessions SET token_hash = ?2 WHERE id = ?1",
+	[Q_KEY_GET] = "SELECT fingerprint, reply FROM command_keys "
+		      "WHERE session_id = ?1 AND cid = ?2 AND created_at >= ?3",
+	[Q_KEY_NEXT_SEQ] = "SELECT coalesce(max(seq), 0) + 1 FROM command_keys WHERE session_id = ?1",
+	/* REPLACE: an expired key the pruner has not deleted yet is reused. */
+	[Q_KEY_PUT] = "INSERT OR REPLACE INTO command_keys(session_id, cid, seq, fingerprint, reply, created_at) "
+		      "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+	[Q_KEY_TRIM] = "DELETE FROM command_keys WHERE session_id = ?1 AND seq <= ?2",
+	[Q_KEYS_GC] = "DELETE FROM command_keys WHERE created_at < ?1",
 };
 
 struct store {
@@ -831,6 +846,77 @@ sig_err store_tickets_gc(store *st, int64_t now)
 {
 	sqlite3_bind_int64(stmt(st, Q_TICKETS_GC), 1, now);
 	return exec_stmt(st, Q_TICKETS_GC, "tickets gc");
+}
+
+sig_err store_session_retoken(store *st, int64_t sid, const uint8_t hash[STORE_HASH_LEN])
+{
+	sqlite3_stmt *s = stmt(st, Q_SESSION_RETOKEN);
+	sqlite3_bind_int64(s, 1, sid);
+	sqlite3_bind_blob(s, 2, hash, STORE_HASH_LEN, SQLITE_STATIC);
+	return exec_stmt(st, Q_SESSION_RETOKEN, "session retoken");
+}
+
+sig_err store_key_get(store *st, int64_t sid, const char *cid, int64_t since, struct store_key *out)
+{
+	memset(out, 0, sizeof *out);
+	sqlite3_stmt *s = stmt(st, Q_KEY_GET);
+	sqlite3_bind_int64(s, 1, sid);
+	sqlite3_bind_text(s, 2, cid, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 3, since);
+	int rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW && sqlite3_column_bytes(s, 0) == STORE_HASH_LEN) {
+		const unsigned char *reply = sqlite3_column_text(s, 1);
+		out->len = (size_t)sqlite3_column_bytes(s, 1);
+		memcpy(out->fingerprint, sqlite3_column_blob(s, 0), STORE_HASH_LEN);
+		out->reply = xmalloc(out->len + 1);
+		memcpy(out->reply, reply ? (const char *)reply : "", out->len);
+		out->reply[out->len] = '\0';
+		out->found = 1;
+	}
+	finish(s);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+		store_key_free(out);
+		return db_error(st, "key get", rc);
+	}
+	return SIG_OK;
+}
+
+void store_key_free(struct store_key *k)
+{
+	free(k->reply);
+	memset(k, 0, sizeof *k);
+}
+
+sig_err store_key_put(store *st, int64_t sid, const char *cid, const uint8_t fingerprint[STORE_HASH_LEN],
+		      const char *reply, size_t len, int64_t now, int64_t keep)
+{
+	sqlite3_stmt *s = stmt(st, Q_KEY_NEXT_SEQ);
+	sqlite3_bind_int64(s, 1, sid);
+	int rc = sqlite3_step(s);
+	int64_t seq = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+	finish(s);
+	if (rc != SQLITE_ROW)
+		return db_error(st, "key seq", rc);
+	s = stmt(st, Q_KEY_PUT);
+	sqlite3_bind_int64(s, 1, sid);
+	sqlite3_bind_text(s, 2, cid, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 3, seq);
+	sqlite3_bind_blob(s, 4, fingerprint, STORE_HASH_LEN, SQLITE_STATIC);
+	sqlite3_bind_text(s, 5, reply, (int)len, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 6, now);
+	sig_err e = exec_stmt(st, Q_KEY_PUT, "key put");
+	if (e != SIG_OK || seq <= keep)
+		return e;
+	s = stmt(st, Q_KEY_TRIM);
+	sqlite3_bind_int64(s, 1, sid);
+	sqlite3_bind_int64(s, 2, seq - keep);
+	return exec_stmt(st, Q_KEY_TRIM, "key trim");
+}
+
+sig_err store_keys_gc(store *st, int64_t before)
+{
+	sqlite3_bind_int64(stmt(st, Q_KEYS_GC), 1, before);
+	return exec_stmt(st, Q_KEYS_GC, "keys gc");
 }
 
 /* store_maintain: a PASSIVE checkpoint, which never waits for readers or
