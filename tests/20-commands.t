@@ -186,6 +186,29 @@ head -c 70000 /dev/zero | tr '\0' 'a' >"$OUT/big.json"
 get "/api/cmd" -X POST --data-binary @"$OUT/big.json" -H "Authorization: Bearer $A"
 is "$STATUS/$(echo "$BODY" | jq -r .error)" 413/too-large "a body over 64 KiB: 413 too-large"
 
+# --- idempotency keys (cid): a retried command runs once ---
+K1=$(login key-a) K2=$(login key-b)
+post "$K1" '{"type":"join","roomId":"keys"}'
+post "$K2" '{"type":"join","roomId":"keys"}'
+get "/api/poll?timeout=0" -H "Authorization: Bearer $K2"
+kmark=$(echo "$BODY" | jq -r .last)
+post "$K1" '{"type":"signal","to":"key-b","sdp":"offer","cid":"offer-1"}'
+first="$STATUS $(echo "$BODY" | jq -c 'del(.replayed)')"
+is "$STATUS/$(echo "$BODY" | jq -c .replayed)" 200/null "a command with a cid runs: 200"
+post "$K1" '{"type":"signal","to":"key-b","sdp":"offer","cid":"offer-1"}'
+is "$STATUS/$(echo "$BODY" | jq -c .replayed)" 200/true "the same command and cid again: 200, replayed"
+is "$STATUS $(echo "$BODY" | jq -c 'del(.replayed)')" "$first" "... same status, same body"
+post "$K1" '{"type":"signal","to":"key-b","sdp":"other","cid":"offer-1"}'
+is "$STATUS/$(echo "$BODY" | jq -r .error)" 409/cid-conflict "the same cid with another command: 409 cid-conflict"
+post "$K1" '[{"type":"signal","to":"key-b","n":1,"cid":"b-1"},{"type":"signal","to":"key-b","n":1,"cid":"b-1"},{"type":"signal","to":"key-b","n":2,"cid":"b-2"}]'
+is "$STATUS/$(echo "$BODY" | jq -c '[.[].replayed]')" '200/[null,true,null]' "a batch: a repeated element is replayed"
+post "$K1" '{"type":"ping","cid":"bad cid"}'
+is "$STATUS/$(echo "$BODY" | jq -r .error)" 400/invalid-field "a cid outside the id alphabet: 400 invalid-field"
+get "/api/poll?timeout=0&since=$kmark" -H "Authorization: Bearer $K2"
+is "$(echo "$BODY" | jq -c '[.events[] | select(.type == "signal") | (.sdp // .n)]')" '["offer",1,2]' \
+	"the peer got each command once"
+is "$(echo "$BODY" | jq -c '[.events[] | select(has("cid"))] | length')" 0 "... without the sender's cid"
+
 # --- 503 busy: another process holds the write lock past the busy timeout ---
 stop_server
 PORT_FIXED=1 start_server --db "$SERVER_DB" -- --busy-timeout 200 || exit 1

@@ -32,7 +32,7 @@ suite() { # suite CASE...: run cases, turn PASS/FAIL lines into TAP
 # undelivered, answered 429 beyond) and faster than the rate limits (the
 # suite logs in a few dozen users within a minute from one address).
 start_server -- --max-signal 65536 --mailbox-limit 20000 --rate-session 100000 --rate-ip 100000 --rate-login 100000 --ws-ping 1 || exit 1
-suite ${WS_CASES:-seed errors mixed resume binding large volume frames garbage keepalive burst}
+suite ${WS_CASES:-seed errors mixed resume binding cid large volume frames garbage keepalive burst}
 health=$(curl -s "$BASE/api/health")
 like "$health" '"ok":true' "the responder is healthy after every bad frame"
 stop_server

@@ -24,7 +24,7 @@ for f in "$OUT"/asan/*; do [ -f "$f" ] && sed 's/^/#   /' "$f" | head -40; done
 VG="$(command -v valgrind) -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect --log-file=$OUT/valgrind.%p $ROOT/build/signal-fcgi"
 START_TRIES=400 SIGNAL_BIN=$VG OUT_SUFFIX=-valgrind bash "$ROOT/tests/20-commands.t" >"$OUT/20-commands-valgrind.tap" 2>&1
 ok $? "20-commands passes against the responder under valgrind"
-WS_CASES="seed errors mixed resume binding large frames keepalive" START_TRIES=400 SIGNAL_BIN=$VG OUT_SUFFIX=-valgrind \
+WS_CASES="seed errors mixed resume binding cid large frames keepalive" START_TRIES=400 SIGNAL_BIN=$VG OUT_SUFFIX=-valgrind \
 	bash "$ROOT/tests/55-websocket.t" >"$OUT/55-websocket-valgrind.tap" 2>&1
 ok $? "55-websocket passes against the responder under valgrind"
 errs=$(cat "$OUT"/valgrind.* 2>/dev/null | grep -v '^==[0-9]*== *$' | head -50)

@@ -2,22 +2,27 @@
 """crashload.py - load for tests/75-crash.t: pairs relaying numbered messages
 while the test kills responders and restarts lighttpd underneath.
 
-Each sender POSTs {"type":"signal","to":peer,"seq":n}, retrying the same n
-until it gets a 200 (a retry after a lost answer may deliver n twice: that
-is a duplicate, counted, never a loss). Receivers read over SSE (curl -N,
-reconnecting with Last-Event-ID) or long-poll (since=last). At the end it
-prints one JSON line: per pair what was acknowledged and what arrived.
+Each sender POSTs {"type":"signal","to":peer,"seq":n,"cid":"FROM-n"},
+retrying the same command (same cid) until it gets a 200. A retry whose
+first answer was lost after its commit is answered from the stored reply
+("replayed": counted), so it must never deliver n twice. Receivers read
+over SSE (curl -N, reconnecting with Last-Event-ID) or long-poll
+(since=last) and drop an event id they already have, as a client does.
+At the end it prints one JSON line: per pair what was acknowledged, what
+arrived, and the duplicates (the same n under two event ids).
 
-usage: crashload.py BASE TOKENS_JSON SECONDS
+usage: crashload.py BASE TOKENS_JSON SECONDS [--no-cid]
+(--no-cid: send without keys, as a client that has none would)
 """
 import json, subprocess, sys, threading, time, urllib.request, urllib.error
 
 base, pairs, seconds = sys.argv[1], json.loads(sys.argv[2]), float(sys.argv[3])
+use_cid = "--no-cid" not in sys.argv[4:]
 stop_send = threading.Event()
 stop_recv = threading.Event()
 acked = {}     # sender -> list of seq answered 200
 received = {}  # receiver -> list of (event id, from, seq)
-errors = {"send": 0}
+errors = {"send": 0, "replayed": 0}
 lock = threading.Lock()
 
 
@@ -25,7 +30,7 @@ def post(token, body):
     req = urllib.request.Request(base + "/api/cmd", data=json.dumps(body).encode(),
                                  headers={"Authorization": "Bearer " + token})
     with urllib.request.urlopen(req, timeout=5) as r:
-        return r.status
+        return r.status, json.load(r)
 
 
 def sender(p):
@@ -33,9 +38,16 @@ def sender(p):
     acked[p["from"]] = []
     while not stop_send.is_set():
         try:
-            if post(p["from_token"], {"type": "signal", "to": p["to"], "seq": seq}) == 200:
+            cmd = {"type": "signal", "to": p["to"], "seq": seq}
+            if use_cid:
+                cmd["cid"] = "%s-%d" % (p["from"], seq)
+            status, reply = post(p["from_token"], cmd)
+            if status == 200:
                 acked[p["from"]].append(seq)
                 seq += 1
+                if reply.get("replayed"):
+                    with lock:
+                        errors["replayed"] += 1
         except (urllib.error.URLError, OSError, ValueError):
             with lock:
                 errors["send"] += 1
@@ -44,7 +56,13 @@ def sender(p):
         time.sleep(0.01)
 
 
+seen = {}  # receiver -> event ids it has: a resume may repeat one, never skip
+
+
 def record(to, ev):
+    if ev["id"] in seen.setdefault(to, set()):
+        return
+    seen[to].add(ev["id"])
     if ev.get("type") == "signal":
         received[to].append((ev["id"], ev["from"], ev["seq"]))
 
@@ -112,4 +130,4 @@ for p in pairs:
                 "lost": sorted(set(ack) - set(got)),
                 "duplicates": len(got) - len(set(got)),
                 "in_order": all(a <= b for a, b in zip(got, got[1:]))})
-print(json.dumps({"pairs": out, "send_errors": errors["send"]}))
+print(json.dumps({"pairs": out, "send_errors": errors["send"], "replayed": errors["replayed"]}))

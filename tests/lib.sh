@@ -110,11 +110,12 @@ start_nginx() {
 		setsid bash -c "set -f; while :; do $bin --listen 127.0.0.1:$bport --ws-listen $OUT/run/ws-$i.sock --db $db $SERVER_ARGS; sleep 0.2; done" \
 			>>"$OUT/server.log" 2>&1 &
 		BACKEND_PGIDS="$BACKEND_PGIDS $!"
-		ups="$ups server 127.0.0.1:$bport;"
-		wsups="$wsups server unix:$OUT/run/ws-$i.sock;"
+		ups="$ups server 127.0.0.1:$bport\\1;"
+		wsups="$wsups server unix:$OUT/run/ws-$i.sock\\1;"
 	done
-	sed -e "s|listen 127.0.0.1:8080;|listen 127.0.0.1:$PORT;|" -e "s|server 127.0.0.1:9001;|$ups|" \
-		-e "s|server 127.0.0.1:9002;|$wsups|" \
+	# Each server line keeps the parameters (max_fails...) nginx.conf gives.
+	sed -e "s|listen 127.0.0.1:8080;|listen 127.0.0.1:$PORT;|" -e "s|server 127.0.0.1:9001\\([^;]*\\);|$ups|" \
+		-e "s|server 127.0.0.1:9002\\([^;]*\\);|$wsups|" \
 		-e "s|^pid .*|pid $OUT/run/nginx.pid;|" -e "s|var/nginx/|$OUT/run/nginx/|" \
 		"$ROOT/nginx.conf" >"$OUT/nginx.conf"
 	nginx -p "$ROOT" -c "$OUT/nginx.conf" >>"$OUT/server.log" 2>&1 &

@@ -650,6 +650,40 @@ def case_volume():
     ws.close()
 
 
+def case_cid():
+    """Idempotency keys over a socket: a command repeated on the socket, or
+    re-sent by POST after the socket that carried it was lost, runs once."""
+    wa, ra = client("cid-a", "cid-room")
+    wb, rb = client("cid-b", "cid-room")
+    sig = {"type": "signal", "to": "cid-b", "n": "w-1", "cid": "ws-cid-1"}
+    r1 = cmd(wa, dict(sig))
+    r2 = cmd(wa, dict(sig))
+    check(r1.get("success") is True and not r1.get("replayed") and r2.get("replayed") is True,
+          "the same cid twice on a socket: the second is replayed", (r1, r2))
+    st, r3 = post(wa.token, dict(sig))
+    check(st == 200 and r3.get("replayed") is True, "... and again by POST: 200, replayed", (st, r3))
+    r4 = cmd(wa, {"type": "signal", "to": "cid-b", "n": "other", "cid": "ws-cid-1"})
+    check(r4.get("error") == "cid-conflict" and r4.get("status") == 409,
+          "the same cid with another command on a socket: 409 cid-conflict", r4)
+    # Sent on a socket that is then lost before its answer is read.
+    lost = connect()
+    lost.pending = []
+    cmd(lost, {"type": "auth", "token": wa.token, "lastEventId": 0})
+    lost.send(json.dumps({"type": "signal", "to": "cid-b", "n": "w-2", "cid": "ws-cid-2"}))
+    lost.close()
+    st, r5 = post(wa.token, {"type": "signal", "to": "cid-b", "n": "w-2", "cid": "ws-cid-2"})
+    check(st == 200 and r5.get("success") is True, "the command lost with its socket, re-sent by POST: 200", (st, r5))
+    post(wa.token, {"type": "signal", "to": "cid-b", "n": "end"})
+    got = []
+    while not got or got[-1].get("n") != "end":
+        got.append(event(wb))
+    ns = [e.get("n") for e in got if e.get("type") == "signal"]
+    check(ns == ["w-1", "w-2", "end"], "the peer got each signal once", ns)
+    check(all("cid" not in e for e in got), "events do not carry the sender's cid", got)
+    wa.close()
+    wb.close()
+
+
 for name in sys.argv[2:]:
     try:
         globals()["case_" + name]()
