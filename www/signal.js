@@ -41,15 +41,36 @@
  * Delivery: every event carries an id; the client keeps the highest one it
  * has seen, ignores anything at or below it (nothing twice) and resumes from
  * it on every reconnect, on either transport (nothing lost). Heartbeats
- * carry it as "ack", so the server can free what was delivered. Commands
- * that fail on the network (or with 502/503/504) are retried with backoff;
- * a 401 ends the session: 'session-lost' is dispatched and nothing loops.
+ * carry it as "ack", so the server can free what was delivered.
+ *
+ * Commands run exactly once: each gets a "cid" (128 random bits) when it
+ * is made, kept through every retry and every change of transport (a
+ * command lost with its WebSocket is re-sent by POST under the same cid),
+ * so a retry of a command whose answer was lost is answered from the
+ * server's stored reply ("replayed": true) instead of delivering twice.
+ * That makes every retry safe: commands that fail on the network (or with
+ * 500/502/503/504: lighttpd answers 500 when a responder dies mid-request)
+ * are retried with backoff; a 401 ends the session: 'session-lost' is
+ * dispatched and nothing loops.
  * Errors reject with an Error whose .code is the server's error code
  * ('room-full', 'user-exists', ...) and .status the HTTP status.
  */
 
-const RETRY_STATUSES = new Set([0, 502, 503, 504]);
+const RETRY_STATUSES = new Set([0, 500, 502, 503, 504]);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// An idempotency key: 128 random bits as 32 hex digits (a login without a
+// token needs at least 16 bytes: there it stands in for a secret).
+function newCid() {
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+}
+// Give each command that has none its cid, once: a retry sends the same
+// objects, so the same keys.
+function keyed(body) {
+  for (const cmd of Array.isArray(body) ? body : [body]) if (!cmd.cid) cmd.cid = newCid();
+  return body;
+}
 
 export class SignalError extends Error {
   constructor(reply, status) {
@@ -192,6 +213,7 @@ export class SignalClient extends EventTarget {
   }
 
   async _post(body, retry) {
+    keyed(body);
     let delay = 200;
     for (let attempt = 0; ; attempt++) {
       let status = 0;

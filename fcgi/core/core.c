@@ -716,6 +716,9 @@ static sig_err key_replay(struct cmd_ctx *x, const struct command *command, json
 	json_object_object_add(o, "replayed", json_object_new_boolean(1));
 	*reply = o;
 	*replayed = 1;
+	/* Worth knowing: each one is an answer that was lost on the way. */
+	log_info("cid: %s of user %s (session %lld) answered from its stored reply, not run again", command->type,
+		 x->sess.user_id, (long long)s.id);
 	return SIG_OK;
 }
 

@@ -5,7 +5,7 @@
 //   node tests/browser/calls.mjs OUTDIR
 import { chromium } from 'playwright-core';
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdirSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -32,9 +32,9 @@ function freePort() {
 }
 
 let server = null;
-async function startServer(port, db, args = '') {
+async function startServer(port, db, args = '', extraEnv = {}) {
   const env = {
-    ...process.env, SIGNAL_ROOT: ROOT, SIGNAL_BIN: `${ROOT}/build/signal-fcgi`, SIGNAL_RUNDIR: `${OUT}/run`,
+    ...process.env, ...extraEnv, SIGNAL_ROOT: ROOT, SIGNAL_BIN: `${ROOT}/build/signal-fcgi`, SIGNAL_RUNDIR: `${OUT}/run`,
     SIGNAL_DB: db, SIGNAL_ARGS: args, SIGNAL_PROCS: '1', SIGNAL_BIND: '127.0.0.1', PORT: String(port),
   };
   mkdirSync(`${OUT}/run`, { recursive: true });
@@ -285,6 +285,48 @@ try {
     await channelsOpen(b, ['restA'], 30000);
     await chat(b, a, 'after the restart');
     ok(true, 'with SSE, the service restarts mid call set-up: the clients resume and the call completes');
+  });
+  await closeAll();
+
+  // 4a. Exactly once: the responder dies right after a commit, before its
+  // answer (SIGNAL_TEST_EXIT_AFTER_COMMITS, a fault for tests only), again
+  // and again while the offer, the answer and the ICE candidates are in
+  // flight. lighttpd restarts it; the pages retry, and every retry carries
+  // the command's cid, so no candidate reaches a peer (and is applied) twice.
+  await attempt('no ICE candidate applied twice across crashes', async () => {
+    const logFile = `${OUT}/server.log`;
+    const from = statSync(logFile).size;
+    await stopServer();
+    try {
+      await startServer(port, db, '', { SIGNAL_TEST_EXIT_AFTER_COMMITS: '4' });
+      const a = await openPage('iceA', 'ice-crash', { transport: 'auto', media: true });
+      await a.waitForSelector('#call:not([hidden])');
+      const b = await openPage('iceB', 'ice-crash', { transport: 'sse', media: true });
+      await b.waitForSelector('#call:not([hidden])');
+      await channelsOpen(a, ['iceB'], 60000);
+      await channelsOpen(b, ['iceA'], 60000);
+      const log = readFileSync(logFile, 'utf8').slice(from);
+      const crashes = (log.match(/test fault: exiting after commit/g) || []).length;
+      const replays = (log.match(/answered from its stored reply/g) || []).length;
+      const counts = [];
+      let twice = 0;
+      let total = 0;
+      for (const [page, peer] of [[a, 'iceB'], [b, 'iceA']]) {
+        const cands = await page.evaluate((p) => window.__events
+          .filter((e) => e.type === 'signal' && e.from === p && e.candidate)
+          .map((e) => JSON.stringify(e.candidate)), peer);
+        twice += cands.length - new Set(cands).size;
+        total += cands.length;
+        counts.push(`${cands.length} from ${peer}`);
+      }
+      ok(crashes >= 1 && total > 0 && twice === 0,
+        `the responder died ${crashes} times between a commit and its answer during call set-up; ` +
+        `${replays} retries were answered from stored replies; candidates applied: ${counts.join(", ")}, ${twice === 0 ? "none" : twice} twice`,
+        `twice: ${twice}`);
+    } finally {
+      await stopServer();
+      await startServer(port, db);
+    }
   });
   await closeAll();
 
