@@ -8,15 +8,7 @@
 . "$(dirname "$0")/lib.sh"
 
 start_server --procs 2 -- --rate-ip 100000 --rate-session 100000 || exit 1
-pairs="["
-for i in 1 2 3 4; do
-	s=$(login "s$i"); r=$(login "r$i")
-	post "$s" "{\"type\":\"join\",\"roomId\":\"room$i\"}"
-	post "$r" "{\"type\":\"join\",\"roomId\":\"room$i\"}"
-	via=$([ $i -le 2 ] && echo sse || echo poll)
-	pairs="$pairs{\"from\":\"s$i\",\"from_token\":\"$s\",\"to\":\"r$i\",\"to_token\":\"$r\",\"via\":\"$via\"},"
-done
-pairs="${pairs%,}]"
+pairs=$(make_pairs "")
 
 python3 "$ROOT/tests/crashload.py" "$BASE" "$pairs" 12 >"$OUT/result.json" 2>"$OUT/load.err" &
 LOAD=$!

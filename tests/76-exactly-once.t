@@ -11,19 +11,6 @@
 
 export SIGNAL_TEST_EXIT_AFTER_COMMITS=40
 start_server --procs 2 -- --rate-ip 100000 --rate-session 100000 || exit 1
-# make_pairs TAG: four sender/receiver pairs in their own rooms, two read
-# over SSE and two by long-poll, as crashload.py takes them.
-make_pairs() {
-	local i s r via p="["
-	for i in 1 2 3 4; do
-		s=$(login "s$1$i"); r=$(login "r$1$i")
-		post "$s" "{\"type\":\"join\",\"roomId\":\"room$1$i\"}"
-		post "$r" "{\"type\":\"join\",\"roomId\":\"room$1$i\"}"
-		via=$([ $i -le 2 ] && echo sse || echo poll)
-		p="$p{\"from\":\"s$1$i\",\"from_token\":\"$s\",\"to\":\"r$1$i\",\"to_token\":\"$r\",\"via\":\"$via\"},"
-	done
-	echo "${p%,}]"
-}
 pairs=$(make_pairs a)
 python3 "$ROOT/tests/crashload.py" "$BASE" "$pairs" 8 >"$OUT/result.json" 2>"$OUT/load.err"
 ok $? "the load ran to the end"

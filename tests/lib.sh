@@ -153,6 +153,20 @@ server_procs() { pgrep -f -- "--ws-listen $OUT/run/"; }
 # The responder processes serving this test's database.
 responder_pids() { pgrep -f "^[^ ]*signal-fcgi .*--db $SERVER_DB"; }
 
+# make_pairs TAG: four sender/receiver pairs (sTAGi -> rTAGi) in their own
+# rooms, two read over SSE and two by long-poll, as tests/crashload.py
+# takes them (a JSON array).
+make_pairs() {
+	local i s r via p="["
+	for i in 1 2 3 4; do
+		s=$(login "s$1$i"); r=$(login "r$1$i")
+		post "$s" "{\"type\":\"join\",\"roomId\":\"room$1$i\"}"
+		post "$r" "{\"type\":\"join\",\"roomId\":\"room$1$i\"}"
+		via=$([ $i -le 2 ] && echo sse || echo poll)
+		p="$p{\"from\":\"s$1$i\",\"from_token\":\"$s\",\"to\":\"r$1$i\",\"to_token\":\"$r\",\"via\":\"$via\"},"
+	done
+	echo "${p%,}]"
+}
 # Background helpers (curl -N readers) are killed at exit too.
 bg() { "$@" & BG_PIDS="$BG_PIDS $!"; }
 cleanup() {

@@ -134,6 +134,15 @@ static void join(const char *token, const char *room)
 	run(token, body, NULL, NULL);
 }
 
+/* The usual fixture: alice and bob logged in, both in room "r". */
+static void alice_and_bob_in_r(char a[CORE_TOKEN_LEN + 1], char b[CORE_TOKEN_LEN + 1])
+{
+	login("alice", a);
+	login("bob", b);
+	join(a, "r");
+	join(b, "r");
+}
+
 /* Counts from the store: "sessions/members/queued". */
 static void counts(char *out, size_t size)
 {
@@ -450,10 +459,7 @@ static void test_idempotency(void)
 	open_fixture("cid", &lim);
 	char a[65], b[65], box[512];
 	json_object *r = NULL;
-	login("alice", a);
-	login("bob", b);
-	join(a, "r");
-	join(b, "r");
+	alice_and_bob_in_r(a, b);
 	deliver_all(a);
 	const char *sig = "{\"type\":\"signal\",\"to\":\"bob\",\"n\":1,\"cid\":\"s-1\"}";
 	is_int(run(a, sig, &r, NULL), 200, "cid: first run 200");
@@ -601,10 +607,7 @@ static void test_streams(void)
 	lim.mailbox_limit = 100;
 	open_fixture("streams", &lim);
 	char a[65], b[65];
-	login("alice", a);
-	login("bob", b);
-	join(a, "r");
-	join(b, "r");
+	alice_and_bob_in_r(a, b);
 	for (int i = 0; i < 6; i++)
 		run(a, "{\"type\":\"signal\",\"to\":\"bob\",\"n\":1}", NULL, NULL);
 	struct mail m = {0};
@@ -658,10 +661,7 @@ static void test_prune(void)
 	open_fixture("prune", &lim);
 	char a[65], b[65], sum[256];
 	json_object *r = NULL;
-	login("alice", a);
-	login("bob", b);
-	join(a, "r");
-	join(b, "r");
+	alice_and_bob_in_r(a, b);
 	core_wakes w = {0};
 	int pruned = -1;
 	is_int(core_prune(c, util_now_ms(), &w, &pruned), SIG_OK, "prune: runs");

@@ -800,16 +800,16 @@ static sig_err run_command(struct cmd_ctx *x, const struct command *command, jso
 	sig_err e = authenticate(x);
 	if (e == SIG_OK && command->needs_session && x->sess.id == 0)
 		e = SIG_E_UNAUTHORIZED;
-	if (e == SIG_OK)
-		e = key_read(cmd, &key);
-	if (e == SIG_OK)
-		e = key_replay(x, command, cmd, &key, reply, &replayed);
-	if (e != SIG_OK || replayed)
+	if (e != SIG_OK)
 		return e;
+	/* A replay counts against the session's rate like any command. */
 	if (x->sess.id != 0 && (e = session_rate(x)) != SIG_OK)
 		return e;
 	if (x->sess.id != 0 && x->sess.last_seen < x->now - TOUCH_EVERY_MS &&
 	    (e = store_session_touch(x->c->st, x->sess.id, x->now)) != SIG_OK)
+		return e;
+	if ((e = key_read(cmd, &key)) != SIG_OK || (e = key_replay(x, command, cmd, &key, reply, &replayed)) != SIG_OK ||
+	    replayed)
 		return e;
 	if ((e = command->run(x, cmd, reply)) != SIG_OK)
 		return e;
