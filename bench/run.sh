@@ -2,7 +2,8 @@
 # run.sh - the benchmark: our service and nchan, side by side, on identical
 # work. The server is pinned to CPU 0 and the load generator to CPU 1.
 #   bench/run.sh [CASE...]   cases: latency throughput held ws xproc idle (default: all)
-# (ws: the WebSocket relay cases, ours only: latency, throughput, held)
+# (ws: the WebSocket relay cases, ours only: latency through lighttpd and
+# through nginx, throughput, held)
 # Prints a table and writes it as TSV to bench/results/DATE.tsv.
 # HELD="1000 5000 10000" IDLE_SECS=30 THROUGHPUT_SECS=10 override the sizes.
 # Ours runs as `make run` does: one lighttpd process (WORKERS), except in
@@ -67,6 +68,25 @@ start_ours() { # start_ours [PROCS [LIGHTTPD_WORKERS]]
 	for i in $(seq 1 100); do curl -sf -o /dev/null "http://127.0.0.1:$PORT/api/health" && return 0; sleep 0.05; done
 	echo "our service did not start"; cat "$WORK/ours/server.log"; exit 1
 }
+# Ours behind the shipped nginx.conf, as make run SERVER=nginx runs it: one
+# responder on TCP ports (FastCGI and WebSocket), nginx in front. Both run
+# under one shell in their own session, so the tree accounts for both and
+# stop_server ends the group.
+start_ours_nginx() {
+	local f w
+	PORT=$(free_port); f=$(free_port); w=$(free_port)
+	rm -rf "$WORK/ours"; mkdir -p "$WORK/ours/nginx"
+	sed -e "s|listen 127.0.0.1:8080;|listen 127.0.0.1:$PORT;|" -e "s|server 127.0.0.1:9001|server 127.0.0.1:$f|" \
+		-e "s|server 127.0.0.1:9002|server 127.0.0.1:$w|" -e "s|^pid .*|pid $WORK/ours/nginx.pid;|" \
+		-e "s|var/nginx/|$WORK/ours/nginx/|" "$ROOT/nginx.conf" >"$WORK/ours/nginx.conf"
+	setsid taskset -c 0 bash -c "$ROOT/build/signal-fcgi --listen 127.0.0.1:$f --ws-listen 127.0.0.1:$w \
+		--db $WORK/ours/bench.db --rate-ip 1000000 --rate-session 1000000 --rate-login 1000000 --mailbox-limit 100000 &
+		nginx -p $ROOT -c $WORK/ours/nginx.conf; wait" >"$WORK/ours/server.log" 2>&1 &
+	SERVER_PID=$!
+	SERVER_GROUP=1
+	for i in $(seq 1 100); do curl -sf -o /dev/null "http://127.0.0.1:$PORT/api/health" && return 0; sleep 0.05; done
+	echo "our service behind nginx did not start"; cat "$WORK/ours/server.log"; exit 1
+}
 start_nchan() {
 	PORT=$(free_port)
 	rm -rf "$WORK/nchan"; mkdir -p "$WORK/nchan/tmp"
@@ -81,8 +101,9 @@ start_nchan() {
 }
 stop_server() {
 	[ -n "$SERVER_PID" ] || return
-	kill "$SERVER_PID" 2>/dev/null; wait "$SERVER_PID" 2>/dev/null
-	SERVER_PID=""
+	if [ -n "${SERVER_GROUP:-}" ]; then kill -- "-$SERVER_PID" 2>/dev/null; else kill "$SERVER_PID" 2>/dev/null; fi
+	wait "$SERVER_PID" 2>/dev/null
+	SERVER_PID="" SERVER_GROUP=""
 	sleep 0.3
 }
 cleanup() { stop_server; rm -rf "$WORK"; }
@@ -112,7 +133,7 @@ LATENCY_RUNS=${LATENCY_RUNS:-3}
 latency_runs() {
 	local k o all="" c0 c1
 	for k in $(seq 1 "$LATENCY_RUNS"); do
-		if [ -n "$1" ]; then start_nchan; else start_ours; fi
+		if [ -n "$1" ]; then start_nchan; else ${START_OURS:-start_ours}; fi
 		c0=$(cpu_split_ns)
 		o=$(lg $1 --port "$PORT" latency "$2" 200 2000)
 		c1=$(cpu_split_ns)
@@ -159,7 +180,7 @@ THROUGHPUT_RUNS=${THROUGHPUT_RUNS:-3}
 throughput_runs() {
 	local k all=""
 	for k in $(seq 1 "$THROUGHPUT_RUNS"); do
-		if [ -n "$1" ]; then start_nchan; else start_ours; fi
+		if [ -n "$1" ]; then start_nchan; else ${START_OURS:-start_ours}; fi
 		all="$all$(throughput_one "$1" ${2:-})
 "
 		stop_server
@@ -216,6 +237,11 @@ run_held() {
 run_ws() {
 	local o n
 	run_latency ws
+	# The same through nginx (TCP to the responder's --ws-listen).
+	o=$(START_OURS=start_ours_nginx latency_runs "" ws)
+	set -- $o
+	row latency-ws-nginx "one-way p50 (us) through nginx, median of $LATENCY_RUNS" "$1" "-" "<= 1.2 x latency-ws"
+	row latency-ws-nginx "one-way p99 (us), that run" "$2" "-" "-"
 	o=$(throughput_runs "" ws)
 	set -- $o
 	row throughput-ws "delivered msgs/s (32x2, 8 in flight), median of $THROUGHPUT_RUNS" "$1" "-" ">= 20000"

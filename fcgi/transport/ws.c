@@ -52,6 +52,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/evp.h>
 #include <openssl/sha.h>
 #include <pthread.h>
@@ -696,6 +698,16 @@ static const struct held_ops ws_ops = {
 	.gone = on_gone,
 };
 
+/* Every frame we send is a whole message, written at once: Nagle's
+ * algorithm could only hold it back. Through nginx's TCP proxy it did, for
+ * a delayed ACK each time (one-way p50 22 ms against 0.2 ms unix-socket
+ * or lighttpd). A unix socket refuses the option, which is fine. */
+static void no_delay(int fd)
+{
+	int one = 1;
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
 /* Accept what the listener has, as connections awaiting their handshake. */
 static void on_accept(loop *l, int listen_fd, void *data, unsigned mask)
 {
@@ -709,6 +721,7 @@ static void on_accept(loop *l, int listen_fd, void *data, unsigned mask)
 				log_warn("hold: WebSocket accept: %s", strerror(errno));
 			return;
 		}
+		no_delay(fd);
 		struct ws_conn *w = conn_new();
 		if ((w->h = held_new(fd, &ws_ops, w)) == NULL) {
 			conn_free(w);
