@@ -500,6 +500,46 @@ def case_burst():
     b.close()
 
 
+def case_capped_burst():
+    """2,000 signals in a burst to a recipient that reads them as they come,
+    with the default mailbox cap (1,000 undelivered): the cap protects
+    against readers that do not read, so none of these is refused."""
+    n = 2000
+    a, _ = client("cb-a", "cb-room")
+    b, _ = client("cb-b", "cb-room")
+    event(a)
+    got, replies = [], []
+
+    def read_b():
+        b.settimeout(60)
+        while len(got) < n:
+            m = json.loads(b.recv())
+            if m.get("type") == "signal":
+                got.append(m["n"])
+
+    def read_a():
+        a.settimeout(60)
+        while len(replies) < n:
+            m = json.loads(a.recv())
+            if "id" not in m:
+                replies.append(m)
+
+    tb = threading.Thread(target=read_b)
+    ta = threading.Thread(target=read_a)
+    tb.start()
+    ta.start()
+    for i in range(n):
+        a.send('{"type":"signal","to":"cb-b","n":%d}' % i)
+    ta.join(90)
+    refused = sum(1 for r in replies if r.get("error") == "mailbox-full")
+    check(len(replies) == n and refused == 0, "2,000 pipelined signals to a reading recipient: none refused as mailbox-full",
+          "%d replies, %d refused" % (len(replies), refused))
+    tb.join(30 if refused == 0 else 1)
+    check(got == list(range(n)), "... and all 2,000 arrive in order", "got %d" % len(got))
+    a.close()
+    b.close()
+
+
 def case_slow():
     """A socket that never reads while megabytes queue for it: others keep
     relaying at normal speed, and it is closed."""

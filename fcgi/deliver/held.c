@@ -20,7 +20,8 @@
  * second the loop gives every connection its tick (keepalives, long-polls
  * that waited long enough, WebSocket pings), closes connections whose
  * writes made no progress for --write-timeout seconds and records the sent
- * marks (marks.c). Every few seconds it refreshes its sessions' heartbeat
+ * marks (marks.c), which a connection that wrote a quarter of the mailbox
+ * cap since its last mark records at once (wrote_upto). Every few seconds it refreshes its sessions' heartbeat
  * (an open stream counts as alive) and re-checks the store for events whose
  * bell was lost.
  *
@@ -70,6 +71,7 @@ struct held {
 	int released;          /* the store already knows no stream holds the session */
 	char *headers;         /* extra header lines (CORS) for a poll's answer, or NULL */
 	int64_t sent_mark;     /* newest event id written out, not yet recorded in the store */
+	int64_t unmarked;      /* events written out since the last recorded mark */
 	int64_t ack_pending;   /* a reclaimed poll's acknowledgement, not yet recorded */
 	struct held *next_dirty;
 	struct held *next_dead;        /* destroyed, freed by bury() */
@@ -92,6 +94,8 @@ static struct {
 	struct held *dirty;
 	struct held *dead;     /* destroyed this round: events of the batch may still name them */
 	int64_t refresh_every, next_refresh, next_recheck, seen_max;
+	int64_t mark_early;    /* unmarked events that make a connection's marks due now */
+	int marks_due;         /* some connection reached mark_early: record after this round */
 	_Atomic int64_t count;
 } H;
 
@@ -362,12 +366,25 @@ static int on_event(void *ctx, int64_t id, const char *body, size_t len)
 	return 0;
 }
 
+/* The sent mark moves to `last`, `count` events on. It reaches the store
+ * with the next second's marks, or sooner once mark_early events wait:
+ * the mailbox cap counts what no mark covers yet as undelivered, and a
+ * reader that keeps up with a burst must never look like one that reads
+ * nothing (it was refused 429 mailbox-full after about a thousand). */
+static void wrote_upto(struct held *h, int64_t last, int count)
+{
+	h->sent_mark = last;
+	h->unmarked += count;
+	if (h->unmarked >= H.mark_early)
+		H.marks_due = 1;
+}
+
 /* What a round of events did to the connection: the kind queued them
  * (deliver), and the cursor moves past them. */
 static void delivered(struct held *h, const buf *text, int count, int64_t last)
 {
 	if (count > 0)
-		h->sent_mark = last; /* recorded in the store by flush_marks() */
+		wrote_upto(h, last, count);
 	h->ops->deliver(h, text, count, last);
 	if (count > 0) {
 		h->cursor = last;
@@ -423,6 +440,9 @@ static void record_marks(struct held *list, int finished)
 		refs[n++] = (struct marks_ref){.cs = &h->cs, .sent = &h->sent_mark, .ack = &h->ack_pending};
 	}
 	marks_record(H.c, refs, n, finished);
+	for (struct held *h = list; h; h = h->next)
+		if (h->sent_mark == 0)
+			h->unmarked = 0;
 }
 
 /* An answering long-poll leaves its marks and the release of its session
@@ -445,6 +465,10 @@ static void run_dirty(loop *l, void *data)
 {
 	(void)l;
 	(void)data;
+	if (H.marks_due) {
+		H.marks_due = 0;
+		record_marks(H.all, 0);
+	}
 	if (H.dirty == NULL) {
 		bury();
 		return;
@@ -499,7 +523,7 @@ static int deliver_now(struct held *h, const struct bell_wake *w)
 	buf text = {0};
 	struct pull_ctx p = {.h = h, .text = &text};
 	on_event(&p, w->event_id, w->body, w->len);
-	h->sent_mark = w->event_id;
+	wrote_upto(h, w->event_id, 1);
 	h->ops->deliver(h, &text, 1, w->event_id);
 	h->cursor = w->event_id;
 	buf_free(&text);
@@ -697,6 +721,7 @@ int held_start(loop *l, core *c, int64_t owner, int bell_fd)
 	H.c = c;
 	H.owner = owner;
 	H.refresh_every = cfg.heartbeat_timeout * 1000000 / 3;
+	H.mark_early = cfg.mailbox_limit / 4 > 0 ? cfg.mailbox_limit / 4 : 1;
 	if (H.refresh_every > cfg.keepalive * 1000000)
 		H.refresh_every = cfg.keepalive * 1000000;
 	H.next_refresh = util_mono_us() + H.refresh_every;
