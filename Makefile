@@ -25,12 +25,13 @@ DEB_BUILD = gcc make libc6-dev pkg-config libfcgi-dev libjson-c-dev libsqlite3-d
             libwslay-dev libhttp-parser-dev
 DEB_RUN   = lighttpd curl jq $(if $(filter nginx,$(SERVER)),nginx-light)
 DEB_FUZZ  = clang libclang-rt-14-dev
-DEB_TEST  = curl jq perl sqlite3 valgrind python3 python3-websocket libfcgi-bin openssl nodejs nginx-light
+DEB_TEST  = curl jq perl sqlite3 valgrind python3 python3-websocket libfcgi-bin openssl nodejs nginx-light \
+            prometheus
 
 # The responder, one object per subsystem, by layer (fcgi/ folders, top down:
 # transport -> deliver -> core -> store; base is used by all; see
 # docs/architecture.md). Objects are named after their source, flat in build/.
-BASE_OBJS      = xalloc.o buf.o util.o log.o error.o config.o
+BASE_OBJS      = xalloc.o buf.o util.o log.o error.o config.o metrics.o
 STORE_OBJS     = store_sqlite.o schema.o
 CORE_LAYER     = jsonv.o ratelimit.o core.o
 DELIVER_OBJS   = loop.o bell.o fcgirec.o evfmt.o marks.o held.o group.o maint.o
@@ -98,11 +99,11 @@ build:
 # replay builds (gcc + ASan, no libFuzzer) that `make test` runs over the
 # seed corpus and every crash input kept in tests/fuzz/regress/.
 FUZZ_TARGETS  = json http upgrade core
-FUZZ_BASE     = fcgi/base/xalloc.c fcgi/base/buf.c fcgi/base/util.c fcgi/base/log.c
-FUZZ_SRC_json = fcgi/core/jsonv.c $(FUZZ_BASE) fcgi/base/error.c
+FUZZ_BASE     = fcgi/base/xalloc.c fcgi/base/buf.c fcgi/base/util.c fcgi/base/log.c fcgi/base/metrics.c fcgi/base/error.c
+FUZZ_SRC_json = fcgi/core/jsonv.c $(FUZZ_BASE)
 FUZZ_SRC_http = fcgi/transport/httpparse.c $(FUZZ_BASE)
 FUZZ_SRC_upgrade = fcgi/transport/httpparse.c $(FUZZ_BASE)
-FUZZ_SRC_core = $(FUZZ_BASE) fcgi/base/error.c fcgi/base/config.c fcgi/core/jsonv.c fcgi/store/store_sqlite.c \
+FUZZ_SRC_core = $(FUZZ_BASE) fcgi/base/config.c fcgi/core/jsonv.c fcgi/store/store_sqlite.c \
                 fcgi/core/ratelimit.c fcgi/core/core.c build/schema.c
 FUZZ_SECONDS ?= 60
 

@@ -8,6 +8,7 @@
 #define _GNU_SOURCE
 #include "base/config.h"
 #include "base/log.h"
+#include "base/metrics.h"
 #include "base/util.h"
 #include "core/core.h"
 #include "deliver/bell.h"
@@ -16,6 +17,7 @@
 #include "deliver/loop.h"
 #include "deliver/maint.h"
 #include "store/store.h"
+#include "transport/httpparse.h"
 #include "transport/web.h"
 #include "transport/ws.h"
 
@@ -89,6 +91,10 @@ int main(int argc, char **argv)
 		return rc > 0 ? 0 : 2;
 	if (cfg.verbose)
 		log_set_level(LOG_DEBUG);
+	if (!hp_addr_list_valid(cfg.metrics_allow)) {
+		fprintf(stderr, "signal-fcgi: --metrics-allow wants comma-separated addresses or CIDR prefixes\n");
+		return 2;
+	}
 	if (FCGX_Init() != 0) {
 		log_error("FCGX_Init failed");
 		return 1;
@@ -118,6 +124,7 @@ int main(int argc, char **argv)
 		log_error("cannot open database %s", cfg.db_path);
 		return 1;
 	}
+	metrics_open(cfg.db_path); /* beside the database: shared by every responder of it */
 	int64_t owner = bell_owner_new();
 	int bell_fd = bell_open(owner);
 	loop *l = loop_new();

@@ -787,6 +787,22 @@ static void test_httpparse(void)
 	ok(hp_origin_listed("https://a.example,https://b.example", "https://b.example"), "origin: listed");
 	ok(!hp_origin_listed("https://a.example,https://b.example", "https://b.example.evil"), "origin: prefix is not a match");
 	ok(!hp_origin_listed(NULL, "https://a.example"), "origin: no list, no match");
+	ok(hp_addr_listed("127.0.0.1,::1", "127.0.0.1"), "addr: listed IPv4");
+	ok(hp_addr_listed("127.0.0.1,::1", "::1"), "addr: listed IPv6");
+	ok(hp_addr_listed("127.0.0.1", "::ffff:127.0.0.1"), "addr: a v4-mapped address is its IPv4 one");
+	ok(!hp_addr_listed("127.0.0.1", "127.0.0.10"), "addr: a prefix of the text is no match");
+	ok(hp_addr_listed("10.0.0.0/8", "10.200.3.4") && !hp_addr_listed("10.0.0.0/8", "11.0.0.1"), "addr: IPv4 CIDR");
+	ok(hp_addr_listed("2001:db8::/32", "2001:db8:1::5") && !hp_addr_listed("2001:db8::/32", "2001:db9::1"),
+	   "addr: IPv6 CIDR");
+	ok(hp_addr_listed("192.168.1.0/23", "192.168.0.9") && !hp_addr_listed("192.168.1.0/23", "192.168.2.1"),
+	   "addr: a prefix that is not a whole byte");
+	ok(!hp_addr_listed("127.0.0.1", NULL) && !hp_addr_listed(NULL, "127.0.0.1") && !hp_addr_listed("127.0.0.1", "x"),
+	   "addr: nothing, or garbage, is never listed");
+	ok(hp_addr_list_valid("127.0.0.1, ::1,10.0.0.0/8") && !hp_addr_list_valid("127.0.0.1/33") &&
+	   !hp_addr_list_valid("::1/129") && !hp_addr_list_valid("host.example") && !hp_addr_list_valid("") &&
+	   !hp_addr_list_valid("1.2.3.4/"), "addr: list validation");
+	ok(hp_bearer("Bearer abc") && strcmp(hp_bearer("bearer  abc"), "abc") == 0 && hp_bearer("Basic x") == NULL &&
+	   hp_bearer(NULL) == NULL, "bearer: parsed");
 }
 
 static void test_jsonv(void)

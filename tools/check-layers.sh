@@ -9,7 +9,7 @@
 #   2 core:      fcgi/core/: core jsonv ratelimit
 #   1 store:     fcgi/store/store.h (the interface)
 #   0 engine:    fcgi/store/store_sqlite.c (implements store.h: its one include upward)
-#   base:        fcgi/base/: error xalloc buf util log config; schema (generated)
+#   base:        fcgi/base/: error xalloc buf util log config metrics; schema (generated)
 # A module's folder must be its layer's (a file moved to the wrong folder is
 # an offence too), and every include names the folder: "core/core.h".
 cd "$(dirname "$0")/.."
@@ -20,7 +20,7 @@ layer() {
 	core | jsonv | ratelimit) echo 2 ;;
 	store) echo 1 ;;
 	store_sqlite) echo 0 ;;
-	error | xalloc | buf | util | log | config | schema) echo base ;;
+	error | xalloc | buf | util | log | config | metrics | schema) echo base ;;
 	*) echo unknown ;;
 	esac
 }

@@ -42,6 +42,7 @@ struct sig_config cfg = {
 	.ticket_ttl = 30,
 	.key_window = 600,
 	.keys_kept = 1000,
+	.metrics_allow = "127.0.0.1,::1",
 };
 
 struct int_opt {
@@ -89,6 +90,7 @@ static const struct {
 	{"--db", &cfg.db_path},
 	{"--auth-secret", &cfg.auth_secret_file},
 	{"--allow-origin", &cfg.allow_origin},
+	{"--metrics-allow", &cfg.metrics_allow},
 };
 
 static const char **str_opt(const char *name)
@@ -115,8 +117,10 @@ static void usage(FILE *f)
 		"                         Unix seconds (default: none, anyone may log in as any id)\n"
 		"  --allow-origin LIST    comma-separated origins (https://app.example) that browsers may\n"
 		"                         call from, with CORS; \"*\" for any origin with a Bearer token\n"
-		"                         (default: same origin only)\n",
-		cfg.db_path);
+		"                         (default: same origin only)\n"
+		"  --metrics-allow LIST   comma-separated client addresses or CIDR prefixes that may read\n"
+		"                         GET /api/metrics (default %s)\n",
+		cfg.db_path, cfg.metrics_allow);
 	for (size_t i = 0; i < sizeof int_opts / sizeof int_opts[0]; i++) {
 		char left[64];
 		snprintf(left, sizeof left, "%s N", int_opts[i].name);

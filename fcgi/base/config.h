@@ -44,6 +44,8 @@ struct sig_config {
 	int64_t ticket_ttl;             /* seconds a stream ticket may wait to be used */
 	int64_t key_window;             /* seconds a command's "cid" is remembered */
 	int64_t keys_kept;              /* remembered cids per session */
+	/* operators */
+	const char *metrics_allow;      /* addresses (or CIDR prefixes) that may read /api/metrics */
 };
 
 extern struct sig_config cfg;

@@ -21,6 +21,8 @@ static const struct {
 	[SIG_E_BAD_REQUEST] = {400, "bad-request", "malformed query string or header"},
 	[SIG_E_UNAUTHORIZED] = {401, "unauthorized", "no token, or the session is gone; log in again"},
 	[SIG_E_FORBIDDEN_ORIGIN] = {403, "forbidden-origin", "requests from this origin are not allowed"},
+	[SIG_E_FORBIDDEN] = {403, "forbidden", "not allowed from this address or with this credential"},
+	[SIG_E_BANNED] = {403, "banned", "this user or address is banned for a while; see retryAfter"},
 	[SIG_E_NOT_FOUND] = {404, "not-found", "no such endpoint"},
 	[SIG_E_METHOD] = {405, "method-not-allowed", "wrong HTTP method for this endpoint"},
 	[SIG_E_USER_EXISTS] = {409, "user-exists", "that userId belongs to another live session"},
@@ -32,6 +34,7 @@ static const struct {
 	[SIG_E_MAILBOX_FULL] = {429, "mailbox-full", "a recipient's mailbox is full; nothing was queued, retry later"},
 	[SIG_E_RATE_LIMITED] = {429, "rate-limited", "too many requests; retry after the time in Retry-After"},
 	[SIG_E_SERVER_FULL] = {503, "server-full", "the service is at its session or room limit; retry later"},
+	[SIG_E_DRAINING] = {503, "draining", "the server is restarting; retry after the time in Retry-After"},
 	[SIG_E_BUSY] = {503, "busy", "the store is busy; retry"},
 	[SIG_E_INTERNAL] = {500, "internal", "internal error"},
 };

@@ -17,6 +17,8 @@ typedef enum sig_err {
 	SIG_E_BAD_REQUEST,    /* 400 malformed query string or header */
 	SIG_E_UNAUTHORIZED,   /* 401 no token, or a token of no live session, or a bad login signature */
 	SIG_E_FORBIDDEN_ORIGIN, /* 403 a browser request from an origin not allowed */
+	SIG_E_FORBIDDEN,      /* 403 an operator endpoint from an address or with a token not allowed */
+	SIG_E_BANNED,         /* 403 the userId or address is banned (admin API) for a while yet */
 	SIG_E_NOT_FOUND,      /* 404 unknown path */
 	SIG_E_METHOD,         /* 405 wrong method for the path */
 	SIG_E_USER_EXISTS,    /* 409 the id belongs to another live session */
@@ -30,6 +32,7 @@ typedef enum sig_err {
 	/* we failed */
 	SIG_E_BUSY,           /* 503 the store stayed locked past the busy timeout */
 	SIG_E_SERVER_FULL,    /* 503 --max-sessions or --max-rooms reached */
+	SIG_E_DRAINING,       /* 503 this process is shutting down: log in again after Retry-After */
 	SIG_E_INTERNAL,       /* 500 a store or system call failed */
 	SIG_E__COUNT
 } sig_err;

@@ -10,6 +10,7 @@
 #define _GNU_SOURCE
 #include "core/core.h"
 #include "base/log.h"
+#include "base/metrics.h"
 #include "base/util.h"
 #include "base/xalloc.h"
 #include "core/jsonv.h"
@@ -131,6 +132,8 @@ static sig_err push_event(struct cmd_ctx *x, int64_t session, int64_t owner, con
 {
 	int64_t id = 0, prev = 0;
 	sig_err e = store_event_push(x->c->st, session, body, len, cap, x->now, &id, owner ? &prev : NULL);
+	if (e == SIG_OK)
+		x->r->queued++;
 	if (e == SIG_OK)
 		wakes_add_event(&x->r->wakes, owner, session, id, prev, body, len);
 	return e;
@@ -853,7 +856,7 @@ static sig_err exec_one(struct cmd_ctx *x, json_object *cmd, json_object **reply
 	if (x->r->first_type == NULL)
 		x->r->first_type = type;
 	x->now = util_now_ms();
-	int wakes_before = x->r->wakes.n;
+	int wakes_before = x->r->wakes.n, queued_before = x->r->queued;
 	if ((e = x->c->grouped ? store_savepoint(x->c->st) : store_begin(x->c->st)) != SIG_OK)
 		goto done;
 	e = run_command(x, command, cmd, reply);
@@ -869,8 +872,10 @@ static sig_err exec_one(struct cmd_ctx *x, json_object *cmd, json_object **reply
 	}
 	if (x->sess.id != 0)
 		snprintf(x->r->user_id, sizeof x->r->user_id, "%s", x->sess.user_id);
-	if (e != SIG_OK)
+	if (e != SIG_OK) {
 		wakes_drop_events(&x->r->wakes, wakes_before);
+		x->r->queued = queued_before; /* rolled back */
+	}
 done:
 	if (e != SIG_OK) {
 		json_object_put(*reply);
@@ -915,7 +920,9 @@ void core_exec_request(core *c, const char *token, const char *remote, const cha
 	for (size_t i = 0; i < n; i++) {
 		json_object *reply = NULL;
 		x.token = r->token[0] ? r->token : (r->logged_out ? NULL : token);
+		x.type = NULL;
 		r->item_err[i] = exec_one(&x, json_object_array_get_idx(req, i), &reply);
+		r->item_type[i] = x.type;
 		json_object_array_add(out, reply);
 	}
 	r->err = SIG_OK;
@@ -1161,6 +1168,8 @@ sig_err core_prune(core *c, int64_t now, core_wakes *w, int *pruned)
 			for (int i = 0; i < tmp.wakes.n; i++)
 				core_wakes_add(w, tmp.wakes.v[i].owner, tmp.wakes.v[i].session);
 			*pruned += n;
+			metrics_add(MC_EVENTS_QUEUED, (uint64_t)tmp.queued);
+			metrics_add(MC_PRUNED, (uint64_t)n);
 		}
 		core_result_free(&tmp);
 		if (e != SIG_OK || n < PRUNE_BATCH)
@@ -1171,6 +1180,23 @@ sig_err core_prune(core *c, int64_t now, core_wakes *w, int *pruned)
 sig_err core_maintain(core *c)
 {
 	return store_maintain(c->st);
+}
+
+sig_err core_stats(core *c, struct store_stats *out)
+{
+	return store_stats(c->st, out);
+}
+
+void core_result_count(const core_result *r, sig_err group_failed)
+{
+	if (r->items == 0) {
+		metrics_command(r->first_type, group_failed != SIG_OK ? group_failed : r->err);
+	} else {
+		for (int i = 0; i < r->items && i < CORE_BATCH_MAX; i++)
+			metrics_command(r->item_type[i], group_failed != SIG_OK ? group_failed : r->item_err[i]);
+	}
+	if (group_failed == SIG_OK)
+		metrics_add(MC_EVENTS_QUEUED, (uint64_t)r->queued);
 }
 
 sig_err core_health(core *c, json_object **out)

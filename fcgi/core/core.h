@@ -45,6 +45,8 @@ typedef struct core_result {
 	/* A batch (reply is an array): each command's outcome, in order. */
 	int items;
 	sig_err item_err[CORE_BATCH_MAX];
+	const char *item_type[CORE_BATCH_MAX]; /* static command names, NULL: none */
+	int queued;            /* events the request's successful commands queued */
 	core_wakes wakes;
 	/* Set when the request logged in (cookie to set) or out (to clear). */
 	char token[CORE_TOKEN_LEN + 1];
@@ -174,6 +176,12 @@ sig_err core_maintain(core *c);
 
 /* {"ok":true, counts...} for /api/health. */
 sig_err core_health(core *c, json_object **out);
+/* The store's counts (sessions, rooms, ...), for the metrics' gauges. */
+sig_err core_stats(core *c, struct store_stats *out);
+/* Count what a finished request did in the metrics: each command by type
+ * and outcome (every one as e when its group failed to commit, e !=
+ * SIG_OK), and the events it queued when it committed. */
+void core_result_count(const core_result *r, sig_err group_failed);
 
 /* Hash a token (hex) for the store: SHA-256 of its bytes. Returns -1 when
  * the token is not of our format. */

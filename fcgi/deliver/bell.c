@@ -22,6 +22,7 @@
 #define _GNU_SOURCE
 #include "deliver/bell.h"
 #include "base/log.h"
+#include "base/util.h"
 #include "base/xalloc.h"
 #include "core/core.h"
 
@@ -79,7 +80,7 @@ int bell_open(int64_t owner)
 
 /* A wake rung by a thread of this process, with the body it took over. */
 struct local_wake {
-	int64_t session, event_id, prev_id;
+	int64_t session, event_id, prev_id, rung_us;
 	char *body; /* owned; NULL without an event */
 	size_t len;
 };
@@ -96,7 +97,7 @@ static struct {
 
 /* Queue the wakes of w for this process for the loop, each taking over
  * the event it carries. */
-static void ring_local(struct core_wakes *w, int64_t owner)
+static void ring_local(struct core_wakes *w, int64_t owner, int64_t now)
 {
 	pthread_mutex_lock(&B.lock);
 	if (B.n + w->n > B.cap) {
@@ -108,7 +109,7 @@ static void ring_local(struct core_wakes *w, int64_t owner)
 		if (k->owner != owner)
 			continue;
 		struct local_wake *lw = &B.v[B.n++];
-		*lw = (struct local_wake){.session = k->session};
+		*lw = (struct local_wake){.session = k->session, .rung_us = now};
 		if (k->event_id && k->body) {
 			lw->body = k->body; /* taken: the wake's owner frees NULL */
 			k->body = NULL;
@@ -140,7 +141,8 @@ static void take_local(loop *l, void *data)
 	pthread_mutex_unlock(&B.lock);
 	for (int i = 0; i < n; i++) {
 		struct bell_wake w = {.session = mine[i].session, .event_id = mine[i].event_id,
-				      .prev_id = mine[i].prev_id, .body = mine[i].body, .len = mine[i].len};
+				      .prev_id = mine[i].prev_id, .body = mine[i].body, .len = mine[i].len,
+				      .rung_us = mine[i].rung_us};
 		B.fn(B.data, &w);
 		free(mine[i].body);
 	}
@@ -157,8 +159,14 @@ static void take_rung(loop *l, int fd, void *data, unsigned mask)
 		ssize_t n = recv(fd, ids, sizeof ids, 0);
 		if (n < 0 && errno != EINTR)
 			return; /* drained */
-		for (int i = 0; i < (int)(n > 0 ? (size_t)n / sizeof *ids : 0); i++) {
-			struct bell_wake w = {.session = ids[i]};
+		int count = (int)(n > 0 ? (size_t)n / sizeof *ids : 0);
+		/* A negative first value is the time it was rung (a sender from
+		 * before that, or a stray datagram, has none). */
+		int64_t rung = count > 0 && ids[0] < 0 ? -ids[0] : 0;
+		for (int i = rung ? 1 : 0; i < count; i++) {
+			if (ids[i] <= 0)
+				continue;
+			struct bell_wake w = {.session = ids[i], .rung_us = rung};
 			B.fn(B.data, &w);
 		}
 	}
@@ -200,6 +208,7 @@ static void send_ids(int64_t owner, const int64_t *ids, int n)
 void bell_ring(struct core_wakes *w)
 {
 	int64_t ids[BELL_BATCH];
+	int64_t now = w->n ? util_mono_us() : 0;
 	/* Group by owner; w is small (a room's members), so quadratic is fine. */
 	for (int i = 0; i < w->n; i++) {
 		int64_t owner = w->v[i].owner;
@@ -209,20 +218,21 @@ void bell_ring(struct core_wakes *w)
 		if (seen || owner == 0)
 			continue;
 		if (owner == B.owner && B.l) {
-			ring_local(w, owner);
+			ring_local(w, owner, now);
 			continue;
 		}
-		int n = 0;
+		ids[0] = -now;
+		int n = 1;
 		for (int j = i; j < w->n; j++) {
 			if (w->v[j].owner != owner)
 				continue;
 			ids[n++] = w->v[j].session;
 			if (n == BELL_BATCH) {
 				send_ids(owner, ids, n);
-				n = 0;
+				n = 1;
 			}
 		}
-		if (n)
+		if (n > 1)
 			send_ids(owner, ids, n);
 	}
 }

@@ -15,7 +15,7 @@
 
 #include "deliver/loop.h"
 
-#define BELL_BATCH 128 /* session ids per datagram */
+#define BELL_BATCH 128 /* int64s per datagram: the time it was rung (negated), then session ids */
 
 struct core_wakes;
 
@@ -25,6 +25,7 @@ struct core_wakes;
  * only). */
 struct bell_wake {
 	int64_t session, event_id, prev_id;
+	int64_t rung_us; /* when it was rung (util_mono_us, the same clock in every process), 0: unknown */
 	const char *body;
 	size_t len;
 };

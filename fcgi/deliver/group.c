@@ -20,6 +20,8 @@
 #define _GNU_SOURCE
 #include "deliver/group.h"
 #include "base/log.h"
+#include "base/metrics.h"
+#include "base/util.h"
 #include "base/xalloc.h"
 
 #include <pthread.h>
@@ -32,6 +34,7 @@ struct job {
 	const char *token, *remote, *body;
 	size_t len;
 	core_result *r;
+	int64_t queued_us; /* when it joined the queue: its latency counts from here */
 	int done;
 	struct job *next;
 };
@@ -76,6 +79,11 @@ static void lead(void)
 			core_exec_request(G.c, jobs[i]->token, jobs[i]->remote, jobs[i]->body, jobs[i]->len, jobs[i]->r);
 		e = core_group_end(G.c);
 	}
+	int64_t now = util_mono_us();
+	for (int i = 0; i < n; i++) {
+		core_result_count(jobs[i]->r, e);
+		metrics_observe(MH_COMMAND, now - jobs[i]->queued_us);
+	}
 	if (e != SIG_OK) {
 		log_warn("group: a group of %d command(s) failed to commit (%s)", n, sig_err_code(e));
 		fail_all(jobs, n, e);
@@ -98,10 +106,11 @@ int group_start(core *c)
 void group_exec_all(const struct group_item *items, int n)
 {
 	struct job *jobs = xcalloc((size_t)n, sizeof *jobs);
+	int64_t now = util_mono_us();
 	pthread_mutex_lock(&G.lock);
 	for (int i = 0; i < n; i++) {
 		jobs[i] = (struct job){.token = items[i].token, .remote = items[i].remote, .body = items[i].body,
-				       .len = items[i].len, .r = items[i].r};
+				       .len = items[i].len, .r = items[i].r, .queued_us = now};
 		*G.tail = &jobs[i];
 		G.tail = &jobs[i].next;
 	}

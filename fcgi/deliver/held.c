@@ -73,6 +73,8 @@ struct held {
 	int64_t sent_mark;     /* newest event id written out, not yet recorded in the store */
 	int64_t unmarked;      /* events written out since the last recorded mark */
 	int64_t ack_pending;   /* a reclaimed poll's acknowledgement, not yet recorded */
+	int64_t woke_us;       /* the oldest bell since the last pull was rung then (metrics), 0 none */
+	int rechecked;         /* marked dirty by the re-check, not by a bell (metrics) */
 	struct held *next_dirty;
 	struct held *next_dead;        /* destroyed, freed by bury() */
 	struct held *hnext;            /* session hash chain */
@@ -135,6 +137,7 @@ static void table_add(struct held *h)
 	unsigned s = slot(h->cs.session);
 	h->hnext = H.table[s];
 	H.table[s] = h;
+	metrics_stream(h->ops->transport, 1);
 }
 
 static void table_remove(struct held *h)
@@ -142,6 +145,7 @@ static void table_remove(struct held *h)
 	for (struct held **p = &H.table[slot(h->cs.session)]; *p; p = &(*p)->hnext) {
 		if (*p == h) {
 			*p = h->hnext;
+			metrics_stream(h->ops->transport, -1);
 			return;
 		}
 	}
@@ -383,8 +387,16 @@ static void wrote_upto(struct held *h, int64_t last, int count)
  * (deliver), and the cursor moves past them. */
 static void delivered(struct held *h, const buf *text, int count, int64_t last)
 {
-	if (count > 0)
+	if (count > 0) {
 		wrote_upto(h, last, count);
+		metrics_add(MC_EVENTS_DELIVERED, (uint64_t)count);
+		if (h->woke_us)
+			metrics_observe(MH_DELIVERY, util_mono_us() - h->woke_us);
+		else if (h->rechecked)
+			metrics_add(MC_RECHECK_CATCHES, 1); /* no bell told us of these */
+	}
+	h->woke_us = 0;
+	h->rechecked = 0;
 	h->ops->deliver(h, text, count, last);
 	if (count > 0) {
 		h->cursor = last;
@@ -524,6 +536,9 @@ static int deliver_now(struct held *h, const struct bell_wake *w)
 	struct pull_ctx p = {.h = h, .text = &text};
 	on_event(&p, w->event_id, w->body, w->len);
 	wrote_upto(h, w->event_id, 1);
+	metrics_add(MC_EVENTS_DELIVERED, 1);
+	if (w->rung_us)
+		metrics_observe(MH_DELIVERY, util_mono_us() - w->rung_us);
 	h->ops->deliver(h, &text, 1, w->event_id);
 	h->cursor = w->event_id;
 	buf_free(&text);
@@ -535,9 +550,13 @@ static int deliver_now(struct held *h, const struct bell_wake *w)
 static void on_wake(void *data, const struct bell_wake *w)
 {
 	(void)data;
+	metrics_add(MC_BELL_WAKES, 1);
 	struct held *h = find(w->session);
-	if (h && !(w->event_id && w->body && deliver_now(h, w)))
+	if (h && !(w->event_id && w->body && deliver_now(h, w))) {
+		if (w->rung_us && (h->woke_us == 0 || w->rung_us < h->woke_us))
+			h->woke_us = w->rung_us;
 		mark_dirty(h);
+	}
 }
 
 /* ---- SSE and long-poll ---- */
@@ -603,7 +622,7 @@ static void sse_deliver(held *h, const buf *text, int count, int64_t last)
 }
 
 static const struct held_ops sse_ops = {
-	.name = "stream", .readable = fcgi_readable, .finished = sse_finished, .tick = sse_tick,
+	.name = "stream", .transport = MT_SSE, .readable = fcgi_readable, .finished = sse_finished, .tick = sse_tick,
 	.session_ended = fcgi_session_ended, .format = evfmt_sse, .deliver = sse_deliver,
 };
 
@@ -652,7 +671,7 @@ static void poll_deliver(held *h, const buf *text, int count, int64_t last)
 }
 
 static const struct held_ops poll_ops = {
-	.name = "poll", .readable = fcgi_readable, .finished = poll_finished, .tick = poll_tick,
+	.name = "poll", .transport = MT_POLL, .readable = fcgi_readable, .finished = poll_finished, .tick = poll_tick,
 	.session_ended = poll_session_ended, .format = evfmt_poll, .deliver = poll_deliver,
 };
 
@@ -673,6 +692,7 @@ static void recheck(int64_t *seen_max)
 		for (int i = 0; i < n; i++) {
 			struct held *h = find(sids[i]);
 			if (h && !h->dirty) {
+				h->rechecked = 1;
 				mark_dirty(h);
 				woken++;
 			}

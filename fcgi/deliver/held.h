@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/metrics.h"
 #include "core/core.h"
 #include "deliver/evfmt.h"
 #include "deliver/loop.h"
@@ -37,6 +38,7 @@ typedef struct held held;
  * return int return -1 when h was destroyed (the caller returns at once). */
 struct held_ops {
 	const char *name;  /* for the log */
+	enum metrics_transport transport; /* the streams gauge it counts in */
 	/* The socket is readable, at EOF or hung up (hup). Returns 0 to go on
 	 * (a writable socket is then written), -1 when destroyed or done. */
 	int (*readable)(held *h, int hup);

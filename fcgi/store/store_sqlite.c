@@ -21,6 +21,7 @@
 #define _GNU_SOURCE
 #include "base/config.h"
 #include "base/log.h"
+#include "base/metrics.h"
 #include "base/util.h"
 #include "base/xalloc.h"
 #include "store/store.h"
@@ -398,7 +399,10 @@ sig_err store_begin_read(store *st)
 
 sig_err store_commit(store *st)
 {
+	int64_t t0 = util_mono_us();
 	int rc = run_txn_stmt(st, Q_COMMIT);
+	if (st->in_txn == 1)
+		metrics_observe(MH_COMMIT, util_mono_us() - t0); /* writes only: a read's end costs nothing */
 	sig_err e = SIG_OK;
 	if (rc != SQLITE_DONE) {
 		e = db_error(st, "commit", rc);

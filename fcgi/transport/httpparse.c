@@ -11,7 +11,9 @@
 #include "base/util.h"
 #include "base/xalloc.h"
 
+#include <arpa/inet.h>
 #include <http_parser.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -96,6 +98,116 @@ const char *hp_query_get(const struct hp_query *q, const char *key)
 /* The token from "Authorization: Bearer", ?token= or the cookie, copied
  * into out ("" when none was presented). The cookie is the one a browser
  * sends by itself, so only it is subject to the Origin policy. */
+/* An address as 16 bytes (IPv4 as v4-mapped IPv6). Returns 0, or -1. */
+static int addr_parse(const char *s, size_t len, unsigned char out[16])
+{
+	char tmp[INET6_ADDRSTRLEN + 1];
+	if (len == 0 || len >= sizeof tmp)
+		return -1;
+	memcpy(tmp, s, len);
+	tmp[len] = '\0';
+	struct in_addr v4;
+	if (inet_pton(AF_INET, tmp, &v4) == 1) {
+		memset(out, 0, 10);
+		out[10] = out[11] = 0xff;
+		memcpy(out + 12, &v4, 4);
+		return 0;
+	}
+	return inet_pton(AF_INET6, tmp, out) == 1 ? 0 : -1;
+}
+
+/* One list entry, "ADDR" or "ADDR/BITS": its address and prefix length
+ * (counted in the 128 bits of the mapped form). Returns 0, or -1. */
+static int entry_parse(const char *s, size_t len, unsigned char net[16], int *bits)
+{
+	const char *slash = memchr(s, '/', len);
+	size_t alen = slash ? (size_t)(slash - s) : len;
+	if (addr_parse(s, alen, net) != 0)
+		return -1;
+	int v4 = memcmp(net, "\0\0\0\0\0\0\0\0\0\0\xff\xff", 12) == 0 && memchr(s, ':', alen) == NULL;
+	*bits = 128;
+	if (slash) {
+		char num[8];
+		size_t nlen = len - alen - 1;
+		int64_t b = 0;
+		if (nlen == 0 || nlen >= sizeof num)
+			return -1;
+		memcpy(num, slash + 1, nlen);
+		num[nlen] = '\0';
+		if (util_parse_i64(num, 0, v4 ? 32 : 128, &b) != 0)
+			return -1;
+		*bits = (int)b + (v4 ? 96 : 0);
+	}
+	return 0;
+}
+
+static int prefix_match(const unsigned char *a, const unsigned char *b, int bits)
+{
+	int whole = bits / 8, rest = bits % 8;
+	if (memcmp(a, b, (size_t)whole) != 0)
+		return 0;
+	if (rest == 0)
+		return 1;
+	unsigned char mask = (unsigned char)(0xff << (8 - rest));
+	return (a[whole] & mask) == (b[whole] & mask);
+}
+
+/* Call fn for each entry of list; stops at the first nonzero. */
+static int each_entry(const char *list, int (*fn)(const char *s, size_t len, void *ctx), void *ctx)
+{
+	for (const char *p = list; p && *p;) {
+		const char *end = strchr(p, ',');
+		size_t len = end ? (size_t)(end - p) : strlen(p);
+		while (len > 0 && *p == ' ')
+			p++, len--;
+		while (len > 0 && p[len - 1] == ' ')
+			len--;
+		int rc = fn(p, len, ctx);
+		if (rc)
+			return rc;
+		p = end ? end + 1 : p + len;
+	}
+	return 0;
+}
+
+static int entry_matches(const char *s, size_t len, void *ctx)
+{
+	unsigned char net[16];
+	int bits = 0;
+	return entry_parse(s, len, net, &bits) == 0 && prefix_match(net, ctx, bits);
+}
+
+static int entry_bad(const char *s, size_t len, void *ctx)
+{
+	(void)ctx;
+	unsigned char net[16];
+	int bits = 0;
+	return entry_parse(s, len, net, &bits) != 0;
+}
+
+int hp_addr_listed(const char *list, const char *addr)
+{
+	unsigned char a[16];
+	if (list == NULL || addr == NULL || addr_parse(addr, strlen(addr), a) != 0)
+		return 0;
+	return each_entry(list, entry_matches, a);
+}
+
+int hp_addr_list_valid(const char *list)
+{
+	return list != NULL && *list && !each_entry(list, entry_bad, NULL);
+}
+
+const char *hp_bearer(const char *auth)
+{
+	if (auth == NULL || strncasecmp(auth, "Bearer ", 7) != 0)
+		return NULL;
+	const char *t = auth + 7;
+	while (*t == ' ')
+		t++;
+	return t;
+}
+
 enum hp_token_source hp_token_pick(const char *auth, const struct hp_query *q, const char *cookie,
 			     char out[HP_TOKEN_LEN + 1])
 {

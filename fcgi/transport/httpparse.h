@@ -45,6 +45,19 @@ enum hp_token_source { HP_TOKEN_NONE, HP_TOKEN_EXPLICIT, HP_TOKEN_TICKET, HP_TOK
 enum hp_token_source hp_token_pick(const char *auth, const struct hp_query *q, const char *cookie,
 			     char out[HP_TOKEN_LEN + 1]);
 
+/* 1 if addr (a client address as the front server gives it) is one of the
+ * comma-separated addresses or CIDR prefixes in list ("10.0.0.0/8",
+ * "::1", "0.0.0.0/0"); an IPv4-mapped IPv6 address counts as its IPv4
+ * one. 0 for anything unparsable, NULL or empty. */
+int hp_addr_listed(const char *list, const char *addr);
+
+/* 1 if list is a valid address list for hp_addr_listed. */
+int hp_addr_list_valid(const char *list);
+
+/* The bearer credential of an Authorization header, whatever its length:
+ * a pointer into auth, or NULL when there is none. */
+const char *hp_bearer(const char *auth);
+
 /* 1 if origin is one of the comma-separated origins in list (NULL: none). */
 int hp_origin_listed(const char *list, const char *origin);
 

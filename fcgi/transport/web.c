@@ -16,6 +16,7 @@
 #include "base/buf.h"
 #include "base/config.h"
 #include "base/log.h"
+#include "base/metrics.h"
 #include "base/util.h"
 #include "core/jsonv.h"
 #include "core/ratelimit.h"
@@ -94,6 +95,7 @@ static void respond(FCGX_Request *req, int status, const char *headers, json_obj
 
 static void respond_error(FCGX_Request *req, sig_err e, const char *headers)
 {
+	metrics_error(MV_HTTP, e);
 	json_object *o = core_error_reply(NULL, e);
 	respond(req, sig_err_status(e), headers, o);
 	json_object_put(o);
@@ -162,6 +164,7 @@ static void handle_cmd(FCGX_Request *req, const struct cred *cr, const char *cor
 	 * other side waits for (a bell never blocks). */
 	bell_ring(&r.wakes);
 	int status = sig_err_status(r.err);
+	metrics_error(MV_HTTP, r.err);
 	sig_err_put_batch_status(r.reply, r.item_err, r.items);
 	respond(req, status, headers.data ? headers.data : "", r.reply);
 	buf_free(&headers);
@@ -251,6 +254,34 @@ static void handle_health(core *c, FCGX_Request *req)
 	json_object_put(o);
 }
 
+/* GET /api/metrics: the node's metrics in the Prometheus text format, for
+ * the addresses of --metrics-allow only (a scrape names user counts and
+ * load, nothing else; Prometheus scrapes from a known address). */
+static void handle_metrics(core *c, FCGX_Request *req)
+{
+	const char *remote = FCGX_GetParam("REMOTE_ADDR", req->envp);
+	if (!hp_addr_listed(cfg.metrics_allow, remote)) {
+		respond_error(req, SIG_E_FORBIDDEN, NULL);
+		return;
+	}
+	struct store_stats s;
+	sig_err e = core_stats(c, &s);
+	if (e != SIG_OK) {
+		respond_error(req, e, NULL);
+		return;
+	}
+	struct metrics_store ms = {.sessions = s.sessions, .rooms = s.rooms, .members = s.memberships,
+				   .queued = s.events, .streams = s.streams};
+	buf out = {0};
+	metrics_render(&out, &ms);
+	FCGX_FPrintF(req->out, "Status: 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
+			       "Cache-Control: no-store\r\n\r\n");
+	const char *method = FCGX_GetParam("REQUEST_METHOD", req->envp);
+	if (!(method && strcmp(method, "HEAD") == 0))
+		FCGX_PutStr(out.data, (int)out.len, req->out);
+	buf_free(&out);
+}
+
 /* Handle one request. Returns 1 when the connection was handed off. */
 static int serve(core *c, FCGX_Request *req)
 {
@@ -282,6 +313,13 @@ static int serve(core *c, FCGX_Request *req)
 			respond_error(req, SIG_E_METHOD, "Allow: GET, HEAD\r\n");
 		else
 			handle_health(c, req);
+		return 0;
+	}
+	if (strcmp(path, "/api/metrics") == 0) {
+		if (!get)
+			respond_error(req, SIG_E_METHOD, "Allow: GET, HEAD\r\n");
+		else
+			handle_metrics(c, req);
 		return 0;
 	}
 	if (!is_cmd && !is_hold) {

@@ -39,6 +39,7 @@
 #include "base/buf.h"
 #include "base/config.h"
 #include "base/log.h"
+#include "base/metrics.h"
 #include "base/util.h"
 #include "base/xalloc.h"
 #include "core/jsonv.h"
@@ -282,6 +283,7 @@ static void on_message(wslay_event_context_ptr ctx, const struct wslay_event_on_
 	w->last_recv_us = util_mono_us();
 	if (arg->opcode == WSLAY_BINARY_FRAME) {
 		static const char why[] = "commands are JSON text messages";
+		metrics_ws_close(WSLAY_CODE_UNSUPPORTED_DATA);
 		wslay_event_queue_close(ctx, WSLAY_CODE_UNSUPPORTED_DATA, (const uint8_t *)why, sizeof why - 1);
 		return;
 	}
@@ -309,6 +311,7 @@ static void send_text(struct ws_conn *w, const char *text, size_t len)
  * when the connection is already destroyed (w may be freed). */
 static int close_with(struct ws_conn *w, uint16_t code, const char *reason)
 {
+	metrics_ws_close(code);
 	if (w->ctx) {
 		wslay_event_queue_close(w->ctx, code, (const uint8_t *)reason, strlen(reason));
 		wslay_event_send(w->ctx);
@@ -348,6 +351,7 @@ static int refuse(struct ws_conn *w, sig_err e, const char *extra)
 	size_t len = 0;
 	const char *body = jv_text(o, &len);
 	int status = sig_err_status(e);
+	metrics_error(MV_WS, e);
 	buf_printf(held_out(w->h),
 		   "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
 		   "Cache-Control: no-store\r\nConnection: close\r\n%s\r\n%s\n",
@@ -693,7 +697,7 @@ static void on_gone(held *h)
 }
 
 static const struct held_ops ws_ops = {
-	.name = "websocket", .readable = on_readable, .drained = on_drained, .finished = on_finished,
+	.name = "websocket", .transport = MT_WS, .readable = on_readable, .drained = on_drained, .finished = on_finished,
 	.tick = on_tick, .session_ended = on_session_ended, .format = evfmt_ws, .deliver = on_deliver,
 	.gone = on_gone,
 };
@@ -814,6 +818,7 @@ static void apply(struct loop_job *job)
  * other way to see. */
 static void set_reply(struct ws_job *j, json_object *reply, sig_err e, const sig_err *errs, int n)
 {
+	metrics_error(MV_WS, e);
 	sig_err_put_status(reply, e);
 	sig_err_put_batch_status(reply, errs, n);
 	size_t len = 0;
