@@ -5,7 +5,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=$ROOT/tests/out/90-nginx
 rm -rf "$OUT"; mkdir -p "$OUT"
 n=0; failed=0
-for suite in 20-commands 30-delivery 40-prune 41-restart 42-procs 45-slow-reader 55-websocket 60-hostile 62-metrics 65-security 70-readme 75-crash 76-exactly-once 85-fuzz; do
+for suite in 20-commands 30-delivery 40-prune 41-restart 42-procs 45-slow-reader 55-websocket 60-hostile 62-metrics 64-admin 65-security 70-readme 75-crash 76-exactly-once 85-fuzz; do
 	n=$((n + 1))
 	FRONT=nginx OUT_SUFFIX=-nginx bash "$ROOT/tests/$suite.t" >"$OUT/$suite.tap" 2>&1
 	if [ $? = 0 ]; then

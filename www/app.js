@@ -174,6 +174,7 @@ function explain(e) {
     case 'invalid-field': return 'Names and rooms are 1-64 letters, digits or . _ ~ @ + -';
     case 'rate-limited': return 'Too many attempts; wait a moment and try again.';
     case 'network': return 'The signaling service cannot be reached.';
+    case 'banned': return `This name or address is banned for ${e.reply && e.reply.retryAfter ? e.reply.retryAfter + ' more seconds' : 'a while'}.`;
     default: return e.message;
   }
 }
@@ -222,6 +223,18 @@ async function join(ev) {
       showBanner('Your session has ended (timed out or logged out elsewhere). Leave and join again.');
     });
     sc.addEventListener('events-lost', () => say('Some signaling messages were lost; calls may need a rejoin.'));
+    // The operator's admin API: removed from the service, or the room closed.
+    sc.addEventListener('kicked', ({ detail }) => {
+      for (const id of [...peers.keys()]) dropPeer(id);
+      say(`You were removed by the operator: ${detail.reason}`);
+      showBanner(`You were removed from the service: ${detail.reason}` +
+        (detail.retryAfter ? ` (banned for ${detail.retryAfter} s)` : '') + '. Leave to start over.');
+    });
+    sc.addEventListener('room-closed', ({ detail }) => {
+      for (const id of [...peers.keys()]) dropPeer(id);
+      say(`The room ${detail.roomId} was closed: ${detail.reason}`);
+      showBanner(`The room was closed by the operator: ${detail.reason}. Leave to join another.`);
+    });
     await sc.login(name, { protocol: 'call-page' });
     me = name;
     const { users } = await sc.join(room);

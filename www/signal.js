@@ -12,6 +12,9 @@
  *   sc.addEventListener('state', (e) => ...);                  // {state, transport}
  *   sc.addEventListener('session-lost', () => ...);            // token dead (401): log in again
  *   sc.addEventListener('events-lost', (e) => ...);            // the server reports a gap
+ *   sc.addEventListener('kicked', (e) => ...);                 // {reason, retryAfter?}: the operator
+ *                                                              // ended the session (the client stops)
+ *   sc.addEventListener('room-closed', (e) => ...);            // {roomId, reason}: you are in no room now
  *   await sc.login('alice', { protocol: 'demo', auth });       // auth: from your backend, if required
  *   const { users } = await sc.join('room1');                  // every member, you included
  *   await sc.signal('bob', { description });                   // to one peer
@@ -350,7 +353,16 @@ export class SignalClient extends EventTarget {
   _deliver(ev) {
     if (typeof ev.id !== 'number' || ev.id <= this.lastId) return; // nothing twice
     this.lastId = ev.id;
+    // The operator's admin API: a kicked session is over (its token is
+    // dead and the server ends the stream; nothing reconnects), a closed
+    // room leaves this client in none.
+    if (ev.type === 'room-closed' && ev.roomId === this.roomId) this.roomId = null;
     this.dispatchEvent(new CustomEvent(ev.type, { detail: ev }));
+    if (ev.type === 'kicked') {
+      this._stop('closed');
+      this.token = null;
+      this.roomId = null;
+    }
   }
 
   /* The best transport this browser has, from kind down. */

@@ -91,6 +91,7 @@ static const struct {
 	{"--auth-secret", &cfg.auth_secret_file},
 	{"--allow-origin", &cfg.allow_origin},
 	{"--metrics-allow", &cfg.metrics_allow},
+	{"--admin-token", &cfg.admin_token_file},
 };
 
 static const char **str_opt(const char *name)
@@ -119,7 +120,9 @@ static void usage(FILE *f)
 		"                         call from, with CORS; \"*\" for any origin with a Bearer token\n"
 		"                         (default: same origin only)\n"
 		"  --metrics-allow LIST   comma-separated client addresses or CIDR prefixes that may read\n"
-		"                         GET /api/metrics (default %s)\n",
+		"                         GET /api/metrics (default %s)\n"
+		"  --admin-token FILE     enable the admin API (/api/admin/...) for callers presenting\n"
+		"                         this file's token as \"Authorization: Bearer\" (default: off, 404)\n",
 		cfg.db_path, cfg.metrics_allow);
 	for (size_t i = 0; i < sizeof int_opts / sizeof int_opts[0]; i++) {
 		char left[64];
@@ -159,6 +162,38 @@ static int read_secret(const char *path)
 		return -1;
 	}
 	cfg.auth_secret_len = n;
+	return 0;
+}
+
+/* The admin token: one line of 16 to 256 printable bytes, in a file only
+ * its owner may read (it grants every admin action). */
+static int read_admin_token(const char *path)
+{
+	FILE *f = fopen(path, "rb");
+	if (f == NULL) {
+		fprintf(stderr, "signal-fcgi: --admin-token %s: cannot open\n", path);
+		return -1;
+	}
+	struct stat sb;
+	if (fstat(fileno(f), &sb) == 0 && (sb.st_mode & 077)) {
+		fprintf(stderr, "signal-fcgi: --admin-token %s: readable by others (chmod 600 it)\n", path);
+		fclose(f);
+		return -1;
+	}
+	size_t n = fread(cfg.admin_token, 1, sizeof cfg.admin_token - 1, f);
+	int more = fgetc(f) != EOF;
+	fclose(f);
+	while (n > 0 && (cfg.admin_token[n - 1] == '\n' || cfg.admin_token[n - 1] == '\r'))
+		n--;
+	cfg.admin_token[n] = '\0';
+	int printable = 1;
+	for (size_t i = 0; i < n; i++)
+		printable &= cfg.admin_token[i] > ' ' && cfg.admin_token[i] < 127;
+	if (more || n < 16 || !printable) {
+		fprintf(stderr, "signal-fcgi: --admin-token %s: the token must be 16 to 256 printable bytes\n", path);
+		cfg.admin_token[0] = '\0';
+		return -1;
+	}
 	return 0;
 }
 
@@ -209,6 +244,8 @@ int config_parse(int argc, char **argv)
 	if (cfg.poll_default > cfg.poll_max)
 		cfg.poll_default = cfg.poll_max;
 	if (cfg.auth_secret_file && read_secret(cfg.auth_secret_file) != 0)
+		return -1;
+	if (cfg.admin_token_file && read_admin_token(cfg.admin_token_file) != 0)
 		return -1;
 	return 0;
 }

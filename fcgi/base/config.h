@@ -46,6 +46,8 @@ struct sig_config {
 	int64_t keys_kept;              /* remembered cids per session */
 	/* operators */
 	const char *metrics_allow;      /* addresses (or CIDR prefixes) that may read /api/metrics */
+	const char *admin_token_file;
+	char admin_token[257];          /* read from the file at start-up; "" when the admin API is off */
 };
 
 extern struct sig_config cfg;

@@ -24,6 +24,8 @@ static const struct {
 	[SIG_E_FORBIDDEN] = {403, "forbidden", "not allowed from this address or with this credential"},
 	[SIG_E_BANNED] = {403, "banned", "this user or address is banned for a while; see retryAfter"},
 	[SIG_E_NOT_FOUND] = {404, "not-found", "no such endpoint"},
+	[SIG_E_UNKNOWN_USER] = {404, "unknown-user", "no live session has that userId"},
+	[SIG_E_UNKNOWN_ROOM] = {404, "unknown-room", "no room of that id has members"},
 	[SIG_E_METHOD] = {405, "method-not-allowed", "wrong HTTP method for this endpoint"},
 	[SIG_E_USER_EXISTS] = {409, "user-exists", "that userId belongs to another live session"},
 	[SIG_E_ROOM_FULL] = {409, "room-full", "the room is full"},

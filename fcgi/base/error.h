@@ -21,6 +21,8 @@ typedef enum sig_err {
 	SIG_E_BANNED,         /* 403 the userId or address is banned (admin API) for a while yet */
 	SIG_E_NOT_FOUND,      /* 404 unknown path */
 	SIG_E_METHOD,         /* 405 wrong method for the path */
+	SIG_E_UNKNOWN_USER,   /* 404 admin API: no live session has that userId */
+	SIG_E_UNKNOWN_ROOM,   /* 404 admin API: the room has no members */
 	SIG_E_USER_EXISTS,    /* 409 the id belongs to another live session */
 	SIG_E_ROOM_FULL,      /* 409 the room is at its limit */
 	SIG_E_NOT_IN_ROOM,    /* 409 a room command outside a room */

@@ -37,6 +37,10 @@
  * alone, and its replay hands out a token: the cid stands in for a secret
  * there, so it must be long enough not to be guessed. */
 #define LOGIN_CID_MIN 16
+/* A kicked session is deleted this long after it was ended: time for its
+ * stream to deliver the notice (a reconnecting client still gets it). */
+#define ENDED_GRACE_MS 10000
+#define ADMIN_LIST_MAX 10000 /* memberships or bans in one admin listing */
 
 struct core {
 	store *st;
@@ -54,6 +58,7 @@ struct cmd_ctx {
 	int64_t now;
 	core_result *r;
 	const char *type;
+	int keep_ended; /* authenticate: a session the admin API ended still counts (its stream) */
 };
 
 core *core_new(store *st, const struct core_limits *limits)
@@ -342,6 +347,21 @@ static sig_err check_login_auth(const struct core_limits *lim, const char *user,
 	return CRYPTO_memcmp(want, colon + 1, 64) == 0 ? SIG_OK : SIG_E_UNAUTHORIZED;
 }
 
+/* A ban (admin API) of the userId or of the client's address: 403, and
+ * the time left in Retry-After (and the reply's retryAfter). */
+static sig_err check_bans(struct cmd_ctx *x, const char *user)
+{
+	int64_t until = 0, u2 = 0;
+	sig_err e = store_ban_find(x->c->st, "user", user, x->now, &until);
+	if (e == SIG_OK && x->remote && (e = store_ban_find(x->c->st, "address", x->remote, x->now, &u2)) == SIG_OK &&
+	    u2 > until)
+		until = u2;
+	if (e != SIG_OK || until == 0)
+		return e;
+	x->r->retry_after = (int)((until - x->now + 999) / 1000);
+	return SIG_E_BANNED;
+}
+
 static sig_err cmd_login(struct cmd_ctx *x, json_object *cmd, json_object **reply)
 {
 	sig_err e = jv_check(cmd, login_fields, 3);
@@ -350,6 +370,8 @@ static sig_err cmd_login(struct cmd_ctx *x, json_object *cmd, json_object **repl
 	core *c = x->c;
 	const char *user = jv_str(cmd, "userId");
 	const char *protocol = jv_str(cmd, "protocol");
+	if ((e = check_bans(x, user)) != SIG_OK)
+		return e;
 	store_session old;
 	if ((e = store_session_by_user(c->st, user, &old)) != SIG_OK)
 		return e;
@@ -374,7 +396,7 @@ static sig_err cmd_login(struct cmd_ctx *x, json_object *cmd, json_object **repl
 			}
 		}
 		if (old.id != 0) {
-			if (old.last_seen >= x->now - c->lim.heartbeat_timeout_ms)
+			if (old.last_seen >= x->now - c->lim.heartbeat_timeout_ms && old.ended_id == 0)
 				return SIG_E_USER_EXISTS;
 			/* Dead but not yet pruned: prune it now rather than refuse. */
 			if ((e = remove_session(x, &old)) != SIG_OK)
@@ -775,6 +797,8 @@ static sig_err authenticate(struct cmd_ctx *x)
 	sig_err e = store_session_by_token(x->c->st, hash, &x->sess);
 	if (e == SIG_OK)
 		drop_if_silent(x->c, &x->sess, x->now);
+	if (e == SIG_OK && x->sess.ended_id && !x->keep_ended)
+		memset(&x->sess, 0, sizeof x->sess); /* kicked: its token opens no command */
 	return e;
 }
 
@@ -880,6 +904,8 @@ done:
 	if (e != SIG_OK) {
 		json_object_put(*reply);
 		*reply = core_error_reply(type, e);
+		if ((e == SIG_E_BANNED || e == SIG_E_DRAINING) && x->r->retry_after > 0)
+			json_object_object_add(*reply, "retryAfter", json_object_new_int(x->r->retry_after));
 		/* Wakes gathered by a rolled-back command point at nothing new;
 		 * ringing them is harmless, so they are kept simple. */
 	}
@@ -984,14 +1010,15 @@ static sig_err ticket_session(core *c, const char *ticket, int64_t now, store_se
 
 /* Inside a transaction: the live session of a stream's credential, into
  * *sess and (session, its stream generation, user) into *out. */
-static sig_err stream_session(core *c, struct stream_cred cred, store_session *sess, core_stream *out)
+static sig_err stream_session(core *c, struct stream_cred cred, int64_t ack, store_session *sess, core_stream *out)
 {
 	core_result tmp;
 	core_result_init(&tmp);
-	struct cmd_ctx x = {.c = c, .token = cred.token, .r = &tmp, .now = util_now_ms()};
+	struct cmd_ctx x = {.c = c, .token = cred.token, .r = &tmp, .now = util_now_ms(), .keep_ended = 1};
 	sig_err e = cred.ticket ? ticket_session(c, cred.ticket, x.now, &x.sess) : authenticate(&x);
 	core_result_free(&tmp);
-	if (e == SIG_OK && x.sess.id == 0)
+	/* A kicked session's stream may still fetch the notice, nothing after. */
+	if (e == SIG_OK && (x.sess.id == 0 || (x.sess.ended_id && ack >= x.sess.ended_id)))
 		e = SIG_E_UNAUTHORIZED;
 	if (e != SIG_OK)
 		return e;
@@ -1010,7 +1037,7 @@ static sig_err stream_open(core *c, struct stream_cred cred, int64_t ack, int64_
 	sig_err e = store_begin(c->st);
 	if (e != SIG_OK)
 		return e;
-	e = stream_session(c, cred, &sess, out);
+	e = stream_session(c, cred, ack, &sess, out);
 	if (e == SIG_OK && ack > 0)
 		e = store_events_ack(c->st, sess.id, ack);
 	if (e == SIG_OK)
@@ -1041,7 +1068,7 @@ sig_err core_stream_lookup(core *c, const char *token, int64_t owner, core_strea
 	sig_err e = store_begin_read(c->st);
 	if (e != SIG_OK)
 		return e;
-	e = stream_session(c, (struct stream_cred){.token = token}, &sess, out);
+	e = stream_session(c, (struct stream_cred){.token = token}, INT64_MAX, &sess, out);
 	store_rollback(c->st); /* read only */
 	if (e == SIG_OK)
 		*ours = sess.stream_owner == owner;
@@ -1118,6 +1145,306 @@ sig_err core_recent_recipients(core *c, int64_t owner, int64_t after, int64_t *s
 	return store_recent_recipients(c->st, owner, after, sids, max, n, max_id);
 }
 
+/* ---- the admin API (the transport checked the operator's token) ---- */
+
+static const struct jv_field kick_fields[] = {
+	{"userId", json_type_string, JV_REQUIRED | JV_ID, 64},
+	{"reason", json_type_string, JV_TEXT, 256},
+};
+static const struct jv_field ban_fields[] = {
+	{"userId", json_type_string, JV_ID, 64},
+	{"address", json_type_string, JV_TEXT, 64},
+	{"seconds", json_type_int, 0, 0},
+	{"reason", json_type_string, JV_TEXT, 256},
+};
+static const struct jv_field close_fields[] = {
+	{"roomId", json_type_string, JV_REQUIRED | JV_ID, 64},
+	{"reason", json_type_string, JV_TEXT, 256},
+};
+
+#define BAN_MAX_S (366 * 86400)
+
+/* Inside a write transaction: tell s it is kicked, take it out of its room
+ * (user-left there) and end it: its token dies now, its stream once the
+ * notice is out (store_session_end). */
+static sig_err kick_session(struct cmd_ctx *x, store_session *s, const char *reason, int64_t ban_s)
+{
+	json_object *ev = json_object_new_object();
+	json_object_object_add(ev, "type", json_object_new_string("kicked"));
+	json_object_object_add(ev, "reason", json_object_new_string(reason));
+	if (ban_s > 0)
+		json_object_object_add(ev, "retryAfter", json_object_new_int64(ban_s));
+	size_t len = 0;
+	const char *body = jv_text(ev, &len);
+	int64_t id = 0, prev = 0;
+	sig_err e = store_event_push(x->c->st, s->id, body, len, 0, x->now, &id, &prev);
+	if (e == SIG_OK) {
+		x->r->queued++;
+		wakes_add_event(&x->r->wakes, s->stream_owner, s->id, id, prev, body, len);
+	}
+	json_object_put(ev);
+	if (e == SIG_OK)
+		e = leave_room(x, s);
+	if (e == SIG_OK)
+		e = store_session_end(x->c->st, s->id, id, x->now);
+	return e;
+}
+
+/* The live (not ended) session of user into *s, id 0 when none. */
+static sig_err live_user(struct cmd_ctx *x, const char *user, store_session *s)
+{
+	sig_err e = store_session_by_user(x->c->st, user, s);
+	if (e == SIG_OK && s->id && s->ended_id)
+		memset(s, 0, sizeof *s);
+	return e;
+}
+
+static sig_err admin_kick(struct cmd_ctx *x, json_object *cmd, json_object **reply)
+{
+	sig_err e = jv_check(cmd, kick_fields, 2);
+	if (e != SIG_OK)
+		return e;
+	const char *user = jv_str(cmd, "userId");
+	const char *reason = jv_str(cmd, "reason");
+	store_session s;
+	if ((e = live_user(x, user, &s)) != SIG_OK)
+		return e;
+	if (s.id == 0)
+		return SIG_E_UNKNOWN_USER;
+	char room[STORE_ID_MAX + 1];
+	snprintf(room, sizeof room, "%s", s.room_id);
+	if ((e = kick_session(x, &s, reason ? reason : "removed by an operator", 0)) != SIG_OK)
+		return e;
+	json_object *o = ok_reply("kick");
+	json_object_object_add(o, "userId", json_object_new_string(user));
+	if (room[0])
+		json_object_object_add(o, "roomId", json_object_new_string(room));
+	*reply = o;
+	log_info("admin: kick user %s%s%s by %s", user, room[0] ? " from room " : "", room, x->remote ? x->remote : "-");
+	return SIG_OK;
+}
+
+/* ban and unban name exactly one of userId or address. */
+static sig_err ban_target(json_object *cmd, const char **kind, const char **value)
+{
+	const char *user = jv_str(cmd, "userId"), *addr = jv_str(cmd, "address");
+	if ((user == NULL) == (addr == NULL))
+		return SIG_E_INVALID_FIELD;
+	if (addr && (*addr == '\0' || strspn(addr, "0123456789abcdefABCDEF.:") != strlen(addr)))
+		return SIG_E_INVALID_FIELD; /* an IPv4 or IPv6 address as the front server writes it */
+	*kind = user ? "user" : "address";
+	*value = user ? user : addr;
+	return SIG_OK;
+}
+
+static sig_err admin_ban(struct cmd_ctx *x, json_object *cmd, json_object **reply)
+{
+	const char *kind = NULL, *value = NULL;
+	sig_err e = jv_check(cmd, ban_fields, 4);
+	if (e == SIG_OK)
+		e = ban_target(cmd, &kind, &value);
+	json_object *sec = NULL;
+	if (e == SIG_OK && !json_object_object_get_ex(cmd, "seconds", &sec))
+		e = SIG_E_INVALID_FIELD;
+	int64_t seconds = sec ? json_object_get_int64(sec) : 0;
+	if (e == SIG_OK && (seconds < 1 || seconds > BAN_MAX_S))
+		e = SIG_E_INVALID_FIELD;
+	if (e != SIG_OK)
+		return e;
+	const char *reason = jv_str(cmd, "reason");
+	if ((e = store_ban_set(x->c->st, kind, value, x->now + seconds * 1000, reason)) != SIG_OK)
+		return e;
+	store_session s = {0};
+	if (strcmp(kind, "user") == 0 && (e = live_user(x, value, &s)) != SIG_OK)
+		return e;
+	if (s.id && (e = kick_session(x, &s, reason ? reason : "banned by an operator", seconds)) != SIG_OK)
+		return e;
+	json_object *o = ok_reply("ban");
+	json_object_object_add(o, kind[0] == 'u' ? "userId" : "address", json_object_new_string(value));
+	json_object_object_add(o, "seconds", json_object_new_int64(seconds));
+	json_object_object_add(o, "kicked", json_object_new_boolean(s.id != 0));
+	*reply = o;
+	log_info("admin: ban %s %s for %llds%s by %s", kind, value, (long long)seconds, s.id ? " (session kicked)" : "",
+		 x->remote ? x->remote : "-");
+	return SIG_OK;
+}
+
+static sig_err admin_unban(struct cmd_ctx *x, json_object *cmd, json_object **reply)
+{
+	const char *kind = NULL, *value = NULL;
+	int removed = 0;
+	sig_err e = jv_check(cmd, ban_fields, 4);
+	if (e == SIG_OK)
+		e = ban_target(cmd, &kind, &value);
+	if (e == SIG_OK)
+		e = store_ban_delete(x->c->st, kind, value, &removed);
+	if (e != SIG_OK)
+		return e;
+	json_object *o = ok_reply("unban");
+	json_object_object_add(o, kind[0] == 'u' ? "userId" : "address", json_object_new_string(value));
+	json_object_object_add(o, "removed", json_object_new_boolean(removed));
+	*reply = o;
+	log_info("admin: unban %s %s%s by %s", kind, value, removed ? "" : " (was not banned)", x->remote ? x->remote : "-");
+	return SIG_OK;
+}
+
+static sig_err admin_close(struct cmd_ctx *x, json_object *cmd, json_object **reply)
+{
+	sig_err e = jv_check(cmd, close_fields, 2);
+	if (e != SIG_OK)
+		return e;
+	core *c = x->c;
+	const char *room = jv_str(cmd, "roomId");
+	const char *reason = jv_str(cmd, "reason");
+	int n = 0;
+	if ((e = store_room_members(c->st, room, c->members, ROOM_SCAN_MAX, &n)) != SIG_OK)
+		return e;
+	if (n == 0)
+		return SIG_E_UNKNOWN_ROOM;
+	if (n > ROOM_SCAN_MAX)
+		n = ROOM_SCAN_MAX;
+	json_object *ev = json_object_new_object();
+	json_object_object_add(ev, "type", json_object_new_string("room-closed"));
+	json_object_object_add(ev, "roomId", json_object_new_string(room));
+	json_object_object_add(ev, "reason", json_object_new_string(reason ? reason : "closed by an operator"));
+	size_t len = 0;
+	const char *body = jv_text(ev, &len);
+	/* Everyone leaves at once: no user-left, the room itself is gone. */
+	for (int i = 0; e == SIG_OK && i < n; i++) {
+		store_member *m = &c->members[i];
+		if ((e = store_member_set(c->st, m->session_id, NULL, x->now)) == SIG_OK)
+			e = push_event(x, m->session_id, m->stream_owner, body, len, 0);
+	}
+	json_object_put(ev);
+	if (e != SIG_OK)
+		return e;
+	json_object *o = ok_reply("close");
+	json_object_object_add(o, "roomId", json_object_new_string(room));
+	json_object_object_add(o, "members", json_object_new_int(n));
+	*reply = o;
+	log_info("admin: close room %s (%d member(s)) by %s", room, n, x->remote ? x->remote : "-");
+	return SIG_OK;
+}
+
+/* Listing: rooms in order, each with its members in join order. */
+struct rooms_ctx {
+	json_object *rooms, *users;
+	char room[STORE_ID_MAX + 1];
+	int64_t now;
+	int rows;
+};
+
+static int on_membership(void *ctx, const store_session *m)
+{
+	struct rooms_ctx *r = ctx;
+	if (r->users == NULL || strcmp(r->room, m->room_id) != 0) {
+		json_object *room = json_object_new_object();
+		r->users = json_object_new_array();
+		snprintf(r->room, sizeof r->room, "%s", m->room_id);
+		json_object_object_add(room, "roomId", json_object_new_string(m->room_id));
+		json_object_object_add(room, "users", r->users);
+		json_object_array_add(r->rooms, room);
+	}
+	json_object *u = json_object_new_object();
+	json_object_object_add(u, "userId", json_object_new_string(m->user_id));
+	json_object_object_add(u, "protocol", json_object_new_string(m->protocol));
+	json_object_object_add(u, "connected", json_object_new_boolean(m->stream_owner != 0));
+	json_object_object_add(u, "idleMs", json_object_new_int64(r->now > m->last_seen ? r->now - m->last_seen : 0));
+	json_object_array_add(r->users, u);
+	r->rows++;
+	return 0;
+}
+
+static sig_err admin_rooms(struct cmd_ctx *x, json_object **reply)
+{
+	struct rooms_ctx r = {.rooms = json_object_new_array(), .now = x->now};
+	sig_err e = store_rooms_list(x->c->st, ADMIN_LIST_MAX + 1, on_membership, &r);
+	if (e != SIG_OK) {
+		json_object_put(r.rooms);
+		return e;
+	}
+	json_object *o = ok_reply("rooms");
+	json_object_object_add(o, "rooms", r.rooms);
+	json_object_object_add(o, "truncated", json_object_new_boolean(r.rows > ADMIN_LIST_MAX));
+	*reply = o;
+	log_info("admin: list rooms (%zu) by %s", json_object_array_length(r.rooms), x->remote ? x->remote : "-");
+	return SIG_OK;
+}
+
+struct bans_ctx {
+	json_object *bans;
+	int64_t now;
+};
+
+static int on_ban(void *ctx, const char *kind, const char *value, int64_t until, const char *reason)
+{
+	struct bans_ctx *b = ctx;
+	json_object *o = json_object_new_object();
+	json_object_object_add(o, "kind", json_object_new_string(kind ? kind : ""));
+	json_object_object_add(o, kind && kind[0] == 'u' ? "userId" : "address", json_object_new_string(value ? value : ""));
+	json_object_object_add(o, "retryAfter", json_object_new_int64((until - b->now + 999) / 1000));
+	json_object_object_add(o, "reason", json_object_new_string(reason));
+	json_object_array_add(b->bans, o);
+	return 0;
+}
+
+static sig_err admin_bans(struct cmd_ctx *x, json_object **reply)
+{
+	struct bans_ctx b = {.bans = json_object_new_array(), .now = x->now};
+	sig_err e = store_bans_list(x->c->st, x->now, ADMIN_LIST_MAX, on_ban, &b);
+	if (e != SIG_OK) {
+		json_object_put(b.bans);
+		return e;
+	}
+	json_object *o = ok_reply("bans");
+	json_object_object_add(o, "bans", b.bans);
+	*reply = o;
+	log_info("admin: list bans (%zu) by %s", json_object_array_length(b.bans), x->remote ? x->remote : "-");
+	return SIG_OK;
+}
+
+void core_admin(core *c, enum core_admin_action a, const char *remote, const char *body, size_t len,
+		core_result *r)
+{
+	static const char *const names[] = {"rooms", "bans", "kick", "ban", "unban", "close"};
+	static const enum metrics_admin counted[] = {MA_LIST, MA_LIST, MA_KICK, MA_BAN, MA_UNBAN, MA_CLOSE};
+	struct cmd_ctx x = {.c = c, .remote = remote, .r = r, .now = util_now_ms()};
+	json_object *cmd = NULL, *reply = NULL;
+	int writes = a != CORE_ADMIN_ROOMS && a != CORE_ADMIN_BANS;
+	sig_err e = SIG_OK;
+	if (writes && (e = jv_parse(body, len, &cmd)) == SIG_OK && !json_object_is_type(cmd, json_type_object))
+		e = SIG_E_INVALID_JSON;
+	if (e == SIG_OK)
+		e = writes ? store_begin(c->st) : store_begin_read(c->st);
+	if (e == SIG_OK) {
+		switch (a) {
+		case CORE_ADMIN_ROOMS: e = admin_rooms(&x, &reply); break;
+		case CORE_ADMIN_BANS: e = admin_bans(&x, &reply); break;
+		case CORE_ADMIN_KICK: e = admin_kick(&x, cmd, &reply); break;
+		case CORE_ADMIN_BAN: e = admin_ban(&x, cmd, &reply); break;
+		case CORE_ADMIN_UNBAN: e = admin_unban(&x, cmd, &reply); break;
+		case CORE_ADMIN_CLOSE: e = admin_close(&x, cmd, &reply); break;
+		}
+		if (e == SIG_OK && writes)
+			e = store_commit(c->st);
+		else
+			store_rollback(c->st);
+	}
+	json_object_put(cmd);
+	r->err = e;
+	if (e != SIG_OK) {
+		json_object_put(reply);
+		reply = core_error_reply(names[a], e);
+		wakes_drop_events(&r->wakes, 0);
+		r->queued = 0;
+		log_info("admin: %s refused (%s) for %s", names[a], sig_err_code(e), remote ? remote : "-");
+	} else {
+		metrics_admin(counted[a]);
+		metrics_add(MC_EVENTS_QUEUED, (uint64_t)r->queued);
+	}
+	r->reply = reply;
+}
+
 /* ---- pruning (the design note is in maint.c) ---- */
 
 /* Forget shared rate buckets idle for an hour, expired stream tickets
@@ -1132,6 +1459,8 @@ static sig_err gc_expired(core *c, int64_t now)
 		e = store_tickets_gc(c->st, now);
 	if (e == SIG_OK)
 		e = store_keys_gc(c->st, now - c->lim.key_window_ms);
+	if (e == SIG_OK)
+		e = store_bans_gc(c->st, now);
 	return finish_txn(c, e);
 }
 
@@ -1146,16 +1475,19 @@ sig_err core_prune(core *c, int64_t now, core_wakes *w, int *pruned)
 		core_result tmp;
 		core_result_init(&tmp);
 		struct cmd_ctx x = {.c = c, .r = &tmp, .now = now};
-		int n = 0;
+		int n = 0, silent = 0;
 		sig_err e = store_begin(c->st);
 		if (e != SIG_OK) {
 			core_result_free(&tmp);
 			return e;
 		}
-		e = store_sessions_stale(c->st, now - c->lim.heartbeat_timeout_ms, stale, PRUNE_BATCH, &n);
+		e = store_sessions_stale(c->st, now - c->lim.heartbeat_timeout_ms, now - ENDED_GRACE_MS, stale, PRUNE_BATCH,
+					 &n);
 		for (int i = 0; e == SIG_OK && i < n; i++) {
 			e = remove_session(&x, &stale[i]);
-			if (e == SIG_OK)
+			if (e == SIG_OK && stale[i].ended_id)
+				log_info("prune: kicked user %s (session %lld) removed", stale[i].user_id, (long long)stale[i].id);
+			else if (e == SIG_OK && ++silent)
 				log_info("prune: user %s (session %lld) silent %lld ms%s%s", stale[i].user_id,
 					 (long long)stale[i].id, (long long)(now - stale[i].last_seen),
 					 stale[i].room_id[0] ? ", left room " : "", stale[i].room_id);
@@ -1169,7 +1501,7 @@ sig_err core_prune(core *c, int64_t now, core_wakes *w, int *pruned)
 				core_wakes_add(w, tmp.wakes.v[i].owner, tmp.wakes.v[i].session);
 			*pruned += n;
 			metrics_add(MC_EVENTS_QUEUED, (uint64_t)tmp.queued);
-			metrics_add(MC_PRUNED, (uint64_t)n);
+			metrics_add(MC_PRUNED, (uint64_t)silent);
 		}
 		core_result_free(&tmp);
 		if (e != SIG_OK || n < PRUNE_BATCH)

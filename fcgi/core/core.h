@@ -171,6 +171,24 @@ sig_err core_recent_recipients(core *c, int64_t owner, int64_t after, int64_t *s
  * *pruned gets the count. Safe to run from any number of processes. */
 sig_err core_prune(core *c, int64_t now, core_wakes *w, int *pruned);
 
+/* ---- the admin API, for the transports (which checked the operator's
+ * token) ---- */
+enum core_admin_action {
+	CORE_ADMIN_ROOMS, /* every room and its members */
+	CORE_ADMIN_BANS,  /* the bans in force */
+	CORE_ADMIN_KICK,  /* {"userId","reason"?}: "kicked" to the user, user-left to its room, session ended */
+	CORE_ADMIN_BAN,   /* {"userId"|"address","seconds","reason"?}: logins refused (a banned user is kicked) */
+	CORE_ADMIN_UNBAN, /* {"userId"|"address"} */
+	CORE_ADMIN_CLOSE, /* {"roomId","reason"?}: "room-closed" to every member, who all leave it */
+};
+/* Run one admin action in its own transaction (the listings: a read one)
+ * for a caller at `remote` (for the log line every action writes); body is
+ * the JSON object of the actions that take one. Fills r like
+ * core_exec_request (err, reply, wakes to ring after it returns); on error
+ * nothing changed. */
+void core_admin(core *c, enum core_admin_action a, const char *remote, const char *body, size_t len,
+		core_result *r);
+
 /* The store's periodic upkeep (store_maintain), about once a second. */
 sig_err core_maintain(core *c);
 

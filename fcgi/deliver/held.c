@@ -423,6 +423,10 @@ static int pull(struct held *h)
 		e = core_stream_pull(H.c, &h->cs, h->cursor, PULL_LIMIT, on_event, &p, &lost_upto);
 	}
 	if (e == SIG_E_UNAUTHORIZED) {
+		/* Gone or replaced (nothing pulled), or ended by the admin API:
+		 * then its last events (the kick notice) go out before the end. */
+		if (p.count > 0)
+			delivered(h, &text, p.count, p.last);
 		buf_free(&text);
 		return -1;
 	}
@@ -495,8 +499,8 @@ static void run_dirty(loop *l, void *data)
 			h->more = 1; /* resumes when the socket drains */
 			continue;
 		}
-		if (pull(h) != 0)
-			h->ending = 2; /* replaced or logged out */
+		if (pull(h) != 0 && !h->ending)
+			h->ending = 2; /* replaced, logged out or kicked (a poll that answered ends anyway) */
 	}
 	if (in_txn)
 		core_delivery_end(H.c, 1);

@@ -62,6 +62,7 @@ typedef struct store_session {
 	int64_t last_seen;
 	int64_t stream_owner;
 	int64_t stream_gen;
+	int64_t ended_id; /* ended by the admin API: the id of its last event; 0 live */
 } store_session;
 
 typedef struct store_member {
@@ -101,8 +102,14 @@ sig_err store_session_create(store *st, const char *user_id, const char *protoco
 sig_err store_session_touch(store *st, int64_t sid, int64_t now);
 /* Deletes the session with its membership and mailbox. */
 sig_err store_session_delete(store *st, int64_t sid);
-/* Up to max sessions whose last_seen < before, oldest first; returns count in *n. */
-sig_err store_sessions_stale(store *st, int64_t before, store_session *out, int max, int *n);
+/* Up to max sessions whose last_seen < before, or that were ended
+ * (store_session_end) before ended_before, oldest first; count in *n. */
+sig_err store_sessions_stale(store *st, int64_t before, int64_t ended_before, store_session *out, int max,
+			     int *n);
+/* End a session (the admin API's kick): its last event is last_event. From
+ * then on store_stream_pull gives its stream the events up to that one and
+ * then SIG_E_UNAUTHORIZED; the core refuses its token for commands. */
+sig_err store_session_end(store *st, int64_t sid, int64_t last_event, int64_t now);
 
 /* Rooms. room NULL leaves any room. */
 sig_err store_member_set(store *st, int64_t sid, const char *room, int64_t now);
@@ -130,7 +137,10 @@ sig_err store_stream_release(store *st, int64_t sid, int64_t gen);
 typedef int (*store_event_fn)(void *ctx, int64_t id, const char *body, size_t len);
 /* Read up to limit events after `after` for a stream of generation gen.
  * Returns SIG_E_UNAUTHORIZED when the session is gone or another stream
- * took over. *lost_upto receives the highest id trimmed unacknowledged. */
+ * took over (fn was not called), and also when the session was ended
+ * (store_session_end) and its last event is at or before `after`, or was
+ * just given to fn (the stream ends after the events fn got).
+ * *lost_upto receives the highest id trimmed unacknowledged. */
 sig_err store_stream_pull(store *st, int64_t sid, int64_t gen, int64_t after, int limit,
 			  store_event_fn fn, void *ctx, int64_t *lost_upto);
 /* Record that events up to upto were written out; trims the delivered but
@@ -187,6 +197,22 @@ sig_err store_key_put(store *st, int64_t sid, const char *cid, const uint8_t fin
 		      const char *reply, size_t len, int64_t now, int64_t keep);
 /* Delete the keys stored before `before` (ms). */
 sig_err store_keys_gc(store *st, int64_t before);
+/* Bans (the admin API): kind "user" or "address". set creates or replaces
+ * the ban of value until `until` (ms); delete sets *removed to 1 when there
+ * was one; find sets *until to a live ban's end (0: none at `now`). list
+ * calls fn for up to max live bans, soonest to end first (nonzero: stop);
+ * gc deletes expired ones. */
+typedef int (*store_ban_fn)(void *ctx, const char *kind, const char *value, int64_t until, const char *reason);
+sig_err store_ban_set(store *st, const char *kind, const char *value, int64_t until, const char *reason);
+sig_err store_ban_delete(store *st, const char *kind, const char *value, int *removed);
+sig_err store_ban_find(store *st, const char *kind, const char *value, int64_t now, int64_t *until);
+sig_err store_bans_list(store *st, int64_t now, int max, store_ban_fn fn, void *ctx);
+sig_err store_bans_gc(store *st, int64_t now);
+/* Every room membership, by room and join order, at most max: fn gets a
+ * session with id, user_id, protocol, room_id, last_seen and stream_owner
+ * (nonzero: stop). */
+typedef int (*store_membership_fn)(void *ctx, const store_session *member);
+sig_err store_rooms_list(store *st, int max, store_membership_fn fn, void *ctx);
 
 /* The engine's periodic upkeep, called about once a second by each
  * process's maintenance thread, outside any transaction. It may keep

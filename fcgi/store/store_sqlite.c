@@ -87,11 +87,19 @@ enum stmt_id {
 	Q_KEY_PUT,
 	Q_KEY_TRIM,
 	Q_KEYS_GC,
+	Q_SESSION_END,
+	Q_BAN_SET,
+	Q_BAN_DELETE,
+	Q_BAN_FIND,
+	Q_BANS_LIST,
+	Q_BANS_GC,
+	Q_ROOMS_LIST,
 	Q__COUNT
 };
 
 #define SESSION_COLS \
-	"s.id, s.user_id, s.protocol, coalesce(m.room_id, ''), s.last_seen, s.stream_owner, s.stream_gen " \
+	"s.id, s.user_id, s.protocol, coalesce(m.room_id, ''), s.last_seen, s.stream_owner, s.stream_gen, " \
+	"s.ended_id " \
 	"FROM sessions s LEFT JOIN memberships m ON m.session_id = s.id "
 
 static const char *const stmt_sql[Q__COUNT] = {
@@ -101,7 +109,8 @@ static const char *const stmt_sql[Q__COUNT] = {
 			     "VALUES (?1, ?2, ?3, ?4, ?4)",
 	[Q_SESSION_TOUCH] = "UPDATE sessions SET last_seen = max(last_seen, ?2) WHERE id = ?1",
 	[Q_SESSION_DELETE] = "DELETE FROM sessions WHERE id = ?1",
-	[Q_SESSIONS_STALE] = "SELECT " SESSION_COLS "WHERE s.last_seen < ?1 ORDER BY s.last_seen LIMIT ?2",
+	[Q_SESSIONS_STALE] = "SELECT " SESSION_COLS "WHERE s.last_seen < ?1 OR (s.ended_id <> 0 AND s.ended_at < ?3) "
+			     "ORDER BY s.last_seen LIMIT ?2",
 	[Q_MEMBER_DELETE] = "DELETE FROM memberships WHERE session_id = ?1",
 	[Q_MEMBER_INSERT] = "INSERT INTO memberships(session_id, room_id, joined_at, seq) "
 			    "VALUES (?1, ?2, ?3, (SELECT coalesce(max(seq), 0) + 1 FROM memberships WHERE room_id = ?2))",
@@ -117,7 +126,7 @@ static const char *const stmt_sql[Q__COUNT] = {
 	[Q_STREAM_CLAIM] = "UPDATE sessions SET stream_owner = ?2, stream_gen = ?3, "
 			   "last_seen = max(last_seen, ?4) WHERE id = ?1",
 	[Q_STREAM_RELEASE] = "UPDATE sessions SET stream_owner = 0 WHERE id = ?1 AND stream_gen = ?2",
-	[Q_STREAM_CHECK] = "SELECT stream_gen, lost_upto FROM sessions WHERE id = ?1",
+	[Q_STREAM_CHECK] = "SELECT stream_gen, lost_upto, ended_id FROM sessions WHERE id = ?1",
 	[Q_STREAM_EVENTS] = "SELECT id, body FROM events WHERE session_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
 	[Q_MARK_SENT] = "UPDATE sessions SET sent_upto = max(sent_upto, ?2) WHERE id = ?1",
 	[Q_TRIM_POINT] = "SELECT id FROM events WHERE session_id = ?1 AND id <= ?2 "
@@ -161,6 +170,15 @@ static const char *const stmt_sql[Q__COUNT] = {
 		      "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
 	[Q_KEY_TRIM] = "DELETE FROM command_keys WHERE session_id = ?1 AND seq <= ?2",
 	[Q_KEYS_GC] = "DELETE FROM command_keys WHERE created_at < ?1",
+	[Q_SESSION_END] = "UPDATE sessions SET ended_id = ?2, ended_at = ?3 WHERE id = ?1",
+	[Q_BAN_SET] = "INSERT INTO bans(kind, value, until, reason) VALUES (?1, ?2, ?3, ?4) "
+		      "ON CONFLICT(kind, value) DO UPDATE SET until = excluded.until, reason = excluded.reason",
+	[Q_BAN_DELETE] = "DELETE FROM bans WHERE kind = ?1 AND value = ?2",
+	[Q_BAN_FIND] = "SELECT until FROM bans WHERE kind = ?1 AND value = ?2 AND until > ?3",
+	[Q_BANS_LIST] = "SELECT kind, value, until, reason FROM bans WHERE until > ?1 ORDER BY until LIMIT ?2",
+	[Q_BANS_GC] = "DELETE FROM bans WHERE until <= ?1",
+	[Q_ROOMS_LIST] = "SELECT m.room_id, s.id, s.user_id, s.protocol, s.last_seen, s.stream_owner "
+			 "FROM memberships m JOIN sessions s ON s.id = m.session_id ORDER BY m.room_id, m.seq LIMIT ?1",
 };
 
 struct store {
@@ -463,6 +481,7 @@ static void read_session(sqlite3_stmt *s, store_session *out)
 	out->last_seen = sqlite3_column_int64(s, 4);
 	out->stream_owner = sqlite3_column_int64(s, 5);
 	out->stream_gen = sqlite3_column_int64(s, 6);
+	out->ended_id = sqlite3_column_int64(s, 7);
 }
 
 static sig_err session_query(store *st, sqlite3_stmt *s, store_session *out, const char *what)
@@ -523,11 +542,13 @@ sig_err store_session_delete(store *st, int64_t sid)
 	return exec_stmt(st, Q_SESSION_DELETE, "session delete");
 }
 
-sig_err store_sessions_stale(store *st, int64_t before, store_session *out, int max, int *n)
+sig_err store_sessions_stale(store *st, int64_t before, int64_t ended_before, store_session *out, int max,
+			     int *n)
 {
 	sqlite3_stmt *s = stmt(st, Q_SESSIONS_STALE);
 	sqlite3_bind_int64(s, 1, before);
 	sqlite3_bind_int(s, 2, max);
+	sqlite3_bind_int64(s, 3, ended_before);
 	int rc;
 	*n = 0;
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW && *n < max)
@@ -670,11 +691,13 @@ sig_err store_stream_pull(store *st, int64_t sid, int64_t gen, int64_t after, in
 	int rc = sqlite3_step(s);
 	int64_t cur_gen = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : -1;
 	*lost_upto = rc == SQLITE_ROW ? sqlite3_column_int64(s, 1) : 0;
+	int64_t ended = rc == SQLITE_ROW ? sqlite3_column_int64(s, 2) : 0;
 	finish(s);
 	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
 		return db_error(st, "stream check", rc);
-	if (cur_gen != gen)
+	if (cur_gen != gen || (ended && after >= ended))
 		return SIG_E_UNAUTHORIZED;
+	int64_t last = after;
 	s = stmt(st, Q_STREAM_EVENTS);
 	sqlite3_bind_int64(s, 1, sid);
 	sqlite3_bind_int64(s, 2, after);
@@ -682,13 +705,15 @@ sig_err store_stream_pull(store *st, int64_t sid, int64_t gen, int64_t after, in
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
 		const char *body = (const char *)sqlite3_column_text(s, 1);
 		size_t len = (size_t)sqlite3_column_bytes(s, 1);
-		if (fn(ctx, sqlite3_column_int64(s, 0), body ? body : "{}", body ? len : 2))
+		last = sqlite3_column_int64(s, 0);
+		if (fn(ctx, last, body ? body : "{}", body ? len : 2))
 			break;
 	}
 	finish(s);
 	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
 		return db_error(st, "stream events", rc);
-	return SIG_OK;
+	/* An ended session's last event is out: the stream ends after it. */
+	return ended && last >= ended ? SIG_E_UNAUTHORIZED : SIG_OK;
 }
 
 sig_err store_mark_sent(store *st, int64_t sid, int64_t upto, int64_t window)
@@ -921,6 +946,92 @@ sig_err store_keys_gc(store *st, int64_t before)
 {
 	sqlite3_bind_int64(stmt(st, Q_KEYS_GC), 1, before);
 	return exec_stmt(st, Q_KEYS_GC, "keys gc");
+}
+
+sig_err store_session_end(store *st, int64_t sid, int64_t last_event, int64_t now)
+{
+	sqlite3_stmt *s = stmt(st, Q_SESSION_END);
+	sqlite3_bind_int64(s, 1, sid);
+	sqlite3_bind_int64(s, 2, last_event);
+	sqlite3_bind_int64(s, 3, now);
+	return exec_stmt(st, Q_SESSION_END, "session end");
+}
+
+sig_err store_ban_set(store *st, const char *kind, const char *value, int64_t until, const char *reason)
+{
+	sqlite3_stmt *s = stmt(st, Q_BAN_SET);
+	sqlite3_bind_text(s, 1, kind, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, value, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 3, until);
+	sqlite3_bind_text(s, 4, reason ? reason : "", -1, SQLITE_STATIC);
+	return exec_stmt(st, Q_BAN_SET, "ban set");
+}
+
+sig_err store_ban_delete(store *st, const char *kind, const char *value, int *removed)
+{
+	sqlite3_stmt *s = stmt(st, Q_BAN_DELETE);
+	sqlite3_bind_text(s, 1, kind, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, value, -1, SQLITE_STATIC);
+	sig_err e = exec_stmt(st, Q_BAN_DELETE, "ban delete");
+	*removed = e == SIG_OK ? sqlite3_changes(st->db) : 0;
+	return e;
+}
+
+sig_err store_ban_find(store *st, const char *kind, const char *value, int64_t now, int64_t *until)
+{
+	sqlite3_stmt *s = stmt(st, Q_BAN_FIND);
+	sqlite3_bind_text(s, 1, kind, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, value, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 3, now);
+	return query_int(st, s, until, "ban find");
+}
+
+sig_err store_bans_list(store *st, int64_t now, int max, store_ban_fn fn, void *ctx)
+{
+	sqlite3_stmt *s = stmt(st, Q_BANS_LIST);
+	sqlite3_bind_int64(s, 1, now);
+	sqlite3_bind_int(s, 2, max);
+	int rc;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		const char *reason = (const char *)sqlite3_column_text(s, 3);
+		if (fn(ctx, (const char *)sqlite3_column_text(s, 0), (const char *)sqlite3_column_text(s, 1),
+		       sqlite3_column_int64(s, 2), reason ? reason : ""))
+			break;
+	}
+	finish(s);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return db_error(st, "bans list", rc);
+	return SIG_OK;
+}
+
+sig_err store_bans_gc(store *st, int64_t now)
+{
+	sqlite3_bind_int64(stmt(st, Q_BANS_GC), 1, now);
+	return exec_stmt(st, Q_BANS_GC, "bans gc");
+}
+
+sig_err store_rooms_list(store *st, int max, store_membership_fn fn, void *ctx)
+{
+	sqlite3_stmt *s = stmt(st, Q_ROOMS_LIST);
+	sqlite3_bind_int(s, 1, max);
+	int rc;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		char room[STORE_ID_MAX + 1];
+		store_session m = {0};
+		copy_text(room, s, 0);
+		m.id = sqlite3_column_int64(s, 1);
+		copy_text(m.user_id, s, 2);
+		copy_text(m.protocol, s, 3);
+		m.last_seen = sqlite3_column_int64(s, 4);
+		m.stream_owner = sqlite3_column_int64(s, 5);
+		snprintf(m.room_id, sizeof m.room_id, "%s", room);
+		if (fn(ctx, &m))
+			break;
+	}
+	finish(s);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return db_error(st, "rooms list", rc);
+	return SIG_OK;
 }
 
 /* store_maintain: a PASSIVE checkpoint, which never waits for readers or

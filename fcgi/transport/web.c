@@ -26,6 +26,8 @@
 #include "transport/httpparse.h"
 
 #include <fcgiapp.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -282,6 +284,74 @@ static void handle_metrics(core *c, FCGX_Request *req)
 	buf_free(&out);
 }
 
+/* ---- the admin API ----
+ * /api/admin/ACTION for operators holding the --admin-token (Bearer);
+ * without --admin-token every such path is 404, as if it did not exist. */
+
+/* Does the request present the admin token? Both sides are hashed first,
+ * so the comparison takes the same time whatever the lengths. */
+static int admin_token_ok(FCGX_Request *req)
+{
+	const char *t = hp_bearer(FCGX_GetParam("HTTP_AUTHORIZATION", req->envp));
+	unsigned char want[32], got[32];
+	unsigned int n1 = 0, n2 = 0;
+	if (t == NULL ||
+	    !EVP_Digest(cfg.admin_token, strlen(cfg.admin_token), want, &n1, EVP_sha256(), NULL) ||
+	    !EVP_Digest(t, strlen(t), got, &n2, EVP_sha256(), NULL) || n1 != 32 || n2 != 32)
+		return 0;
+	return CRYPTO_memcmp(want, got, 32) == 0;
+}
+
+static void handle_admin(core *c, FCGX_Request *req, const char *action, const char *method)
+{
+	static const struct {
+		const char *name;
+		int post; /* an action (POST, a JSON body), else a listing (GET) */
+		enum core_admin_action a;
+	} routes[] = {
+		{"rooms", 0, CORE_ADMIN_ROOMS}, {"bans", 0, CORE_ADMIN_BANS}, {"kick", 1, CORE_ADMIN_KICK},
+		{"ban", 1, CORE_ADMIN_BAN},     {"unban", 1, CORE_ADMIN_UNBAN}, {"close", 1, CORE_ADMIN_CLOSE},
+	};
+	const char *remote = FCGX_GetParam("REMOTE_ADDR", req->envp);
+	if (cfg.admin_token[0] == '\0') {
+		respond_error(req, SIG_E_NOT_FOUND, NULL);
+		return;
+	}
+	if (!admin_token_ok(req)) {
+		log_warn("admin: %s refused: no or a wrong token from %s", action, remote ? remote : "-");
+		respond_error(req, SIG_E_UNAUTHORIZED, "WWW-Authenticate: Bearer realm=\"signal-fcgi admin\"\r\n");
+		return;
+	}
+	size_t k;
+	for (k = 0; k < sizeof routes / sizeof routes[0]; k++)
+		if (strcmp(action, routes[k].name) == 0)
+			break;
+	if (k == sizeof routes / sizeof routes[0]) {
+		respond_error(req, SIG_E_NOT_FOUND, NULL);
+		return;
+	}
+	int get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+	if (routes[k].post ? strcmp(method, "POST") != 0 : !get) {
+		respond_error(req, SIG_E_METHOD, routes[k].post ? "Allow: POST\r\n" : "Allow: GET, HEAD\r\n");
+		return;
+	}
+	buf body = {0};
+	sig_err e = routes[k].post ? read_body(req, &body) : SIG_OK;
+	if (e != SIG_OK) {
+		respond_error(req, e, NULL);
+		buf_free(&body);
+		return;
+	}
+	core_result r;
+	core_result_init(&r);
+	core_admin(c, routes[k].a, remote, body.data, body.len, &r);
+	buf_free(&body);
+	bell_ring(&r.wakes); /* after the commit: the kicked and their rooms hear it now */
+	metrics_error(MV_HTTP, r.err);
+	respond(req, sig_err_status(r.err), NULL, r.reply);
+	core_result_free(&r);
+}
+
 /* Handle one request. Returns 1 when the connection was handed off. */
 static int serve(core *c, FCGX_Request *req)
 {
@@ -308,6 +378,7 @@ static int serve(core *c, FCGX_Request *req)
 	int get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
 	int is_cmd = strcmp(path, "/api/cmd") == 0;
 	int is_hold = strcmp(path, "/api/events") == 0 || strcmp(path, "/api/poll") == 0;
+	int is_admin = strncmp(path, "/api/admin/", 11) == 0;
 	if (strcmp(path, "/api/health") == 0) {
 		if (!get)
 			respond_error(req, SIG_E_METHOD, "Allow: GET, HEAD\r\n");
@@ -322,7 +393,7 @@ static int serve(core *c, FCGX_Request *req)
 			handle_metrics(c, req);
 		return 0;
 	}
-	if (!is_cmd && !is_hold) {
+	if (!is_cmd && !is_hold && !is_admin) {
 		respond_error(req, SIG_E_NOT_FOUND, NULL);
 		return 0;
 	}
@@ -353,6 +424,10 @@ static int serve(core *c, FCGX_Request *req)
 		char extra[448];
 		snprintf(extra, sizeof extra, "%sRetry-After: %d\r\n", cors, wait);
 		respond_error(req, SIG_E_RATE_LIMITED, extra);
+		return 0;
+	}
+	if (is_admin) {
+		handle_admin(c, req, path + 11, method);
 		return 0;
 	}
 	if (is_cmd) {
