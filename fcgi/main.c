@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <time.h>
 #include <unistd.h>
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/lsan_interface.h>
@@ -71,10 +72,13 @@ static core *open_core(void)
 }
 
 /* Signals are taken by one thread with sigwait(): libfcgi's own handlers
- * never run, and a SIGTERM from lighttpd ends the process at once. Every
- * acknowledged command is already committed, so exiting loses nothing. */
+ * never run. SIGTERM and SIGINT start a drain (drain() below). A shell
+ * starts background jobs with SIGINT ignored, and an ignored signal never
+ * reaches sigwait: both are set back to their default first. */
 static void block_signals(sigset_t *set)
 {
+	signal(SIGINT, SIG_DFL);
+	signal(SIGTERM, SIG_DFL);
 	sigemptyset(set);
 	sigaddset(set, SIGTERM);
 	sigaddset(set, SIGINT);
@@ -82,6 +86,48 @@ static void block_signals(sigset_t *set)
 	sigaddset(set, SIGUSR1);
 	pthread_sigmask(SIG_BLOCK, set, NULL);
 	signal(SIGPIPE, SIG_IGN);
+}
+
+/* Graceful drain, on the first SIGTERM or SIGINT (lighttpd's stop, systemd's,
+ * make run's Ctrl-C). New logins and streams get 503 draining with
+ * Retry-After, and /api/health too, so balancers and clients go elsewhere;
+ * a listener of our own stops accepting; every open stream, poll and socket
+ * is told {"type":"reconnect","after":ms}, each with its own delay spread
+ * over --drain-timeout, and closed; commands in flight finish. The process
+ * exits as soon as nothing is held or in flight, and at the latest after
+ * --drain-timeout. Every acknowledged command is committed, so exiting then
+ * loses nothing: each client resumes from its cursor after the restart, or
+ * on another process. A second SIGINT exits at once. */
+static void drain(const sigset_t *sigs, int sig)
+{
+	int64_t t0 = util_mono_us(), deadline = t0 + cfg.drain_timeout * 1000000;
+	log_info("signal %d: draining (at most %llds; Ctrl-C again to exit now)", sig, (long long)cfg.drain_timeout);
+	core_drain_begin((int)cfg.drain_timeout);
+	metrics_set_draining(1);
+	web_drain(cfg.listen != NULL);
+	ws_drain();
+	held_drain(cfg.drain_timeout * 1000);
+	struct timespec step = {0, 50 * 1000000};
+	for (;;) {
+		int64_t now = util_mono_us();
+		if (held_count() == 0 && web_inflight() == 0) {
+			log_info("drained in %lld ms: exiting", (long long)((now - t0) / 1000));
+			return;
+		}
+		if (now >= deadline) {
+			log_warn("drain: %lld connection(s) and %d request(s) still open after %llds: exiting",
+				 (long long)held_count(), web_inflight(), (long long)cfg.drain_timeout);
+			return;
+		}
+		siginfo_t si;
+		/* Ctrl-C twice: exit now. A repeated SIGTERM is not a person
+		 * insisting (lighttpd may send its children another while it
+		 * stops): the drain goes on to its end. */
+		if (sigtimedwait(sigs, &si, &step) == SIGINT) {
+			log_info("signal %d again: exiting now", SIGINT);
+			return;
+		}
+	}
 }
 
 int main(int argc, char **argv)
@@ -158,7 +204,7 @@ int main(int argc, char **argv)
 			continue;
 		if (sig == SIGHUP || sig == SIGUSR1)
 			continue; /* nothing to reload; lighttpd sends these on log rotation */
-		log_info("signal %d: exiting", sig);
+		drain(&sigs, sig);
 #if defined(__SANITIZE_ADDRESS__)
 		__lsan_do_leak_check(); /* _exit skips the at-exit check */
 #endif

@@ -32,8 +32,8 @@ for kind in tcp unix; do
 	for i in $(seq 1 50); do kill -0 $PID 2>/dev/null || break; sleep 0.05; done
 	kill -0 $PID 2>/dev/null
 	ok $(( ! $? )) "$kind: SIGTERM stops it"
-	grep -q 'signal 15: exiting' "$OUT/$kind.log"
-	ok $? "$kind: ... and it says so"
+	grep -q 'signal 15: draining' "$OUT/$kind.log" && grep -q 'drained in [0-9]* ms: exiting' "$OUT/$kind.log"
+	ok $? "$kind: ... after draining (nothing open), and it says so"
 done
 
 "$BIN" --db "$OUT/x.db" </dev/null >"$OUT/nofcgi.log" 2>&1

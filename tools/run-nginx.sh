@@ -17,5 +17,20 @@ sed -e "s|listen 127.0.0.1:8080;|listen $bind:$port;|" -e "s|server 127.0.0.1:90
 	-e "s|^pid .*|pid var/run/nginx.pid;|" nginx.conf >var/run/nginx.conf
 ( set -f; while :; do build/signal-fcgi --listen "127.0.0.1:$backend" --ws-listen "127.0.0.1:$wsport" --db "$db" "$@"; sleep 1; done ) &
 sup=$!
-trap 'kill $sup 2>/dev/null; pkill -f "signal-fcgi --listen 127.0.0.1:$backend" 2>/dev/null; exit 0' INT TERM EXIT
-nginx -p "$PWD" -c var/run/nginx.conf
+# Ctrl-C: the responder drains first (clients told to reconnect, through
+# nginx, which is still up), then nginx stops gracefully. nginx runs in a
+# session of its own so that the terminal's SIGINT (a fast shutdown for
+# nginx) does not cut the streams before they are told.
+me="signal-fcgi --listen 127.0.0.1:$backend"
+stop() {
+	trap - INT TERM EXIT
+	kill $sup 2>/dev/null # no restart
+	pkill -TERM -f "$me" 2>/dev/null # the drain (the terminal's SIGINT may have begun it)
+	for _ in $(seq 1 150); do pgrep -f "$me" >/dev/null || break; sleep 0.1; done
+	nginx -p "$PWD" -c var/run/nginx.conf -s quit 2>/dev/null
+	wait
+	exit 0
+}
+trap stop INT TERM EXIT
+setsid nginx -p "$PWD" -c var/run/nginx.conf &
+wait $!

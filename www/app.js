@@ -209,7 +209,7 @@ async function join(ev) {
       const why = {
         'ws-blocked': 'WebSocket blocked on the way', 'sse-buffered': 'streams buffered on the way',
         'no-websocket': 'no WebSocket in this browser', 'no-eventsource': 'no EventSource in this browser',
-        outage: 'service restarting', upgraded: 'moved back up',
+        outage: 'service restarting', upgraded: 'moved back up', restart: 'server restarting, back shortly',
       }[detail.reason];
       const label = `${names[detail.transport] || detail.transport}: ${detail.state}` + (why ? ` (${why})` : '');
       $('transportState').textContent = label;

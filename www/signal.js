@@ -15,6 +15,8 @@
  *   sc.addEventListener('kicked', (e) => ...);                 // {reason, retryAfter?}: the operator
  *                                                              // ended the session (the client stops)
  *   sc.addEventListener('room-closed', (e) => ...);            // {roomId, reason}: you are in no room now
+ *   sc.addEventListener('reconnect', (e) => ...);              // {after, transport}: the server drains
+ *                                                              // (a restart); back in `after` ms
  *   await sc.login('alice', { protocol: 'demo', auth });       // auth: from your backend, if required
  *   const { users } = await sc.join('room1');                  // every member, you included
  *   await sc.signal('bob', { description });                   // to one peer
@@ -33,7 +35,10 @@
  * with backoff. The 'state' event's detail is {state, transport, reason}:
  * reason is 'preferred' or 'forced' (the first choice), 'ws-blocked',
  * 'sse-buffered', 'no-websocket', 'no-eventsource' (why a fall back),
- * 'upgraded' (a probe moved back up) or 'outage' (while reconnecting).
+ * 'upgraded' (a probe moved back up), 'outage' (while reconnecting) or
+ * 'restart' (the server is draining for a restart and said when to come
+ * back: {"type":"reconnect","after":ms}; the client waits that long, then
+ * reconnects the same transport from its cursor).
  *
  * Every receiver is bound to this client's session by an explicit
  * credential, never by the browser's cookie (shared by all its windows):
@@ -240,7 +245,10 @@ export class SignalClient extends EventTarget {
       if (status === 200) return reply;
       if (status === 401 && this.token) this._sessionLost();
       if (!retry || !RETRY_STATUSES.has(status) || attempt >= 8) throw new SignalError(reply, status);
-      await sleep(delay);
+      // A draining server says when to come back (another process, or the
+      // restarted one, will answer then).
+      const after = reply && reply.error === 'draining' && reply.retryAfter;
+      await sleep(after ? Math.min(after * 1000, 30000) : delay);
       delay = Math.min(delay * 2, 3000);
     }
   }
@@ -363,6 +371,29 @@ export class SignalClient extends EventTarget {
       this.token = null;
       this.roomId = null;
     }
+  }
+
+  /* The server drains (a restart): it said when to come back. Close this
+   * receiver without counting a failure, wait `after` ms (each client got
+   * its own delay, so they do not all return at once), then reconnect the
+   * same transport from the cursor. */
+  _reconnectLater(kind, after) {
+    if (!this._running || this.transport !== kind) return;
+    const ms = Math.max(0, Math.min(Number(after) || 0, 300000));
+    if (kind === 'ws') {
+      const ws = this._ws;
+      this._ws = null; // its close is ours, not a failure
+      this._wsReady = false;
+      for (const p of this._wsPending.splice(0)) p(null); // resent by POST
+      if (ws) ws.close(1000);
+    } else if (kind === 'sse') {
+      this._streamGen++;
+      this._closeStream();
+    }
+    this._setState('reconnecting', 'restart');
+    this.dispatchEvent(new CustomEvent('reconnect', { detail: { after: ms, transport: kind } }));
+    if (kind !== 'poll') this._retry(kind, ms);
+    return ms;
   }
 
   /* The best transport this browser has, from kind down. */
@@ -506,6 +537,10 @@ export class SignalClient extends EventTarget {
         return;
       }
       if (!Array.isArray(msg) && typeof msg.id === 'number') return this._deliver(msg);
+      if (!Array.isArray(msg) && msg.type === 'reconnect' && ready && this._ws === ws) {
+        this._reconnectLater('ws', msg.after);
+        return;
+      }
       if (!Array.isArray(msg) && msg.type === 'auth' && !ready) {
         clearTimeout(openTimer);
         settled();
@@ -606,6 +641,11 @@ export class SignalClient extends EventTarget {
       } catch (e) {
         return;
       }
+      if (ev.type === 'reconnect' && typeof ev.id !== 'number') {
+        if (this._es === es) this._reconnectLater('sse', ev.after);
+        else if (es.onerror) es.onerror(); // a probe: it did not work out
+        return;
+      }
       this._deliver(ev);
     };
     // Any error ends this EventSource: its ticket is used, so the browser's
@@ -649,7 +689,12 @@ export class SignalClient extends EventTarget {
         if (gen !== this._pollGen) return;
         this._setState('open');
         delay = 250;
-        for (const ev of body.events) this._deliver(ev);
+        let after = null;
+        for (const ev of body.events) {
+          if (ev.type === 'reconnect' && typeof ev.id !== 'number') after = ev.after;
+          else this._deliver(ev);
+        }
+        if (after !== null) await sleep(this._reconnectLater('poll', after) || 0);
       } catch (e) {
         if (ctl.signal.aborted || gen !== this._pollGen) return;
         const up = await this._serviceUp();

@@ -43,6 +43,7 @@ struct sig_config cfg = {
 	.key_window = 600,
 	.keys_kept = 1000,
 	.metrics_allow = "127.0.0.1,::1",
+	.drain_timeout = 10,
 };
 
 struct int_opt {
@@ -78,6 +79,7 @@ static const struct int_opt int_opts[] = {
 	{"--ticket-ttl", &cfg.ticket_ttl, 1, 3600, "seconds a one-use stream ticket stays valid"},
 	{"--idempotency-window", &cfg.key_window, 1, 86400, "seconds a command's cid is remembered (its retry is answered, not run again)"},
 	{"--idempotency-keys", &cfg.keys_kept, 1, 1000000, "cids remembered per session, newest kept"},
+	{"--drain-timeout", &cfg.drain_timeout, 1, 3600, "seconds a SIGTERM drains (streams told to reconnect, spread over it) before exiting"},
 };
 
 /* Options that take a string; their help is in usage(). */

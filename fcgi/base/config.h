@@ -48,6 +48,7 @@ struct sig_config {
 	const char *metrics_allow;      /* addresses (or CIDR prefixes) that may read /api/metrics */
 	const char *admin_token_file;
 	char admin_token[257];          /* read from the file at start-up; "" when the admin API is off */
+	int64_t drain_timeout;          /* seconds a SIGTERM drains the process before it exits */
 };
 
 extern struct sig_config cfg;

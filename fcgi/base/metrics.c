@@ -51,7 +51,7 @@ static const char *const cmd_types[] = {"login", "join", "leave", "signal", "pin
 					"room-users", "logout", "ticket", "other"};
 #define CMD_TYPES (int)(sizeof cmd_types / sizeof cmd_types[0])
 /* WebSocket close codes the server sends; others count as the last. */
-static const int ws_codes[] = {1000, 1001, 1002, 1003, 1007, 1009, 1011, 4001, 0};
+static const int ws_codes[] = {1000, 1001, 1002, 1003, 1007, 1009, 1011, 1012, 4001, 0};
 #define WS_CODES (int)(sizeof ws_codes / sizeof ws_codes[0])
 static const char *const admin_names[MA__COUNT] = {"list", "kick", "ban", "unban", "close"};
 /* Histogram bounds, microseconds. */

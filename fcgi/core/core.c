@@ -362,11 +362,28 @@ static sig_err check_bans(struct cmd_ctx *x, const char *user)
 	return SIG_E_BANNED;
 }
 
+static _Atomic int draining; /* Retry-After seconds while draining, 0 before */
+
+void core_drain_begin(int retry_after_s)
+{
+	atomic_store(&draining, retry_after_s > 0 ? retry_after_s : 1);
+}
+
+int core_draining(void)
+{
+	return atomic_load(&draining);
+}
+
 static sig_err cmd_login(struct cmd_ctx *x, json_object *cmd, json_object **reply)
 {
 	sig_err e = jv_check(cmd, login_fields, 3);
 	if (e != SIG_OK)
 		return e;
+	if (core_draining()) {
+		/* A resume too: the stream it would open here is about to close. */
+		x->r->retry_after = core_draining();
+		return SIG_E_DRAINING;
+	}
 	core *c = x->c;
 	const char *user = jv_str(cmd, "userId");
 	const char *protocol = jv_str(cmd, "protocol");

@@ -189,6 +189,14 @@ enum core_admin_action {
 void core_admin(core *c, enum core_admin_action a, const char *remote, const char *body, size_t len,
 		core_result *r);
 
+/* ---- graceful drain (SIGTERM) ----
+ * From core_drain_begin on, this process refuses new logins with 503
+ * draining and Retry-After: retry_after_s (a login elsewhere, or after the
+ * restart, works); everything else goes on until the process exits.
+ * Thread-safe. */
+void core_drain_begin(int retry_after_s);
+int core_draining(void); /* 0, or the Retry-After seconds */
+
 /* The store's periodic upkeep (store_maintain), about once a second. */
 sig_err core_maintain(core *c);
 

@@ -47,6 +47,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -75,6 +76,7 @@ struct held {
 	int64_t ack_pending;   /* a reclaimed poll's acknowledgement, not yet recorded */
 	int64_t woke_us;       /* the oldest bell since the last pull was rung then (metrics), 0 none */
 	int rechecked;         /* marked dirty by the re-check, not by a bell (metrics) */
+	int drained;           /* told to reconnect (drain) */
 	struct held *next_dirty;
 	struct held *next_dead;        /* destroyed, freed by bury() */
 	struct held *hnext;            /* session hash chain */
@@ -99,9 +101,13 @@ static struct {
 	int64_t mark_early;    /* unmarked events that make a connection's marks due now */
 	int marks_due;         /* some connection reached mark_early: record after this round */
 	_Atomic int64_t count;
+	int64_t drain_window_ms; /* 0 until the process drains */
+	uint64_t rng;            /* the drain's spread */
 } H;
 
 static int flush(struct held *h);
+static void record_marks(struct held *list, int finished);
+static void drain_one(struct held *h);
 static void sse_start(held *h, const struct held_req *r);
 static void poll_start(held *h, const struct held_req *r);
 static const struct held_ops sse_ops, poll_ops;
@@ -332,9 +338,62 @@ static void adopt(const struct held_req *r)
 	/* Events committed before we registered found no stream to wake:
 	 * the first pull picks them up. */
 	mark_dirty(h);
+	if (H.drain_window_ms) /* handed over while the drain began */
+		drain_one(h);
 	if (cfg.verbose)
 		log_info("hold: %s open for %s (session %lld) after %lld", h->ops->name, h->cs.user_id,
 			 (long long)h->cs.session, (long long)h->cursor);
+}
+
+/* ---- graceful drain ---- */
+
+/* A delay in [min(250, window), window] ms (xorshift64*: no need for more). */
+static int64_t drain_after(void)
+{
+	int64_t lo = H.drain_window_ms < 250 ? H.drain_window_ms : 250;
+	H.rng ^= H.rng >> 12;
+	H.rng ^= H.rng << 25;
+	H.rng ^= H.rng >> 27;
+	uint64_t r = H.rng * 2685821657736338717ull;
+	return lo + (int64_t)(r % (uint64_t)(H.drain_window_ms - lo + 1));
+}
+
+static void drain_one(struct held *h)
+{
+	if (h->drained || h->gone || h->ending || h->ops->drain == NULL)
+		return;
+	h->drained = 1;
+	h->ops->drain(h, drain_after()); /* may destroy h */
+}
+
+struct drain_job {
+	struct loop_job job;
+	int64_t window_ms;
+};
+
+static void drain_run(struct loop_job *j)
+{
+	struct drain_job *d = (struct drain_job *)j;
+	int n = 0;
+	H.drain_window_ms = d->window_ms > 0 ? d->window_ms : 1;
+	H.rng = (uint64_t)util_mono_us() * 0x9e3779b97f4a7c15ull | 1;
+	record_marks(H.all, 1); /* what went out so far is on record */
+	for (struct held *h = H.all, *next; h; h = next) {
+		next = h->next;
+		n += !h->drained && !h->ending;
+		drain_one(h);
+	}
+	log_info("hold: draining: %d connection(s) told to reconnect within %lld ms", n,
+		 (long long)H.drain_window_ms);
+	free(d);
+}
+
+void held_drain(int64_t window_ms)
+{
+	struct drain_job *d = xcalloc(1, sizeof *d);
+	d->job.run = drain_run;
+	d->window_ms = window_ms;
+	loop_post(H.l, &d->job);
 }
 
 static void adopt_job(struct loop_job *j)
@@ -625,9 +684,23 @@ static void sse_deliver(held *h, const buf *text, int count, int64_t last)
 		fcgirec_stdout(&h->out, h->request_id, text->data, text->len);
 }
 
+/* The reconnect message, and a retry: of the same delay, so that a plain
+ * EventSource (not signal.js) also waits that long before it reconnects
+ * (with its Last-Event-ID). The message has no id: it moves no cursor. */
+static void sse_drain(held *h, int64_t after)
+{
+	char msg[128];
+	int n = snprintf(msg, sizeof msg, "retry: %lld\ndata: {\"type\":\"reconnect\",\"after\":%lld}\n\n",
+			 (long long)after, (long long)after);
+	fcgirec_stdout(&h->out, h->request_id, msg, (size_t)n);
+	metrics_add(MC_RECONNECTS_SENT, 1);
+	put_end(h);
+	flush(h);
+}
+
 static const struct held_ops sse_ops = {
 	.name = "stream", .transport = MT_SSE, .readable = fcgi_readable, .finished = sse_finished, .tick = sse_tick,
-	.session_ended = fcgi_session_ended, .format = evfmt_sse, .deliver = sse_deliver,
+	.session_ended = fcgi_session_ended, .format = evfmt_sse, .deliver = sse_deliver, .drain = sse_drain,
 };
 
 /* A long-poll answers later, with its CORS lines. */
@@ -674,9 +747,26 @@ static void poll_deliver(held *h, const buf *text, int count, int64_t last)
 	finish_poll(h); /* its marks and release go with the next flush */
 }
 
+/* A waiting poll answers at once: no events, its cursor unchanged, and
+ * the reconnect object (no id) in the list. */
+static void poll_drain(held *h, int64_t after)
+{
+	buf text = {0}, resp = {0};
+	buf_printf(&text, "{\"type\":\"reconnect\",\"after\":%lld}", (long long)after);
+	evfmt_poll_answer(&resp, h->headers, &text, h->cursor);
+	fcgirec_stdout(&h->out, h->request_id, resp.data, resp.len);
+	buf_free(&text);
+	buf_free(&resp);
+	metrics_add(MC_RECONNECTS_SENT, 1);
+	put_end(h);
+	if (h->cs.session && !h->released)
+		finish_poll(h);
+	flush(h);
+}
+
 static const struct held_ops poll_ops = {
 	.name = "poll", .transport = MT_POLL, .readable = fcgi_readable, .finished = poll_finished, .tick = poll_tick,
-	.session_ended = poll_session_ended, .format = evfmt_poll, .deliver = poll_deliver,
+	.session_ended = poll_session_ended, .format = evfmt_poll, .deliver = poll_deliver, .drain = poll_drain,
 };
 
 /* ---- periodic work ---- */

@@ -57,6 +57,10 @@ struct held_ops {
 	void (*deliver)(held *h, const struct buf *text, int count, int64_t last);
 	/* h is being destroyed: let go of data (may be NULL). */
 	void (*gone)(held *h);
+	/* The process is draining: send the client {"type":"reconnect",
+	 * "after":after_ms} in the kind's own way, then close (after a reply
+	 * in flight, if any). */
+	void (*drain)(held *h, int64_t after_ms);
 };
 
 /* Take the held streams onto loop l over their own core (and store).
@@ -74,6 +78,12 @@ void held_submit(const struct held_req *r);
  * moves to r (with r->ack). Returns 1, or 0 when the caller must claim the
  * stream anew (core_stream_open). Thread-safe; never blocks on I/O. */
 int held_reclaim(struct held_req *r);
+
+/* Graceful drain: every connection of the process, and every one handed
+ * over from now on, is told to reconnect after its own random delay in
+ * [min(250 ms, window_ms), window_ms] (so thousands do not come back in the
+ * same second) and closed. Thread-safe; returns at once. */
+void held_drain(int64_t window_ms);
 
 /* Number of connections held right now (approximate; for health). */
 int64_t held_count(void);

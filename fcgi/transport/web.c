@@ -25,11 +25,14 @@
 #include "deliver/held.h"
 #include "transport/httpparse.h"
 
+#include <errno.h>
 #include <fcgiapp.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
+#include <sys/socket.h>
 #include <stdlib.h>
 #include <strings.h>
 #include <string.h>
@@ -37,6 +40,7 @@
 
 static int64_t web_owner;
 static int web_listen_fd;
+static _Atomic int web_busy; /* requests between accept and answer */
 static core_factory web_make_core;
 
 _Static_assert(HP_TOKEN_LEN == CORE_TOKEN_LEN, "the transport and the core disagree on tokens");
@@ -124,6 +128,14 @@ static sig_err read_body(FCGX_Request *req, buf *b)
 	if (b->data == NULL)
 		buf_append(b, "", 0);
 	return SIG_OK;
+}
+
+/* 503 draining, with the Retry-After of the drain. */
+static void respond_draining(FCGX_Request *req, const char *cors)
+{
+	char extra[448];
+	snprintf(extra, sizeof extra, "%sRetry-After: %d\r\n", cors ? cors : "", core_draining());
+	respond_error(req, SIG_E_DRAINING, extra);
 }
 
 /* The credential a request presented (find_token), found once per request. */
@@ -218,6 +230,10 @@ static int handle_hold(core *c, FCGX_Request *req, const struct hp_query *q, con
 		respond_error(req, SIG_E_BAD_REQUEST, cors);
 		return 0;
 	}
+	if (core_draining()) { /* it would be told to reconnect at once */
+		respond_draining(req, cors);
+		return 0;
+	}
 	const char *token = cr->token[0] ? cr->token : NULL;
 	core_wakes w = {0};
 	struct held_req h = {.fd = req->ipcFd, .request_id = req->requestId, .kind = kind,
@@ -244,6 +260,10 @@ static int handle_hold(core *c, FCGX_Request *req, const struct hp_query *q, con
 
 static void handle_health(core *c, FCGX_Request *req)
 {
+	if (core_draining()) { /* a load balancer takes this process out now */
+		respond_draining(req, NULL);
+		return;
+	}
 	json_object *o = NULL;
 	sig_err e = core_health(c, &o);
 	if (e != SIG_OK) {
@@ -480,15 +500,31 @@ static void *web_main(void *arg)
 		 * request's parameters holds no other thread back. */
 		int rc = FCGX_Accept_r(&req);
 		if (rc < 0) {
-			log_warn("web: accept failed (%d)", rc);
 			FCGX_Free(&req, 1);
+			if (core_draining())
+				return NULL; /* web_drain shut our listener */
+			log_warn("web: accept failed (%d)", rc);
 			usleep(10000);
 			continue;
 		}
+		atomic_fetch_add(&web_busy, 1);
 		if (!serve(c, &req))
 			finish_request(&req);
+		atomic_fetch_sub(&web_busy, 1);
 	}
 	return NULL;
+}
+
+void web_drain(int own)
+{
+	/* shutdown() wakes the threads blocked in accept() (close() would not). */
+	if (own && shutdown(web_listen_fd, SHUT_RDWR) != 0)
+		log_warn("web: cannot shut the listener: %s", strerror(errno));
+}
+
+int web_inflight(void)
+{
+	return atomic_load(&web_busy);
 }
 
 int web_start(int listen_fd, int threads, int64_t owner, core_factory make_core)

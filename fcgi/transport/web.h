@@ -14,4 +14,13 @@
 /* Start `threads` request threads accepting on listen_fd. Returns 0, or -1. */
 int web_start(int listen_fd, int threads, int64_t owner, core_factory make_core);
 
+/* Graceful drain (after core_drain_begin): a listener of our own
+ * (standalone, own=1) stops accepting, so the front server sends new
+ * requests to another process of its upstream; one shared with siblings
+ * (lighttpd's fd 0) keeps going, and its requests get the drain's answers.
+ * Thread-safe. */
+void web_drain(int own);
+/* Requests being answered right now (held streams excluded). */
+int web_inflight(void);
+
 #endif

@@ -74,6 +74,7 @@
 #define OUT_HIGH (256 * 1024)     /* stop reading commands while replies pile up */
 #define HANDSHAKE_TIMEOUT_US (10 * 1000000LL)
 #define WS_CLOSE_SESSION_ENDED 4001
+#define WS_CLOSE_RESTART 1012        /* RFC 6455 registry: Service Restart (drain) */
 #define WS_BATCH 64               /* jobs a command thread takes at once */
 #define LINGER_US 2000000         /* a closed connection drains the client this long at most */
 
@@ -102,6 +103,7 @@ struct ws_conn {
 	int reading, again;       /* inside ws_readable (no re-entry); read once more */
 	int eof;                  /* the socket read failed or hit EOF */
 	int lingering;            /* our close is out, draining the client until EOF */
+	int64_t drain_after;      /* told to reconnect while a command was in flight: after its reply */
 	int64_t born_us, last_recv_us, last_ping_us, linger_until_us;
 };
 
@@ -131,6 +133,7 @@ static struct {
 	int64_t owner;
 	core_factory make_core;
 	loop *l;
+	int listen_fd;
 } Q = {.lock = PTHREAD_MUTEX_INITIALIZER, .ready = PTHREAD_COND_INITIALIZER};
 
 /* ---- the listener ---- */
@@ -579,6 +582,16 @@ static void ws_session_ended(struct ws_conn *w)
 	close_with(w, WS_CLOSE_SESSION_ENDED, "session ended or taken over");
 }
 
+/* The process drains: the reconnect message, then close 1012. */
+static void ws_reconnect(struct ws_conn *w, int64_t after)
+{
+	char msg[64];
+	int n = snprintf(msg, sizeof msg, "{\"type\":\"reconnect\",\"after\":%lld}", (long long)after);
+	send_text(w, msg, (size_t)n);
+	metrics_add(MC_RECONNECTS_SENT, 1);
+	close_with(w, WS_CLOSE_RESTART, "service restart");
+}
+
 static void conn_free(struct ws_conn *w)
 {
 	while (w->inbox) {
@@ -696,10 +709,26 @@ static void on_gone(held *h)
 		conn_free(w);
 }
 
+static void on_drain(held *h, int64_t after)
+{
+	struct ws_conn *w = held_data(h);
+	if (w->lingering)
+		return;
+	if (w->ctx == NULL) { /* still in its handshake: nothing to tell it yet */
+		held_close_after_flush(h);
+		return;
+	}
+	if (w->busy) {
+		w->drain_after = after; /* the reply in flight goes first (apply) */
+		return;
+	}
+	ws_reconnect(w, after);
+}
+
 static const struct held_ops ws_ops = {
 	.name = "websocket", .transport = MT_WS, .readable = on_readable, .drained = on_drained, .finished = on_finished,
 	.tick = on_tick, .session_ended = on_session_ended, .format = evfmt_ws, .deliver = on_deliver,
-	.gone = on_gone,
+	.gone = on_gone, .drain = on_drain,
 };
 
 /* Every frame we send is a whole message, written at once: Nagle's
@@ -802,6 +831,10 @@ static void apply(struct loop_job *job)
 	if (w->end_pending) {
 		w->end_pending = 0;
 		ws_session_ended(w);
+		return;
+	}
+	if (w->drain_after) {
+		ws_reconnect(w, w->drain_after);
 		return;
 	}
 	dispatch(w);
@@ -984,9 +1017,28 @@ static void *ws_worker(void *arg)
 	return NULL;
 }
 
+/* On the loop: accept nothing more (a TCP listener's share goes to the
+ * other processes on the port; a unix one is taken over by the next). */
+static void stop_listening(struct loop_job *j)
+{
+	loop_del(Q.l, Q.listen_fd);
+	close(Q.listen_fd);
+	free(j);
+}
+
+void ws_drain(void)
+{
+	if (Q.l == NULL)
+		return; /* not serving WebSocket */
+	struct loop_job *j = xcalloc(1, sizeof *j);
+	j->run = stop_listening;
+	loop_post(Q.l, j);
+}
+
 int ws_start(loop *l, int listen_fd, int threads, int64_t owner, core_factory make_core)
 {
 	Q.tail = &Q.head;
+	Q.listen_fd = listen_fd;
 	Q.owner = owner;
 	Q.make_core = make_core;
 	Q.l = l;

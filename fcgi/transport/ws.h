@@ -22,4 +22,8 @@ int ws_listen_open(const char *addr);
  * threads for process `owner`. Call before loop_start. Returns 0, or -1. */
 int ws_start(loop *l, int listen_fd, int threads, int64_t owner, core_factory make_core);
 
+/* Graceful drain: stop accepting sockets (held_drain tells the open ones
+ * to reconnect). Thread-safe; a no-op when ws_start never ran. */
+void ws_drain(void);
+
 #endif
