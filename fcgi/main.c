@@ -111,7 +111,10 @@ static void drain(const sigset_t *sigs, int sig)
 	for (;;) {
 		int64_t now = util_mono_us();
 		if (held_count() == 0 && web_inflight() == 0) {
-			log_info("drained in %lld ms: exiting", (long long)((now - t0) / 1000));
+			/* Nothing open: stop taking requests, answer what was taken. */
+			int left = web_stop(deadline > now ? deadline - now : 0);
+			log_info("drained in %lld ms: exiting%s", (long long)((util_mono_us() - t0) / 1000),
+				 left ? " (a request thread still busy)" : "");
 			return;
 		}
 		if (now >= deadline) {

@@ -9,7 +9,7 @@ make -s -C "$ROOT" build/san/signal-fcgi # rebuilt when a source changed
 mkdir -p "$OUT/asan"
 
 # lighttpd passes its environment on to the responders it spawns.
-for suite in 20-commands 30-delivery 41-restart 55-websocket 60-hostile; do
+for suite in 20-commands 30-delivery 41-restart 55-websocket 60-hostile 62-metrics 64-admin 66-drain; do
 	ASAN_OPTIONS="log_path=$OUT/asan/$suite:detect_leaks=1:abort_on_error=0" \
 	UBSAN_OPTIONS="print_stacktrace=1:log_path=$OUT/asan/$suite" \
 	SIGNAL_BIN=$SAN OUT_SUFFIX=-asan bash "$ROOT/tests/$suite.t" >"$OUT/$suite-asan.tap" 2>&1

@@ -365,12 +365,12 @@ export class SignalClient extends EventTarget {
     // dead and the server ends the stream; nothing reconnects), a closed
     // room leaves this client in none.
     if (ev.type === 'room-closed' && ev.roomId === this.roomId) this.roomId = null;
-    this.dispatchEvent(new CustomEvent(ev.type, { detail: ev }));
-    if (ev.type === 'kicked') {
+    if (ev.type === 'kicked') { // stopped first: 'kicked' is the last word
       this._stop('closed');
       this.token = null;
       this.roomId = null;
     }
+    this.dispatchEvent(new CustomEvent(ev.type, { detail: ev }));
   }
 
   /* The server drains (a restart): it said when to come back. Close this

@@ -27,12 +27,15 @@
 
 #include <errno.h>
 #include <fcgiapp.h>
+#include <fcntl.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <stdlib.h>
 #include <strings.h>
 #include <string.h>
@@ -41,6 +44,10 @@
 static int64_t web_owner;
 static int web_listen_fd;
 static _Atomic int web_busy; /* requests between accept and answer */
+/* The drain's end (web_stop): request threads accept nothing more. */
+#define WEB_THREADS_MAX 256
+static _Atomic int web_stopping, web_alive, web_nthreads;
+static pthread_t web_threads[WEB_THREADS_MAX];
 static core_factory web_make_core;
 
 _Static_assert(HP_TOKEN_LEN == CORE_TOKEN_LEN, "the transport and the core disagree on tokens");
@@ -491,9 +498,14 @@ static void *web_main(void *arg)
 		log_error("web: cannot open the store for a request thread");
 		return NULL;
 	}
+	int me = atomic_fetch_add(&web_nthreads, 1);
+	if (me < WEB_THREADS_MAX)
+		web_threads[me] = pthread_self();
+	atomic_fetch_add(&web_alive, 1);
 	for (;;) {
 		FCGX_Request req;
-		FCGX_InitRequest(&req, web_listen_fd, 0);
+		/* FAIL_ON_INTR: web_stop's signal takes a thread out of accept(). */
+		FCGX_InitRequest(&req, web_listen_fd, FCGI_FAIL_ACCEPT_ON_INTR);
 		/* No lock around the accept: on Linux a blocking accept() wakes one
 		 * waiting thread per connection (libfcgi's threaded example locks
 		 * for platforms that wake them all), and a thread reading one
@@ -501,18 +513,69 @@ static void *web_main(void *arg)
 		int rc = FCGX_Accept_r(&req);
 		if (rc < 0) {
 			FCGX_Free(&req, 1);
+			/* web_stop: its signal (EINTR) sends us back to take what is
+			 * queued; once the now non-blocking listener has nothing
+			 * (EAGAIN), we are done. web_drain shut our own listener. */
+			if (atomic_load(&web_stopping) && rc == -EINTR)
+				continue;
 			if (core_draining())
-				return NULL; /* web_drain shut our listener */
+				break;
 			log_warn("web: accept failed (%d)", rc);
 			usleep(10000);
 			continue;
 		}
+		/* Accepted is answered, even when web_stop has begun. */
 		atomic_fetch_add(&web_busy, 1);
 		if (!serve(c, &req))
 			finish_request(&req);
 		atomic_fetch_sub(&web_busy, 1);
 	}
+	atomic_fetch_sub(&web_alive, 1);
+	/* Parked, not gone: web_stop may still signal this thread, and a
+	 * thread that has ended is no target for pthread_kill. The process
+	 * exits in a moment. */
+	for (;;)
+		pause();
 	return NULL;
+}
+
+static void on_stop_signal(int sig)
+{
+	(void)sig; /* only to make accept() return EINTR */
+}
+
+int web_stop(int64_t wait_us)
+{
+	/* The listener (ours alone: lighttpd gives each process a socket of its
+	 * own) dies with the process, and whatever connection waits in its
+	 * queue then is reset, which lighttpd answers 500. So the threads take
+	 * everything queued, without waiting for more, and answer it: the gap
+	 * left before the exit is the last accept's, microseconds. */
+	int fl = fcntl(web_listen_fd, F_GETFL);
+	if (fl >= 0)
+		fcntl(web_listen_fd, F_SETFL, fl | O_NONBLOCK);
+	/* A unix listener shut for reading refuses new connections (lighttpd
+	 * then starts our successor and sends the request there: it was never
+	 * sent here) while what is queued can still be accepted: no gap at all.
+	 * (A TCP one would reset its queue: it only gets the sweep.) */
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof ss;
+	if (getsockname(web_listen_fd, (struct sockaddr *)&ss, &sl) == 0 && ss.ss_family == AF_UNIX)
+		shutdown(web_listen_fd, SHUT_RD);
+	atomic_store(&web_stopping, 1);
+	int64_t until = util_mono_us() + wait_us;
+	int n = atomic_load(&web_nthreads);
+	if (n > WEB_THREADS_MAX)
+		n = WEB_THREADS_MAX;
+	/* Again and again: a thread may be just about to call accept() when a
+	 * signal comes, and then blocks in it until the next. */
+	while (atomic_load(&web_alive) > 0 && util_mono_us() < until) {
+		for (int i = 0; i < n; i++)
+			pthread_kill(web_threads[i], SIGUSR2);
+		struct timespec ts = {0, 10 * 1000000};
+		nanosleep(&ts, NULL);
+	}
+	return atomic_load(&web_alive);
 }
 
 void web_drain(int own)
@@ -529,6 +592,9 @@ int web_inflight(void)
 
 int web_start(int listen_fd, int threads, int64_t owner, core_factory make_core)
 {
+	struct sigaction sa = {.sa_handler = on_stop_signal}; /* no SA_RESTART */
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGUSR2, &sa, NULL);
 	web_owner = owner;
 	web_listen_fd = listen_fd;
 	web_make_core = make_core;

@@ -22,5 +22,11 @@ int web_start(int listen_fd, int threads, int64_t owner, core_factory make_core)
 void web_drain(int own);
 /* Requests being answered right now (held streams excluded). */
 int web_inflight(void);
+/* The end of a drain: the request threads accept nothing more (a shared
+ * listener's queue is left to the other processes, or the next one) and
+ * finish what they accepted; waits for that at most wait_us. Returns the
+ * threads still running (0: every accepted request was answered). Uses
+ * SIGUSR2 on the request threads. */
+int web_stop(int64_t wait_us);
 
 #endif

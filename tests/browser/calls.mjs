@@ -5,7 +5,7 @@
 //   node tests/browser/calls.mjs OUTDIR
 import { chromium } from 'playwright-core';
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdirSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -189,7 +189,12 @@ const port = await freePort();
 base = `http://127.0.0.1:${port}`;
 const db = `${OUT}/browser.db`;
 rmSync(db, { force: true });
-await startServer(port, db, process.env.BROWSER_SERVER_ARGS || '');
+// The operator's admin API is on for scenario 7; drains are quick for 8.
+const ADMIN_TOKEN = 'browser-test-admin-token-' + process.pid;
+writeFileSync(`${OUT}/admin.token`, ADMIN_TOKEN + '\n');
+chmodSync(`${OUT}/admin.token`, 0o600);
+const serverArgs = `--admin-token ${OUT}/admin.token --drain-timeout 4 ${process.env.BROWSER_SERVER_ARGS || ''}`;
+await startServer(port, db, serverArgs);
 
 try {
   // 1. two pages, a data channel, a message
@@ -280,7 +285,7 @@ try {
     await b.waitForSelector('#call:not([hidden])');
     await stopServer(); // offers/answers/candidates are in flight or queued
     await new Promise((r) => setTimeout(r, 700));
-    await startServer(port, db);
+    await startServer(port, db, serverArgs);
     await channelsOpen(a, ['restB'], 30000);
     await channelsOpen(b, ['restA'], 30000);
     await chat(b, a, 'after the restart');
@@ -325,7 +330,7 @@ try {
         `twice: ${twice}`);
     } finally {
       await stopServer();
-      await startServer(port, db);
+      await startServer(port, db, serverArgs);
     }
   });
   await closeAll();
@@ -345,7 +350,7 @@ try {
       await b.waitForSelector('#call:not([hidden])');
       await stopServer(); // mid call set-up
       await new Promise((r) => setTimeout(r, 700));
-      await startServer(port, db);
+      await startServer(port, db, serverArgs);
       await channelsOpen(a, [nb], 40000);
       await channelsOpen(b, [na], 40000);
       await chat(a, b, `one browser ${label}`);
@@ -362,7 +367,7 @@ try {
       }, nb);
       await new Promise((r) => setTimeout(r, 700));
       const restarted = Date.now();
-      await startServer(port, db);
+      await startServer(port, db, serverArgs);
       await a.waitForFunction(() => window.__sent === 10, null, { timeout: 40000 });
       await gotSeqs(b, 10);
       const seqs = await seqsOf(b);
@@ -465,6 +470,77 @@ try {
     const taken = await openPage('full1', 'elsewhere');
     await taken.waitForSelector('#formError:not([hidden])', { timeout: 10000 });
     ok(/name is taken/i.test(await taken.textContent('#formError')), 'a taken name is explained');
+  });
+
+  // 7. the operator's admin API: a kicked user and a closed room are told why
+  await attempt('kicked and room-closed are shown', async () => {
+    const admin = (action, body) => fetch(`${base}/api/admin/${action}`, {
+      method: 'POST', headers: { Authorization: `Bearer ${ADMIN_TOKEN}` }, body: JSON.stringify(body) });
+    const banner = (page, re) => page.waitForFunction((src) => {
+      const b = document.querySelector('#banner');
+      return !b.hidden && new RegExp(src).test(b.textContent);
+    }, re.source, { timeout: 10000 });
+    const a = await openPage('admA', 'adm');
+    const b = await openPage('admB', 'adm');
+    await channelsOpen(a, ['admB']);
+    const r = await admin('kick', { userId: 'admB', reason: 'testing the kick' });
+    ok(r.status === 200, 'the admin API kicks admB', r.status);
+    await banner(b, /removed from the service: testing the kick/);
+    ok(true, 'the kicked page says it was removed, and why');
+    await a.waitForFunction(() => [...document.querySelectorAll('#messages li')].some((li) => /admB left/.test(li.textContent)),
+      null, { timeout: 10000 });
+    ok(true, '... and the other page sees admB leave');
+    const st = await b.evaluate(() => window.signalApp.client.state + ' ' + window.signalApp.client.token);
+    ok(st === 'closed null', '... the kicked client stopped: no reconnect loop', st);
+    await b.screenshot({ path: `${OUT}/kicked.png` });
+    const c = await openPage('clsC', 'cls');
+    const d = await openPage('clsD', 'cls');
+    await channelsOpen(c, ['clsD']);
+    const r2 = await admin('close', { roomId: 'cls', reason: 'meeting over' });
+    ok(r2.status === 200, 'the admin API closes room cls', r2.status);
+    await banner(c, /room was closed by the operator: meeting over/);
+    await banner(d, /room was closed by the operator: meeting over/);
+    ok(true, 'both of its pages say the room was closed, and why');
+    const room = await c.evaluate(() => window.signalApp.client.roomId);
+    ok(room === null, '... and their clients are in no room', room);
+  });
+  await closeAll();
+
+  // 8. a drain (SIGTERM to the responder; lighttpd starts a new one): every
+  // page is told to reconnect, waits, and is back on the same transport,
+  // with the numbered signals sent meanwhile once each, in order.
+  await attempt('a drain: each transport reconnects after its delay', async () => {
+    const pairs = [];
+    for (const t of ['ws', 'sse', 'poll']) {
+      const a = await openPage(`drA${t}`, `drain-${t}`, { transport: t });
+      const b = await openPage(`drB${t}`, `drain-${t}`, { transport: t });
+      await channelsOpen(a, [`drB${t}`]);
+      await onTransport(a, t, 10000);
+      await a.evaluate(() => {
+        window.__told = [];
+        window.signalApp.client.addEventListener('reconnect', (e) => window.__told.push(e.detail));
+      });
+      pairs.push({ t, a, b });
+    }
+    for (const { t, a, b } of pairs) await sendSeq(b, `drA${t}`, 1, 30);
+    await new Promise((r) => setTimeout(r, 800));
+    const pid = execFileSync('pgrep', ['-f', `signal-fcgi --db ${db} `]).toString().trim().split('\n')[0];
+    process.kill(Number(pid), 'SIGTERM');
+    for (const { t, a } of pairs) {
+      await a.waitForFunction(() => window.__told.length > 0, null, { timeout: 10000 });
+      const told = await a.evaluate(() => window.__told[0]);
+      ok(told.transport === t && told.after >= 0 && told.after <= 4000,
+        `${t}: the page was told to reconnect after ${told.after} ms`, JSON.stringify(told));
+    }
+    for (const { t, a } of pairs) {
+      await gotSeqs(a, 30);
+      const seqs = await seqsOf(a);
+      ok(JSON.stringify(seqs) === JSON.stringify(upTo(30)), `${t}: 30 numbered signals across the drain, each once, in order`,
+        seqs.join(','));
+      await onTransport(a, t, 15000);
+      const states = await a.evaluate(() => window.__states.join(' '));
+      ok(/reconnecting\/restart/.test(states), `${t}: ... back on ${t}, after 'reconnecting (restart)'`, states);
+    }
   });
   await closeAll();
 } finally {
