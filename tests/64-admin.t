@@ -124,7 +124,9 @@ admin POST kick 'not json'
 is "$STATUS $(echo "$BODY" | jq -r .error)" "400 invalid-json" "a body that is no JSON: 400 invalid-json"
 
 # --- ban a userId: kicked now, logins refused until it expires ---
-D=$(login dave)
+DLOGIN='{"type":"login","userId":"dave","cid":"dave-login-0123456789abcdef"}'
+post "" "$DLOGIN"
+D=$(echo "$BODY" | jq -r .token)
 sse_open dave "$D"
 wait_for "$OUT/dave.sse" 'retry:' 5
 admin POST ban '{"userId":"dave","seconds":3,"reason":"cool off"}'
@@ -139,6 +141,8 @@ is "$(echo "${resp%$'\n'*}" | jq -r .error)" banned "... error banned"
 left=$(echo "${resp%$'\n'*}" | jq -r .retryAfter)
 ok $([ "$left" -ge 1 ] && [ "$left" -le 3 ]; echo $?) "... with the time left as retryAfter ($left s)"
 like "$(grep -i '^retry-after' "$OUT/ban.h")" "^Retry-After: [1-3]" "... and as Retry-After"
+post "" "$DLOGIN"
+is "$STATUS $(echo "$BODY" | jq -r .error)" "403 banned" "... and so is a retry of his login (same cid): no replay of a kicked session"
 sent=0 refused=0
 for i in $(seq 1 6); do # both processes: the ban is in the store
 	post "" '{"type":"login","userId":"dave"}'

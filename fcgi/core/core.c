@@ -702,6 +702,8 @@ static sig_err key_session(struct cmd_ctx *x, const struct command *command, jso
 		e = store_session_by_user(x->c->st, jv_str(cmd, "userId"), out);
 	if (e == SIG_OK)
 		drop_if_silent(x->c, out, x->now);
+	if (e == SIG_OK && out->ended_id)
+		memset(out, 0, sizeof *out); /* kicked: its login is over, a retry logs in anew (or is banned) */
 	return e;
 }
 
