@@ -829,6 +829,124 @@ static void test_ratelimit(void)
 	is_int(rl_take('t', "other", 2, 4), 0, "rate: another key is not affected");
 }
 
+/* The admin API's actions, as core_admin runs them for the transports. */
+static int admin(enum core_admin_action a, const char *body, json_object **reply)
+{
+	core_result r;
+	core_result_init(&r);
+	core_admin(c, a, "192.0.2.1", body, body ? strlen(body) : 0, &r);
+	int status = sig_err_status(r.err);
+	if (reply)
+		*reply = json_object_get(r.reply);
+	core_result_free(&r);
+	return status;
+}
+
+/* A login from address remote: its status and error code into err. */
+static int login_from(const char *user, const char *remote, char *err, size_t size)
+{
+	char body[128];
+	snprintf(body, sizeof body, "{\"type\":\"login\",\"userId\":\"%s\"}", user);
+	core_result r;
+	core_result_init(&r);
+	core_exec_request(c, NULL, remote, body, strlen(body), &r);
+	int status = sig_err_status(r.err);
+	snprintf(err, size, "%s", error_of(r.reply));
+	core_result_free(&r);
+	return status;
+}
+
+static void test_admin(void)
+{
+	struct core_limits lim = limits();
+	lim.heartbeat_timeout_ms = 60000;
+	open_fixture("admin", &lim);
+	char a[CORE_TOKEN_LEN + 1], b[CORE_TOKEN_LEN + 1], d[CORE_TOKEN_LEN + 1], e2[CORE_TOKEN_LEN + 1];
+	char s[512], err[64];
+	alice_and_bob_in_r(a, b);
+	json_object *o = NULL;
+
+	/* kick: the notice is the session's last event, then its stream ends */
+	is_int(admin(CORE_ADMIN_KICK, "{\"userId\":\"bob\",\"reason\":\"spam\"}", &o), 200, "admin: kick bob");
+	is_str(field(o, "roomId"), "r", "admin: ... the reply names his room");
+	json_object_put(o);
+	is_int(run(b, "{\"type\":\"ping\"}", NULL, NULL), 401, "admin: the kicked token opens no command");
+	core_stream cs;
+	struct mail m = {0};
+	sig_err e = read_mail(b, 0, &cs, &m, NULL);
+	summary(&m, s, sizeof s);
+	ok(e == SIG_E_UNAUTHORIZED && strcmp(s, "kicked:?") == 0 && m.n == 1 && strstr(m.bodies[0], "\"reason\":\"spam\""),
+	   "admin: his stream gets the notice with its reason, then ends (%s)", s);
+	int64_t kid = m.n ? m.ids[0] : 0;
+	mail_free(&m);
+	e = read_mail(b, kid, &cs, &m, NULL);
+	ok(e == SIG_E_UNAUTHORIZED && m.n == 0, "admin: no stream opens past the notice");
+	mail_free(&m);
+	e = read_mail(a, 0, &cs, &m, NULL);
+	summary(&m, s, sizeof s);
+	is_str(s, "user-joined:bob,user-left:bob", "admin: the room got user-left");
+	mail_free(&m);
+	is_int(admin(CORE_ADMIN_KICK, "{\"userId\":\"bob\"}", &o), 404, "admin: kicking him again: 404");
+	is_str(error_of(o), "unknown-user", "admin: ... unknown-user");
+	json_object_put(o);
+	login("bob", b); /* a kicked, unbanned user may come back */
+	ok(b[0] != '\0', "admin: a kicked user logs in again");
+
+	/* bans */
+	is_int(admin(CORE_ADMIN_BAN, "{\"userId\":\"carol\",\"seconds\":60}", &o), 200, "admin: ban carol (not logged in)");
+	ok(json_object_get_boolean(json_object_object_get(o, "kicked")) == 0, "admin: ... nobody kicked");
+	json_object_put(o);
+	is_int(login_from("carol", NULL, err, sizeof err), 403, "admin: carol's login: 403");
+	is_str(err, "banned", "admin: ... banned");
+	is_int(admin(CORE_ADMIN_BAN, "{\"address\":\"198.51.100.7\",\"seconds\":60}", NULL), 200, "admin: ban an address");
+	is_int(login_from("dora", "198.51.100.7", err, sizeof err), 403, "admin: a login from it: 403");
+	is_int(login_from("dora", "198.51.100.8", err, sizeof err), 200, "admin: ... from another address: 200");
+	is_int(admin(CORE_ADMIN_BANS, NULL, &o), 200, "admin: list the bans");
+	is_int((long long)json_object_array_length(json_object_object_get(o, "bans")), 2, "admin: ... both");
+	json_object_put(o);
+	is_int(admin(CORE_ADMIN_UNBAN, "{\"address\":\"198.51.100.7\"}", NULL), 200, "admin: unban it");
+	is_int(login_from("dana", "198.51.100.7", err, sizeof err), 200, "admin: ... logins from it work again");
+	const char *bad[] = {"{\"userId\":\"x\"}", "{\"userId\":\"x\",\"seconds\":0}", "{\"seconds\":5}",
+			     "{\"userId\":\"x\",\"address\":\"1.2.3.4\",\"seconds\":5}", "{\"address\":\"a b\",\"seconds\":5}",
+			     "{\"userId\":\"x\",\"seconds\":\"5\"}", "[1]", "nope"};
+	int refused = 0;
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+		refused += admin(CORE_ADMIN_BAN, bad[i], NULL) == 400;
+	is_int(refused, (long long)(sizeof bad / sizeof bad[0]), "admin: every malformed ban is 400");
+
+	/* close a room: room-closed to each member, nobody left in it */
+	login("dan", d);
+	login("erin", e2);
+	join(d, "z");
+	join(e2, "z");
+	is_int(admin(CORE_ADMIN_CLOSE, "{\"roomId\":\"z\",\"reason\":\"over\"}", &o), 200, "admin: close z");
+	is_int(json_object_get_int(json_object_object_get(o, "members")), 2, "admin: ... its 2 members");
+	json_object_put(o);
+	e = read_mail(d, 0, &cs, &m, NULL);
+	summary(&m, s, sizeof s);
+	is_str(s, "user-joined:erin,room-closed:?", "admin: dan got room-closed (and no user-left)");
+	mail_free(&m);
+	is_int(run(d, "{\"type\":\"leave\"}", NULL, NULL), 409, "admin: dan is in no room, his session alive");
+	is_int(admin(CORE_ADMIN_CLOSE, "{\"roomId\":\"z\"}", NULL), 404, "admin: closing it again: 404");
+	is_int(admin(CORE_ADMIN_ROOMS, NULL, &o), 200, "admin: list the rooms");
+	json_object *rooms = json_object_object_get(o, "rooms"), *r0 = json_object_array_get_idx(rooms, 0);
+	json_object *users = json_object_object_get(r0, "users");
+	ok(json_object_array_length(rooms) == 1 && strcmp(field(r0, "roomId"), "r") == 0 &&
+	   json_object_array_length(users) == 1 && strcmp(field(json_object_array_get_idx(users, 0), "userId"), "alice") == 0,
+	   "admin: ... alice alone in r");
+	json_object_put(o);
+
+	/* the pruner deletes a kicked session after its grace */
+	is_int(admin(CORE_ADMIN_KICK, "{\"userId\":\"erin\"}", NULL), 200, "admin: kick erin");
+	core_wakes w = {0};
+	int pruned = 0;
+	core_prune(c, util_now_ms() + 11000, &w, &pruned);
+	core_wakes_free(&w);
+	is_int(run(NULL, "{\"type\":\"login\",\"userId\":\"erin\"}", NULL, NULL), 200, "admin: erin's id is free again");
+	ok(pruned >= 1, "admin: the pruner removed the kicked session (%d)", pruned);
+	close_fixture();
+}
+
 int main(void)
 {
 	setvbuf(stdout, NULL, _IONBF, 0); /* TAP lines survive a sanitizer abort */
@@ -842,6 +960,7 @@ int main(void)
 	test_idempotency();
 	test_streams();
 	test_prune();
+	test_admin();
 	test_auth_secret();
 	test_migration();
 	test_httpparse();
