@@ -161,18 +161,31 @@ run_latency() {
 	row "latency-$t" "CPU per message (us): responder" "$or" "-" "-"
 }
 
-# throughput_one NCHAN_FLAG [ws] -> "msgs cpu% rss_kb front_us responder_us"
+# "commands commits" so far, from our /api/metrics (the whole node).
+cmd_commits() {
+	curl -s "http://127.0.0.1:$PORT/api/metrics" | awk '/^signal_commands_total/ {c += $NF}
+		/^signal_store_commit_duration_seconds_count/ {k += $NF} END {printf "%d %d", c, k}'
+}
+# per_commit "C0 K0" "C1 K1" -> commands per store commit in between (group commit)
+per_commit() {
+	local a b
+	read -r -a a <<<"$1"; read -r -a b <<<"$2"
+	awk -v c=$((b[0] - a[0])) -v k=$((b[1] - a[1])) 'BEGIN{ if (k > 0) printf "%.2f", c / k; else print "-" }'
+}
+# throughput_one NCHAN_FLAG [ws] -> "msgs cpu% rss_kb front_us responder_us cmds_per_commit"
 throughput_one() {
-	local c0 t0 c1 t1 out rss s0 s1
+	local c0 t0 c1 t1 out rss s0 s1 m0="" m1="" cpc=-
 	coproc LGP { lg $1 --port "$PORT" throughput 32 8 "$THROUGHPUT_SECS" ${2:-}; }
 	local lgpid=$LGP_PID
 	read -r line <&"${LGP[0]}"   # "start"
 	c0=$(cpu_ticks); t0=$(date +%s%N); s0=$(cpu_split_ns)
+	[ -z "$1" ] && m0=$(cmd_commits)
 	sleep $((THROUGHPUT_SECS / 2)); rss=$(rss_kb)
 	read -r out <&"${LGP[0]}"
 	c1=$(cpu_ticks); t1=$(date +%s%N); s1=$(cpu_split_ns)
+	[ -z "$1" ] && m1=$(cmd_commits) && cpc=$(per_commit "$m0" "$m1")
 	wait "$lgpid" 2>/dev/null
-	echo "$(echo "$out" | val msgs_per_s) $(awk -v c=$((c1 - c0)) -v t=$((t1 - t0)) -v k="$TICK" 'BEGIN{printf "%.0f", c / k / (t / 1e9) * 100}') $rss $(per_msg_us "$s0" "$s1" "$(echo "$out" | val delivered)")"
+	echo "$(echo "$out" | val msgs_per_s) $(awk -v c=$((c1 - c0)) -v t=$((t1 - t0)) -v k="$TICK" 'BEGIN{printf "%.0f", c / k / (t / 1e9) * 100}') $rss $(per_msg_us "$s0" "$s1" "$(echo "$out" | val delivered)") $cpc"
 }
 # throughput_runs NCHAN_FLAG [ws] -> throughput_one's line of the median run
 # (by msgs/s) of THROUGHPUT_RUNS on fresh servers, then "lowest-highest".
@@ -191,13 +204,14 @@ run_throughput() {
 	local o n
 	o=$(throughput_runs "")
 	n=$(throughput_runs --nchan)
-	set -- $o; local om=$1 oc=$2 orss=$3 of=$4 or=$5 osp=$6
-	set -- $n; local nm=$1 nc=$2 nrss=$3 nf=$4 nsp=$6
+	set -- $o; local om=$1 oc=$2 orss=$3 of=$4 or=$5 ocpc=$6 osp=$7
+	set -- $n; local nm=$1 nc=$2 nrss=$3 nf=$4 nsp=$7
 	row throughput "delivered msgs/s (32x2, 8 in flight), median of $THROUGHPUT_RUNS" "$om" "$nm" ">= 20000 and >= 1/3 nchan"
 	row throughput "msgs/s over the runs: lowest-highest" "$osp" "$nsp" "-"
 	row throughput "server CPU %" "$oc" "$nc" "-"
 	row throughput "CPU per message (us): front server" "$of" "$nf" "-"
 	row throughput "CPU per message (us): responder" "$or" "-" "-"
+	row throughput "commands per store commit (group commit)" "$ocpc" "-" "-"
 	row throughput "server RSS (KB)" "$orss" "$nrss" "-"
 }
 
@@ -245,11 +259,12 @@ run_ws() {
 	o=$(throughput_runs "" ws)
 	set -- $o
 	row throughput-ws "delivered msgs/s (32x2, 8 in flight), median of $THROUGHPUT_RUNS" "$1" "-" ">= 20000"
-	row throughput-ws "msgs/s over the runs: lowest-highest" "$6" "-" "-"
+	row throughput-ws "msgs/s over the runs: lowest-highest" "$7" "-" "-"
 	row throughput-ws "server CPU %" "$2" "-" "-"
 	row throughput-ws "server RSS (KB)" "$3" "-" "-"
 	row throughput-ws "CPU per message (us): front server" "$4" "-" "-"
 	row throughput-ws "CPU per message (us): responder" "$5" "-" "-"
+	row throughput-ws "commands per store commit (group commit)" "$6" "-" "-"
 	for n in $HELD; do
 		start_ours 1 "$HELD_WORKERS"; o=$(held_one "" "$n" ws); stop_server
 		set -- $o
