@@ -120,6 +120,9 @@ static void drain(const sigset_t *sigs, int sig)
 		if (now >= deadline) {
 			log_warn("drain: %lld connection(s) and %d request(s) still open after %llds: exiting",
 				 (long long)held_count(), web_inflight(), (long long)cfg.drain_timeout);
+			/* Still answer what waits in the listener's queue: an exit
+			 * now would reset it (lighttpd answers 500, nginx 502). */
+			web_stop(200 * 1000);
 			return;
 		}
 		siginfo_t si;

@@ -580,8 +580,17 @@ int web_stop(int64_t wait_us)
 
 void web_drain(int own)
 {
+	/* Only a unix listener is shut here: it then refuses new connections
+	 * (the front server sends them to another process) while what it has
+	 * queued can still be accepted. A TCP listener shut down resets every
+	 * connection in its queue, and nginx answers those 502 without
+	 * retrying a POST: it keeps accepting until web_stop's sweep. */
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof ss;
+	if (!own || getsockname(web_listen_fd, (struct sockaddr *)&ss, &sl) != 0 || ss.ss_family != AF_UNIX)
+		return;
 	/* shutdown() wakes the threads blocked in accept() (close() would not). */
-	if (own && shutdown(web_listen_fd, SHUT_RDWR) != 0)
+	if (shutdown(web_listen_fd, SHUT_RDWR) != 0)
 		log_warn("web: cannot shut the listener: %s", strerror(errno));
 }
 
