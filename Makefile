@@ -1,8 +1,11 @@
 # Makefile - build, run and test the FastCGI signaling responder.
 #   make            build build/signal-fcgi
 #   make run        install what is missing, build, run lighttpd on $(PORT) in the foreground
+#                   (SERVER=nginx or SERVER=apache: that front server instead)
 #   make test       install what is missing, build, run every test (TAP through prove)
 #   make bench      benchmarks (see bench/)
+#   make deb        the Debian package, build/deb/signal-fcgi_VERSION_amd64.deb
+#   make shared-hosting  the folder to upload to a shared host (build/shared-hosting/signal/)
 #   make clean
 
 PORT     ?= 8080
@@ -23,10 +26,11 @@ SAN       = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-r
 # Debian packages the build, the service and the tests need.
 DEB_BUILD = gcc make libc6-dev pkg-config libfcgi-dev libjson-c-dev libsqlite3-dev libssl-dev \
             libwslay-dev libhttp-parser-dev
-DEB_RUN   = lighttpd curl jq $(if $(filter nginx,$(SERVER)),nginx-light)
+DEB_RUN   = lighttpd curl jq $(if $(filter nginx,$(SERVER)),nginx-light) $(if $(filter apache,$(SERVER)),apache2)
 DEB_FUZZ  = clang libclang-rt-14-dev
+DEB_PKG   = debhelper help2man lintian fakeroot dpkg-dev
 DEB_TEST  = curl jq perl sqlite3 valgrind python3 python3-websocket libfcgi-bin openssl nodejs nginx-light \
-            prometheus
+            prometheus apache2 libapache2-mod-fcgid
 
 # The responder, one object per subsystem, by layer (fcgi/ folders, top down:
 # transport -> deliver -> core -> store; base is used by all; see
@@ -48,12 +52,12 @@ HEADERS   = $(wildcard $(addsuffix /*.h,$(SRC_DIRS)))
 SOURCES   = $(wildcard $(addsuffix /*.c,$(SRC_DIRS)))
 SCHEMA    = $(sort $(wildcard schema/*.sql))
 
-.PHONY: all run test unit integration bench fuzz clean deps deps-test deps-fuzz install
+.PHONY: all run test unit integration bench fuzz clean deps deps-test deps-fuzz deps-pkg install install-deb deb
 
 all: build/signal-fcgi
 
 build/signal-fcgi: $(OBJS)
-	$(CC) $(CFLAGS) -o $@ $(OBJS) $(LDLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(OBJS) $(LDLIBS)
 
 build/%.o: %.c $(HEADERS) | build
 	$(CC) $(WARN) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
@@ -140,7 +144,7 @@ deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 
 deps-test: deps
-	@missing=""; for p in $(DEB_TEST); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(DEB_TEST) $(DEB_PKG); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 
@@ -150,6 +154,8 @@ run: deps
 	@echo "signaling service on http://$(BIND):$(PORT)/ behind $(SERVER) (database $(DB); Ctrl-C stops it)"
 ifeq ($(SERVER),nginx)
 	exec tools/run-nginx.sh $(PORT) $(BIND) $(DB) $(ARGS)
+else ifeq ($(SERVER),apache)
+	exec tools/run-apache.sh $(PORT) $(BIND) $(DB) $(ARGS)
 else
 	SIGNAL_ROOT=$(CURDIR) SIGNAL_BIN=$(CURDIR)/build/signal-fcgi SIGNAL_RUNDIR=$(CURDIR)/var/run SIGNAL_DB=$(DB) SIGNAL_ARGS="$(ARGS)" \
 	  SIGNAL_PROCS=$(PROCS) SIGNAL_WORKERS=$(WORKERS) SIGNAL_BIND=$(BIND) PORT=$(PORT) exec lighttpd -D -f lighttpd.conf
@@ -165,6 +171,42 @@ bench: deps
 
 install: all
 	install -D -m 0755 build/signal-fcgi $(DESTDIR)/usr/local/bin/signal-fcgi
+
+# ---- the Debian package ----
+VERSION = $(shell sed -n 's/^\#define SIG_VERSION "\(.*\)"/\1/p' fcgi/base/config.c)
+
+# The man page, from --help (help2man): what the binary says is what it documents.
+build/signal-fcgi.8: build/signal-fcgi
+	help2man --section 8 --no-info --name "WebRTC signaling server over FastCGI (SSE, long-poll, WebSocket)" \
+	  --include deploy/signal-fcgi.8.inc --output $@ ./build/signal-fcgi
+
+# What debian/rules installs into the package (DESTDIR): the FHS paths.
+install-deb: build/signal-fcgi build/signal-fcgi.8
+	install -D -m 0755 build/signal-fcgi $(DESTDIR)/usr/sbin/signal-fcgi
+	install -D -m 0644 build/signal-fcgi.8 $(DESTDIR)/usr/share/man/man8/signal-fcgi.8
+	install -d $(DESTDIR)/usr/share/signal-fcgi/www $(DESTDIR)/usr/share/signal-fcgi/schema
+	install -m 0644 www/*.html www/*.js www/*.css $(DESTDIR)/usr/share/signal-fcgi/www/
+	install -m 0644 $(SCHEMA) $(DESTDIR)/usr/share/signal-fcgi/schema/
+	install -D -m 0644 deploy/signal-fcgi.conf $(DESTDIR)/etc/signal-fcgi/signal-fcgi.conf
+	install -D -m 0644 deploy/apache-site.conf $(DESTDIR)/etc/signal-fcgi/apache.conf
+	install -D -m 0644 deploy/nginx-site.conf $(DESTDIR)/etc/signal-fcgi/nginx.conf
+	install -D -m 0644 deploy/lighttpd-site.conf $(DESTDIR)/etc/signal-fcgi/lighttpd.conf
+
+deps-pkg: deps
+	@missing=""; for p in $(DEB_PKG); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
+
+# dpkg-buildpackage writes into the parent of the tree it builds: build it
+# from a copy under build/deb/, so the .deb lands there, never beside the checkout.
+deb: deps-pkg
+	@rm -rf build/deb && mkdir -p build/deb/signal-fcgi-$(VERSION)
+	@tar -c --exclude=./build --exclude=./var --exclude=./tests/out --exclude=./.git --exclude=node_modules . \
+	  | tar -x -C build/deb/signal-fcgi-$(VERSION)
+	cd build/deb/signal-fcgi-$(VERSION) && dpkg-buildpackage -us -uc -b >../build.log 2>&1 || { tail -30 ../build.log; exit 1; }
+	lintian --fail-on error build/deb/signal-fcgi_$(VERSION)_amd64.deb >build/deb/lintian.log 2>&1; \
+	  status=$$?; grep -v '^running with root' build/deb/lintian.log; exit $$status
+	@echo "built build/deb/signal-fcgi_$(VERSION)_amd64.deb"
 
 clean:
 	rm -rf build

@@ -4,7 +4,7 @@
 # restart mid-call, with fake camera and microphone. Needs Debian's
 # chromium and npm's playwright-core: tests/browser/setup.sh installs them.
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-OUT=$ROOT/tests/out/50-browser
+OUT=$ROOT/tests/out/50-browser${OUT_SUFFIX:-}
 rm -rf "$OUT"; mkdir -p "$OUT"
 if ! "$ROOT/tests/browser/setup.sh" >"$OUT/setup.log" 2>&1; then
 	echo "not ok 1 - browser test set-up (chromium, playwright-core)"

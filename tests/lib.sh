@@ -6,7 +6,11 @@
 #
 #   start_server [--procs N] [--db FILE] [-- responder options...]
 #                         FRONT=nginx runs nginx (nginx.conf) in front of
-#                         standalone responders instead of lighttpd
+#                         standalone responders instead of lighttpd,
+#                         FRONT=apache Apache with mod_proxy_fcgi (apache.conf)
+#                         the same way, FRONT=apache-fcgid Apache with
+#                         mod_fcgid spawning the shared-hosting bundle
+#                         (tests/apache-fcgid.sh)
 #   stop_server           (returns once its responders have exited)
 #   login USER            -> prints the token (fails the test on error)
 #   post TOKEN JSON       -> sets $STATUS and $BODY
@@ -81,6 +85,10 @@ start_server() {
 	local bin=${SIGNAL_BIN:-$ROOT/build/signal-fcgi}
 	if [ "$FRONT" = nginx ]; then
 		start_nginx "$bin" "$procs" "$db"
+	elif [ "$FRONT" = apache ]; then
+		start_apache "$bin" "$procs" "$db"
+	elif [ "$FRONT" = apache-fcgid ]; then
+		start_apache_fcgid "$procs" "$db"
 	else
 		# Several workers: the master signals its process group to stop them.
 		[ "$workers" -gt 1 ] && session=setsid
@@ -119,6 +127,57 @@ start_nginx() {
 		-e "s|^pid .*|pid $OUT/run/nginx.pid;|" -e "s|var/nginx/|$OUT/run/nginx/|" \
 		"$ROOT/nginx.conf" >"$OUT/nginx.conf"
 	nginx -p "$ROOT" -c "$OUT/nginx.conf" >>"$OUT/server.log" 2>&1 &
+	SERVER_PID=$!
+}
+
+# Standalone responders as for nginx (with the restart loop), one per
+# --procs, each on its own --listen port; Apache (apache.conf as shipped)
+# balances them with mod_proxy_balancer.
+start_backends() {
+	local bin=$1 procs=$2 db=$3 i bport
+	BACKEND_PORTS=""
+	for i in $(seq 1 "$procs"); do
+		bport=$(free_port)
+		# WebSocket on a unix socket here (TCP in the shipped nginx.conf).
+		setsid bash -c "set -f; while :; do $bin --listen 127.0.0.1:$bport --ws-listen $OUT/run/ws-$i.sock --db $db $SERVER_ARGS; sleep 0.2; done" \
+			>>"$OUT/server.log" 2>&1 &
+		BACKEND_PGIDS="$BACKEND_PGIDS $!"
+		BACKEND_PORTS="$BACKEND_PORTS $bport"
+	done
+}
+
+# Apache with mod_proxy_fcgi (apache.conf) in front of PROCS standalone
+# responders; with more than one, a balancer of them in an extra file.
+start_apache() {
+	local bin=$1 procs=$2 db=$3 p i=0 fcgi ws
+	start_backends "$bin" "$procs" "$db"
+	fcgi="fcgi://127.0.0.1:${BACKEND_PORTS# }"
+	ws="unix:$OUT/run/ws-1.sock|http://localhost"
+	cp "$ROOT/apache.conf" "$OUT/apache.conf"
+	if [ "$procs" -gt 1 ]; then
+		{
+			echo "LoadModule proxy_balancer_module /usr/lib/apache2/modules/mod_proxy_balancer.so"
+			echo "LoadModule slotmem_shm_module /usr/lib/apache2/modules/mod_slotmem_shm.so"
+			echo "LoadModule lbmethod_bybusyness_module /usr/lib/apache2/modules/mod_lbmethod_bybusyness.so"
+			echo "<Proxy balancer://signal_fcgi>"
+			for p in $BACKEND_PORTS; do echo "    BalancerMember fcgi://127.0.0.1:$p flushpackets=on timeout=120"; done
+			echo "    ProxySet lbmethod=bybusyness"
+			echo "</Proxy>"
+			echo "<Proxy balancer://signal_ws>"
+			for p in $BACKEND_PORTS; do
+				i=$((i + 1))
+				echo "    BalancerMember \"unix:$OUT/run/ws-$i.sock|http://localhost\" upgrade=websocket timeout=120"
+			done
+			echo "    ProxySet lbmethod=bybusyness"
+			echo "</Proxy>"
+		} >"$OUT/apache-balancer.conf"
+		# A balancer takes the worker parameters on its members.
+		sed -i -e "/^LoadModule proxy_http_module/a Include $OUT/apache-balancer.conf" \
+			-e 's|^\(ProxyPass /api/[a-z/]* [^ ]*\) .*|\1|' "$OUT/apache.conf"
+		fcgi="balancer://signal_fcgi" ws="balancer://signal_ws"
+	fi
+	SIGNAL_ROOT=$ROOT SIGNAL_RUNDIR=$OUT/run SIGNAL_BIND=127.0.0.1 PORT=$PORT SIGNAL_FCGI_URL=$fcgi SIGNAL_WS_URL=$ws \
+		apache2 -d "$ROOT" -f "$OUT/apache.conf" -DFOREGROUND >>"$OUT/server.log" 2>&1 &
 	SERVER_PID=$!
 }
 

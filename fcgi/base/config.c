@@ -2,12 +2,20 @@
  * config.c - the option table. Each option is checked against its bounds
  * once, at start-up; a bad value stops the responder with a message rather
  * than running with a guess.
+ *
+ * Where options come from: a program spawned by mod_fcgid on a shared host
+ * has no command line of its own, and a packaged service keeps its
+ * settings in /etc. So a config file (one option a line), $SIGNAL_DB and
+ * $SIGNAL_ARGS are turned into words before the command line's, and the
+ * one table parses them all; the last word for an option wins.
  */
 #define _GNU_SOURCE
 #include "base/config.h"
 #include "base/util.h"
+#include "base/xalloc.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -80,6 +88,8 @@ static const struct int_opt int_opts[] = {
 	{"--idempotency-window", &cfg.key_window, 1, 86400, "seconds a command's cid is remembered (its retry is answered, not run again)"},
 	{"--idempotency-keys", &cfg.keys_kept, 1, 1000000, "cids remembered per session, newest kept"},
 	{"--drain-timeout", &cfg.drain_timeout, 1, 3600, "seconds a SIGTERM drains (streams told to reconnect, spread over it) before exiting"},
+	{"--max-stream-seconds", &cfg.max_stream, 0, 86400, "end each SSE stream after N s and cut long-polls to N s, "
+	 "where each held request costs a process (mod_fcgid); 0: no limit"},
 };
 
 /* Options that take a string; their help is in usage(). */
@@ -94,6 +104,7 @@ static const struct {
 	{"--allow-origin", &cfg.allow_origin},
 	{"--metrics-allow", &cfg.metrics_allow},
 	{"--admin-token", &cfg.admin_token_file},
+	{"--config", &cfg.config_file},
 };
 
 static const char **str_opt(const char *name)
@@ -124,7 +135,11 @@ static void usage(FILE *f)
 		"  --metrics-allow LIST   comma-separated client addresses or CIDR prefixes that may read\n"
 		"                         GET /api/metrics (default %s)\n"
 		"  --admin-token FILE     enable the admin API (/api/admin/...) for callers presenting\n"
-		"                         this file's token as \"Authorization: Bearer\" (default: off, 404)\n",
+		"                         this file's token as \"Authorization: Bearer\" (default: off, 404)\n"
+		"  --config FILE          read options from FILE first, one a line: \"db /var/lib/x.db\"\n"
+		"                         (or \"--db ...\"), # comments; also $SIGNAL_CONFIG, else\n"
+		"                         NAME.conf beside a program named NAME.fcgi; then $SIGNAL_DB\n"
+		"                         and $SIGNAL_ARGS (words), then the command line\n",
 		cfg.db_path, cfg.metrics_allow);
 	for (size_t i = 0; i < sizeof int_opts / sizeof int_opts[0]; i++) {
 		char left[64];
@@ -199,7 +214,7 @@ static int read_admin_token(const char *path)
 	return 0;
 }
 
-int config_parse(int argc, char **argv)
+static int parse_words(int argc, char **argv)
 {
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
@@ -243,6 +258,159 @@ int config_parse(int argc, char **argv)
 			return -1;
 		}
 	}
+	return 0;
+}
+
+/* ---- the words from the config file and the environment ----
+ * They live as long as the process: cfg points into them. */
+struct words {
+	char **v;
+	int n, cap;
+};
+
+static void words_add(struct words *w, const char *s, size_t len)
+{
+	if (w->n + 1 >= w->cap) {
+		w->cap = w->cap ? 2 * w->cap : 32;
+		w->v = xrealloc(w->v, (size_t)w->cap * sizeof *w->v);
+	}
+	char *c = xmalloc(len + 1);
+	memcpy(c, s, len);
+	c[len] = '\0';
+	w->v[w->n++] = c;
+	w->v[w->n] = NULL;
+}
+
+/* Whitespace-separated words of s (no quoting: a value with spaces goes in
+ * the config file). */
+static void words_split(struct words *w, const char *s)
+{
+	while (*s) {
+		size_t sp = strspn(s, " \t\r\n");
+		s += sp;
+		size_t len = strcspn(s, " \t\r\n");
+		if (len)
+			words_add(w, s, len);
+		s += len;
+	}
+}
+
+static int is_flag(const char *name)
+{
+	return strcmp(name, "--verbose") == 0;
+}
+
+static int is_option(const char *name)
+{
+	if (is_flag(name) || str_opt(name))
+		return strcmp(name, "--config") != 0;
+	for (size_t k = 0; k < sizeof int_opts / sizeof int_opts[0]; k++)
+		if (strcmp(name, int_opts[k].name) == 0)
+			return 1;
+	return 0;
+}
+
+/* One line: "NAME VALUE", "--NAME VALUE" or a flag's "NAME"; the value is
+ * the rest of the line, trimmed, and may hold spaces. */
+static int file_line(struct words *w, const char *path, int lineno, char *line)
+{
+	line += strspn(line, " \t");
+	size_t end = strlen(line);
+	while (end > 0 && strchr(" \t\r\n", line[end - 1]))
+		line[--end] = '\0';
+	if (*line == '\0' || *line == '#')
+		return 0;
+	char name[64] = "--";
+	size_t nlen = strcspn(line, " \t");
+	const char *bare = strncmp(line, "--", 2) == 0 ? line + 2 : line;
+	size_t blen = nlen - (size_t)(bare - line);
+	if (blen == 0 || blen + 3 > sizeof name) {
+		fprintf(stderr, "signal-fcgi: %s:%d: not an option\n", path, lineno);
+		return -1;
+	}
+	memcpy(name + 2, bare, blen);
+	name[blen + 2] = '\0';
+	const char *value = line + nlen;
+	value += strspn(value, " \t=");
+	if (!is_option(name) || (*value == '\0') != is_flag(name)) {
+		fprintf(stderr, "signal-fcgi: %s:%d: %s %s\n", path, lineno, name,
+			!is_option(name) ? "is not an option here" : is_flag(name) ? "takes no value" : "wants a value");
+		return -1;
+	}
+	words_add(w, name, strlen(name));
+	if (*value)
+		words_add(w, value, strlen(value));
+	return 0;
+}
+
+/* Read the config file's options into w. A file named explicitly must
+ * exist; the NAME.conf of a NAME.fcgi program is read only if present. */
+static int read_file(struct words *w, const char *path, int must)
+{
+	FILE *f = fopen(path, "r");
+	if (f == NULL) {
+		if (!must)
+			return 0;
+		fprintf(stderr, "signal-fcgi: --config %s: cannot open\n", path);
+		return -1;
+	}
+	cfg.config_file = path;
+	char line[4096];
+	int lineno = 0, rc = 0;
+	while (rc == 0 && fgets(line, sizeof line, f)) {
+		lineno++;
+		if (strlen(line) == sizeof line - 1 && line[sizeof line - 2] != '\n') {
+			fprintf(stderr, "signal-fcgi: %s:%d: line too long\n", path, lineno);
+			rc = -1;
+		} else {
+			rc = file_line(w, path, lineno, line);
+		}
+	}
+	fclose(f);
+	return rc;
+}
+
+/* The config file named by argv (--config FILE, the last one), else by
+ * $SIGNAL_CONFIG, else "NAME.conf" when the program is "NAME.fcgi". */
+static int config_file(int argc, char **argv, struct words *w)
+{
+	const char *named = NULL;
+	for (int i = 1; i + 1 < argc; i++)
+		if (strcmp(argv[i], "--config") == 0)
+			named = argv[++i];
+	if (named == NULL)
+		named = getenv("SIGNAL_CONFIG");
+	if (named && *named)
+		return read_file(w, named, 1);
+	size_t len = argv[0] ? strlen(argv[0]) : 0;
+	if (len > 5 && len < 4000 && strcmp(argv[0] + len - 5, ".fcgi") == 0) {
+		static char beside[4096];
+		memcpy(beside, argv[0], len - 5);
+		memcpy(beside + len - 5, ".conf", 6);
+		return read_file(w, beside, 0);
+	}
+	return 0;
+}
+
+int config_parse(int argc, char **argv)
+{
+	static struct words w; /* cfg points into its words */
+	words_add(&w, argc > 0 ? argv[0] : "signal-fcgi", strlen(argc > 0 ? argv[0] : "signal-fcgi"));
+	if (config_file(argc, argv, &w) != 0)
+		return -1;
+	const char *db = getenv("SIGNAL_DB");
+	if (db && *db) {
+		words_add(&w, "--db", 4);
+		words_add(&w, db, strlen(db));
+	}
+	const char *args = getenv("SIGNAL_ARGS");
+	if (args)
+		words_split(&w, args);
+	for (int i = 1; i < argc; i++)
+		words_add(&w, argv[i], strlen(argv[i]));
+	int rc = parse_words(w.n, w.v);
+	if (rc != 0)
+		return rc;
 	if (cfg.poll_default > cfg.poll_max)
 		cfg.poll_default = cfg.poll_max;
 	if (cfg.auth_secret_file && read_secret(cfg.auth_secret_file) != 0)

@@ -29,6 +29,8 @@ struct sig_config {
 	int64_t wal_restart;        /* WAL pages before a restart checkpoint */
 	int64_t retry_ms;           /* SSE retry: hint */
 	int64_t recheck;            /* seconds between safety re-checks of the mailboxes */
+	int64_t max_stream;         /* seconds a stream or long-poll is held at most, 0: no limit */
+	const char *config_file;    /* the options file read, or NULL */
 	int verbose;
 	/* security */
 	const char *auth_secret_file;
@@ -53,7 +55,10 @@ struct sig_config {
 
 extern struct sig_config cfg;
 
-/* Parse argv into cfg. Returns 0 to run, 1 when --help/--version printed
+/* Parse the options into cfg: those of the config file (--config FILE,
+ * else $SIGNAL_CONFIG, else NAME.conf beside a program named NAME.fcgi),
+ * then $SIGNAL_DB (as --db) and the words of $SIGNAL_ARGS, then argv; a
+ * later source wins. Returns 0 to run, 1 when --help/--version printed
  * (exit 0), -1 on a bad option (a message was printed; exit 2). */
 int config_parse(int argc, char **argv);
 

@@ -64,12 +64,13 @@ struct held {
 	void *data;            /* the kind's own state (ws.c: its connection) */
 	core_stream cs;        /* session 0: attached to none (yet) */
 	int64_t cursor;
-	int64_t deadline_us;   /* a long-poll's end */
+	int64_t deadline_us;   /* a long-poll's end; a stream's under --max-stream-seconds */
 	int64_t last_write_us; /* keepalive clock */
 	int64_t stall_us;      /* when the queue last made no progress, 0 none */
 	buf out;               /* FastCGI records (WebSocket frames) waiting for the socket */
 	int dirty, more, ending, gone, want_out, no_input;
 	int released;          /* the store already knows no stream holds the session */
+	int expired;           /* a stream ended by --max-stream-seconds */
 	char *headers;         /* extra header lines (CORS) for a poll's answer, or NULL */
 	int64_t sent_mark;     /* newest event id written out, not yet recorded in the store */
 	int64_t unmarked;      /* events written out since the last recorded mark */
@@ -663,14 +664,25 @@ static void sse_start(held *h, const struct held_req *r)
 	buf_free(&tmp);
 }
 
+/* A stream we ended for its age lets go of the session, as a client that
+ * leaves does: the client's next stream may come to another process. */
 static int sse_finished(held *h)
 {
-	held_destroy(h, 0);
+	held_destroy(h, h->expired);
 	return -1;
 }
 
+/* --max-stream-seconds: where each held request costs the front server a
+ * process (mod_fcgid), a stream ends in time so that the processes turn
+ * over; the client opens the next one from its cursor, nothing is lost. */
 static void sse_tick(held *h, int64_t now)
 {
+	if (!h->ending && cfg.max_stream > 0 && now >= h->deadline_us) {
+		h->expired = 1;
+		put_end(h);
+		flush(h);
+		return;
+	}
 	if (h->ending || h->out.len > 0 || now - h->last_write_us < cfg.keepalive * 1000000)
 		return;
 	fcgirec_stdout(&h->out, h->request_id, evfmt_keepalive, evfmt_keepalive_len);

@@ -241,6 +241,9 @@ static int handle_hold(core *c, FCGX_Request *req, const struct hp_query *q, con
 		respond_draining(req, cors);
 		return 0;
 	}
+	/* Where every held request costs a process, none is held longer. */
+	if (cfg.max_stream > 0)
+		wait = kind == HELD_SSE ? cfg.max_stream : (wait < cfg.max_stream ? wait : cfg.max_stream);
 	const char *token = cr->token[0] ? cr->token : NULL;
 	core_wakes w = {0};
 	struct held_req h = {.fd = req->ipcFd, .request_id = req->requestId, .kind = kind,

@@ -1,6 +1,7 @@
 // calls.mjs - real WebRTC calls through signal-fcgi in headless Chromium.
 // Starts its own lighttpd (the repo's lighttpd.conf) on a free port with a
-// fresh database, drives the call page (www/index.html) in separate browser
+// fresh database (FRONT=nginx|apache|apache-fcgid: that front server instead,
+// by tests/serve.sh), drives the call page (www/index.html) in separate browser
 // contexts (one cookie jar per user), prints TAP, and stops what it started.
 //   node tests/browser/calls.mjs OUTDIR
 import { chromium } from 'playwright-core';
@@ -32,6 +33,8 @@ function freePort() {
 }
 
 let server = null;
+const FRONT = process.env.FRONT || 'lighttpd';
+let starts = 0;
 async function startServer(port, db, args = '', extraEnv = {}) {
   const env = {
     ...process.env, ...extraEnv, SIGNAL_ROOT: ROOT, SIGNAL_BIN: `${ROOT}/build/signal-fcgi`, SIGNAL_RUNDIR: `${OUT}/run`,
@@ -39,8 +42,15 @@ async function startServer(port, db, args = '', extraEnv = {}) {
   };
   mkdirSync(`${OUT}/run`, { recursive: true });
   const log = openSync(`${OUT}/server.log`, 'a');
-  server = spawn('lighttpd', ['-D', '-f', `${ROOT}/lighttpd.conf`], { env, stdio: ['ignore', log, log] });
-  for (let i = 0; i < 100; i++) {
+  if (FRONT === 'lighttpd') {
+    server = spawn('lighttpd', ['-D', '-f', `${ROOT}/lighttpd.conf`], { env, stdio: ['ignore', log, log] });
+  } else {
+    // lib.sh's start_server for this front; each start its own out folder.
+    const words = args.split(/\s+/).filter(Boolean);
+    server = spawn('bash', [`${ROOT}/tests/serve.sh`, String(port), db, ...words],
+      { env: { ...process.env, ...extraEnv, OUT_SUFFIX: `-browser-${FRONT}-${++starts}` }, stdio: ['ignore', log, log] });
+  }
+  for (let i = 0; i < 400; i++) {
     try {
       const r = await fetch(`http://127.0.0.1:${port}/api/health`);
       if (r.ok) return;

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The integration suites again through Apache (Debian's apache2), as
+# 90-nginx.t runs them through nginx: with mod_proxy_fcgi (apache.conf as
+# shipped, the responders standalone with --listen and --ws-listen), and the
+# browser calls once through it.
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+OUT=$ROOT/tests/out/91-apache
+rm -rf "$OUT"; mkdir -p "$OUT"
+n=0; failed=0
+check() { # check NAME STATUS [TAP file]
+	n=$((n + 1))
+	if [ "$2" = 0 ]; then
+		echo "ok $n - $1${3:+ ($(grep -cE '^ok ' "$3") checks)}"
+	else
+		failed=$((failed + 1))
+		echo "not ok $n - $1"
+		[ -n "${3:-}" ] && grep -E '^not ok|^# server did not' -A3 "$3" | head -20 | sed 's/^/#   /'
+	fi
+}
+for p in apache2 /usr/lib/apache2/modules/mod_proxy_fcgi.so; do
+	command -v "$p" >/dev/null || [ -e "$p" ] || { echo "not ok 1 - $p is installed (make deps-test)"; echo "1..1"; exit 1; }
+done
+
+# apache.conf parses as shipped (with the addresses make run gives it).
+SIGNAL_ROOT=$ROOT SIGNAL_RUNDIR=$OUT SIGNAL_BIND=127.0.0.1 PORT=8080 SIGNAL_FCGI_URL=fcgi://127.0.0.1:9001 \
+	SIGNAL_WS_URL=http://127.0.0.1:9002 apache2 -d "$ROOT" -f "$ROOT/apache.conf" -t >"$OUT/configtest.log" 2>&1
+check "apache.conf passes apache2 -t" $?
+
+for suite in 20-commands 30-delivery 40-prune 41-restart 42-procs 45-slow-reader 55-websocket 60-hostile 65-security 70-readme 75-crash 85-fuzz; do
+	FRONT=apache OUT_SUFFIX=-apache bash "$ROOT/tests/$suite.t" >"$OUT/$suite.tap" 2>&1
+	check "$suite through Apache + mod_proxy_fcgi" $? "$OUT/$suite.tap"
+done
+FRONT=apache OUT_SUFFIX=-apache bash "$ROOT/tests/50-browser.t" >"$OUT/50-browser.tap" 2>&1
+check "browser calls through Apache + mod_proxy_fcgi" $? "$OUT/50-browser.tap"
+echo "1..$n"
+[ $failed = 0 ]
