@@ -30,7 +30,7 @@ DEB_RUN   = lighttpd curl jq $(if $(filter nginx,$(SERVER)),nginx-light) $(if $(
 DEB_FUZZ  = clang libclang-rt-14-dev
 DEB_PKG   = debhelper help2man lintian fakeroot dpkg-dev
 DEB_TEST  = curl jq perl sqlite3 valgrind python3 python3-websocket libfcgi-bin openssl nodejs nginx-light \
-            prometheus apache2 libapache2-mod-fcgid
+            prometheus apache2 libapache2-mod-fcgid apache2-suexec-pristine
 
 # The responder, one object per subsystem, by layer (fcgi/ folders, top down:
 # transport -> deliver -> core -> store; base is used by all; see
@@ -52,7 +52,7 @@ HEADERS   = $(wildcard $(addsuffix /*.h,$(SRC_DIRS)))
 SOURCES   = $(wildcard $(addsuffix /*.c,$(SRC_DIRS)))
 SCHEMA    = $(sort $(wildcard schema/*.sql))
 
-.PHONY: all run test unit integration bench fuzz clean deps deps-test deps-fuzz deps-pkg install install-deb deb
+.PHONY: all run test unit integration bench fuzz clean deps deps-test deps-fuzz deps-pkg install install-deb deb shared-hosting
 
 all: build/signal-fcgi
 
@@ -171,6 +171,33 @@ bench: deps
 
 install: all
 	install -D -m 0755 build/signal-fcgi $(DESTDIR)/usr/local/bin/signal-fcgi
+
+# ---- the shared-hosting bundle ----
+# A folder to upload into a site on an Apache + mod_fcgid host (no root, no
+# daemon): the responder as signal.fcgi, the call page, the .htaccess files,
+# a data folder. Debian ships static archives of libfcgi, json-c, SQLite,
+# libcrypto and http-parser, so those are linked in; libwslay-dev has no
+# libwslay.a, and a fully static glibc cannot load a shared library, so the
+# program links glibc and wslay dynamically and carries libwslay.so.1 in
+# lib/ (found through RUNPATH $$ORIGIN/lib). It runs on any x86-64 Linux
+# with glibc 2.34 or later, with nothing else installed.
+BUNDLE     = build/shared-hosting/signal
+STATIC_LIBS = -Wl,-Bstatic -lfcgi -ljson-c -lsqlite3 -lcrypto -lhttp_parser -Wl,-Bdynamic -lwslay -lpthread -ldl -lm
+
+build/signal.fcgi: $(OBJS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(OBJS) -Wl,-rpath,'$$ORIGIN/lib' -Wl,--enable-new-dtags $(STATIC_LIBS)
+
+shared-hosting: deps build/signal.fcgi
+	@rm -rf $(BUNDLE) && mkdir -p $(BUNDLE)/lib $(BUNDLE)/data
+	install -m 0755 build/signal.fcgi $(BUNDLE)/signal.fcgi
+	install -m 0644 $$(readlink -f /usr/lib/x86_64-linux-gnu/libwslay.so.1) $(BUNDLE)/lib/libwslay.so.1
+	install -m 0644 www/*.html www/*.js www/*.css $(BUNDLE)/
+	install -m 0644 deploy/shared-hosting/htaccess $(BUNDLE)/.htaccess
+	install -m 0644 deploy/shared-hosting/signal.conf $(BUNDLE)/signal.conf
+	install -m 0644 deploy/shared-hosting/data-htaccess $(BUNDLE)/data/.htaccess
+	install -m 0644 deploy/shared-hosting/data-htaccess $(BUNDLE)/lib/.htaccess
+	install -m 0644 deploy/shared-hosting/README.txt $(BUNDLE)/README.txt
+	@echo "built $(BUNDLE)/ (upload the folder into your site; see docs/deployment.md, Shared hosting)"
 
 # ---- the Debian package ----
 VERSION = $(shell sed -n 's/^\#define SIG_VERSION "\(.*\)"/\1/p' fcgi/base/config.c)

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The integration suites again through Apache (Debian's apache2), as
 # 90-nginx.t runs them through nginx: with mod_proxy_fcgi (apache.conf as
-# shipped, the responders standalone with --listen and --ws-listen), and the
-# browser calls once through it.
+# shipped, the responders standalone with --listen and --ws-listen), and
+# with mod_fcgid spawning the shared-hosting bundle from a user's folder
+# (FRONT=apache-fcgid: tests/apache-fcgid.conf, the bundle copied in by a
+# user made for the test, run as that user by suEXEC); the browser calls
+# once through each.
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=$ROOT/tests/out/91-apache
 rm -rf "$OUT"; mkdir -p "$OUT"
@@ -17,7 +20,7 @@ check() { # check NAME STATUS [TAP file]
 		[ -n "${3:-}" ] && grep -E '^not ok|^# server did not' -A3 "$3" | head -20 | sed 's/^/#   /'
 	fi
 }
-for p in apache2 /usr/lib/apache2/modules/mod_proxy_fcgi.so; do
+for p in apache2 /usr/lib/apache2/modules/mod_proxy_fcgi.so /usr/lib/apache2/modules/mod_fcgid.so /usr/lib/apache2/suexec; do
 	command -v "$p" >/dev/null || [ -e "$p" ] || { echo "not ok 1 - $p is installed (make deps-test)"; echo "1..1"; exit 1; }
 done
 
@@ -32,5 +35,18 @@ for suite in 20-commands 30-delivery 40-prune 41-restart 42-procs 45-slow-reader
 done
 FRONT=apache OUT_SUFFIX=-apache bash "$ROOT/tests/50-browser.t" >"$OUT/50-browser.tap" 2>&1
 check "browser calls through Apache + mod_proxy_fcgi" $? "$OUT/50-browser.tap"
+
+# mod_fcgid: the commands, delivery, resume and hostile-input suites (the
+# others need a --ws-listen, a process count or a command line, which a
+# program spawned by mod_fcgid has not), and the calls without WebSocket.
+make -s -C "$ROOT" shared-hosting >"$OUT/shared-hosting.log" 2>&1
+check "make shared-hosting" $?
+for suite in 20-commands 30-delivery 41-restart 60-hostile; do
+	FRONT=apache-fcgid OUT_SUFFIX=-apache-fcgid bash "$ROOT/tests/$suite.t" >"$OUT/$suite-fcgid.tap" 2>&1
+	check "$suite through Apache + mod_fcgid (the bundle in a user's folder)" $? "$OUT/$suite-fcgid.tap"
+done
+FRONT=apache-fcgid OUT_SUFFIX=-apache-fcgid ONLY='two pages talk|the call over SSE|the call over long-poll|survives a restart mid-setup' \
+	bash "$ROOT/tests/50-browser.t" >"$OUT/50-browser-fcgid.tap" 2>&1
+check "browser calls through Apache + mod_fcgid" $? "$OUT/50-browser-fcgid.tap"
 echo "1..$n"
 [ $failed = 0 ]

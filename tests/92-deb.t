@@ -57,7 +57,7 @@ is "${badunit:-}" "" "the unit runs as its own user with StateDirectory and Prot
 
 # Free ports in the service's config (an admin edits it the same way), and
 # the packaged Apache snippet pointed at them.
-fport=$(free_port); wport=$(free_port); PORT=$(free_port); BASE="http://127.0.0.1:$PORT"
+fport=$(free_port); wport=$(free_port); PORT=$(free_port); BASE="http://127.0.0.1:$PORT/signal"
 sed -i -e "s|^listen .*|listen 127.0.0.1:$fport|" -e "s|^ws-listen .*|ws-listen 127.0.0.1:$wport|" /etc/signal-fcgi/signal-fcgi.conf
 sed -i -e "s|127.0.0.1:9001|127.0.0.1:$fport|" -e "s|127.0.0.1:9002|127.0.0.1:$wport|" /etc/signal-fcgi/apache.conf
 
@@ -94,14 +94,21 @@ CONF
 apache2 -d /etc/apache2 -f "$OUT/apache.conf" -DFOREGROUND >>"$OUT/server.log" 2>&1 &
 APACHE_PID=$!
 for i in $(seq 1 100); do curl -sf -o /dev/null "$BASE/api/health" && break; sleep 0.1; done
-get /signal/
+get /
 is "$STATUS" 200 "the packaged call page is served at /signal/ through the Apache snippet"
 A=$(login alice); B=$(login bob)
 post "$A" '{"type":"join","roomId":"pkg"}'; post "$B" '{"type":"join","roomId":"pkg"}'
 sse_open bob "$B"
 wait_for "$OUT/bob.sse" '^retry:' 5
 relay "$A" bob 1 "$OUT/bob.sse"
-ok $? "a signal from alice reaches bob's SSE stream through the installed service and the Apache snippet"
+ok $? "a signal from alice reaches bob's SSE stream through the installed service and the Apache snippet (API at /signal/api/)"
+/usr/bin/python3 - "$PORT" >"$OUT/ws.log" 2>&1 <<'PY'
+import json, sys, websocket
+ws = websocket.create_connection(f"ws://127.0.0.1:{sys.argv[1]}/signal/api/ws", timeout=10)
+ws.send(json.dumps({"type": "login", "userId": "carol", "protocol": "webrtc"}))
+print(json.loads(ws.recv())["success"])
+PY
+like "$(cat "$OUT/ws.log")" "^True" "a WebSocket login through the snippet's /signal/api/ws"
 like "$(ls -l /var/lib/signal-fcgi/)" "signal-fcgi +signal-fcgi .*signal.db" \
 	"the database is in the StateDirectory, owned by the service's user"
 kill "$SSE_PID" 2>/dev/null

@@ -81,6 +81,7 @@ start_server() {
 	SERVER_PROCS=$procs
 	[ -n "${PORT_FIXED:-}" ] || PORT=$(free_port)
 	BASE="http://127.0.0.1:$PORT"
+	[ "$FRONT" = apache-fcgid ] && BASE="$BASE/~$FCGID_USER/signal"
 	mkdir -p "$OUT/run"
 	local bin=${SIGNAL_BIN:-$ROOT/build/signal-fcgi}
 	if [ "$FRONT" = nginx ]; then
@@ -107,18 +108,14 @@ start_server() {
 }
 
 # nginx in front of PROCS standalone responders (--listen on free ports),
-# with nginx.conf as shipped but for its ports and paths. A restart loop
-# stands in for systemd's Restart=always, so a killed responder comes back.
+# with nginx.conf as shipped but for its ports and paths.
 start_nginx() {
-	local bin=$1 procs=$2 db=$3 i bport ups="" wsups=""
+	local bin=$1 procs=$2 db=$3 i=0 p ups="" wsups=""
 	mkdir -p "$OUT/run/nginx"
-	for i in $(seq 1 "$procs"); do
-		bport=$(free_port)
-		# WebSocket on a unix socket here (TCP in the shipped nginx.conf).
-		setsid bash -c "set -f; while :; do $bin --listen 127.0.0.1:$bport --ws-listen $OUT/run/ws-$i.sock --db $db $SERVER_ARGS; sleep 0.2; done" \
-			>>"$OUT/server.log" 2>&1 &
-		BACKEND_PGIDS="$BACKEND_PGIDS $!"
-		ups="$ups server 127.0.0.1:$bport\\1;"
+	start_backends "$bin" "$procs" "$db"
+	for p in $BACKEND_PORTS; do
+		i=$((i + 1))
+		ups="$ups server 127.0.0.1:$p\\1;"
 		wsups="$wsups server unix:$OUT/run/ws-$i.sock\\1;"
 	done
 	# Each server line keeps the parameters (max_fails...) nginx.conf gives.
@@ -130,9 +127,9 @@ start_nginx() {
 	SERVER_PID=$!
 }
 
-# Standalone responders as for nginx (with the restart loop), one per
-# --procs, each on its own --listen port; Apache (apache.conf as shipped)
-# balances them with mod_proxy_balancer.
+# Standalone responders for nginx and Apache, one per --procs, each on its
+# own --listen port and WebSocket socket. A restart loop stands in for
+# systemd's Restart=always, so a killed responder comes back.
 start_backends() {
 	local bin=$1 procs=$2 db=$3 i bport
 	BACKEND_PORTS=""
@@ -181,6 +178,48 @@ start_apache() {
 	SERVER_PID=$!
 }
 
+# Apache with mod_fcgid as a shared host runs it (tests/apache-fcgid.conf):
+# the bundle (make shared-hosting) copied by an unprivileged user into
+# ~USER/public_html/signal/, spawned by mod_fcgid through suEXEC as that
+# user. The user is made for this test and removed at its exit. The
+# database and the test's options go into the copy's signal.conf (the
+# program has no command line there); the database's folder is the user's.
+FCGID_USER=${FCGID_USER:-sfh$$} FCGID_MADE=""
+start_apache_fcgid() {
+	local procs=$1 db=$2 bundle=$ROOT/build/shared-hosting/signal w
+	[ -x "$bundle/signal.fcgi" ] || { echo "# no $bundle: make shared-hosting"; return 1; }
+	local homes=$OUT/run/home
+	if [ -z "$FCGID_MADE" ]; then
+		FCGID_MADE=1
+		mkdir -p "$homes"
+		chmod 755 "$OUT" "$OUT/run" "$homes"
+		useradd --system --home-dir "$homes/$FCGID_USER" --create-home --shell /usr/sbin/nologin \
+			--user-group "$FCGID_USER" >>"$OUT/server.log" 2>&1 || return 1
+		chmod 711 "$homes/$FCGID_USER"
+	fi
+	SITE=$homes/$FCGID_USER/public_html/signal
+	BASE_PATH=/~$FCGID_USER/signal
+	# The user uploads the bundle (cp -r as that user: the files are theirs).
+	rm -rf "$homes/$FCGID_USER/public_html"
+	runuser -u "$FCGID_USER" -- sh -c "umask 022 && mkdir -p '$SITE' && cp -r '$bundle/.' '$SITE/'"
+	{
+		echo "# the test's own (lib.sh)"
+		echo "db $db"
+		for w in $SERVER_ARGS; do
+			case $w in --*) printf '\n%s' "${w#--}" ;; *) printf ' %s' "$w" ;; esac
+		done
+		echo
+	} | runuser -u "$FCGID_USER" -- sh -c "cat >>'$SITE/signal.conf'"
+	mkdir -p "$(dirname "$db")"
+	chown "$FCGID_USER:" "$(dirname "$db")"
+	for w in "$db" "$db-wal" "$db-shm"; do [ -e "$w" ] && chown "$FCGID_USER:" "$w"; done
+	mkdir -p "$OUT/run/fcgid" "$OUT/run/empty"
+	chown www-data: "$OUT/run/fcgid"
+	SIGNAL_RUNDIR=$OUT/run SIGNAL_HOMES=$homes PORT=$PORT \
+		apache2 -d /etc/apache2 -f "$ROOT/tests/apache-fcgid.conf" -DFOREGROUND ${FCGID_DEFINE:-} >>"$OUT/server.log" 2>&1 &
+	SERVER_PID=$!
+}
+
 # stop_server returns once the responders are gone, not when lighttpd is: it
 # sends them SIGTERM and exits without waiting, and a responder's exit may
 # take seconds (the ASan leak check, valgrind's, a busy machine). One still
@@ -205,12 +244,17 @@ stop_server() {
 	echo "# responders still running 30 s after their server stopped: $(server_procs | tr '\n' ' ')"
 }
 
-# This test's responders, wrapped (valgrind) or not, lighttpd's or nginx's:
-# the only processes whose --ws-listen is under $OUT/run.
-server_procs() { pgrep -f -- "--ws-listen $OUT/run/"; }
+# This test's responders, wrapped (valgrind) or not, lighttpd's, nginx's
+# or Apache's: the only processes whose --ws-listen is under $OUT/run.
+# Under mod_fcgid: the test's user's processes.
+server_procs() {
+	if [ "$FRONT" = apache-fcgid ]; then pgrep -u "$FCGID_USER" 2>/dev/null; else pgrep -f -- "--ws-listen $OUT/run/"; fi
+}
 
 # The responder processes serving this test's database.
-responder_pids() { pgrep -f "^[^ ]*signal-fcgi .*--db $SERVER_DB"; }
+responder_pids() {
+	if [ "$FRONT" = apache-fcgid ]; then pgrep -u "$FCGID_USER" -x signal.fcgi 2>/dev/null; else pgrep -f "^[^ ]*signal-fcgi .*--db $SERVER_DB"; fi
+}
 
 # make_pairs TAG: four sender/receiver pairs (sTAGi -> rTAGi) in their own
 # rooms, two read over SSE and two by long-poll, as tests/crashload.py
@@ -231,6 +275,11 @@ bg() { "$@" & BG_PIDS="$BG_PIDS $!"; }
 cleanup() {
 	for p in $BG_PIDS; do kill "$p" 2>/dev/null; done
 	stop_server
+	if [ -n "${FCGID_MADE:-}" ]; then
+		pkill -KILL -u "$FCGID_USER" 2>/dev/null
+		userdel "$FCGID_USER" 2>/dev/null
+		FCGID_MADE=""
+	fi
 }
 trap cleanup EXIT
 

@@ -200,7 +200,10 @@ async function join(ev) {
     const q = new URLSearchParams(location.search);
     const probeMs = Number(q.get('probeMs')) || undefined;
     const openTimeoutMs = Number(q.get('openTimeoutMs')) || undefined;
-    sc = new SignalClient({ transport: $('transport').value, probeMs, openTimeoutMs });
+    // The API beside the page (/api/ at the root, DIR/api/ when the page is
+    // in a folder: a shared host's bundle, the Debian package's /signal/).
+    const base = new URL('api', location.href).pathname;
+    sc = new SignalClient({ base, transport: $('transport').value, probeMs, openTimeoutMs });
     sc.addEventListener('signal', onSignal);
     sc.addEventListener('user-joined', ({ detail }) => { say(`${detail.userId} joined`); addPeer(detail.userId); });
     sc.addEventListener('user-left', ({ detail }) => { say(`${detail.userId} left`); dropPeer(detail.userId); });

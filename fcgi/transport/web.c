@@ -394,12 +394,29 @@ static int serve(core *c, FCGX_Request *req)
 	char path[64];
 	size_t plen = strcspn(uri, "?");
 	const char *qs = uri[plen] == '?' ? uri + plen + 1 : NULL;
+	/* Served under a folder of a site (the call page at /signal/, its API
+	 * at /signal/api/), the URI carries the folder: the path is ours from
+	 * its first /api/ on. Run as a script (mod_fcgid: .htaccess rewrites
+	 * DIR/api/X to DIR/signal.fcgi/api/X), PATH_INFO is the path below the
+	 * program, which holds even for a folder itself named api. */
+	const char *pinfo = FCGX_GetParam("PATH_INFO", req->envp);
+	const char *pfrom = uri;
+	if (pinfo && strncmp(pinfo, "/api/", 5) == 0) {
+		pfrom = pinfo;
+		plen = strlen(pinfo);
+	} else if (strncmp(uri, "/api/", 5) != 0) {
+		const char *at = strstr(uri, "/api/");
+		if (at && at < uri + plen) {
+			plen -= (size_t)(at - uri);
+			pfrom = at;
+		}
+	}
 	struct hp_query q;
 	if (plen >= sizeof path) {
 		respond_error(req, SIG_E_NOT_FOUND, NULL);
 		return 0;
 	}
-	memcpy(path, uri, plen);
+	memcpy(path, pfrom, plen);
 	path[plen] = '\0';
 	if (hp_query_parse(qs, &q) != 0) {
 		respond_error(req, SIG_E_BAD_REQUEST, NULL);
