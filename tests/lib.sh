@@ -157,13 +157,13 @@ start_apache() {
 			echo "LoadModule slotmem_shm_module /usr/lib/apache2/modules/mod_slotmem_shm.so"
 			echo "LoadModule lbmethod_bybusyness_module /usr/lib/apache2/modules/mod_lbmethod_bybusyness.so"
 			echo "<Proxy balancer://signal_fcgi>"
-			for p in $BACKEND_PORTS; do echo "    BalancerMember fcgi://127.0.0.1:$p flushpackets=on timeout=120"; done
+			for p in $BACKEND_PORTS; do echo "    BalancerMember fcgi://127.0.0.1:$p flushpackets=on timeout=120 retry=1"; done
 			echo "    ProxySet lbmethod=bybusyness"
 			echo "</Proxy>"
 			echo "<Proxy balancer://signal_ws>"
 			for p in $BACKEND_PORTS; do
 				i=$((i + 1))
-				echo "    BalancerMember \"unix:$OUT/run/ws-$i.sock|http://localhost\" upgrade=websocket timeout=120"
+				echo "    BalancerMember \"unix:$OUT/run/ws-$i.sock|http://localhost\" upgrade=websocket timeout=120 retry=1"
 			done
 			echo "    ProxySet lbmethod=bybusyness"
 			echo "</Proxy>"

@@ -52,7 +52,8 @@ async function startServer(port, db, args = '', extraEnv = {}) {
     // lib.sh's start_server for this front; each start its own out folder.
     const words = args.split(/\s+/).filter(Boolean);
     server = spawn('bash', [`${ROOT}/tests/serve.sh`, String(port), db, ...words],
-      { env: { ...process.env, ...extraEnv, OUT_SUFFIX: `-browser-${FRONT}-${++starts}`, FCGID_USER }, stdio: ['ignore', log, log] });
+      { env: { ...process.env, ...extraEnv, OUT_SUFFIX: `-browser-${FRONT}-${++starts}`, FCGID_USER,
+        SERVE_LOG: `${OUT}/server.log` }, stdio: ['ignore', log, log] });
   }
   for (let i = 0; i < 400; i++) {
     try {
