@@ -29,7 +29,7 @@ SIGNAL_ROOT=$ROOT SIGNAL_RUNDIR=$OUT SIGNAL_BIND=127.0.0.1 PORT=8080 SIGNAL_FCGI
 	SIGNAL_WS_URL=http://127.0.0.1:9002 apache2 -d "$ROOT" -f "$ROOT/apache.conf" -t >"$OUT/configtest.log" 2>&1
 check "apache.conf passes apache2 -t" $?
 
-for suite in 20-commands 30-delivery 40-prune 41-restart 42-procs 45-slow-reader 55-websocket 60-hostile 65-security 70-readme 75-crash 76-exactly-once 85-fuzz; do
+for suite in 20-commands 30-delivery 40-prune 41-restart 42-procs 45-slow-reader 55-websocket 60-hostile 62-metrics 64-admin 65-security 70-readme 75-crash 76-exactly-once 85-fuzz; do
 	FRONT=apache OUT_SUFFIX=-apache bash "$ROOT/tests/$suite.t" >"$OUT/$suite.tap" 2>&1
 	check "$suite through Apache + mod_proxy_fcgi" $? "$OUT/$suite.tap"
 done
