@@ -212,6 +212,9 @@ start_apache_fcgid() {
 	} | runuser -u "$FCGID_USER" -- sh -c "cat >>'$SITE/signal.conf'"
 	mkdir -p "$(dirname "$db")"
 	chown "$FCGID_USER:" "$(dirname "$db")"
+	# Files the test hands the program (--admin-token, --auth-secret) are
+	# the user's, as a key file they uploaded would be.
+	for w in $SERVER_ARGS; do [ -f "$w" ] && chown "$FCGID_USER:" "$w"; done
 	for w in "$db" "$db-wal" "$db-shm"; do [ -e "$w" ] && chown "$FCGID_USER:" "$w"; done
 	mkdir -p "$OUT/run/fcgid" "$OUT/run/empty"
 	chown www-data: "$OUT/run/fcgid"

@@ -542,7 +542,7 @@ try {
     }
     for (const { t, a, b } of pairs) await sendSeq(b, `drA${t}`, 1, 30);
     await new Promise((r) => setTimeout(r, 800));
-    const pid = execFileSync('pgrep', ['-f', `signal-fcgi --db ${db} `]).toString().trim().split('\n')[0];
+    const pid = execFileSync('pgrep', ['-f', `^[^ ]*signal-fcgi .*--db ${db} `]).toString().trim().split('\n')[0];
     process.kill(Number(pid), 'SIGTERM');
     for (const { t, a } of pairs) {
       await a.waitForFunction(() => window.__told.length > 0, null, { timeout: 10000 });
