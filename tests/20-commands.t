@@ -77,6 +77,7 @@ post "$A" '{"type":"signal","to":"alice","x":1}'
 is "$STATUS/$(echo "$BODY" | jq -r .error)" 409/unknown-peer "to oneself: 409 unknown-peer"
 post "$A" '{"type":"signal","to":"no such user!","x":1}'
 is "$STATUS/$(echo "$BODY" | jq -r .error)" 400/invalid-field "malformed to: 400 invalid-field"
+is "$(echo "$BODY" | jq -r '.field + " | " + .msg')" "to | to: only letters, digits and . _ ~ @ + - (1 to 64 of them)" "... naming the field and its rule"
 post "$D" '{"type":"signal","to":"alice"}'
 is "$STATUS/$(echo "$BODY" | jq -r .error)" 409/not-in-room "signal outside a room: 409 not-in-room"
 
@@ -113,6 +114,7 @@ post "$B" "{\"type\":\"ping\",\"ack\":$last}"
 is "$(sqlite3 "$SERVER_DB" "SELECT count(*) FROM events e JOIN sessions s ON s.id=e.session_id WHERE s.user_id='bob' AND e.id <= $last")" 0 "ping with ack deletes acknowledged events"
 post "$B" '{"type":"ping","ack":-1}'
 is "$STATUS/$(echo "$BODY" | jq -r .error)" 400/invalid-field "a negative ack is refused"
+is "$(echo "$BODY" | jq -r '.field + " | " + .msg')" "ack | ack: must not be negative" "... naming ack"
 
 # --- leave ---
 post "$B" '{"type":"leave"}'
@@ -146,9 +148,12 @@ is "$(echo "$BODY" | jq -c '[.[] | [.type, .success, (.status // 200)]]')" \
 	'[["login",true,200],["join",true,200],["error",false,400],["pong",true,200]]' "... one reply per command, in order; login authenticates the rest"
 post "$A" '[]'
 is "$STATUS/$(echo "$BODY" | jq -r .error)" 400/invalid-field "an empty batch is refused"
+is "$(echo "$BODY" | jq -c '[.field, .msg]')" '[null,"a batch holds 1 to 64 commands, not 0"]' "... which is no field's fault, and says so"
 big=$(python3 -c 'import json; print(json.dumps([{"type":"ping"}]*65))')
 post "$A" "$big"
 is "$STATUS" 400 "a batch over 64 commands is refused"
+post "" '[{"type":"login","userId":"frank","protocol":"'"$(printf 'p%.0s' $(seq 1 70))"'"},{"type":"join"}]'
+is "$(echo "$BODY" | jq -c '[.[] | [.status, .field, .msg]]')" '[[400,"protocol","protocol: at most 64 bytes"],[401,null,"no token, or the session is gone; log in again"]]' "in a batch each refused command names its field"
 
 # --- auth ---
 post "" '{"type":"ping"}'
@@ -187,7 +192,10 @@ post "$A" '{"type":"join"'
 is "$STATUS/$(echo "$BODY" | jq -r .error)" 400/invalid-json "bad JSON: 400 invalid-json"
 post "$A" '{"type":"join","roomId":5}'
 is "$STATUS/$(echo "$BODY" | jq -r .error)" 400/invalid-field "mistyped field: 400 invalid-field"
-is "$(echo "$BODY" | jq -c 'keys')" '["error","msg","success","type"]' "errors carry type, success, error, msg"
+is "$(echo "$BODY" | jq -c 'keys')" '["error","field","msg","success","type"]' "a field's error carries type, success, error, field, msg"
+is "$(echo "$BODY" | jq -c '[.type,.field,.msg]')" '["join","roomId","roomId: must be a string, not an integer"]' "... the field and its rule, in the command's reply type"
+post "$A" '{"type":"teleport"}'
+is "$(echo "$BODY" | jq -c 'keys')" '["error","msg","success","type"]' "other errors carry type, success, error, msg"
 head -c 70000 /dev/zero | tr '\0' 'a' >"$OUT/big.json"
 get "/api/cmd" -X POST --data-binary @"$OUT/big.json" -H "Authorization: Bearer $A"
 is "$STATUS/$(echo "$BODY" | jq -r .error)" 413/too-large "a body over 64 KiB: 413 too-large"

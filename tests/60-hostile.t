@@ -61,9 +61,13 @@ is "$(sqlite3 "$SERVER_DB" "SELECT count(*) FROM events")" "$before_q" "... and 
 expect 400 unknown-type "type is a number" -- "${auth[@]}" --data-binary '{"type":1}' "$(cmd)"
 
 # --- ids ---
-for bad in '' ' ' 'a b' 'a/b' 'a\"b' 'é' '../etc' "$(printf 'x%.0s' $(seq 1 65))" 'a\u0000b'; do
+ID_RULE="userId: only letters, digits and . _ ~ @ + - (1 to 64 of them)"
+for case in "|userId: must not be empty" " |$ID_RULE" "a b|$ID_RULE" "a/b|$ID_RULE" 'a\"b'"|$ID_RULE" "é|$ID_RULE" \
+	"../etc|$ID_RULE" "$(printf 'x%.0s' $(seq 1 65))|userId: at most 64 bytes" 'a\u0000b|userId: must not contain NUL (\u0000)'; do
+	bad=${case%%|*} why=${case#*|}
 	post "" "{\"type\":\"login\",\"userId\":\"$bad\"}"
 	is "$STATUS/$(echo "$BODY" | jq -r .error)" 400/invalid-field "userId '$(printf '%.20s' "$bad")' is refused"
+	is "$(echo "$BODY" | jq -r '.field + " | " + .msg')" "userId | $why" "... naming userId: $why"
 done
 post "" "{\"type\":\"login\",\"userId\":\"$(printf 'x%.0s' $(seq 1 64))\"}"
 is "$STATUS" 200 "a 64-byte userId is accepted"
@@ -71,14 +75,25 @@ post "" '{"type":"login","userId":"ok.id_~@+-9"}'
 is "$STATUS" 200 "every allowed id character"
 post "" '{"type":"login","userId":["alice"]}'
 is "$STATUS/$(echo "$BODY" | jq -r .error)" 400/invalid-field "userId as an array"
+is "$(echo "$BODY" | jq -r '.field + " | " + .msg')" "userId | userId: must be a string, not an array" "... naming userId"
+post "" '{"type":"login","userId":"zed","protocol":"'"$(printf 'p%.0s' $(seq 1 70))"'"}'
+is "$STATUS/$(echo "$BODY" | jq -c '[.error,.field,.msg]')" '400/["invalid-field","protocol","protocol: at most 64 bytes"]' "a 70-byte protocol: the field and its bound"
+post "" '{"type":"login","userId":"zed","protocol":64}'
+is "$STATUS/$(echo "$BODY" | jq -c '[.field,.msg]')" '400/["protocol","protocol: must be a string, not an integer"]' "a protocol of the wrong type"
+post "" '{"type":"login","userId":"zed","auth":"'"$(printf 'a%.0s' $(seq 1 129))"'"}'
+is "$STATUS/$(echo "$BODY" | jq -c '[.field,.msg]')" '400/["auth","auth: at most 128 bytes"]' "an overlong auth"
 post "" '{"type":"login","userId":"zed","protocol":"a\nb"}'
 is "$STATUS/$(echo "$BODY" | jq -r .error)" 400/invalid-field "a protocol with a newline"
+is "$(echo "$BODY" | jq -r '.field + " | " + .msg')" "protocol | protocol: no control characters (newline, tab, DEL...)" "... naming protocol"
 post "$A" '{"type":"join","roomId":"r r"}'
 is "$STATUS/$(echo "$BODY" | jq -r .error)" 400/invalid-field "a roomId with a space"
+is "$(echo "$BODY" | jq -r '.field + " | " + .msg')" "roomId | roomId: only letters, digits and . _ ~ @ + - (1 to 64 of them)" "... naming roomId"
 post "$A" '{"type":"join"}'
 is "$STATUS/$(echo "$BODY" | jq -r .error)" 400/invalid-field "join without roomId"
+is "$(echo "$BODY" | jq -r '.field + " | " + .msg')" "roomId | roomId: required, a string" "... naming roomId"
 post "$A" '{"type":"ping","ack":1.5}'
 is "$STATUS/$(echo "$BODY" | jq -r .error)" 400/invalid-field "a fractional ack"
+is "$(echo "$BODY" | jq -r '.field + " | " + .msg')" "ack | ack: must be an integer, not a number" "... naming ack"
 
 # --- query strings, headers, cookies ---
 expect 400 bad-request "a bad percent escape" -- "$BASE/api/poll?since=%zz"

@@ -815,6 +815,92 @@ static void test_jsonv(void)
 	ok(jv_is_id("a.b_c~d@e+f-9", 13) && !jv_is_id("a b", 3) && !jv_is_id("", 0), "json: the id alphabet");
 }
 
+/* Every rule of every command's table, each refused with its field named
+ * and the words of its rule (item 5 of issue 14). */
+static void test_field_errors(void)
+{
+	struct core_limits lim = limits();
+	open_fixture("fields", &lim);
+	char a[65], b[65];
+	json_object *r = NULL;
+	login("alice", a);
+	login("bob", b);
+	join(a, "r");
+	join(b, "r");
+	static const struct {
+		int who; /* 0: no token, 1: alice's */
+		const char *body;
+		const char *field, *msg;
+	} cases[] = {
+		{0, "{\"type\":\"login\"}", "userId", "userId: required, a string"},
+		{0, "{\"type\":\"login\",\"userId\":7}", "userId", "userId: must be a string, not an integer"},
+		{0, "{\"type\":\"login\",\"userId\":[\"a\"]}", "userId", "userId: must be a string, not an array"},
+		{0, "{\"type\":\"login\",\"userId\":\"\"}", "userId", "userId: must not be empty"},
+		{0, "{\"type\":\"login\",\"userId\":\"a b\"}", "userId",
+		 "userId: only letters, digits and . _ ~ @ + - (1 to 64 of them)"},
+		{0, "{\"type\":\"login\",\"userId\":\"x\\u0000y\"}", "userId", "userId: must not contain NUL (\\u0000)"},
+		{0, "{\"type\":\"login\",\"userId\":\"12345678901234567890123456789012345678901234567890123456789012345\"}",
+		 "userId", "userId: at most 64 bytes"},
+		{0, "{\"type\":\"login\",\"userId\":\"c\",\"protocol\":"
+		    "\"1234567890123456789012345678901234567890123456789012345678901234567890\"}",
+		 "protocol", "protocol: at most 64 bytes"},
+		{0, "{\"type\":\"login\",\"userId\":\"c\",\"protocol\":\"a\\nb\"}", "protocol",
+		 "protocol: no control characters (newline, tab, DEL...)"},
+		{0, "{\"type\":\"login\",\"userId\":\"c\",\"protocol\":true}", "protocol",
+		 "protocol: must be a string, not true or false"},
+		{0, "{\"type\":\"login\",\"userId\":\"c\",\"auth\":{}}", "auth", "auth: must be a string, not an object"},
+		{1, "{\"type\":\"join\"}", "roomId", "roomId: required, a string"},
+		{1, "{\"type\":\"join\",\"roomId\":null}", "roomId", "roomId: must be a string, not null"},
+		{1, "{\"type\":\"join\",\"roomId\":\"r/1\"}", "roomId",
+		 "roomId: only letters, digits and . _ ~ @ + - (1 to 64 of them)"},
+		{1, "{\"type\":\"room-users\",\"roomId\":1.5}", "roomId", "roomId: must be a string, not a number"},
+		{1, "{\"type\":\"signal\",\"to\":\"b o b\"}", "to",
+		 "to: only letters, digits and . _ ~ @ + - (1 to 64 of them)"},
+		{1, "{\"type\":\"signal\",\"to\":5}", "to", "to: must be a string, not an integer"},
+		{1, "{\"type\":\"ping\",\"ack\":-1}", "ack", "ack: must not be negative"},
+		{1, "{\"type\":\"ping\",\"ack\":\"3\"}", "ack", "ack: must be an integer, not a string"},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		int s = run(cases[i].who ? a : NULL, cases[i].body, &r, NULL);
+		char name[160];
+		snprintf(name, sizeof name, "field case %zu: 400 invalid-field", i);
+		ok(s == 400 && strcmp(error_of(r), "invalid-field") == 0, "%s", name);
+		snprintf(name, sizeof name, "field case %zu: field is %s", i, cases[i].field);
+		is_str(field(r, "field"), cases[i].field, name);
+		snprintf(name, sizeof name, "field case %zu: msg '%s'", i, cases[i].msg);
+		is_str(field(r, "msg"), cases[i].msg, name);
+		json_object_put(r);
+	}
+	/* In a batch, each refused command names its own field. */
+	is_int(run(a, "[{\"type\":\"ping\",\"ack\":-2},{\"type\":\"join\",\"roomId\":\"\"}]", &r, NULL), 200,
+	       "field batch: 200");
+	is_str(field(json_object_array_get_idx(r, 0), "field"), "ack", "field batch: the first names ack");
+	is_str(field(json_object_array_get_idx(r, 1), "field"), "roomId", "field batch: the second names roomId");
+	is_str(field(json_object_array_get_idx(r, 1), "msg"), "roomId: must not be empty", "field batch: ... and why");
+	json_object_put(r);
+	/* Errors that are no field's fault name none. */
+	is_int(run(a, "[]", &r, NULL), 400, "field: an empty batch is 400");
+	ok(json_object_object_get(r, "field") == NULL, "field: ... and names no field");
+	is_str(field(r, "msg"), "a batch holds 1 to 64 commands, not 0", "field: ... but says why");
+	json_object_put(r);
+	is_int(run(a, "{\"type\":\"join\",\"roomId\":\"x\",\"extra\":[1]}", &r, NULL), 200,
+	       "field: fields outside the table are allowed");
+	json_object_put(r);
+	/* jv_check on its own: the first field of the table at fault decides. */
+	static const struct jv_field t[] = {
+		{"a", json_type_string, JV_REQUIRED, 4},
+		{"b", json_type_int, JV_REQUIRED, 0},
+	};
+	json_object *o = json_tokener_parse("{\"a\":\"12345\"}");
+	struct jv_fault why;
+	ok(jv_check(o, t, 2, &why) == SIG_E_INVALID_FIELD, "jv_check: refused");
+	is_str(why.field, "a", "jv_check: the first fault in table order");
+	is_str(why.msg, "a: at most 4 bytes", "jv_check: its message");
+	ok(jv_check(o, t, 2, NULL) == SIG_E_INVALID_FIELD, "jv_check: why may be NULL");
+	json_object_put(o);
+	close_fixture();
+}
+
 static void test_ratelimit(void)
 {
 	int allowed = 0, wait = 0;
@@ -965,6 +1051,7 @@ int main(void)
 	test_migration();
 	test_httpparse();
 	test_jsonv();
+	test_field_errors();
 	test_ratelimit();
 	printf("1..%d\n", n_tests);
 	char cmd[300];

@@ -259,11 +259,21 @@ def case_errors():
     r = cmd(w, {"type": "auth", "token": "0" * 64})
     check(r.get("type") == "auth" and r.get("error") == "unauthorized", "auth with a dead token: 401", r)
     r = cmd(w, {"type": "auth", "token": 64})
-    check(r.get("error") == "invalid-field", "auth with a token that is no string: invalid-field", r)
+    check(r.get("error") == "invalid-field" and r.get("field") == "token" and r.get("msg") == "token: must be a string, not an integer",
+          "auth with a token that is no string: invalid-field naming token", r)
     r = cmd(w, {"type": "auth"})
     check(r.get("error") == "unauthorized", "auth without a token, and no cookie on the upgrade: 401", r)
     r = cmd(w, {"type": "login", "userId": "bad id!", "protocol": "x"})
-    check(r.get("error") == "invalid-field", "login with a bad id: invalid-field", r)
+    check(r.get("error") == "invalid-field" and r.get("field") == "userId" and r.get("status") == 400
+          and r.get("msg") == "userId: only letters, digits and . _ ~ @ + - (1 to 64 of them)", "login with a bad id: invalid-field naming userId", r)
+    r = cmd(w, {"type": "login", "userId": "ws-p", "protocol": "p" * 70})
+    check(r.get("field") == "protocol" and r.get("msg") == "protocol: at most 64 bytes", "a 70-byte protocol: the field and its bound", r)
+    r = cmd(w, {"type": "join"})
+    check(r.get("status") == 401 and "field" not in r, "an error that is no field's names none", r)
+    w.send(json.dumps([{"type": "login", "userId": "ws-q", "auth": 5}]))
+    r = json.loads(w.recv())
+    check(isinstance(r, list) and r[0].get("field") == "auth" and r[0].get("msg") == "auth: must be a string, not an integer",
+          "a batch over the socket: each refused command names its field", r)
     w.close()
     s, status, head, _ = raw_connect("/api/nope")
     check(status == 404, "upgrade on another path: 404", head[:80])

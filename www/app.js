@@ -171,7 +171,10 @@ function explain(e) {
   switch (e.code) {
     case 'room-full': return 'That room is full (5 people at most). Try another room.';
     case 'user-exists': return 'That name is taken in a live session. Pick another name.';
-    case 'invalid-field': return 'Names and rooms are 1-64 letters, digits or . _ ~ @ + -';
+    case 'invalid-field':
+      if (e.field === 'userId') return 'Your name: ' + e.message.replace(/^userId: /, '');
+      if (e.field === 'roomId') return 'The room: ' + e.message.replace(/^roomId: /, '');
+      return e.message;
     case 'rate-limited': return 'Too many attempts; wait a moment and try again.';
     case 'network': return 'The signaling service cannot be reached.';
     case 'banned': return `This name or address is banned for ${e.reply && e.reply.retryAfter ? e.reply.retryAfter + ' more seconds' : 'a while'}.`;

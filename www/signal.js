@@ -61,7 +61,8 @@
  * are retried with backoff; a 401 ends the session: 'session-lost' is
  * dispatched and nothing loops.
  * Errors reject with an Error whose .code is the server's error code
- * ('room-full', 'user-exists', ...) and .status the HTTP status.
+ * ('room-full', 'user-exists', ...) and .status the HTTP status; for
+ * 'invalid-field', .field names the field and .message says its rule.
  */
 
 const RETRY_STATUSES = new Set([0, 500, 502, 503, 504]);
@@ -85,6 +86,8 @@ export class SignalError extends Error {
     super((reply && reply.msg) || `request failed (${status})`);
     this.code = (reply && reply.error) || 'network';
     this.status = status;
+    // invalid-field: which field was refused; .message says why.
+    if (reply && reply.field) this.field = reply.field;
     this.reply = reply;
   }
 }

@@ -59,6 +59,7 @@ struct cmd_ctx {
 	core_result *r;
 	const char *type;
 	int keep_ended; /* authenticate: a session the admin API ended still counts (its stream) */
+	struct jv_fault why; /* the field a command refused (jv_check) */
 };
 
 core *core_new(store *st, const struct core_limits *limits)
@@ -151,6 +152,18 @@ json_object *core_error_reply(const char *type, sig_err e)
 	json_object_object_add(o, "success", json_object_new_boolean(0));
 	json_object_object_add(o, "error", json_object_new_string(sig_err_code(e)));
 	json_object_object_add(o, "msg", json_object_new_string(sig_err_msg(e)));
+	return o;
+}
+
+json_object *core_error_reply_why(const char *type, sig_err e, const struct jv_fault *why)
+{
+	json_object *o = core_error_reply(type, e);
+	if (why == NULL)
+		return o;
+	if (why->field)
+		json_object_object_add(o, "field", json_object_new_string(why->field));
+	if (why->msg[0])
+		json_object_object_add(o, "msg", json_object_new_string(why->msg));
 	return o;
 }
 
@@ -376,7 +389,7 @@ int core_draining(void)
 
 static sig_err cmd_login(struct cmd_ctx *x, json_object *cmd, json_object **reply)
 {
-	sig_err e = jv_check(cmd, login_fields, 3);
+	sig_err e = jv_check(cmd, login_fields, 3, &x->why);
 	if (e != SIG_OK)
 		return e;
 	if (core_draining()) {
@@ -452,7 +465,7 @@ static const struct jv_field room_fields[] = {
 
 static sig_err cmd_join(struct cmd_ctx *x, json_object *cmd, json_object **reply)
 {
-	sig_err e = jv_check(cmd, room_fields, 1);
+	sig_err e = jv_check(cmd, room_fields, 1, &x->why);
 	if (e != SIG_OK)
 		return e;
 	core *c = x->c;
@@ -507,7 +520,7 @@ static const struct jv_field signal_fields[] = {
 
 static sig_err cmd_signal(struct cmd_ctx *x, json_object *cmd, json_object **reply)
 {
-	sig_err e = jv_check(cmd, signal_fields, 1);
+	sig_err e = jv_check(cmd, signal_fields, 1, &x->why);
 	if (e != SIG_OK)
 		return e;
 	core *c = x->c;
@@ -554,7 +567,7 @@ static const struct jv_field ping_fields[] = {
 
 static sig_err cmd_ping(struct cmd_ctx *x, json_object *cmd, json_object **reply)
 {
-	sig_err e = jv_check(cmd, ping_fields, 1);
+	sig_err e = jv_check(cmd, ping_fields, 1, &x->why);
 	if (e != SIG_OK)
 		return e;
 	json_object *ack = NULL;
@@ -567,7 +580,7 @@ static sig_err cmd_ping(struct cmd_ctx *x, json_object *cmd, json_object **reply
 
 static sig_err cmd_room_users(struct cmd_ctx *x, json_object *cmd, json_object **reply)
 {
-	sig_err e = jv_check(cmd, room_fields, 1);
+	sig_err e = jv_check(cmd, room_fields, 1, &x->why);
 	if (e != SIG_OK)
 		return e;
 	const char *room = jv_str(cmd, "roomId");
@@ -673,10 +686,10 @@ static const struct jv_field key_fields[] = {
 
 /* Take the cid out of cmd (it is the sender's, never forwarded) and
  * fingerprint what is left. */
-static sig_err key_read(json_object *cmd, struct cmd_key *k)
+static sig_err key_read(json_object *cmd, struct cmd_key *k, struct jv_fault *why)
 {
 	memset(k, 0, sizeof *k);
-	sig_err e = jv_check(cmd, key_fields, 1);
+	sig_err e = jv_check(cmd, key_fields, 1, why);
 	const char *cid = e == SIG_OK ? jv_str(cmd, "cid") : NULL;
 	if (e != SIG_OK || cid == NULL)
 		return e;
@@ -695,9 +708,13 @@ static sig_err key_session(struct cmd_ctx *x, const struct command *command, jso
 	*out = x->sess;
 	if (x->sess.id != 0 || strcmp(command->type, "login") != 0)
 		return SIG_OK;
-	if (strlen(k->cid) < LOGIN_CID_MIN)
+	if (strlen(k->cid) < LOGIN_CID_MIN) {
+		x->why.field = "cid";
+		snprintf(x->why.msg, sizeof x->why.msg, "cid: at least %d bytes on a login without a token",
+			 LOGIN_CID_MIN);
 		return SIG_E_INVALID_FIELD;
-	sig_err e = jv_check(cmd, login_fields, 1); /* userId */
+	}
+	sig_err e = jv_check(cmd, login_fields, 1, &x->why); /* userId */
 	if (e == SIG_OK)
 		e = store_session_by_user(x->c->st, jv_str(cmd, "userId"), out);
 	if (e == SIG_OK)
@@ -854,7 +871,7 @@ static sig_err run_command(struct cmd_ctx *x, const struct command *command, jso
 	if (x->sess.id != 0 && x->sess.last_seen < x->now - TOUCH_EVERY_MS &&
 	    (e = store_session_touch(x->c->st, x->sess.id, x->now)) != SIG_OK)
 		return e;
-	if ((e = key_read(cmd, &key)) != SIG_OK || (e = key_replay(x, command, cmd, &key, reply, &replayed)) != SIG_OK ||
+	if ((e = key_read(cmd, &key, &x->why)) != SIG_OK || (e = key_replay(x, command, cmd, &key, reply, &replayed)) != SIG_OK ||
 	    replayed)
 		return e;
 	if ((e = command->run(x, cmd, reply)) != SIG_OK)
@@ -884,6 +901,7 @@ static sig_err exec_one(struct cmd_ctx *x, json_object *cmd, json_object **reply
 	sig_err e = SIG_OK;
 	const struct command *command = NULL;
 	*reply = NULL;
+	memset(&x->why, 0, sizeof x->why);
 	if (!json_object_is_type(cmd, json_type_object)) {
 		e = SIG_E_INVALID_JSON;
 		goto done;
@@ -922,7 +940,7 @@ static sig_err exec_one(struct cmd_ctx *x, json_object *cmd, json_object **reply
 done:
 	if (e != SIG_OK) {
 		json_object_put(*reply);
-		*reply = core_error_reply(type, e);
+		*reply = core_error_reply_why(type, e, e == SIG_E_INVALID_FIELD ? &x->why : NULL);
 		if ((e == SIG_E_BANNED || e == SIG_E_DRAINING) && x->r->retry_after > 0)
 			json_object_object_add(*reply, "retryAfter", json_object_new_int(x->r->retry_after));
 		/* Wakes gathered by a rolled-back command point at nothing new;
@@ -954,8 +972,11 @@ void core_exec_request(core *c, const char *token, const char *remote, const cha
 	}
 	size_t n = json_object_array_length(req);
 	if (n == 0 || n > CORE_BATCH_MAX) {
+		/* No field is at fault: the array is. */
+		struct jv_fault why = {0};
+		snprintf(why.msg, sizeof why.msg, "a batch holds 1 to %d commands, not %zu", CORE_BATCH_MAX, n);
 		r->err = SIG_E_INVALID_FIELD;
-		r->reply = core_error_reply(NULL, SIG_E_INVALID_FIELD);
+		r->reply = core_error_reply_why(NULL, SIG_E_INVALID_FIELD, &why);
 		json_object_put(req);
 		return;
 	}
@@ -1220,7 +1241,7 @@ static sig_err live_user(struct cmd_ctx *x, const char *user, store_session *s)
 
 static sig_err admin_kick(struct cmd_ctx *x, json_object *cmd, json_object **reply)
 {
-	sig_err e = jv_check(cmd, kick_fields, 2);
+	sig_err e = jv_check(cmd, kick_fields, 2, &x->why);
 	if (e != SIG_OK)
 		return e;
 	const char *user = jv_str(cmd, "userId");
@@ -1243,14 +1264,22 @@ static sig_err admin_kick(struct cmd_ctx *x, json_object *cmd, json_object **rep
 	return SIG_OK;
 }
 
+/* A field fault of the admin API's own rules (beyond the tables). */
+static sig_err admin_fault(struct cmd_ctx *x, const char *field, const char *msg)
+{
+	x->why.field = field;
+	snprintf(x->why.msg, sizeof x->why.msg, "%s: %s", field, msg);
+	return SIG_E_INVALID_FIELD;
+}
+
 /* ban and unban name exactly one of userId or address. */
-static sig_err ban_target(json_object *cmd, const char **kind, const char **value)
+static sig_err ban_target(struct cmd_ctx *x, json_object *cmd, const char **kind, const char **value)
 {
 	const char *user = jv_str(cmd, "userId"), *addr = jv_str(cmd, "address");
 	if ((user == NULL) == (addr == NULL))
-		return SIG_E_INVALID_FIELD;
+		return admin_fault(x, user ? "address" : "userId", "give exactly one of userId and address");
 	if (addr && (*addr == '\0' || strspn(addr, "0123456789abcdefABCDEF.:") != strlen(addr)))
-		return SIG_E_INVALID_FIELD; /* an IPv4 or IPv6 address as the front server writes it */
+		return admin_fault(x, "address", "an IPv4 or IPv6 address"); /* as the front server writes it */
 	*kind = user ? "user" : "address";
 	*value = user ? user : addr;
 	return SIG_OK;
@@ -1259,15 +1288,18 @@ static sig_err ban_target(json_object *cmd, const char **kind, const char **valu
 static sig_err admin_ban(struct cmd_ctx *x, json_object *cmd, json_object **reply)
 {
 	const char *kind = NULL, *value = NULL;
-	sig_err e = jv_check(cmd, ban_fields, 4);
+	sig_err e = jv_check(cmd, ban_fields, 4, &x->why);
 	if (e == SIG_OK)
-		e = ban_target(cmd, &kind, &value);
+		e = ban_target(x, cmd, &kind, &value);
 	json_object *sec = NULL;
 	if (e == SIG_OK && !json_object_object_get_ex(cmd, "seconds", &sec))
-		e = SIG_E_INVALID_FIELD;
+		e = admin_fault(x, "seconds", "required, an integer");
 	int64_t seconds = sec ? json_object_get_int64(sec) : 0;
-	if (e == SIG_OK && (seconds < 1 || seconds > BAN_MAX_S))
-		e = SIG_E_INVALID_FIELD;
+	if (e == SIG_OK && (seconds < 1 || seconds > BAN_MAX_S)) {
+		char msg[64];
+		snprintf(msg, sizeof msg, "1 to %lld", (long long)BAN_MAX_S);
+		e = admin_fault(x, "seconds", msg);
+	}
 	if (e != SIG_OK)
 		return e;
 	const char *reason = jv_str(cmd, "reason");
@@ -1292,9 +1324,9 @@ static sig_err admin_unban(struct cmd_ctx *x, json_object *cmd, json_object **re
 {
 	const char *kind = NULL, *value = NULL;
 	int removed = 0;
-	sig_err e = jv_check(cmd, ban_fields, 4);
+	sig_err e = jv_check(cmd, ban_fields, 4, &x->why);
 	if (e == SIG_OK)
-		e = ban_target(cmd, &kind, &value);
+		e = ban_target(x, cmd, &kind, &value);
 	if (e == SIG_OK)
 		e = store_ban_delete(x->c->st, kind, value, &removed);
 	if (e != SIG_OK)
@@ -1309,7 +1341,7 @@ static sig_err admin_unban(struct cmd_ctx *x, json_object *cmd, json_object **re
 
 static sig_err admin_close(struct cmd_ctx *x, json_object *cmd, json_object **reply)
 {
-	sig_err e = jv_check(cmd, close_fields, 2);
+	sig_err e = jv_check(cmd, close_fields, 2, &x->why);
 	if (e != SIG_OK)
 		return e;
 	core *c = x->c;
@@ -1453,7 +1485,7 @@ void core_admin(core *c, enum core_admin_action a, const char *remote, const cha
 	r->err = e;
 	if (e != SIG_OK) {
 		json_object_put(reply);
-		reply = core_error_reply(names[a], e);
+		reply = core_error_reply_why(names[a], e, e == SIG_E_INVALID_FIELD ? &x.why : NULL);
 		wakes_drop_events(&r->wakes, 0);
 		r->queued = 0;
 		log_info("admin: %s refused (%s) for %s", names[a], sig_err_code(e), remote ? remote : "-");

@@ -110,6 +110,11 @@ sig_err core_group_end(core *c);
 
 /* Build the standard error reply for e (type may be NULL). */
 json_object *core_error_reply(const char *type, sig_err e);
+/* The same, saying which field was at fault and why (jv_check's *why):
+ * "field" and a precise "msg" in place of the generic one. why NULL, or
+ * with neither field nor msg: core_error_reply. */
+struct jv_fault;
+json_object *core_error_reply_why(const char *type, sig_err e, const struct jv_fault *why);
 
 /* ---- streams (SSE and long-poll), for the transports ---- */
 typedef struct core_stream {

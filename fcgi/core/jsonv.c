@@ -4,8 +4,9 @@
  */
 #include "core/jsonv.h"
 
+#include <stdarg.h>
 #include <stdint.h>
-
+#include <stdio.h>
 #include <string.h>
 
 /* Length of the well-formed UTF-8 sequence at s (RFC 3629: no overlong
@@ -126,35 +127,83 @@ static int is_text(const char *s, size_t len)
 	return 1;
 }
 
-sig_err jv_check(json_object *obj, const struct jv_field *fields, size_t n)
+/* What a value of type t is called in a message. */
+static const char *type_words(json_type t)
 {
+	switch (t) {
+	case json_type_string: return "a string";
+	case json_type_int: return "an integer";
+	case json_type_boolean: return "true or false";
+	case json_type_object: return "an object";
+	case json_type_array: return "an array";
+	case json_type_double: return "a number";
+	default: return "null";
+	}
+}
+
+/* Record the fault (when asked) and return SIG_E_INVALID_FIELD. */
+static sig_err fault(struct jv_fault *why, const char *field, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static sig_err fault(struct jv_fault *why, const char *field, const char *fmt, ...)
+{
+	if (why) {
+		why->field = field;
+		int n = snprintf(why->msg, sizeof why->msg, "%s: ", field);
+		if (n < 0 || (size_t)n >= sizeof why->msg)
+			n = 0;
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(why->msg + n, sizeof why->msg - (size_t)n, fmt, ap);
+		va_end(ap);
+	}
+	return SIG_E_INVALID_FIELD;
+}
+
+/* One present string field against its rule. */
+static sig_err check_string(const struct jv_field *f, json_object *v, struct jv_fault *why)
+{
+	const char *s = json_object_get_string(v);
+	size_t len = (size_t)json_object_get_string_len(v);
+	if (strlen(s) != len) /* an escaped \u0000 inside */
+		return fault(why, f->name, "must not contain NUL (\\u0000)");
+	/* Length before characters: "at most 64 bytes" is the truer word for
+	 * a long id than its alphabet. */
+	if (f->max_len && len > f->max_len)
+		return fault(why, f->name, "at most %zu bytes", f->max_len);
+	if ((f->flags & JV_ID) && !jv_is_id(s, len))
+		return fault(why, f->name, len == 0 ? "must not be empty"
+						   : "only letters, digits and . _ ~ @ + - (1 to 64 of them)");
+	if ((f->flags & JV_TEXT) && !is_text(s, len))
+		return fault(why, f->name, "no control characters (newline, tab, DEL...)");
+	return SIG_OK;
+}
+
+sig_err jv_check(json_object *obj, const struct jv_field *fields, size_t n, struct jv_fault *why)
+{
+	if (why) {
+		why->field = NULL;
+		why->msg[0] = '\0';
+	}
 	if (!json_object_is_type(obj, json_type_object))
 		return SIG_E_INVALID_JSON;
 	for (size_t i = 0; i < n; i++) {
 		const struct jv_field *f = &fields[i];
 		json_object *v = NULL;
+		sig_err e = SIG_OK;
 		if (!json_object_object_get_ex(obj, f->name, &v)) {
 			if (f->flags & JV_REQUIRED)
-				return SIG_E_INVALID_FIELD;
+				return fault(why, f->name, "required, %s", type_words(f->type));
 			continue;
 		}
 		if (!json_object_is_type(v, f->type))
-			return SIG_E_INVALID_FIELD;
-		if (f->type == json_type_string) {
-			const char *s = json_object_get_string(v);
-			size_t len = (size_t)json_object_get_string_len(v);
-			if (strlen(s) != len) /* an escaped \u0000 inside */
-				return SIG_E_INVALID_FIELD;
-			if ((f->flags & JV_ID) && !jv_is_id(s, len))
-				return SIG_E_INVALID_FIELD;
-			if ((f->flags & JV_TEXT) && !is_text(s, len))
-				return SIG_E_INVALID_FIELD;
-			if (f->max_len && len > f->max_len)
-				return SIG_E_INVALID_FIELD;
-		} else if (f->type == json_type_int) {
-			if (json_object_get_int64(v) < 0)
-				return SIG_E_INVALID_FIELD;
-		}
+			return fault(why, f->name, "must be %s, not %s", type_words(f->type),
+				     type_words(json_object_get_type(v)));
+		if (f->type == json_type_string)
+			e = check_string(f, v, why);
+		else if (f->type == json_type_int && json_object_get_int64(v) < 0)
+			e = fault(why, f->name, "must not be negative");
+		if (e != SIG_OK)
+			return e;
 	}
 	return SIG_OK;
 }

@@ -32,8 +32,20 @@ struct jv_field {
  * and *out is NULL. */
 sig_err jv_parse(const char *body, size_t len, json_object **out);
 
-/* Check obj against the table. Fields not in the table are allowed. */
-sig_err jv_check(json_object *obj, const struct jv_field *fields, size_t n);
+/* Which field a check refused and why, for the error reply: "field" names
+ * it (the table's string, static) and msg says what was wrong with it in
+ * one line ("protocol: at most 64 bytes"). field NULL: no field is at
+ * fault (msg may still say what was, "" when nothing does). */
+struct jv_fault {
+	const char *field;
+	char msg[128];
+};
+
+/* Check obj against the table, in table order: the first field at fault
+ * decides. Fields not in the table are allowed. Returns SIG_OK, or
+ * SIG_E_INVALID_FIELD with *why filled (why may be NULL), or
+ * SIG_E_INVALID_JSON when obj is no object. */
+sig_err jv_check(json_object *obj, const struct jv_field *fields, size_t n, struct jv_fault *why);
 
 /* 1 if s (of length len) is a valid id. */
 int jv_is_id(const char *s, size_t len);

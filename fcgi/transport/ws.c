@@ -870,7 +870,8 @@ static void run_auth(core *c, struct ws_job *j, json_object *cmd, core_wakes *w)
 		{"token", json_type_string, 0, CORE_TOKEN_LEN},
 		{"lastEventId", json_type_int, 0, 0},
 	};
-	sig_err e = jv_check(cmd, fields, sizeof fields / sizeof fields[0]);
+	struct jv_fault why;
+	sig_err e = jv_check(cmd, fields, sizeof fields / sizeof fields[0], &why);
 	int64_t last = 0;
 	json_object *v;
 	if (e == SIG_OK && json_object_object_get_ex(cmd, "lastEventId", &v))
@@ -882,7 +883,7 @@ static void run_auth(core *c, struct ws_job *j, json_object *cmd, core_wakes *w)
 		e = core_stream_open(c, token, last, Q.owner, &j->stream, w);
 	json_object *reply;
 	if (e != SIG_OK) {
-		reply = core_error_reply("auth", e);
+		reply = core_error_reply_why("auth", e, e == SIG_E_INVALID_FIELD ? &why : NULL);
 	} else {
 		reply = json_object_new_object();
 		json_object_object_add(reply, "type", json_object_new_string("auth"));
