@@ -62,6 +62,9 @@ static core *open_core(void)
 		.max_signal = cfg.max_signal,
 		.rate_session = (double)cfg.rate_session,
 		.rate_login = (double)cfg.rate_login / 60.0,
+		/* "N a minute" lets N come at once: a whole office logging in
+		 * after a restart is one burst, not a flood. */
+		.login_burst = (double)cfg.rate_login,
 		.ticket_ttl_ms = cfg.ticket_ttl * 1000,
 		.key_window_ms = cfg.key_window * 1000,
 		.keys_kept = cfg.keys_kept,
@@ -147,6 +150,12 @@ int main(int argc, char **argv)
 		fprintf(stderr, "signal-fcgi: --metrics-allow wants comma-separated addresses or CIDR prefixes\n");
 		return 2;
 	}
+	struct hp_trust trust;
+	if (hp_trust_parse(cfg.trust_proxy, &trust) != 0) {
+		fprintf(stderr, "signal-fcgi: --trust-proxy wants addresses or CIDR blocks (10.0.0.0/8, ::1), "
+				"comma-separated, at most %d\n", HP_TRUST_MAX);
+		return 2;
+	}
 	if (FCGX_Init() != 0) {
 		log_error("FCGX_Init failed");
 		return 1;
@@ -204,6 +213,8 @@ int main(int argc, char **argv)
 	else
 		log_warn("no --auth-secret: logins are open, anyone may log in as any unused id");
 	log_info("browser origins allowed: %s", cfg.allow_origin ? cfg.allow_origin : "same origin only");
+	if (trust.n)
+		log_info("client addresses from X-Forwarded-For / X-Real-IP of: %s", cfg.trust_proxy);
 	for (;;) {
 		int sig = 0;
 		if (sigwait(&sigs, &sig) != 0)

@@ -901,6 +901,84 @@ static void test_field_errors(void)
 	close_fixture();
 }
 
+/* --trust-proxy: whose X-Forwarded-For counts (item 6 of issue 14). */
+static void test_client_addr(void)
+{
+	struct hp_trust t;
+	char out[HP_ADDR_MAX];
+	ok(hp_trust_parse(NULL, &t) == 0 && t.n == 0, "trust: none by default");
+	ok(hp_trust_parse("10.0.0.0/8, 192.0.2.7,2001:db8::/32,::1", &t) == 0 && t.n == 4, "trust: a list of four");
+	const char *bad[] = {"10.0.0.0/33", "10.1.0.0/8", "300.1.1.1", "10.0.0.0/", "host.example", "::1/129", ",,x"};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		struct hp_trust u;
+		ok(hp_trust_parse(bad[i], &u) == -1 && u.n == 0, "trust: '%s' is refused", bad[i]);
+	}
+	static const struct {
+		const char *peer, *xff, *xreal, *want, *name;
+	} cases[] = {
+		{"198.51.100.9", "203.0.113.5", NULL, "198.51.100.9", "an untrusted peer's X-Forwarded-For is ignored"},
+		{"198.51.100.9", NULL, "203.0.113.5", "198.51.100.9", "... and its X-Real-IP"},
+		{"10.1.2.3", "203.0.113.5", NULL, "203.0.113.5", "a trusted peer's X-Forwarded-For names the client"},
+		{"10.1.2.3", "1.1.1.1, 203.0.113.5, 10.9.9.9", NULL, "203.0.113.5",
+		 "the walk skips trusted hops and stops at the first untrusted (1.1.1.1 is the client's say)"},
+		{"10.1.2.3", "192.0.2.7, 10.2.2.2", NULL, "192.0.2.7", "all hops trusted: the leftmost"},
+		{"10.1.2.3", "junk, 10.2.2.2", NULL, "10.2.2.2", "a hop that is no address ends the walk"},
+		{"10.1.2.3", NULL, "203.0.113.8", "203.0.113.8", "a trusted peer's X-Real-IP without X-Forwarded-For"},
+		{"10.1.2.3", NULL, "nonsense", "10.1.2.3", "an X-Real-IP that is no address is not used"},
+		{"::1", "[2001:db9::1]:443", NULL, "2001:db9::1", "IPv6, with brackets and a port"},
+		{"::ffff:10.1.2.3", "203.0.113.9:5000", NULL, "203.0.113.9", "an IPv4-mapped peer and a port"},
+		{"2001:db8::5", "203.0.113.10", NULL, "203.0.113.10", "a trusted IPv6 block"},
+		{"-", "203.0.113.5", NULL, "-", "a peer that is no address is copied"},
+	};
+	hp_trust_parse("10.0.0.0/8, 192.0.2.7,2001:db8::/32,::1", &t);
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		hp_client_addr(&t, cases[i].peer, cases[i].xff, cases[i].xreal, out, sizeof out);
+		is_str(out, cases[i].want, cases[i].name);
+	}
+	struct hp_trust none;
+	hp_trust_parse("", &none);
+	hp_client_addr(&none, "10.1.2.3", "203.0.113.5", "203.0.113.6", out, sizeof out);
+	is_str(out, "10.1.2.3", "trust: nothing trusted, nothing believed");
+	char many[2048] = "";
+	for (int i = 0; i < 40; i++)
+		strcat(many, "10.0.0.1, ");
+	strcat(many, "10.0.0.2");
+	hp_client_addr(&t, "10.1.2.3", many, NULL, out, sizeof out);
+	ok(strncmp(out, "10.0.0.", 7) == 0, "trust: a padded header is walked a bounded way");
+}
+
+/* The login bucket's burst follows --rate-login (it was a literal 10). */
+static void test_login_burst(void)
+{
+	struct core_limits lim = limits();
+	lim.rate_login = 20.0 / 60.0;
+	lim.login_burst = 20;
+	open_fixture("burst", &lim);
+	int passed = 0, refused = 0, retry = 0;
+	for (int i = 0; i < 25; i++) {
+		char body[96];
+		snprintf(body, sizeof body, "{\"type\":\"login\",\"userId\":\"u%d\"}", i);
+		core_result r;
+		core_result_init(&r);
+		core_exec_request(c, NULL, "192.0.2.1", body, strlen(body), &r);
+		passed += r.err == SIG_OK;
+		refused += r.err == SIG_E_RATE_LIMITED;
+		if (r.err == SIG_E_RATE_LIMITED)
+			retry = r.retry_after;
+		core_result_free(&r);
+	}
+	ok(passed >= 20 && passed <= 21, "login burst: --rate-login 20 lets 20 at once (got %d)", passed);
+	is_int(refused, 25 - passed, "login burst: the rest are rate-limited");
+	ok(retry >= 1, "login burst: with a Retry-After");
+	core_result r;
+	core_result_init(&r);
+	const char *body = "{\"type\":\"login\",\"userId\":\"other\"}";
+	core_exec_request(c, NULL, "192.0.2.2", body, strlen(body), &r);
+	is_int(r.err, SIG_OK, "login burst: another address has its own bucket");
+	core_result_free(&r);
+	close_fixture();
+}
+
 static void test_ratelimit(void)
 {
 	int allowed = 0, wait = 0;
@@ -1052,6 +1130,8 @@ int main(void)
 	test_httpparse();
 	test_jsonv();
 	test_field_errors();
+	test_client_addr();
+	test_login_burst();
 	test_ratelimit();
 	printf("1..%d\n", n_tests);
 	char cmd[300];

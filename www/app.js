@@ -216,6 +216,7 @@ async function join(ev) {
         'ws-blocked': 'WebSocket blocked on the way', 'sse-buffered': 'streams buffered on the way',
         'no-websocket': 'no WebSocket in this browser', 'no-eventsource': 'no EventSource in this browser',
         outage: 'service restarting', upgraded: 'moved back up', restart: 'server restarting, back shortly',
+        'rate-limited': 'too many requests from this address; waiting as the server asked',
       }[detail.reason];
       const label = `${names[detail.transport] || detail.transport}: ${detail.state}` + (why ? ` (${why})` : '');
       $('transportState').textContent = label;

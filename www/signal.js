@@ -35,10 +35,13 @@
  * with backoff. The 'state' event's detail is {state, transport, reason}:
  * reason is 'preferred' or 'forced' (the first choice), 'ws-blocked',
  * 'sse-buffered', 'no-websocket', 'no-eventsource' (why a fall back),
- * 'upgraded' (a probe moved back up), 'outage' (while reconnecting) or
+ * 'upgraded' (a probe moved back up), 'outage' (while reconnecting),
  * 'restart' (the server is draining for a restart and said when to come
  * back: {"type":"reconnect","after":ms}; the client waits that long, then
- * reconnects the same transport from its cursor).
+ * reconnects the same transport from its cursor), or
+ * 'rate-limited' (the address is over its rate: the same transport again
+ * after the server's Retry-After, spread; commands refused so are resent
+ * after it too, up to 8 times).
  *
  * Every receiver is bound to this client's session by an explicit
  * credential, never by the browser's cookie (shared by all its windows):
@@ -67,6 +70,13 @@
 
 const RETRY_STATUSES = new Set([0, 500, 502, 503, 504]);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+// How long to wait after a 429 rate-limited: the server's Retry-After
+// (seconds, in the reply as retryAfter or the header), spread over up to
+// twice that, so an office refused together does not come back together.
+const rateWaitMs = (reply, res) => {
+  const s = Number((reply && reply.retryAfter) || (res && res.headers.get('Retry-After'))) || 1;
+  return Math.min(s, 60) * 1000 * (1 + Math.random());
+};
 
 // An idempotency key: 128 random bits as 32 hex digits (a login without a
 // token needs at least 16 bytes: there it stands in for a secret).
@@ -229,6 +239,7 @@ export class SignalClient extends EventTarget {
     for (let attempt = 0; ; attempt++) {
       let status = 0;
       let reply = null;
+      let res = null;
       // Over the open WebSocket when there is one (replies come in order);
       // a socket that drops with the command unanswered: POST it instead.
       reply = this._wsReady && this.token && body.type !== 'login' ? await this._wsCommand(body) : null;
@@ -237,7 +248,7 @@ export class SignalClient extends EventTarget {
       } else try {
         const headers = { 'Content-Type': 'application/json' };
         if (this.token) headers.Authorization = 'Bearer ' + this.token;
-        const res = await fetch(this.base + '/cmd', {
+        res = await fetch(this.base + '/cmd', {
           method: 'POST', headers, body: JSON.stringify(body), credentials: 'include',
         });
         status = res.status;
@@ -247,6 +258,13 @@ export class SignalClient extends EventTarget {
       }
       if (status === 200) return reply;
       if (status === 401 && this.token) this._sessionLost();
+      // Too many requests from this address (a shared one: an office, a
+      // carrier's NAT): wait as told and send it again. A full mailbox
+      // (also 429) is the application's to decide.
+      if (retry && status === 429 && reply && reply.error === 'rate-limited' && attempt < 8) {
+        await sleep(rateWaitMs(reply, res));
+        continue;
+      }
       if (!retry || !RETRY_STATUSES.has(status) || attempt >= 8) throw new SignalError(reply, status);
       // A draining server says when to come back (another process, or the
       // restarted one, will answer then).
@@ -593,12 +611,14 @@ export class SignalClient extends EventTarget {
     };
   }
 
-  /* A one-use ticket for the next EventSource (null: the request failed). */
+  /* A one-use ticket for the next EventSource: {ticket}, or {wait: ms}
+   * when the address is over its rate, or null (the request failed). */
   async _ticket() {
     try {
       const reply = await this._post({ type: 'ticket' }, false);
-      return reply.ticket;
+      return { ticket: reply.ticket };
     } catch (e) {
+      if (e.code === 'rate-limited') return { wait: rateWaitMs(e.reply) };
       return null;
     }
   }
@@ -609,16 +629,18 @@ export class SignalClient extends EventTarget {
     // Held from before the ticket is asked for: a poll already on its way
     // reaches the server before the stream can claim the session.
     const settled = probe ? this._probeStarted() : () => {};
-    const ticket = await this._ticket();
+    const got = await this._ticket();
     const stale = () => !this._running || (probe ? this.transport !== 'poll' : gen !== this._streamGen || this.transport !== 'sse');
     if (stale()) return settled();
-    if (!ticket) {
+    if (!got || got.wait) {
       settled();
       if (probe) this._scheduleProbe();
+      else if (got) this._rateLimited('sse', got.wait);
       else if (this.token) this._failed('sse', false);
       return;
     }
-    const es = new EventSource(`${this.base}/events?ticket=${ticket}&lastEventId=${this.lastId}`);
+    const es = new EventSource(`${this.base}/events?ticket=${got.ticket}&lastEventId=${this.lastId}`);
+    let refusedMs = 0; // the server refused this stream (rate-limited): wait as long
     if (probe) this._probing = es;
     else this._es = es;
     let opened = false;
@@ -649,7 +671,11 @@ export class SignalClient extends EventTarget {
         else if (es.onerror) es.onerror(); // a probe: it did not work out
         return;
       }
-      this._deliver(ev);
+      // A stream refused for the rate of this address comes as a 200
+      // event stream (EventSource gives up on anything else) carrying one
+      // error event without an id, then ends: see docs/protocol.md.
+      if (ev.type === 'error' && ev.error === 'rate-limited') refusedMs = rateWaitMs(ev);
+      else this._deliver(ev);
     };
     // Any error ends this EventSource: its ticket is used, so the browser's
     // own retry of the same URL could only fail. We reconnect with a new one.
@@ -665,8 +691,18 @@ export class SignalClient extends EventTarget {
       }
       if (this._es !== es) return;
       this._es = null;
-      this._failed('sse', opened);
+      if (refusedMs) this._rateLimited('sse', refusedMs);
+      else this._failed('sse', opened);
     };
+  }
+
+  /* The receiver was refused for the rate of this address: not an outage
+   * and not a proxy in the way, so no strike and no step down; the same
+   * transport again after the wait the server asked for. */
+  _rateLimited(kind, ms) {
+    if (!this._running || this.transport !== kind) return;
+    this._setState('reconnecting', 'rate-limited');
+    this._retry(kind, ms);
   }
 
   async _pollLoop() {
@@ -686,6 +722,12 @@ export class SignalClient extends EventTarget {
         if (res.status === 401) {
           this._sessionLost();
           return;
+        }
+        if (res.status === 429) {
+          const reply = await res.json().catch(() => null);
+          this._setState('reconnecting', 'rate-limited');
+          await sleep(rateWaitMs(reply, res));
+          continue;
         }
         if (res.status !== 200) throw new Error('poll ' + res.status);
         const body = await res.json();

@@ -44,9 +44,14 @@ struct sig_config cfg = {
 	.max_sessions = 100000,
 	.max_rooms = 50000,
 	.max_signal = 32768,
-	.rate_ip = 1000,
+	/* Shared addresses (an office's proxy, a school, a carrier's NAT) put
+	 * thousands of users behind one address: 2,000 of them reopening their
+	 * streams after a restart send ~3 requests each within seconds, and
+	 * logging 2,000 in takes 2,000 logins within the minute. The per-session
+	 * limit does the fine work. */
+	.rate_ip = 5000,
 	.rate_session = 100,
-	.rate_login = 60,
+	.rate_login = 3000,
 	.ticket_ttl = 30,
 	.key_window = 600,
 	.keys_kept = 1000,
@@ -81,9 +86,9 @@ static const struct int_opt int_opts[] = {
 	{"--max-sessions", &cfg.max_sessions, 1, 100000000, "live sessions at most (logins beyond: 503 server-full)"},
 	{"--max-rooms", &cfg.max_rooms, 1, 100000000, "rooms at most (joins of a new room beyond: 503 server-full)"},
 	{"--max-signal", &cfg.max_signal, 256, 16 * 1024 * 1024, "bytes of one signal (SDP/ICE) event (beyond: 413)"},
-	{"--rate-ip", &cfg.rate_ip, 1, 1000000, "requests per second per client address, burst 2x (beyond: 429)"},
+	{"--rate-ip", &cfg.rate_ip, 1, 1000000, "requests per second per client address and process, burst 2x (beyond: 429)"},
 	{"--rate-session", &cfg.rate_session, 1, 1000000, "commands per second per session, burst 2x (beyond: 429)"},
-	{"--rate-login", &cfg.rate_login, 1, 1000000, "logins per minute per client address, across processes"},
+	{"--rate-login", &cfg.rate_login, 1, 1000000, "logins per minute per client address, across processes; as many may come at once"},
 	{"--ticket-ttl", &cfg.ticket_ttl, 1, 3600, "seconds a one-use stream ticket stays valid"},
 	{"--idempotency-window", &cfg.key_window, 1, 86400, "seconds a command's cid is remembered (its retry is answered, not run again)"},
 	{"--idempotency-keys", &cfg.keys_kept, 1, 1000000, "cids remembered per session, newest kept"},
@@ -105,6 +110,7 @@ static const struct {
 	{"--metrics-allow", &cfg.metrics_allow},
 	{"--admin-token", &cfg.admin_token_file},
 	{"--config", &cfg.config_file},
+	{"--trust-proxy", &cfg.trust_proxy},
 };
 
 static const char **str_opt(const char *name)
@@ -139,7 +145,10 @@ static void usage(FILE *f)
 		"  --config FILE          read options from FILE first, one a line: \"db /var/lib/x.db\"\n"
 		"                         (or \"--db ...\"), # comments; also $SIGNAL_CONFIG, else\n"
 		"                         NAME.conf beside a program named NAME.fcgi; then $SIGNAL_DB\n"
-		"                         and $SIGNAL_ARGS (words), then the command line\n",
+		"                         and $SIGNAL_ARGS (words), then the command line\n"
+		"  --trust-proxy LIST     comma-separated addresses or CIDR blocks of front servers\n"
+		"                         (load balancers) whose X-Forwarded-For / X-Real-IP name the\n"
+		"                         client (default: none; the address that connected is the client)\n",
 		cfg.db_path, cfg.metrics_allow);
 	for (size_t i = 0; i < sizeof int_opts / sizeof int_opts[0]; i++) {
 		char left[64];

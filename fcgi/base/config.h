@@ -42,7 +42,8 @@ struct sig_config {
 	int64_t max_signal;             /* bytes of one signal event */
 	int64_t rate_ip;                /* requests per second per remote address (burst: 2x) */
 	int64_t rate_session;           /* commands per second per session (burst: 2x) */
-	int64_t rate_login;             /* logins per minute per remote address, shared by processes */
+	int64_t rate_login;             /* logins per minute per remote address, shared by processes (burst: the same) */
+	const char *trust_proxy;        /* front servers whose X-Forwarded-For / X-Real-IP count, NULL: none */
 	int64_t ticket_ttl;             /* seconds a stream ticket may wait to be used */
 	int64_t key_window;             /* seconds a command's "cid" is remembered */
 	int64_t keys_kept;              /* remembered cids per session */

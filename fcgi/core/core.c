@@ -418,7 +418,9 @@ static sig_err cmd_login(struct cmd_ctx *x, json_object *cmd, json_object **repl
 			char key[80];
 			int wait = 0;
 			snprintf(key, sizeof key, "login:%s", x->remote);
-			if ((e = store_rate_take(c->st, key, c->lim.rate_login, 10, x->now, &wait)) != SIG_OK)
+			double burst = c->lim.login_burst > 0 ? c->lim.login_burst
+							      : (c->lim.rate_login > 1 ? c->lim.rate_login : 1);
+			if ((e = store_rate_take(c->st, key, c->lim.rate_login, burst, x->now, &wait)) != SIG_OK)
 				return e;
 			if (wait > 0) {
 				x->r->retry_after = wait;

@@ -74,7 +74,8 @@ struct core_limits {
 	int64_t max_rooms;
 	int64_t max_signal;   /* bytes of one signal event */
 	double rate_session;  /* commands per second per session, burst 2x */
-	double rate_login;    /* logins per second per client address, shared, burst 10 */
+	double rate_login;    /* logins per second per client address, shared */
+	double login_burst;   /* logins at once per client address (0: max(rate_login, 1)) */
 	int64_t ticket_ttl_ms; /* how long a stream ticket may wait to be used */
 	int64_t key_window_ms; /* how long a command's "cid" is remembered */
 	int64_t keys_kept;     /* and how many per session, at most */

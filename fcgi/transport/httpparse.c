@@ -1,7 +1,9 @@
 /*
  * httpparse.c - the HTTP-side parsers of the transport, kept free of libfcgi
  * so they can be unit-tested and fuzzed on their own: query strings,
- * the token's three carriers, and origin lists. All of them refuse
+ * the token's three carriers, origin lists, and the client address behind
+ * --trust-proxy (only a trusted peer's X-Forwarded-For / X-Real-IP is
+ * believed; never a header by default). All of them refuse
  * rather than guess: a repeated key, a bad escape or an overlong value is
  * an error, never a best effort.
  */
@@ -444,4 +446,159 @@ void hp_upgrade_free(struct hp_upgrade *u)
 		buf_free(&hd->got[i]);
 	free(hd);
 	u->mem_ = NULL;
+}
+
+/* ---- client addresses behind trusted front servers ---- */
+
+struct ip {
+	int family;
+	unsigned char a[16];
+};
+
+/* Parse s[0..len) as one address: "1.2.3.4", "::1", "[::1]", "[::1]:80",
+ * "1.2.3.4:80" (X-Forwarded-For carries ports now and then). An
+ * IPv4-mapped IPv6 address becomes IPv4. Returns 0 or -1. */
+static int ip_parse(const char *s, size_t len, struct ip *ip)
+{
+	char text[64];
+	while (len > 0 && (*s == ' ' || *s == '\t'))
+		s++, len--;
+	while (len > 0 && (s[len - 1] == ' ' || s[len - 1] == '\t'))
+		len--;
+	if (len == 0 || len >= sizeof text)
+		return -1;
+	if (*s == '[') {
+		const char *end = memchr(s, ']', len);
+		if (end == NULL)
+			return -1;
+		len = (size_t)(end - s - 1);
+		s++;
+	} else {
+		const char *colon = memchr(s, ':', len);
+		if (colon && memchr(colon + 1, ':', len - (size_t)(colon + 1 - s)) == NULL)
+			len = (size_t)(colon - s); /* IPv4 with a port */
+	}
+	memcpy(text, s, len);
+	text[len] = '\0';
+	memset(ip, 0, sizeof *ip);
+	if (inet_pton(AF_INET, text, ip->a) == 1) {
+		ip->family = AF_INET;
+		return 0;
+	}
+	if (inet_pton(AF_INET6, text, ip->a) != 1)
+		return -1;
+	static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+	ip->family = AF_INET6;
+	if (memcmp(ip->a, mapped, 12) == 0) {
+		memmove(ip->a, ip->a + 12, 4);
+		memset(ip->a + 4, 0, 12);
+		ip->family = AF_INET;
+	}
+	return 0;
+}
+
+/* 1 when the first `bits` bits of a and b agree. */
+static int prefix_eq(const unsigned char *a, const unsigned char *b, int bits)
+{
+	int whole = bits / 8, rest = bits % 8;
+	if (memcmp(a, b, (size_t)whole) != 0)
+		return 0;
+	if (rest == 0)
+		return 1;
+	unsigned char mask = (unsigned char)(0xff << (8 - rest));
+	return (a[whole] & mask) == (b[whole] & mask);
+}
+
+static int trusted(const struct hp_trust *t, const struct ip *ip)
+{
+	for (int i = 0; t && i < t->n; i++)
+		if (t->net[i].family == ip->family && prefix_eq(t->net[i].addr, ip->a, t->net[i].bits))
+			return 1;
+	return 0;
+}
+
+static int trust_entry(const char *s, size_t len, struct hp_trust *t)
+{
+	const char *slash = memchr(s, '/', len);
+	struct ip ip;
+	if (t->n == HP_TRUST_MAX || ip_parse(s, slash ? (size_t)(slash - s) : len, &ip) != 0)
+		return -1;
+	int max = ip.family == AF_INET ? 32 : 128, bits = max;
+	if (slash) {
+		char num[8];
+		size_t nlen = len - (size_t)(slash + 1 - s);
+		int64_t v = 0;
+		if (nlen == 0 || nlen >= sizeof num)
+			return -1;
+		memcpy(num, slash + 1, nlen);
+		num[nlen] = '\0';
+		if (util_parse_i64(num, 0, max, &v) != 0)
+			return -1;
+		bits = (int)v;
+	}
+	/* 10.1.0.0/8 is a typo for something: refuse host bits. */
+	for (int b = bits; b < max; b++)
+		if (ip.a[b / 8] & (0x80 >> (b % 8)))
+			return -1;
+	t->net[t->n].family = ip.family;
+	memcpy(t->net[t->n].addr, ip.a, 16);
+	t->net[t->n].bits = bits;
+	t->n++;
+	return 0;
+}
+
+int hp_trust_parse(const char *list, struct hp_trust *t)
+{
+	memset(t, 0, sizeof *t);
+	for (const char *p = list; p && *p;) {
+		size_t len = strcspn(p, ",");
+		while (len > 0 && *p == ' ')
+			p++, len--;
+		size_t l = len;
+		while (l > 0 && p[l - 1] == ' ')
+			l--;
+		if (trust_entry(p, l, t) != 0) {
+			memset(t, 0, sizeof *t);
+			return -1;
+		}
+		p += len;
+		if (*p == ',')
+			p++;
+	}
+	return 0;
+}
+
+static void ip_format(const struct ip *ip, char *out, size_t size)
+{
+	char text[INET6_ADDRSTRLEN];
+	if (inet_ntop(ip->family, ip->a, text, sizeof text) == NULL)
+		snprintf(text, sizeof text, "-");
+	snprintf(out, size, "%s", text);
+}
+
+#define HP_XFF_HOPS 16 /* hops walked at most: a header is the client's to pad */
+
+void hp_client_addr(const struct hp_trust *t, const char *peer, const char *xff, const char *xreal, char *out,
+		    size_t size)
+{
+	struct ip ip, hop;
+	if (peer == NULL || ip_parse(peer, strlen(peer), &ip) != 0) {
+		snprintf(out, size, "%.*s", HP_ADDR_MAX - 1, peer ? peer : "-");
+		return;
+	}
+	if (trusted(t, &ip) && xff && *xff) {
+		size_t end = strlen(xff);
+		for (int hops = 0; end > 0 && hops < HP_XFF_HOPS && trusted(t, &ip); hops++) {
+			size_t start = end;
+			while (start > 0 && xff[start - 1] != ',')
+				start--;
+			if (ip_parse(xff + start, end - start, &hop) != 0)
+				break; /* no address: the trusted hop after it is all we know */
+			ip = hop;
+			end = start > 0 ? start - 1 : 0;
+		}
+	} else if (trusted(t, &ip) && xreal && ip_parse(xreal, strlen(xreal), &hop) == 0) {
+		ip = hop;
+	}
+	ip_format(&ip, out, size);
 }

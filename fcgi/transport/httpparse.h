@@ -1,7 +1,8 @@
 /*
  * httpparse.h - pure parsers for what arrives in FastCGI parameters (the
  * query string, the token from the Authorization header, ?token= or the
- * cookie, --allow-origin lists) and for the WebSocket upgrade request.
+ * cookie, --allow-origin lists, --trust-proxy lists and the client address
+ * behind a trusted front server) and for the WebSocket upgrade request.
  * No I/O, no libfcgi: fuzzed in tests/fuzz/. Every name it exports starts
  * with hp_ (HP_ for constants).
  */
@@ -68,6 +69,35 @@ int hp_origin_listed(const char *list, const char *origin);
  * is forbidden (it would be echoed in a header). */
 enum hp_origin_verdict { HP_ORIGIN_SAME, HP_ORIGIN_LISTED, HP_ORIGIN_TOKEN_ONLY, HP_ORIGIN_FORBIDDEN };
 enum hp_origin_verdict hp_origin_decide(const char *origin, int https, const char *host, const char *allow);
+
+/* --trust-proxy: the front servers (addresses or CIDR blocks, IPv4 or
+ * IPv6) whose X-Forwarded-For / X-Real-IP we believe. */
+#define HP_TRUST_MAX 32
+#define HP_ADDR_MAX 64 /* room for any address hp_client_addr writes */
+struct hp_trust {
+	int n;
+	struct {
+		int family; /* AF_INET or AF_INET6 */
+		unsigned char addr[16];
+		int bits;
+	} net[HP_TRUST_MAX];
+};
+/* Parse a comma-separated list ("10.0.0.0/8,192.0.2.7,::1") into *t.
+ * NULL or "" is the empty list. Returns 0, or -1 for a bad entry (an
+ * address that does not parse, a prefix out of range, host bits set, more
+ * than HP_TRUST_MAX entries); *t is then empty. */
+int hp_trust_parse(const char *list, struct hp_trust *t);
+/* The client's address, into out (size >= HP_ADDR_MAX): peer (the address
+ * that connected to us) unless it is trusted. A trusted peer speaks for
+ * the hop before it: X-Forwarded-For (xff, may be NULL) is walked from the
+ * right, skipping trusted hops; the first untrusted one is the client (all
+ * trusted: the leftmost). An entry that is no address ends the walk at the
+ * trusted hop after it. Without X-Forwarded-For, a trusted peer's X-Real-IP
+ * (xreal, may be NULL) is used when it parses. Addresses are written in
+ * their canonical form (an IPv4-mapped IPv6 one as IPv4); a peer that is no
+ * IP address (a unix socket, "-") is copied as it is, bounded. */
+void hp_client_addr(const struct hp_trust *t, const char *peer, const char *xff, const char *xreal, char *out,
+		    size_t size);
 
 /* A WebSocket upgrade request (RFC 6455 4.2.1), parsed by http_parser and
  * checked: GET /api/ws, Upgrade: websocket, Connection: upgrade, a 16-byte

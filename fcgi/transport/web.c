@@ -39,9 +39,11 @@
 #include <stdlib.h>
 #include <strings.h>
 #include <string.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 static int64_t web_owner;
+static struct hp_trust web_trust; /* --trust-proxy, parsed at start */
 static int web_listen_fd;
 static _Atomic int web_busy; /* requests between accept and answer */
 /* The drain's end (web_stop): request threads accept nothing more. */
@@ -151,7 +153,7 @@ struct cred {
 	char token[HP_TOKEN_LEN + 1]; /* "" when none of token length */
 };
 
-static void handle_cmd(FCGX_Request *req, const struct cred *cr, const char *cors)
+static void handle_cmd(FCGX_Request *req, const struct cred *cr, const char *remote, const char *cors)
 {
 	buf body = {0};
 	sig_err e = read_body(req, &body);
@@ -165,7 +167,7 @@ static void handle_cmd(FCGX_Request *req, const struct cred *cr, const char *cor
 	core_result r;
 	core_result_init(&r);
 	/* Through the committer: answered after the group's commit. */
-	group_exec(token, FCGX_GetParam("REMOTE_ADDR", req->envp), body.data, body.len, &r);
+	group_exec(token, remote, body.data, body.len, &r);
 	buf_free(&body);
 	buf headers = {0};
 	buf_puts(&headers, cors);
@@ -179,8 +181,11 @@ static void handle_cmd(FCGX_Request *req, const struct cred *cr, const char *cor
 		buf_printf(&headers,
 			   "Set-Cookie: " HP_COOKIE_NAME "=; Path=/api/; Max-Age=0; HttpOnly; SameSite=Strict%s\r\n",
 			   secure);
-	if (r.retry_after > 0)
+	if (r.retry_after > 0) {
 		buf_printf(&headers, "Retry-After: %d\r\n", r.retry_after);
+		if (r.err == SIG_E_RATE_LIMITED && json_object_is_type(r.reply, json_type_object))
+			json_object_object_add(r.reply, "retryAfter", json_object_new_int(r.retry_after));
+	}
 	/* Bells before the answer: the commit is done, and the event is what the
 	 * other side waits for (a bell never blocks). */
 	bell_ring(&r.wakes);
@@ -191,7 +196,7 @@ static void handle_cmd(FCGX_Request *req, const struct cred *cr, const char *cor
 	buf_free(&headers);
 	if (r.first_type && status == 200 &&
 	    (strcmp(r.first_type, "login") == 0 || strcmp(r.first_type, "logout") == 0))
-		log_info("%s: user %s", r.first_type, r.user_id[0] ? r.user_id : "?");
+		log_info("%s: user %s from %s", r.first_type, r.user_id[0] ? r.user_id : "?", remote);
 	else if (cfg.verbose || status >= 500)
 		log_msg(status >= 500 ? LOG_WARN : LOG_INFO, "cmd: %s by %s -> %d",
 			r.first_type ? r.first_type : "?", r.user_id[0] ? r.user_id : "-", status);
@@ -382,6 +387,49 @@ static void handle_admin(core *c, FCGX_Request *req, const char *action, const c
 	core_result_free(&r);
 }
 
+/* A random spread of 1..2 times wait seconds, in ms: a thousand clients
+ * refused in one second must not all come back in the same one. */
+static int64_t spread_ms(int wait)
+{
+	uint16_t r = 0;
+	if (getrandom(&r, sizeof r, GRND_NONBLOCK) != sizeof r)
+		r = (uint16_t)util_mono_us();
+	return (int64_t)wait * 1000 + (int64_t)wait * 1000 * r / 65536;
+}
+
+/* Over the per-address rate. A command or a long-poll gets 429 with
+ * Retry-After and the JSON error (with "retryAfter"). An EventSource gives
+ * up for good on any answer but 200 text/event-stream (the HTML spec's
+ * "fail the connection"), so a refused stream is answered inside one: a
+ * retry: of the wait with a random spread, the error as one event without
+ * an id (the cursor stays where it was), then the end of the stream. The
+ * browser reconnects by itself after retry ms, to the same URL, ticket and
+ * Last-Event-ID (the ticket was not used); signal.js reads the event and
+ * waits as long with a new ticket. */
+static void respond_rate_limited(FCGX_Request *req, int sse, int wait, const char *cors)
+{
+	metrics_error(MV_HTTP, SIG_E_RATE_LIMITED); /* counted as any refusal, whatever its form */
+	json_object *o = core_error_reply(NULL, SIG_E_RATE_LIMITED);
+	json_object_object_add(o, "retryAfter", json_object_new_int(wait));
+	if (!sse) {
+		char extra[448];
+		snprintf(extra, sizeof extra, "%sRetry-After: %d\r\n", cors, wait);
+		respond(req, sig_err_status(SIG_E_RATE_LIMITED), extra, o);
+		json_object_put(o);
+		return;
+	}
+	json_object_object_add(o, "status", json_object_new_int(sig_err_status(SIG_E_RATE_LIMITED)));
+	size_t len = 0;
+	const char *s = jv_text(o, &len);
+	FCGX_FPrintF(req->out,
+		     "Status: 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n%s"
+		     "Retry-After: %d\r\n\r\nretry: %lld\n\ndata: ",
+		     cors, wait, (long long)spread_ms(wait));
+	FCGX_PutStr(s, (int)len, req->out);
+	FCGX_PutS("\n\n", req->out);
+	json_object_put(o);
+}
+
 /* Handle one request. Returns 1 when the connection was handed off. */
 static int serve(core *c, FCGX_Request *req)
 {
@@ -465,12 +513,14 @@ static int serve(core *c, FCGX_Request *req)
 			     cors);
 		return 0;
 	}
-	const char *remote = FCGX_GetParam("REMOTE_ADDR", req->envp);
-	int wait = rl_take('a', remote ? remote : "-", (double)cfg.rate_ip, 2.0 * (double)cfg.rate_ip);
+	char remote[HP_ADDR_MAX];
+	hp_client_addr(&web_trust, FCGX_GetParam("REMOTE_ADDR", req->envp), FCGX_GetParam("HTTP_X_FORWARDED_FOR", req->envp),
+		       FCGX_GetParam("HTTP_X_REAL_IP", req->envp), remote, sizeof remote);
+	int wait = rl_take('a', remote, (double)cfg.rate_ip, 2.0 * (double)cfg.rate_ip);
 	if (wait > 0) {
-		char extra[448];
-		snprintf(extra, sizeof extra, "%sRetry-After: %d\r\n", cors, wait);
-		respond_error(req, SIG_E_RATE_LIMITED, extra);
+		if (cfg.verbose)
+			log_info("rate: %s over --rate-ip, retry after %d s", remote, wait);
+		respond_rate_limited(req, is_hold && path[5] == 'e' && get, wait, cors);
 		return 0;
 	}
 	if (is_admin) {
@@ -482,7 +532,7 @@ static int serve(core *c, FCGX_Request *req)
 			respond_error(req, SIG_E_METHOD, "Allow: POST, OPTIONS\r\n");
 			return 0;
 		}
-		handle_cmd(req, &cr, cors);
+		handle_cmd(req, &cr, remote, cors);
 		return 0;
 	}
 	if (!get) {
@@ -626,6 +676,8 @@ int web_start(int listen_fd, int threads, int64_t owner, core_factory make_core)
 	sigaction(SIGUSR2, &sa, NULL);
 	web_owner = owner;
 	web_listen_fd = listen_fd;
+	if (hp_trust_parse(cfg.trust_proxy, &web_trust) != 0)
+		return -1; /* main.c checked it: cannot happen */
 	web_make_core = make_core;
 	if (util_start_threads(threads, web_main) != 0) {
 		log_error("web: cannot start the request threads");

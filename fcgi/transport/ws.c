@@ -375,9 +375,14 @@ static sig_err origin_check(const struct hp_upgrade *u, int *cookie_ok)
 	return v == HP_ORIGIN_FORBIDDEN ? SIG_E_FORBIDDEN_ORIGIN : SIG_OK;
 }
 
+static struct hp_trust ws_trust; /* --trust-proxy, parsed at start */
+
 /* The client address: the last X-Forwarded-For entry is the one the front
  * server itself saw (earlier ones are the client's say); without one, the
- * peer of a TCP listener. The listener is for the front server only. */
+ * peer of a TCP listener. The listener is for the front server only, so
+ * that last entry is always believed; the ones before it only when it is a
+ * --trust-proxy address (a load balancer in front of the front server),
+ * by the rule of hp_client_addr. */
 static void pick_remote(const struct hp_upgrade *u, int fd, char *out, size_t size)
 {
 	if (u->xff == NULL) {
@@ -389,10 +394,13 @@ static void pick_remote(const struct hp_upgrade *u, int fd, char *out, size_t si
 		snprintf(out, size, "%s", host);
 		return;
 	}
-	const char *last = strrchr(u->xff, ',');
-	const char *s = last ? last + 1 : u->xff;
-	s += strspn(s, " ");
-	snprintf(out, size, "%.*s", (int)strcspn(s, " "), s);
+	char *before = xstrdup(u->xff);
+	char *last = strrchr(before, ',');
+	const char *seen = last ? last + 1 : before;
+	if (last)
+		*last = '\0';
+	hp_client_addr(&ws_trust, seen, last ? before : NULL, NULL, out, size);
+	free(before);
 }
 
 static void submit(struct ws_conn *w, struct msg *m, int implicit);
@@ -955,7 +963,7 @@ static void run_after(core *c, struct ws_run *x)
 	}
 	if (r->first_type && r->err == SIG_OK &&
 	    (strcmp(r->first_type, "login") == 0 || strcmp(r->first_type, "logout") == 0))
-		log_info("%s: user %s (WebSocket)", r->first_type, r->user_id[0] ? r->user_id : "?");
+		log_info("%s: user %s from %s (WebSocket)", r->first_type, r->user_id[0] ? r->user_id : "?", j->remote);
 }
 
 /* Run what the queue held, from many sockets (one job per socket): their
@@ -1041,6 +1049,8 @@ int ws_start(loop *l, int listen_fd, int threads, int64_t owner, core_factory ma
 	Q.tail = &Q.head;
 	Q.listen_fd = listen_fd;
 	Q.owner = owner;
+	if (hp_trust_parse(cfg.trust_proxy, &ws_trust) != 0)
+		return -1; /* main.c checked it: cannot happen */
 	Q.make_core = make_core;
 	Q.l = l;
 	if (loop_add(l, listen_fd, LOOP_READABLE, on_accept, NULL) != 0) {

@@ -561,6 +561,90 @@ try {
     }
   });
   await closeAll();
+  // 7. streams refused for the rate of a shared address (issue 14, item 6):
+  // the service restarted with --rate-ip 5 (burst 10) while this process,
+  // from the pages' address, floods it at ~50 requests a second.
+  await stopServer();
+  await startServer(port, db, '--rate-ip 5');
+  const api = (body, token) => fetch(`${base}/api/cmd`, { method: 'POST', body: JSON.stringify(body),
+    headers: token ? { Authorization: `Bearer ${token}` } : {} }).then(async (r) => ({ status: r.status, body: await r.json() }));
+  const floodFor = (ms) => new Promise((resolve) => {
+    const t = setInterval(() => fetch(`${base}/api/cmd`, { method: 'POST', body: '{}' }).catch(() => {}), 20);
+    setTimeout(() => { clearInterval(t); resolve(); }, ms);
+  });
+  const settle = () => new Promise((r) => setTimeout(r, 2500)); // the bucket refills (10 at 5/s)
+  await attempt('a refused EventSource reconnects by itself', async () => {
+    await settle();
+    const raw = (await api({ type: 'login', userId: 'rawES' })).body.token;
+    const helper = (await api({ type: 'login', userId: 'rawHelper' })).body.token;
+    await api({ type: 'join', roomId: 'rl' }, raw);
+    await api({ type: 'join', roomId: 'rl' }, helper);
+    const ticket = (await api({ type: 'ticket' }, raw)).body.ticket;
+    const ctx = await browser.newContext();
+    contexts.push(ctx);
+    const page = await ctx.newPage();
+    await page.goto(base + '/');
+    const flooding = floodFor(3000);
+    await new Promise((r) => setTimeout(r, 800)); // the bucket is empty now
+    // A bare EventSource, no signal.js: what any client of the protocol has.
+    await page.evaluate((t) => {
+      window.__raw = { opens: 0, errors: 0, msgs: [] };
+      const es = new EventSource(`/api/events?ticket=${t}`);
+      es.onopen = () => window.__raw.opens++;
+      es.onerror = () => window.__raw.errors++;
+      es.onmessage = (m) => window.__raw.msgs.push(JSON.parse(m.data));
+    }, ticket);
+    await page.waitForFunction(() => window.__raw.msgs.length > 0, null, { timeout: 10000 });
+    const first = await page.evaluate(() => window.__raw.msgs[0]);
+    ok(first.type === 'error' && first.error === 'rate-limited' && first.status === 429 && first.retryAfter >= 1 &&
+      first.id === undefined, 'a stream refused for the rate arrives as an error event without an id', JSON.stringify(first));
+    await flooding;
+    let got = null;
+    for (let i = 0; i < 40 && !got; i++) { // the page reconnects by itself after retry: ms
+      await api({ type: 'signal', to: 'rawES', seq: i + 1 }, helper);
+      await new Promise((r) => setTimeout(r, 500));
+      got = await page.evaluate(() => window.__raw.msgs.find((m) => m.type === 'signal'));
+    }
+    const st = await page.evaluate(() => window.__raw);
+    ok(got && typeof got.id === 'number' && st.opens >= 2,
+      `the bare EventSource reconnected by itself (same URL and ticket) and receives events (${st.opens} opens, ${st.errors} errors)`,
+      JSON.stringify(st).slice(0, 400));
+  });
+  await closeAll();
+  await attempt('signal.js rides out a flood from its own address', async () => {
+    await settle();
+    const b = await openPage('rlB', 'ratelimit', { transport: 'poll' });
+    await b.waitForSelector('#call:not([hidden])');
+    const flooding = floodFor(4000);
+    await new Promise((r) => setTimeout(r, 600));
+    // a logs in, joins and opens its stream during the flood, on SSE (no WebSocket)
+    const ctx = await browser.newContext({ viewport: { width: 1100, height: 800 } });
+    contexts.push(ctx);
+    let refused = 0;
+    ctx.on('response', (r) => { if (r.url().includes('/api/') && r.status() === 429) refused++; });
+    const a = await openPage('rlA', 'ratelimit', { noWebSocket: true, ctx });
+    await flooding;
+    await channelsOpen(a, ['rlB'], 40000);
+    await chat(b, a, 'after the flood');
+    const states = await a.evaluate(() => window.__states.join(' '));
+    const t = await a.getAttribute('#transportState', 'data-transport');
+    ok(t === 'sse' && !/poll\//.test(states),
+      'a page whose login and stream were refused for the rate waits as told and comes up on SSE, never stepping down', states);
+    ok(refused >= 1, `... after ${refused} of its requests were answered 429 rate-limited`);
+    // a's stream is dropped during a second flood: it comes back on SSE, no step down
+    const flood2 = floodFor(3000);
+    await new Promise((r) => setTimeout(r, 600));
+    await a.evaluate(() => window.signalApp.client._es.onerror());
+    await sendSeq(b, 'rlA', 1, 10);
+    await flood2;
+    await gotSeqs(a, 10);
+    const states2 = await a.evaluate(() => window.__states.join(' '));
+    ok(/sse\/reconnecting\/rate-limited/.test(states2), 'a stream reopened during a flood is refused, and the page knows why', states2);
+    ok(JSON.stringify(await seqsOf(a)) === JSON.stringify(upTo(10)) && !/poll\//.test(states2) &&
+      (await a.getAttribute('#transportState', 'data-transport')) === 'sse',
+      '... it waits as told and is back on SSE; 10 signals sent meanwhile arrive once each, in order', states2);
+  });
+  await closeAll();
 } finally {
   await browser.close();
   await stopServer();
