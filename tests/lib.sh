@@ -10,7 +10,9 @@
 #                         FRONT=apache Apache with mod_proxy_fcgi (apache.conf)
 #                         the same way, FRONT=apache-fcgid Apache with
 #                         mod_fcgid spawning the shared-hosting bundle
-#                         (tests/apache-fcgid.sh)
+#                         (tests/apache-fcgid.sh);
+#                         LIGHTTPD_CONF / NGINX_SED: a changed copy of the
+#                         shipped config (tests/67-front-errors.t)
 #   stop_server           (returns once its responders have exited)
 #   login USER            -> prints the token (fails the test on error)
 #   post TOKEN JSON       -> sets $STATUS and $BODY
@@ -95,7 +97,7 @@ start_server() {
 		[ "$workers" -gt 1 ] && session=setsid
 		SIGNAL_ROOT=$ROOT SIGNAL_BIN=$bin SIGNAL_RUNDIR=$OUT/run SIGNAL_DB=$db SIGNAL_ARGS="$SERVER_ARGS" \
 			SIGNAL_PROCS=$procs SIGNAL_WORKERS=$workers SIGNAL_BIND=127.0.0.1 PORT=$PORT \
-			$session lighttpd -D -f "$ROOT/lighttpd.conf" >>"$OUT/server.log" 2>&1 &
+			$session lighttpd -D -f "${LIGHTTPD_CONF:-$ROOT/lighttpd.conf}" >>"$OUT/server.log" 2>&1 &
 		SERVER_PID=$!
 	fi
 	local i
@@ -121,7 +123,7 @@ start_nginx() {
 	# Each server line keeps the parameters (max_fails...) nginx.conf gives.
 	sed -e "s|listen 127.0.0.1:8080;|listen 127.0.0.1:$PORT;|" -e "s|server 127.0.0.1:9001\\([^;]*\\);|$ups|" \
 		-e "s|server 127.0.0.1:9002\\([^;]*\\);|$wsups|" \
-		-e "s|^pid .*|pid $OUT/run/nginx.pid;|" -e "s|var/nginx/|$OUT/run/nginx/|" \
+		-e "s|^pid .*|pid $OUT/run/nginx.pid;|" -e "s|var/nginx/|$OUT/run/nginx/|" ${NGINX_SED:+-e "$NGINX_SED"} \
 		"$ROOT/nginx.conf" >"$OUT/nginx.conf"
 	nginx -p "$ROOT" -c "$OUT/nginx.conf" >>"$OUT/server.log" 2>&1 &
 	SERVER_PID=$!

@@ -1,9 +1,12 @@
 /*
  * error.c - the single table from sig_err to HTTP status, wire code and
  * message. Nothing else in the tree decides an error's status: the core
- * returns sig_err, and the transports (web.c, ws.c) map it here. nginx.conf
- * answers an oversized body itself, in the words of SIG_E_TOO_LARGE below
- * (tests/90-nginx.t checks that they agree).
+ * returns sig_err, and the transports (web.c, ws.c) map it here. Both front
+ * servers answer what they refuse themselves (a bad request
+ * line, a body too large, the responder down or silent) in the words of
+ * this table: both from the files in errors/ (tools/error-pages.sh writes
+ * them from here; tests/67-front-errors.t checks them against this table
+ * and provokes each through both servers).
  */
 #include "base/error.h"
 
@@ -18,7 +21,7 @@ static const struct {
 	[SIG_E_INVALID_JSON] = {400, "invalid-json", "body must be one JSON object or an array of them (UTF-8, nesting capped)"},
 	[SIG_E_UNKNOWN_TYPE] = {400, "unknown-type", "\"type\" is missing or names no command"},
 	[SIG_E_INVALID_FIELD] = {400, "invalid-field", "a field is missing, of the wrong type or out of bounds"},
-	[SIG_E_BAD_REQUEST] = {400, "bad-request", "malformed query string or header"},
+	[SIG_E_BAD_REQUEST] = {400, "bad-request", "malformed or oversized request line, query string or header"},
 	[SIG_E_UNAUTHORIZED] = {401, "unauthorized", "no token, or the session is gone; log in again"},
 	[SIG_E_FORBIDDEN_ORIGIN] = {403, "forbidden-origin", "requests from this origin are not allowed"},
 	[SIG_E_FORBIDDEN] = {403, "forbidden", "not allowed from this address or with this credential"},
@@ -39,6 +42,9 @@ static const struct {
 	[SIG_E_DRAINING] = {503, "draining", "the server is restarting; retry after the time in Retry-After"},
 	[SIG_E_BUSY] = {503, "busy", "the store is busy; retry"},
 	[SIG_E_INTERNAL] = {500, "internal", "internal error"},
+	[SIG_E_BAD_GATEWAY] = {502, "bad-gateway", "the signaling service broke off its answer; retry"},
+	[SIG_E_UNAVAILABLE] = {503, "unavailable", "the signaling service is not running or is restarting; retry"},
+	[SIG_E_GATEWAY_TIMEOUT] = {504, "gateway-timeout", "the signaling service did not answer in time; retry"},
 };
 
 static int in_range(sig_err e)
@@ -87,7 +93,9 @@ const char *sig_http_reason(int status)
 	case 409: return "Conflict";
 	case 413: return "Payload Too Large";
 	case 429: return "Too Many Requests";
+	case 502: return "Bad Gateway";
 	case 503: return "Service Unavailable";
+	case 504: return "Gateway Timeout";
 	default: return "Internal Server Error";
 	}
 }

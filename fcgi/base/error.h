@@ -36,6 +36,12 @@ typedef enum sig_err {
 	SIG_E_SERVER_FULL,    /* 503 --max-sessions or --max-rooms reached */
 	SIG_E_DRAINING,       /* 503 this process is shutting down: log in again after Retry-After */
 	SIG_E_INTERNAL,       /* 500 a store or system call failed */
+	/* Answered by the front server, never by the responder: lighttpd.conf
+	 * and nginx.conf say them in these words (errors/) when the responder
+	 * cannot (tests/67-front-errors.t checks that they agree). */
+	SIG_E_BAD_GATEWAY,     /* 502 the responder broke off or answered garbage */
+	SIG_E_UNAVAILABLE,     /* 503 no responder is running or accepting */
+	SIG_E_GATEWAY_TIMEOUT, /* 504 the responder did not answer in time */
 	SIG_E__COUNT
 } sig_err;
 
