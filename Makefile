@@ -30,7 +30,7 @@ DEB_RUN   = lighttpd curl jq $(if $(filter nginx,$(SERVER)),nginx-light) $(if $(
 DEB_FUZZ  = clang libclang-rt-14-dev
 DEB_PKG   = debhelper help2man lintian fakeroot dpkg-dev
 DEB_TEST  = curl jq perl sqlite3 valgrind python3 python3-websocket libfcgi-bin openssl nodejs nginx-light \
-            prometheus apache2 libapache2-mod-fcgid apache2-suexec-pristine
+            prometheus apache2 libapache2-mod-fcgid apache2-suexec-pristine coturn
 
 # The responder, one object per subsystem, by layer (fcgi/ folders, top down:
 # transport -> deliver -> core -> store; base is used by all; see

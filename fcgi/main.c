@@ -69,6 +69,11 @@ static core *open_core(void)
 		.key_window_ms = cfg.key_window * 1000,
 		.keys_kept = cfg.keys_kept,
 		.exit_after_commits = test_exit_after_commits(),
+		.turn_secret = cfg.turn_secret,
+		.turn_secret_len = cfg.turn_secret_len,
+		.turn_uris = cfg.turn_uris,
+		.stun_uris = cfg.stun_uris,
+		.turn_ttl_s = cfg.turn_ttl,
 	};
 	/* The store lives as long as the thread that uses it: the process. */
 	return core_new(st, &lim);
@@ -213,6 +218,10 @@ int main(int argc, char **argv)
 	else
 		log_warn("no --auth-secret: logins are open, anyone may log in as any unused id");
 	log_info("browser origins allowed: %s", cfg.allow_origin ? cfg.allow_origin : "same origin only");
+	if (cfg.turn_uris || cfg.stun_uris)
+		log_info("ICE servers for clients:%s%s%s%s (TURN credentials valid %llds)", cfg.stun_uris ? " " : "",
+			 cfg.stun_uris ? cfg.stun_uris : "", cfg.turn_uris ? " " : "", cfg.turn_uris ? cfg.turn_uris : "",
+			 (long long)cfg.turn_ttl);
 	if (trust.n)
 		log_info("client addresses from X-Forwarded-For / X-Real-IP of: %s", cfg.trust_proxy);
 	for (;;) {

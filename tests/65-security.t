@@ -185,6 +185,39 @@ leaks=$(grep -rhoE '[0-9a-f]{64}' "$OUT"/*.log "$OUT"/server.log 2>/dev/null | h
 is "$leaks" "" "no token (or HMAC) appears in any log"
 grep -q 'correct horse' "$OUT"/*.log
 ok $(( ! $? )) "the secret never appears in a log"
+# ---------- TURN credentials (coturn's REST scheme) ----------
+printf 'a-turn-secret-for-the-65-test\n' >"$OUT/turn.secret"; chmod 600 "$OUT/turn.secret"
+start_server --db "$OUT/turn.db" -- --turn-secret "$OUT/turn.secret" --turn-ttl 120 \
+	--turn-uris 'turn:127.0.0.1:3478?transport=udp,turns:turn.example:5349?transport=tcp' --stun-uris stun:127.0.0.1:3478 || exit 1
+now=$(date +%s)
+post "" '{"type":"login","userId":"turnuser"}'
+is "$(echo "$BODY" | jq -c '[.iceServers[0].urls, .iceServers[1].urls]')" \
+	'[["stun:127.0.0.1:3478"],["turn:127.0.0.1:3478?transport=udp","turns:turn.example:5349?transport=tcp"]]' "login hands out the STUN and TURN URIs"
+u=$(echo "$BODY" | jq -r '.iceServers[1].username')
+exp=${u%%:*}
+ok $([ "${u#*:}" = turnuser ] && [ "$exp" -ge $((now + 120)) ] && [ "$exp" -le $((now + 122)) ] && [ "$(echo "$BODY" | jq .iceExpiresAt)" = "$exp" ]; echo $?) \
+	"the TURN username is EXPIRY:userId, --turn-ttl from now ($u)"
+want=$(printf '%s' "$u" | openssl dgst -sha1 -hmac 'a-turn-secret-for-the-65-test' -binary | base64)
+is "$(echo "$BODY" | jq -r '.iceServers[1].credential')" "$want" "the credential is base64(HMAC-SHA1(secret, username)), as openssl dgst -sha1 -hmac says"
+TT=$(echo "$BODY" | jq -r .token)
+post "$TT" '{"type":"ice"}'
+is "$STATUS/$(echo "$BODY" | jq -c '[.type, (.iceServers | length), (.iceExpiresAt > 0)]')" '200/["ice",2,true]' "the ice command gives fresh ones"
+stop_server
+grep -q 'a-turn-secret-for-the-65-test' "$OUT"/server.log
+ok $(( ! $? )) "the TURN secret never appears in the log"
+"$BIN" --turn-uris turn:127.0.0.1:3478 >"$OUT/turnopt.log" 2>&1
+is "$?" 2 "--turn-uris without --turn-secret: exit 2"
+"$BIN" --turn-secret "$OUT/turn.secret" --turn-uris 'http://x/' >>"$OUT/turnopt.log" 2>&1
+is "$?" 2 "--turn-uris that are no turn: URIs: exit 2"
+"$BIN" --turn-secret "$OUT/turn.secret" --turn-uris 'turn:a b' >>"$OUT/turnopt.log" 2>&1
+is "$?" 2 "--turn-uris with a space: exit 2"
+"$BIN" --stun-uris 'turn:x:1' >>"$OUT/turnopt.log" 2>&1
+is "$?" 2 "--stun-uris that are no stun: URIs: exit 2"
+chmod 644 "$OUT/turn.secret"
+"$BIN" --turn-secret "$OUT/turn.secret" --turn-uris turn:x:1 >>"$OUT/turnopt.log" 2>&1
+is "$?" 2 "a --turn-secret file others may read: exit 2"
+like "$(tail -1 "$OUT/turnopt.log")" 'chmod 600' "... saying so"
+
 "$BIN" --help | grep -q -- '--auth-secret' && "$BIN" --help | grep -q -- '--allow-origin' && "$BIN" --help | grep -q -- '--rate-login'
 ok $? "--help documents the security options"
 done_testing

@@ -979,6 +979,76 @@ static void test_login_burst(void)
 	close_fixture();
 }
 
+/* TURN REST credentials (coturn's use-auth-secret), against the openssl
+ * command line's HMAC-SHA1 of the same username. */
+static void test_turn(void)
+{
+	static const unsigned char key[] = "a-turn-secret-of-27-bytes!!";
+	char user[CORE_TURN_USER_MAX], cred[CORE_TURN_CRED_MAX];
+	ok(core_turn_credential(key, sizeof key - 1, "alice", 1893456000, user, cred) == 0, "turn: a credential");
+	is_str(user, "1893456000:alice", "turn: the username is EXPIRY:userId");
+	FILE *p = popen("printf '%s' '1893456000:alice' | openssl dgst -sha1 -hmac 'a-turn-secret-of-27-bytes!!' -binary "
+			"| base64", "r");
+	char want[64] = "";
+	if (p) {
+		if (fgets(want, sizeof want, p) == NULL)
+			want[0] = '\0';
+		pclose(p);
+	}
+	want[strcspn(want, "\n")] = '\0';
+	ok(strlen(want) == 28, "turn: openssl dgst -sha1 -hmac gave a base64 HMAC-SHA1 (%s)", want);
+	is_str(cred, want, "turn: the credential is base64(HMAC-SHA1(secret, username)), as openssl computes it");
+	char longid[STORE_ID_MAX + 1];
+	memset(longid, 'x', STORE_ID_MAX);
+	longid[STORE_ID_MAX] = '\0';
+	ok(core_turn_credential(key, sizeof key - 1, longid, INT64_MAX, user, cred) == 0 && strlen(user) == 19 + 1 + 64,
+	   "turn: the longest id and expiry fit");
+
+	struct core_limits lim = limits();
+	lim.turn_secret = key;
+	lim.turn_secret_len = sizeof key - 1;
+	lim.turn_uris = "turn:127.0.0.1:3478?transport=udp,turns:t.example:5349?transport=tcp";
+	lim.stun_uris = "stun:127.0.0.1:3478";
+	lim.turn_ttl_s = 600;
+	open_fixture("turn", &lim);
+	char a[65];
+	json_object *r = NULL;
+	int64_t before = util_now_ms() / 1000;
+	is_int(run(NULL, "{\"type\":\"login\",\"userId\":\"alice\"}", &r, a), 200, "turn: login");
+	json_object *ice = json_object_object_get(r, "iceServers");
+	ok(json_object_is_type(ice, json_type_array) && json_object_array_length(ice) == 2, "turn: login carries two iceServers");
+	json_object *stun = json_object_array_get_idx(ice, 0), *turn = json_object_array_get_idx(ice, 1);
+	is_str(jv_text(json_object_object_get(stun, "urls"), NULL), "[\"stun:127.0.0.1:3478\"]", "turn: the STUN entry");
+	ok(json_object_object_get(stun, "username") == NULL, "turn: ... without a credential");
+	is_str(jv_text(json_object_object_get(turn, "urls"), NULL),
+	       "[\"turn:127.0.0.1:3478?transport=udp\",\"turns:t.example:5349?transport=tcp\"]", "turn: the TURN URIs");
+	const char *u = field(turn, "username");
+	long long exp = u ? atoll(u) : 0;
+	int64_t expires_at = json_object_get_int64(json_object_object_get(r, "iceExpiresAt"));
+	ok(exp >= before + 600 && exp <= before + 601 && u && strcmp(strchr(u, ':'), ":alice") == 0 && expires_at == exp,
+	   "turn: username EXPIRY:alice, EXPIRY --turn-ttl from now, iceExpiresAt the same");
+	char user2[CORE_TURN_USER_MAX], cred2[CORE_TURN_CRED_MAX];
+	core_turn_credential(key, sizeof key - 1, "alice", exp, user2, cred2);
+	is_str(field(turn, "credential"), cred2, "turn: its credential");
+	json_object_put(r);
+	is_int(run(a, "{\"type\":\"ice\"}", &r, NULL), 200, "turn: the ice command");
+	ok(json_object_array_length(json_object_object_get(r, "iceServers")) == 2 && field(r, "iceExpiresAt"),
+	   "turn: ... gives fresh iceServers and their expiry");
+	json_object_put(r);
+	is_int(run(NULL, "{\"type\":\"ice\"}", &r, NULL), 401, "turn: ice needs a session");
+	json_object_put(r);
+	close_fixture();
+	lim = limits();
+	open_fixture("noturn", &lim);
+	is_int(run(NULL, "{\"type\":\"login\",\"userId\":\"bob\"}", &r, a), 200, "turn: login without ICE options");
+	ok(json_object_object_get(r, "iceServers") == NULL, "turn: ... carries no iceServers");
+	json_object_put(r);
+	is_int(run(a, "{\"type\":\"ice\"}", &r, NULL), 200, "turn: ice without ICE options");
+	is_str(jv_text(json_object_object_get(r, "iceServers"), NULL), "[]", "turn: ... an empty list");
+	json_object_put(r);
+	close_fixture();
+}
+
 static void test_ratelimit(void)
 {
 	int allowed = 0, wait = 0;
@@ -1132,6 +1202,7 @@ int main(void)
 	test_field_errors();
 	test_client_addr();
 	test_login_burst();
+	test_turn();
 	test_ratelimit();
 	printf("1..%d\n", n_tests);
 	char cmd[300];

@@ -11,7 +11,11 @@
 import { SignalClient } from './signal.js';
 
 const $ = (id) => document.getElementById(id);
-const ICE = { iceServers: [] }; // same-network demo; add STUN/TURN for the internet
+// ICE servers come from the service (sc.iceServers: --stun-uris, and
+// --turn-uris with TURN credentials); ?relay=1 allows relayed candidates
+// only (a TURN server must carry the call: tests, or a check of the relay).
+const RELAY_ONLY = new URLSearchParams(location.search).get('relay') === '1';
+const iceConfig = () => ({ iceServers: sc.iceServers, iceTransportPolicy: RELAY_ONLY ? 'relay' : 'all' });
 
 let sc = null;
 let me = null;
@@ -70,7 +74,7 @@ function setupChannel(id, p) {
 // caller: we offer (we are the newcomer); otherwise we wait for their offer.
 function addPeer(id, caller = false) {
   if (id === me || peers.has(id)) return peers.get(id);
-  const pc = new RTCPeerConnection(ICE);
+  const pc = new RTCPeerConnection(iceConfig());
   const p = { pc, dc: null, polite: me < id, makingOffer: false, ignoreOffer: false, li: peerRow(id), video: null,
     queue: Promise.resolve(), early: [], tracksAdded: false };
   peers.set(id, p);
@@ -96,6 +100,15 @@ function addPeer(id, caller = false) {
     if (candidate) sc.signal(id, { candidate: candidate.toJSON() }, { batch: true }).catch(() => {});
   };
   pc.onconnectionstatechange = () => updateRow(p);
+  // A TURN server that refuses us says why (401: our credential is not
+  // one it accepts, e.g. --turn-secret differs from its static-auth-secret).
+  pc.onicecandidateerror = (e) => {
+    if (!/^turns?:/.test(e.url || '') || p.turnError) return;
+    p.turnError = `${e.errorCode} ${e.errorText}`.trim();
+    say(`The TURN relay ${e.url} refused us (${p.turnError})` +
+      (e.errorCode === 401 ? ': the service\'s TURN secret does not match the relay\'s.' : '.'));
+    p.li.dataset.turnError = p.turnError;
+  };
   pc.ontrack = ({ streams }) => {
     if (!p.video) {
       p.video = document.createElement('video');

@@ -23,6 +23,8 @@
  *   sc.signal('bob', { candidate }, { batch: true });          // trickled ICE: sent together
  *   await sc.signal(null, { hello: 1 });                       // to everyone else in the room
  *   await sc.roomUsers('room1'); await sc.leave(); await sc.logout();
+ *   new RTCPeerConnection({ iceServers: sc.iceServers });     // STUN/TURN the service hands out
+ *   sc.addEventListener('ice', (e) => ...);                    // {iceServers}: refreshed before expiry
  *
  * Options: base ('/api'), transport ('auto' | 'ws' | 'sse' | 'poll'),
  * heartbeatMs (20000), pollTimeout (25 s), openTimeoutMs (5000), probeMs
@@ -115,6 +117,10 @@ export class SignalClient extends EventTarget {
     this.userId = null;
     this.roomId = null;
     this.lastId = 0;
+    // ICE servers from the service (--stun-uris, --turn-uris with TURN
+    // credentials), in RTCPeerConnection's shape; [] when it hands out none.
+    this.iceServers = [];
+    this._iceTimer = null;
     this.transport = null; // 'ws' | 'sse' | 'poll' while receiving
     this.state = 'closed';
     this.reason = null;    // why this transport (set by _receive and _adopt)
@@ -148,8 +154,29 @@ export class SignalClient extends EventTarget {
     this.token = reply.token;
     this.userId = reply.userId;
     this.roomId = reply.roomId || null;
+    this._setIce(reply);
     this._start();
     return reply;
+  }
+
+  /* Fresh ICE servers (a new TURN credential): done by itself at 80% of a
+   * credential's life; returns the new list. */
+  async refreshIce() {
+    const reply = await this._send({ type: 'ice' });
+    this._setIce(reply);
+    return this.iceServers;
+  }
+
+  _setIce(reply) {
+    this.iceServers = reply.iceServers || [];
+    clearTimeout(this._iceTimer);
+    this._iceTimer = null;
+    if (reply.iceExpiresAt && this.token) {
+      const left = reply.iceExpiresAt * 1000 - Date.now();
+      const ms = Math.min(Math.max(left * 0.8, 30000), 2 ** 31 - 1);
+      this._iceTimer = setTimeout(() => this.refreshIce().catch(() => {}), ms);
+    }
+    this.dispatchEvent(new CustomEvent('ice', { detail: { iceServers: this.iceServers } }));
   }
 
   async join(roomId) {
@@ -321,6 +348,8 @@ export class SignalClient extends EventTarget {
   _stop(state) {
     this._running = false;
     clearInterval(this._heartbeat);
+    clearTimeout(this._iceTimer);
+    this._iceTimer = null;
     this._closeReceivers();
     this._setState(state);
   }

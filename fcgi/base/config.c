@@ -57,6 +57,7 @@ struct sig_config cfg = {
 	.keys_kept = 1000,
 	.metrics_allow = "127.0.0.1,::1",
 	.drain_timeout = 10,
+	.turn_ttl = 86400,
 };
 
 struct int_opt {
@@ -95,6 +96,7 @@ static const struct int_opt int_opts[] = {
 	{"--drain-timeout", &cfg.drain_timeout, 1, 3600, "seconds a SIGTERM drains (streams told to reconnect, spread over it) before exiting"},
 	{"--max-stream-seconds", &cfg.max_stream, 0, 86400, "end each SSE stream after N s and cut long-polls to N s, "
 	 "where each held request costs a process (mod_fcgid); 0: no limit"},
+	{"--turn-ttl", &cfg.turn_ttl, 60, 30 * 86400, "seconds a TURN credential handed out stays valid"},
 };
 
 /* Options that take a string; their help is in usage(). */
@@ -111,6 +113,9 @@ static const struct {
 	{"--admin-token", &cfg.admin_token_file},
 	{"--config", &cfg.config_file},
 	{"--trust-proxy", &cfg.trust_proxy},
+	{"--turn-secret", &cfg.turn_secret_file},
+	{"--turn-uris", &cfg.turn_uris},
+	{"--stun-uris", &cfg.stun_uris},
 };
 
 static const char **str_opt(const char *name)
@@ -148,7 +153,13 @@ static void usage(FILE *f)
 		"                         and $SIGNAL_ARGS (words), then the command line\n"
 		"  --trust-proxy LIST     comma-separated addresses or CIDR blocks of front servers\n"
 		"                         (load balancers) whose X-Forwarded-For / X-Real-IP name the\n"
-		"                         client (default: none; the address that connected is the client)\n",
+		"                         client (default: none; the address that connected is the client)\n"
+		"  --turn-secret FILE     coturn's static-auth-secret (use-auth-secret): logins and the\n"
+		"                         \"ice\" command hand out TURN credentials, username EXPIRY:userId,\n"
+		"                         credential base64(HMAC-SHA1(secret, username)) (default: none)\n"
+		"  --turn-uris LIST       comma-separated TURN URIs for those credentials\n"
+		"                         (turn:host:3478?transport=udp,turns:host:5349?transport=tcp)\n"
+		"  --stun-uris LIST       comma-separated STUN URIs (stun:host:3478) handed out as well\n",
 		cfg.db_path, cfg.metrics_allow);
 	for (size_t i = 0; i < sizeof int_opts / sizeof int_opts[0]; i++) {
 		char left[64];
@@ -163,31 +174,81 @@ static void usage(FILE *f)
 		"  --version              print the version\n");
 }
 
-/* The shared secret: the file's bytes without a trailing newline, 16 to
- * 256 of them. Refuse a file others may read: it signs every login. */
-static int read_secret(const char *path)
+/* A shared secret (--auth-secret, --turn-secret): the file's bytes without
+ * a trailing newline, 16 to 256 of them, into out (*len). Refuse a file
+ * others may read: it signs logins, or mints relay credentials. */
+static int read_secret(const char *opt, const char *path, unsigned char out[256], size_t *len)
 {
 	FILE *f = fopen(path, "rb");
 	if (f == NULL) {
-		fprintf(stderr, "signal-fcgi: --auth-secret %s: cannot open\n", path);
+		fprintf(stderr, "signal-fcgi: %s %s: cannot open\n", opt, path);
 		return -1;
 	}
 	struct stat sb;
 	if (fstat(fileno(f), &sb) == 0 && (sb.st_mode & 077)) {
-		fprintf(stderr, "signal-fcgi: --auth-secret %s: readable by others (chmod 600 it)\n", path);
+		fprintf(stderr, "signal-fcgi: %s %s: readable by others (chmod 600 it)\n", opt, path);
 		fclose(f);
 		return -1;
 	}
-	size_t n = fread(cfg.auth_secret, 1, sizeof cfg.auth_secret, f);
+	size_t n = fread(out, 1, 256, f);
 	int more = fgetc(f) != EOF;
 	fclose(f);
-	while (n > 0 && (cfg.auth_secret[n - 1] == '\n' || cfg.auth_secret[n - 1] == '\r'))
+	while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == '\r'))
 		n--;
 	if (more || n < 16) {
-		fprintf(stderr, "signal-fcgi: --auth-secret %s: the secret must be 16 to 256 bytes\n", path);
+		fprintf(stderr, "signal-fcgi: %s %s: the secret must be 16 to 256 bytes\n", opt, path);
 		return -1;
 	}
-	cfg.auth_secret_len = n;
+	*len = n;
+	return 0;
+}
+
+/* A list of ICE URIs: 1 to 8 comma-separated entries, each of a scheme in
+ * `schemes` (e.g. "turn:", "turns:"), at most 255 bytes, of printable
+ * characters without spaces, quotes or backslashes (they go to browsers
+ * as they are). */
+static int check_uris(const char *opt, const char *list, const char *const *schemes)
+{
+	int n = 0;
+	for (const char *p = list; *p;) {
+		size_t len = strcspn(p, ",");
+		int scheme_ok = 0;
+		for (const char *const *s = schemes; *s; s++)
+			scheme_ok |= strncmp(p, *s, strlen(*s)) == 0 && len > strlen(*s);
+		int chars_ok = len < 256;
+		for (size_t i = 0; i < len && chars_ok; i++)
+			chars_ok = p[i] > ' ' && p[i] < 0x7f && p[i] != '"' && p[i] != '\\';
+		if (!scheme_ok || !chars_ok || ++n > 8) {
+			fprintf(stderr, "signal-fcgi: %s: each of 1 to 8 comma-separated entries must be a %s%s URI "
+					"(no spaces or quotes, under 256 bytes)\n",
+				opt, schemes[0], schemes[1] ? " or a secure one" : "");
+			return -1;
+		}
+		p += len;
+		if (*p == ',' && *++p == '\0')
+			n = 9; /* a trailing comma: an empty entry */
+	}
+	if (n == 0 || n > 8) {
+		fprintf(stderr, "signal-fcgi: %s: 1 to 8 comma-separated URIs\n", opt);
+		return -1;
+	}
+	return 0;
+}
+
+static int check_ice(void)
+{
+	static const char *const turn[] = {"turn:", "turns:", NULL}, *const stun[] = {"stun:", "stuns:", NULL};
+	if (cfg.turn_secret_file &&
+	    read_secret("--turn-secret", cfg.turn_secret_file, cfg.turn_secret, &cfg.turn_secret_len) != 0)
+		return -1;
+	if (cfg.turn_uris && check_uris("--turn-uris", cfg.turn_uris, turn) != 0)
+		return -1;
+	if (cfg.stun_uris && check_uris("--stun-uris", cfg.stun_uris, stun) != 0)
+		return -1;
+	if ((cfg.turn_uris != NULL) != (cfg.turn_secret_len != 0)) {
+		fprintf(stderr, "signal-fcgi: --turn-uris and --turn-secret go together (coturn's use-auth-secret)\n");
+		return -1;
+	}
 	return 0;
 }
 
@@ -422,7 +483,10 @@ int config_parse(int argc, char **argv)
 		return rc;
 	if (cfg.poll_default > cfg.poll_max)
 		cfg.poll_default = cfg.poll_max;
-	if (cfg.auth_secret_file && read_secret(cfg.auth_secret_file) != 0)
+	if (cfg.auth_secret_file &&
+	    read_secret("--auth-secret", cfg.auth_secret_file, cfg.auth_secret, &cfg.auth_secret_len) != 0)
+		return -1;
+	if (check_ice() != 0)
 		return -1;
 	if (cfg.admin_token_file && read_admin_token(cfg.admin_token_file) != 0)
 		return -1;

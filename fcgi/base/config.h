@@ -44,6 +44,13 @@ struct sig_config {
 	int64_t rate_session;           /* commands per second per session (burst: 2x) */
 	int64_t rate_login;             /* logins per minute per remote address, shared by processes (burst: the same) */
 	const char *trust_proxy;        /* front servers whose X-Forwarded-For / X-Real-IP count, NULL: none */
+	/* ICE servers handed to clients (coturn's REST scheme, use-auth-secret) */
+	const char *turn_secret_file;
+	unsigned char turn_secret[256]; /* read from the file at start-up */
+	size_t turn_secret_len;         /* 0: no TURN credentials */
+	const char *turn_uris;          /* comma-separated turn:/turns: URIs, NULL: none */
+	const char *stun_uris;          /* comma-separated stun:/stuns: URIs, NULL: none */
+	int64_t turn_ttl;               /* seconds a TURN credential is valid */
 	int64_t ticket_ttl;             /* seconds a stream ticket may wait to be used */
 	int64_t key_window;             /* seconds a command's "cid" is remembered */
 	int64_t keys_kept;              /* remembered cids per session */

@@ -387,6 +387,91 @@ int core_draining(void)
 	return atomic_load(&draining);
 }
 
+/* ---- ICE servers (--turn-secret, --turn-uris, --stun-uris) ---- */
+
+int core_turn_credential(const unsigned char *secret, size_t secret_len, const char *user_id, int64_t expiry,
+			 char user[CORE_TURN_USER_MAX], char cred[CORE_TURN_CRED_MAX])
+{
+	int ulen = snprintf(user, CORE_TURN_USER_MAX, "%lld:%s", (long long)expiry, user_id);
+	if (ulen < 0 || ulen >= CORE_TURN_USER_MAX)
+		return -1;
+	unsigned char mac[EVP_MAX_MD_SIZE];
+	unsigned int maclen = 0;
+	if (HMAC(EVP_sha1(), secret, (int)secret_len, (const unsigned char *)user, (size_t)ulen, mac, &maclen) ==
+		    NULL ||
+	    maclen != 20)
+		return -1;
+	EVP_EncodeBlock((unsigned char *)cred, mac, 20); /* 28 characters and a NUL */
+	return 0;
+}
+
+/* A comma-separated URI list (checked at start-up) as a JSON array. */
+static json_object *uri_array(const char *list)
+{
+	json_object *a = json_object_new_array();
+	for (const char *p = list; *p;) {
+		size_t len = strcspn(p, ",");
+		json_object_array_add(a, json_object_new_string_len(p, (int)len));
+		p += len + (p[len] == ',');
+	}
+	return a;
+}
+
+/* The RTCPeerConnection iceServers for user_id, or NULL when none are
+ * configured: the STUN URIs as one entry, the TURN URIs as another with a
+ * credential valid --turn-ttl seconds from now (*expiry, Unix seconds). */
+static json_object *ice_servers(const struct core_limits *lim, const char *user_id, int64_t now_ms,
+				int64_t *expiry)
+{
+	*expiry = 0;
+	if (lim->stun_uris == NULL && lim->turn_uris == NULL)
+		return NULL;
+	json_object *a = json_object_new_array();
+	if (lim->stun_uris) {
+		json_object *s = json_object_new_object();
+		json_object_object_add(s, "urls", uri_array(lim->stun_uris));
+		json_object_array_add(a, s);
+	}
+	char user[CORE_TURN_USER_MAX], cred[CORE_TURN_CRED_MAX];
+	int64_t exp = now_ms / 1000 + lim->turn_ttl_s;
+	if (lim->turn_uris && lim->turn_secret_len &&
+	    core_turn_credential(lim->turn_secret, lim->turn_secret_len, user_id, exp, user, cred) == 0) {
+		json_object *t = json_object_new_object();
+		json_object_object_add(t, "urls", uri_array(lim->turn_uris));
+		json_object_object_add(t, "username", json_object_new_string(user));
+		json_object_object_add(t, "credential", json_object_new_string(cred));
+		json_object_array_add(a, t);
+		*expiry = exp;
+	}
+	return a;
+}
+
+/* Add "iceServers" (and "iceExpiresAt" with TURN credentials) to a reply. */
+static void add_ice(const struct cmd_ctx *x, const char *user_id, json_object *o)
+{
+	int64_t expiry = 0;
+	json_object *ice = ice_servers(&x->c->lim, user_id, x->now, &expiry);
+	if (ice == NULL)
+		return;
+	json_object_object_add(o, "iceServers", ice);
+	if (expiry)
+		json_object_object_add(o, "iceExpiresAt", json_object_new_int64(expiry));
+}
+
+/* {"type":"ice"}: fresh ICE servers (a new TURN credential), for a client
+ * whose credential nears its iceExpiresAt. An empty list when the service
+ * hands none out. */
+static sig_err cmd_ice(struct cmd_ctx *x, json_object *cmd, json_object **reply)
+{
+	(void)cmd;
+	json_object *o = ok_reply("ice");
+	add_ice(x, x->sess.user_id, o);
+	if (!json_object_object_get_ex(o, "iceServers", NULL))
+		json_object_object_add(o, "iceServers", json_object_new_array());
+	*reply = o;
+	return SIG_OK;
+}
+
 static sig_err cmd_login(struct cmd_ctx *x, json_object *cmd, json_object **reply)
 {
 	sig_err e = jv_check(cmd, login_fields, 3, &x->why);
@@ -455,6 +540,7 @@ static sig_err cmd_login(struct cmd_ctx *x, json_object *cmd, json_object **repl
 	json_object_object_add(o, "token", json_object_new_string(token));
 	if (old.room_id[0])
 		json_object_object_add(o, "roomId", json_object_new_string(old.room_id));
+	add_ice(x, old.user_id, o);
 	*reply = o;
 	x->sess = old;
 	snprintf(x->r->token, sizeof x->r->token, "%s", token);
@@ -815,6 +901,7 @@ static const struct command commands[] = {
 	{"room-users", 1, 1, cmd_room_users},
 	{"logout", 1, 1, cmd_logout},
 	{"ticket", 1, 0, cmd_ticket},
+	{"ice", 1, 0, cmd_ice}, /* a fresh credential each time, like a ticket */
 };
 
 static const struct command *find_command(const char *type)

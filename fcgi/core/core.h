@@ -82,6 +82,13 @@ struct core_limits {
 	/* Tests only: exit the process right after this many commits, before
 	 * any answer leaves (a crash between commit and reply); 0 never. */
 	int64_t exit_after_commits;
+	/* ICE servers for clients (optional): TURN credentials in coturn's REST
+	 * scheme under turn_secret; the URI lists are comma-separated. */
+	const unsigned char *turn_secret;
+	size_t turn_secret_len;
+	const char *turn_uris;
+	const char *stun_uris;
+	int64_t turn_ttl_s;
 };
 
 /* A core over an open store (the core does not own it). Free with core_free. */
@@ -214,6 +221,15 @@ sig_err core_stats(core *c, struct store_stats *out);
  * and outcome (every one as e when its group failed to commit, e !=
  * SIG_OK), and the events it queued when it committed. */
 void core_result_count(const core_result *r, sig_err group_failed);
+
+/* The TURN REST credential (coturn's use-auth-secret) for userId, valid
+ * until expiry (Unix seconds): username "EXPIRY:userId" into user, and
+ * base64(HMAC-SHA1(secret, username)) into cred. Returns 0, or -1 (a
+ * libcrypto failure; nothing usable was written). */
+#define CORE_TURN_USER_MAX (20 + 1 + STORE_ID_MAX + 1)
+#define CORE_TURN_CRED_MAX 29 /* base64 of 20 bytes, and its NUL */
+int core_turn_credential(const unsigned char *secret, size_t secret_len, const char *user_id, int64_t expiry,
+			 char user[CORE_TURN_USER_MAX], char cred[CORE_TURN_CRED_MAX]);
 
 /* Hash a token (hex) for the store: SHA-256 of its bytes. Returns -1 when
  * the token is not of our format. */

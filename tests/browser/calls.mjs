@@ -561,6 +561,89 @@ try {
     }
   });
   await closeAll();
+  // 6b. TURN: a real coturn on loopback with use-auth-secret; the service
+  // hands out credentials in coturn's REST scheme (--turn-secret); pages that
+  // allow relayed candidates only (?relay=1, iceTransportPolicy 'relay') can
+  // call each other through the relay alone. With a secret the relay does not
+  // share, it refuses them (401) and the page says why.
+  const turnSecret = 'turn-secret-shared-with-coturn-' + process.pid;
+  const turnPort = await freePort();
+  const turnConf = `${OUT}/turnserver.conf`;
+  writeFileSync(turnConf, [
+    `listening-ip=127.0.0.1`, `relay-ip=127.0.0.1`, `listening-port=${turnPort}`,
+    `use-auth-secret`, `static-auth-secret=${turnSecret}`, `realm=signal.test`,
+    `allow-loopback-peers`, `no-cli`, `no-tls`, `no-dtls`, `no-multicast-peers`, `fingerprint`,
+    `pidfile=${OUT}/turnserver.pid`, `log-file=stdout`, `simple-log`, '',
+  ].join('\n'));
+  const turnLog = openSync(`${OUT}/turnserver.log`, 'a');
+  const turn = spawn('turnserver', ['-c', turnConf], { stdio: ['ignore', turnLog, turnLog] });
+  const writeSecret = (file, text) => { writeFileSync(file, text + '\n', { mode: 0o600 }); return file; };
+  const goodSecret = writeSecret(`${OUT}/turn.secret`, turnSecret);
+  const badSecret = writeSecret(`${OUT}/turn-wrong.secret`, 'not-the-relay-secret-' + process.pid);
+  const turnArgs = (file) => `--turn-secret ${file} --turn-uris turn:127.0.0.1:${turnPort}?transport=udp --turn-ttl 600`;
+  // the selected candidate pair of page's connection to peer: candidate types
+  const selectedPair = (page, peer) => page.evaluate(async (id) => {
+    const p = window.signalApp.peers.get(id);
+    const stats = await p.pc.getStats();
+    let pair = null;
+    stats.forEach((st) => { if (st.type === 'transport' && st.selectedCandidatePairId) pair = stats.get(st.selectedCandidatePairId); });
+    if (!pair) stats.forEach((st) => { if (st.type === 'candidate-pair' && st.nominated && st.state === 'succeeded') pair = st; });
+    const l = pair && stats.get(pair.localCandidateId);
+    const r = pair && stats.get(pair.remoteCandidateId);
+    return { local: l && l.candidateType, remote: r && r.candidateType, relay: l && l.relayProtocol };
+  }, peer);
+  try {
+    for (let i = 0; i < 100; i++) { // coturn answers on its port
+      const up = await new Promise((resolve) => {
+        const c = net.connect(turnPort, '127.0.0.1', () => { c.end(); resolve(true); });
+        c.on('error', () => resolve(false));
+      });
+      if (up) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await stopServer();
+    await startServer(port, db, turnArgs(goodSecret));
+    await attempt('a call through the TURN relay only', async () => {
+      const a = await openPage('turnA', 'turn', { query: '?relay=1' });
+      const b = await openPage('turnB', 'turn', { query: '?relay=1' });
+      await channelsOpen(a, ['turnB'], 40000);
+      await channelsOpen(b, ['turnA'], 40000);
+      await chat(a, b, 'relayed by coturn');
+      const ice = await a.evaluate(() => window.signalApp.client.iceServers);
+      const user = ice[0] && ice[0].username;
+      ok(ice.length === 1 && ice[0].urls[0] === `turn:127.0.0.1:${turnPort}?transport=udp` &&
+        /^[0-9]+:turnA$/.test(user) && typeof ice[0].credential === 'string',
+        'the login reply gave the page a TURN server with a credential for EXPIRY:userId', JSON.stringify(ice));
+      const pa = await selectedPair(a, 'turnB');
+      const pb = await selectedPair(b, 'turnA');
+      ok(pa.local === 'relay' && pa.remote === 'relay' && pb.local === 'relay',
+        `with iceTransportPolicy 'relay' the call goes through coturn: the selected candidate pair is relay/relay (${pa.relay})`,
+        JSON.stringify([pa, pb]));
+      const fresh = await a.evaluate(() => window.signalApp.client.refreshIce());
+      ok(fresh.length === 1 && fresh[0].username.endsWith(':turnA'), 'the ice command refreshes the credential',
+        JSON.stringify(fresh));
+    });
+    await closeAll();
+    await stopServer();
+    await startServer(port, db, turnArgs(badSecret));
+    await attempt('a wrong TURN secret is refused and explained', async () => {
+      const a = await openPage('wrongA', 'wrongturn', { query: '?relay=1' });
+      const b = await openPage('wrongB', 'wrongturn', { query: '?relay=1' });
+      await a.waitForFunction(() => [...document.querySelectorAll('#messages li')]
+        .some((li) => /TURN relay .* refused us \(401/.test(li.textContent)), null, { timeout: 30000 });
+      const said = await a.evaluate(() => [...document.querySelectorAll('#messages li')]
+        .map((li) => li.textContent).find((t) => /refused us/.test(t)));
+      ok(/secret does not match/.test(said), `with a secret coturn does not share, the relay refuses (401) and the page says why: "${said}"`);
+      await new Promise((r) => setTimeout(r, 3000));
+      const open = await b.evaluate(() => document.querySelectorAll('#peers li[data-channel="open"]').length);
+      ok(open === 0, 'and no call is set up without the relay (3 s later)');
+    });
+    await closeAll();
+  } finally {
+    turn.kill('SIGTERM');
+    await new Promise((r) => { if (turn.exitCode !== null) r(); else turn.once('exit', r); });
+  }
+
   // 7. streams refused for the rate of a shared address (issue 14, item 6):
   // the service restarted with --rate-ip 5 (burst 10) while this process,
   // from the pages' address, floods it at ~50 requests a second.
