@@ -19,24 +19,26 @@ SERVER   ?= lighttpd
 CC       ?= cc
 CFLAGS   ?= -O2 -g
 WARN      = -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wformat=2 -Wno-format-nonliteral
-CPPFLAGS += -D_FORTIFY_SOURCE=2 -Ifcgi -Ibuild
-LDLIBS    = -lfcgi -ljson-c -lsqlite3 -lcrypto -lwslay -lhttp_parser -lpthread
+PG_CFLAGS := $(shell pkg-config --cflags libpq 2>/dev/null || echo -I/usr/include/postgresql)
+CPPFLAGS += -D_FORTIFY_SOURCE=2 -Ifcgi -Ibuild $(PG_CFLAGS)
+LDLIBS    = -lfcgi -ljson-c -lsqlite3 -lpq -lcrypto -lwslay -lhttp_parser -lpthread
 SAN       = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 # Debian packages the build, the service and the tests need.
 DEB_BUILD = gcc make libc6-dev pkg-config libfcgi-dev libjson-c-dev libsqlite3-dev libssl-dev \
-            libwslay-dev libhttp-parser-dev
-DEB_RUN   = lighttpd curl jq $(if $(filter nginx,$(SERVER)),nginx-light) $(if $(filter apache,$(SERVER)),apache2)
+            libwslay-dev libhttp-parser-dev libpq-dev
+DEB_RUN   = lighttpd curl jq $(if $(filter nginx,$(SERVER)),nginx-light) $(if $(filter apache,$(SERVER)),apache2) \
+            $(if $(filter postgres,$(STORE)),postgresql-15)
 DEB_FUZZ  = clang libclang-rt-14-dev
 DEB_PKG   = debhelper help2man lintian fakeroot dpkg-dev
 DEB_TEST  = curl jq perl sqlite3 valgrind python3 python3-websocket libfcgi-bin openssl nodejs nginx-light \
-            prometheus apache2 libapache2-mod-fcgid apache2-suexec-pristine coturn
+            prometheus apache2 libapache2-mod-fcgid apache2-suexec-pristine coturn postgresql-15 postgresql-client-15
 
 # The responder, one object per subsystem, by layer (fcgi/ folders, top down:
 # transport -> deliver -> core -> store; base is used by all; see
 # docs/architecture.md). Objects are named after their source, flat in build/.
 BASE_OBJS      = xalloc.o buf.o util.o log.o error.o config.o metrics.o
-STORE_OBJS     = store_sqlite.o schema.o
+STORE_OBJS     = store.o store_sqlite.o store_pg.o schema.o schema_pg.o
 CORE_LAYER     = jsonv.o ratelimit.o core.o
 DELIVER_OBJS   = loop.o bell.o fcgirec.o evfmt.o marks.o held.o group.o maint.o
 TRANSPORT_OBJS = httpparse.o web.o ws.o
@@ -51,6 +53,7 @@ SAN_SRV   = $(addprefix build/san/,$(SRV_OBJS))
 HEADERS   = $(wildcard $(addsuffix /*.h,$(SRC_DIRS)))
 SOURCES   = $(wildcard $(addsuffix /*.c,$(SRC_DIRS)))
 SCHEMA    = $(sort $(wildcard schema/*.sql))
+SCHEMA_PG = $(sort $(wildcard schema/postgres/*.sql))
 
 .PHONY: all run test unit integration bench fuzz clean deps deps-test deps-fuzz deps-pkg install install-deb deb shared-hosting
 
@@ -65,23 +68,38 @@ build/%.o: %.c $(HEADERS) | build
 build/schema.o: build/schema.c
 	$(CC) $(WARN) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
 
-# The SQL migrations, in file-name order, as C strings: migration N sets
-# PRAGMA user_version = N.
-build/schema.c: $(SCHEMA) | build
-	@{ echo '/* generated from the schema/ SQL files by the Makefile */'; \
-	   echo 'const char *const schema_migrations[] = {'; \
-	   for f in $(SCHEMA); do \
+build/schema_pg.o: build/schema_pg.c
+	$(CC) $(WARN) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
+
+# The SQL migrations, in file-name order, as C strings named $(1): SQLite's
+# (schema/*.sql: migration N sets PRAGMA user_version = N) and PostgreSQL's
+# (schema/postgres/*.sql: N is the row of signal_schema).
+define schema_c
+	@{ echo '/* generated from SQL files by the Makefile */'; \
+	   echo 'const char *const $(1)[] = {'; \
+	   for f in $(2); do \
 	     sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/"/' -e 's/$$/\\n"/' $$f; echo ','; \
 	   done; \
 	   echo '};'; \
-	   echo 'const int schema_migration_count = sizeof schema_migrations / sizeof schema_migrations[0];'; \
+	   echo 'const int $(1:migrations=migration_count) = sizeof $(1) / sizeof $(1)[0];'; \
 	 } > $@
+endef
+
+build/schema.c: $(SCHEMA) | build
+	$(call schema_c,schema_migrations,$(SCHEMA))
+
+build/schema_pg.c: $(SCHEMA_PG) | build
+	$(call schema_c,pg_schema_migrations,$(SCHEMA_PG))
 
 build/san/%.o: %.c $(HEADERS) | build
 	@mkdir -p build/san
 	$(CC) $(WARN) $(CPPFLAGS) -O1 -g $(SAN) -c -o $@ $<
 
 build/san/schema.o: build/schema.c
+	@mkdir -p build/san
+	$(CC) $(WARN) $(CPPFLAGS) -O1 -g $(SAN) -c -o $@ $<
+
+build/san/schema_pg.o: build/schema_pg.c
 	@mkdir -p build/san
 	$(CC) $(WARN) $(CPPFLAGS) -O1 -g $(SAN) -c -o $@ $<
 
@@ -107,17 +125,18 @@ FUZZ_BASE     = fcgi/base/xalloc.c fcgi/base/buf.c fcgi/base/util.c fcgi/base/lo
 FUZZ_SRC_json = fcgi/core/jsonv.c $(FUZZ_BASE)
 FUZZ_SRC_http = fcgi/transport/httpparse.c $(FUZZ_BASE)
 FUZZ_SRC_upgrade = fcgi/transport/httpparse.c $(FUZZ_BASE)
-FUZZ_SRC_core = $(FUZZ_BASE) fcgi/base/config.c fcgi/core/jsonv.c fcgi/store/store_sqlite.c \
-                fcgi/core/ratelimit.c fcgi/core/core.c build/schema.c
+FUZZ_SRC_core = $(FUZZ_BASE) fcgi/base/config.c fcgi/core/jsonv.c fcgi/store/store.c \
+                fcgi/store/store_sqlite.c fcgi/store/store_pg.c fcgi/core/ratelimit.c fcgi/core/core.c build/schema.c \
+                build/schema_pg.c
 FUZZ_SECONDS ?= 60
 
-build/fuzz/%: tests/fuzz/fuzz_%.c $(SOURCES) $(HEADERS) build/schema.c
+build/fuzz/%: tests/fuzz/fuzz_%.c $(SOURCES) $(HEADERS) build/schema.c build/schema_pg.c
 	@mkdir -p build/fuzz
-	clang $(WARN) -Wno-unknown-warning-option -g -O1 -fsanitize=fuzzer,address,undefined -Ifcgi -Ibuild -o $@ $< $(FUZZ_SRC_$*) $(LDLIBS)
+	clang $(WARN) -Wno-unknown-warning-option -g -O1 -fsanitize=fuzzer,address,undefined -Ifcgi -Ibuild $(PG_CFLAGS) -o $@ $< $(FUZZ_SRC_$*) $(LDLIBS)
 
-build/replay/%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(SOURCES) $(HEADERS) build/schema.c
+build/replay/%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(SOURCES) $(HEADERS) build/schema.c build/schema_pg.c
 	@mkdir -p build/replay
-	$(CC) $(WARN) -g -O1 $(SAN) -Ifcgi -Ibuild -o $@ $< tests/fuzz/replay.c $(FUZZ_SRC_$*) $(LDLIBS)
+	$(CC) $(WARN) -g -O1 $(SAN) -Ifcgi -Ibuild $(PG_CFLAGS) -o $@ $< tests/fuzz/replay.c $(FUZZ_SRC_$*) $(LDLIBS)
 
 deps-fuzz: deps
 	@missing=""; for p in $(DEB_FUZZ); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

@@ -45,10 +45,42 @@ static int64_t test_exit_after_commits(void)
 	return n;
 }
 
-static core *open_core(void)
+/* The store named by --store, else the SQLite file of --db. */
+static const char *store_where(void)
+{
+	return cfg.store ? cfg.store : cfg.db_path;
+}
+
+/* For logs: a PostgreSQL URI may carry a password, so it is never shown. */
+static const char *store_shown(void)
+{
+	return cfg.store ? "postgresql (--store)" : cfg.db_path;
+}
+
+/* A store that cannot be reached now (SIG_E_BUSY: PostgreSQL down, or
+ * SQLite locked while another process sets it up) is waited for, with a
+ * growing pause: a responder that exited instead would only be restarted
+ * into the same wait by its web server. */
+static store *open_store(void)
 {
 	store *st = NULL;
-	if (store_open(cfg.db_path, cfg.busy_timeout, &st) != SIG_OK)
+	int64_t pause_ms = 100;
+	sig_err e;
+	while ((e = store_open(store_where(), cfg.busy_timeout, &st)) == SIG_E_BUSY) {
+		if (pause_ms == 100)
+			log_warn("store %s cannot be reached (or stays locked); waiting for it", store_shown());
+		struct timespec ts = {pause_ms / 1000, (pause_ms % 1000) * 1000000};
+		nanosleep(&ts, NULL);
+		if (pause_ms < 2000)
+			pause_ms *= 2;
+	}
+	return e == SIG_OK ? st : NULL;
+}
+
+static core *open_core(void)
+{
+	store *st = open_store();
+	if (st == NULL)
 		return NULL;
 	struct core_limits lim = {
 		.room_limit = cfg.room_limit,
@@ -161,6 +193,10 @@ int main(int argc, char **argv)
 				"comma-separated, at most %d\n", HP_TRUST_MAX);
 		return 2;
 	}
+	if (cfg.store && !store_is_postgres(cfg.store)) {
+		fprintf(stderr, "signal-fcgi: --store wants a postgresql:// URI or a libpq conninfo (host=... dbname=...)\n");
+		return 2;
+	}
 	if (FCGX_Init() != 0) {
 		log_error("FCGX_Init failed");
 		return 1;
@@ -187,7 +223,7 @@ int main(int argc, char **argv)
 	core *held_core = maint_core ? open_core() : NULL;
 	core *group_core = held_core ? open_core() : NULL;
 	if (group_core == NULL) {
-		log_error("cannot open database %s", cfg.db_path);
+		log_error("cannot open the store %s", store_shown());
 		return 1;
 	}
 	metrics_open(cfg.db_path); /* beside the database: shared by every responder of it */
@@ -207,8 +243,8 @@ int main(int argc, char **argv)
 	if (loop_start(l) != 0 || maint_start(maint_core) != 0 || group_start(group_core) != 0 ||
 	    web_start(listen_fd, (int)cfg.threads, owner, open_core) != 0)
 		return 1;
-	log_info("signal-fcgi started: db=%s threads=%lld room-limit=%lld heartbeat=%llds mailbox=%lld%s%s",
-		 cfg.db_path, (long long)cfg.threads, (long long)cfg.room_limit,
+	log_info("signal-fcgi started: store=%s threads=%lld room-limit=%lld heartbeat=%llds mailbox=%lld%s%s",
+		 store_shown(), (long long)cfg.threads, (long long)cfg.room_limit,
 		 (long long)cfg.heartbeat_timeout, (long long)cfg.mailbox_limit, cfg.listen ? " listen=" : "",
 		 cfg.listen ? cfg.listen : "");
 	if (ws_fd >= 0)

@@ -13,9 +13,9 @@ is "$STATUS" 200 "login answers 200"
 is "$(echo "$BODY" | jq -c '[.type,.success,.userId,.protocol]')" '["login",true,"alice","webrtc-v1"]' "login reply carries the seed's fields"
 A=$(echo "$BODY" | jq -r .token)
 like "$A" '^[0-9a-f]{64}$' "token is 256 bits of hex"
-hash=$(sqlite3 "$SERVER_DB" "SELECT hex(token_hash) FROM sessions WHERE user_id='alice'")
+hash=$(sql "SELECT $(hex_sql token_hash) FROM sessions WHERE user_id='alice'")
 is "${#hash}" 64 "the store keeps a 32-byte hash"
-is "$(sqlite3 "$SERVER_DB" "SELECT count(*) FROM sessions WHERE token_hash='$A' OR hex(token_hash)=upper('$A')")" 0 "the token itself is not stored"
+is "$(sql "SELECT count(*) FROM sessions WHERE token_hash='$A' OR $(hex_sql token_hash)=upper('$A')")" 0 "the token itself is not stored"
 
 post "" '{"type":"login","userId":"alice"}'
 is "$STATUS" 409 "a live userId is refused"
@@ -85,7 +85,7 @@ is "$STATUS/$(echo "$BODY" | jq -r .error)" 409/not-in-room "signal outside a ro
 # Fill carol's mailbox to the cap of 3 undelivered events, then one more.
 # A poll's answer is recorded as delivered within a second (as for SSE).
 lastc=$(curl -s "$BASE/api/poll?timeout=0&token=$C" | jq -r .last)
-undelivered() { sqlite3 "$SERVER_DB" "SELECT count(*) FROM events e JOIN sessions s ON s.id=e.session_id WHERE s.user_id='carol' AND e.id > s.sent_upto"; }
+undelivered() { sql "SELECT count(*) FROM events e JOIN sessions s ON s.id=e.session_id WHERE s.user_id='carol' AND e.id > s.sent_upto"; }
 for i in $(seq 1 40); do [ "$(undelivered)" = 0 ] && break; sleep 0.05; done
 is "$(undelivered)" 0 "a poll marks carol's events delivered (within a second)"
 for i in 1 2 3; do post "$A" "{\"type\":\"signal\",\"to\":\"carol\",\"n\":$i}"; done
@@ -111,7 +111,7 @@ is "$STATUS" 200 "ping answers 200"
 is "$(echo "$BODY" | jq -r .type)" pong "... with pong"
 last=$(curl -s "$BASE/api/poll?timeout=0&token=$B" | jq -r .last)
 post "$B" "{\"type\":\"ping\",\"ack\":$last}"
-is "$(sqlite3 "$SERVER_DB" "SELECT count(*) FROM events e JOIN sessions s ON s.id=e.session_id WHERE s.user_id='bob' AND e.id <= $last")" 0 "ping with ack deletes acknowledged events"
+is "$(sql "SELECT count(*) FROM events e JOIN sessions s ON s.id=e.session_id WHERE s.user_id='bob' AND e.id <= $last")" 0 "ping with ack deletes acknowledged events"
 post "$B" '{"type":"ping","ack":-1}'
 is "$STATUS/$(echo "$BODY" | jq -r .error)" 400/invalid-field "a negative ack is refused"
 is "$(echo "$BODY" | jq -r '.field + " | " + .msg')" "ack | ack: must not be negative" "... naming ack"
@@ -226,6 +226,19 @@ is "$(echo "$BODY" | jq -c '[.events[] | select(has("cid"))] | length')" 0 "... 
 # --- 503 busy: another process holds the write lock past the busy timeout ---
 stop_server
 PORT_FIXED=1 start_server --db "$SERVER_DB" -- --busy-timeout 200 || exit 1
+if [ "$STORE" = postgres ]; then
+	# A lock on the sessions table that every command's first read waits
+	# for, held past the lock_timeout (= --busy-timeout) for 2 s.
+	pg_sql "$SERVER_PG" "BEGIN; LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(2); COMMIT" \
+		>"$OUT/locker.out" 2>&1 &
+	LOCKER=$!
+	for i in $(seq 1 250); do # "locked" once the lock is granted
+		[ "$(sql "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+			WHERE c.relname = 'sessions' AND l.mode = 'AccessExclusiveLock' AND l.granted")" = 1 ] &&
+			{ echo locked >"$OUT/locker.log"; break; }
+		sleep 0.02
+	done
+else
 python3 - "$SERVER_DB" >"$OUT/locker.log" 2>&1 <<'PY' &
 import sqlite3, sys, time
 db = sqlite3.connect(sys.argv[1], isolation_level=None)
@@ -235,6 +248,7 @@ time.sleep(2)
 db.execute("ROLLBACK")
 PY
 LOCKER=$!
+fi
 wait_for "$OUT/locker.log" locked 5
 post "$A" '{"type":"ping"}'
 is "$STATUS/$(echo "$BODY" | jq -r .error)" 503/busy "a store locked past --busy-timeout: 503 busy"

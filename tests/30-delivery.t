@@ -58,7 +58,7 @@ wait_for "$OUT/bob2.sse" '"n":5' 5
 ok $? "resume with Last-Event-ID delivers what was queued"
 is "$(sse_data "$OUT/bob2.sse" | jq -r 'select(.n) | .n' | tr '\n' ' ')" "1 2 3 4 5 " "nothing lost, nothing twice, in order"
 is "$(sse_data "$OUT/bob2.sse" | jq -r "select(.id <= $lastb) | .id" | wc -l)" 0 "events up to Last-Event-ID are not repeated"
-is "$(sqlite3 "$SERVER_DB" "SELECT count(*) FROM events e JOIN sessions s ON s.id=e.session_id WHERE s.user_id='bob' AND e.id <= $lastb")" 0 "events up to Last-Event-ID are deleted (acknowledged)"
+is "$(sql "SELECT count(*) FROM events e JOIN sessions s ON s.id=e.session_id WHERE s.user_id='bob' AND e.id <= $lastb")" 0 "events up to Last-Event-ID are deleted (acknowledged)"
 PB=$SSE_PID
 
 # ?lastEventId= works like the header
@@ -116,7 +116,7 @@ get "/api/poll?since=$lp&timeout=0" -H "Authorization: Bearer $B"
 # A poll re-opened where the last one was answered takes its claim over
 # and records the ack with the loop's next flush of marks (within a second).
 for i in $(seq 1 30); do
-	left=$(sqlite3 "$SERVER_DB" "SELECT count(*) FROM events e JOIN sessions s ON s.id=e.session_id WHERE s.user_id='bob' AND e.id <= $lp")
+	left=$(sql "SELECT count(*) FROM events e JOIN sessions s ON s.id=e.session_id WHERE s.user_id='bob' AND e.id <= $lp")
 	[ "$left" = 0 ] && break
 	sleep 0.1
 done
@@ -130,7 +130,7 @@ is "$STATUS" 400 "a repeated query key is refused"
 
 # --- a poll re-opened in the process that answered the last one takes
 # that claim over (no new claim is written), with nothing lost or repeated ---
-gen0=$(sqlite3 "$SERVER_DB" "SELECT stream_gen FROM sessions WHERE user_id='bob'")
+gen0=$(sql "SELECT stream_gen FROM sessions WHERE user_id='bob'")
 got=""
 t0=$(date +%s%N)
 for n in $(seq 101 120); do
@@ -140,7 +140,7 @@ for n in $(seq 101 120); do
 	lp=$(echo "$BODY" | jq -r .last)
 done
 is "$got" "$(seq 101 120 | tr '\n' ' ')" "20 poll cycles: each event once, in order"
-gen1=$(sqlite3 "$SERVER_DB" "SELECT stream_gen FROM sessions WHERE user_id='bob'")
+gen1=$(sql "SELECT stream_gen FROM sessions WHERE user_id='bob'")
 # A claim is written anew only when the once-a-second flush released it in
 # the few ms between an answer and the next poll: each new claim takes a
 # flush of its own, so there are at most as many as flushes in the loop

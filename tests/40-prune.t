@@ -22,8 +22,8 @@ ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 [ $ms -ge 1500 ] && [ $ms -le 12000 ]; ok $? "pruned within timeout + 10 s (${ms} ms after its last request)"
 post "$B" '{"type":"ping"}'
 is "$STATUS/$(echo "$BODY" | jq -r .error)" 401/unauthorized "a pruned session's token answers 401"
-is "$(sqlite3 "$SERVER_DB" "SELECT count(*) FROM sessions WHERE user_id='bob'")" 0 "the session row is gone"
-is "$(sqlite3 "$SERVER_DB" "SELECT count(*) FROM events WHERE session_id NOT IN (SELECT id FROM sessions)")" 0 "its mailbox is gone"
+is "$(sql "SELECT count(*) FROM sessions WHERE user_id='bob'")" 0 "the session row is gone"
+is "$(sql "SELECT count(*) FROM events WHERE session_id NOT IN (SELECT id FROM sessions)")" 0 "its mailbox is gone"
 
 sleep 2.5   # two more prune passes in each of the two processes
 is "$(grep -c '"type":"user-left","userId":"bob"' "$OUT/alice.sse")" 1 "user-left is sent once, though two processes prune"

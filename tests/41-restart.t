@@ -50,6 +50,6 @@ sse_open bob3 "$B" -H "Last-Event-ID: $last"
 wait_for "$OUT/bob3.sse" '"n":7' 5
 ok $? "events acknowledged before the crash are delivered after it"
 is "$(sse_data "$OUT/bob3.sse" | jq -r 'select(.n) | .n' | tr '\n' ' ')" "6 7 " "... exactly once, in order"
-is "$(sqlite3 "$SERVER_DB" 'PRAGMA integrity_check')" ok "the database passes integrity_check"
+integrity_check "the database passes integrity_check"
 
 done_testing

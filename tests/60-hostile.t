@@ -9,7 +9,7 @@ A=$(login alice)
 B=$(login bob)
 post "$A" '{"type":"join","roomId":"r"}'
 post "$B" '{"type":"join","roomId":"r"}'
-snapshot() { sqlite3 "$SERVER_DB" "SELECT (SELECT count(*) FROM sessions),(SELECT count(*) FROM memberships),(SELECT count(*) FROM events),(SELECT group_concat(user_id) FROM sessions)"; }
+snapshot() { sql "SELECT (SELECT count(*) FROM sessions),(SELECT count(*) FROM memberships),(SELECT count(*) FROM events),(SELECT $(agg_sql user_id) FROM sessions)"; }
 before=$(snapshot)
 
 # expect STATUS CODE NAME -- curl args...
@@ -54,10 +54,10 @@ python3 -c 'import json; print(json.dumps({"type":"signal","to":"bob","sdp":"x"*
 post "$A" "$(cat "$OUT/fits.json")"
 is "$STATUS" 200 "a 32,000-byte SDP fits under --max-signal (32 KiB)"
 python3 -c 'import json; print(json.dumps({"type":"signal","to":"bob","sdp":"x"*40000}))' >"$OUT/over.json"
-before_q=$(sqlite3 "$SERVER_DB" "SELECT count(*) FROM events")
+before_q=$(sql "SELECT count(*) FROM events")
 post "$A" "$(cat "$OUT/over.json")"
 is "$STATUS/$(echo "$BODY" | jq -r .error)" 413/too-large "a 40,000-byte signal is over --max-signal: 413"
-is "$(sqlite3 "$SERVER_DB" "SELECT count(*) FROM events")" "$before_q" "... and nothing was queued"
+is "$(sql "SELECT count(*) FROM events")" "$before_q" "... and nothing was queued"
 expect 400 unknown-type "type is a number" -- "${auth[@]}" --data-binary '{"type":1}' "$(cmd)"
 
 # --- ids ---

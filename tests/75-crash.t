@@ -36,5 +36,5 @@ is "$(jq -c '[.pairs[] | select(.in_order | not)] | length' "$OUT/result.json")"
 diag "retries answered from a stored reply (replayed): $(jq .replayed "$OUT/result.json")"
 is "$(jq -c '[.pairs[].duplicates] | add' "$OUT/result.json")" 0 "no message arrived twice (duplicates: 0)"
 is "$(jq -c '[.pairs[].via] | unique' "$OUT/result.json")" '["poll","sse"]' "over both SSE and long-poll"
-is "$(sqlite3 "$SERVER_DB" 'PRAGMA integrity_check')" ok "the database passes integrity_check"
+integrity_check "the database passes integrity_check"
 done_testing

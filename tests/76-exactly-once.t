@@ -38,5 +38,5 @@ jq -c '.pairs[]' "$OUT/nocid.json" | sed 's/^/# /'
 dups=$(jq -c '[.pairs[].duplicates] | add' "$OUT/nocid.json")
 [ "${dups:-0}" -ge 1 ]; ok $? "without cids the same crashes delivered messages twice: $dups duplicates"
 is "$(jq -c '[.pairs[].lost | length] | add' "$OUT/nocid.json")" 0 "... though none was lost"
-is "$(sqlite3 "$SERVER_DB" 'PRAGMA integrity_check')" ok "the database passes integrity_check"
+integrity_check "the database passes integrity_check"
 done_testing

@@ -12,7 +12,13 @@
 #                         mod_fcgid spawning the shared-hosting bundle
 #                         (tests/apache-fcgid.sh);
 #                         LIGHTTPD_CONF / NGINX_SED: a changed copy of the
-#                         shipped config (tests/67-front-errors.t)
+#                         shipped config (tests/67-front-errors.t);
+#                         STORE=postgres (with PG_PORT: a server pg_start
+#                         started) keeps the state in PostgreSQL instead, one
+#                         database per --db FILE
+#   sql QUERY             -> the rows of QUERY on the store that runs (SQLite
+#                         file or PostgreSQL database), `|`-separated
+#   pg_start / pg_stop    a throwaway PostgreSQL on a free port: PG_PORT, PG_PID
 #   stop_server           (returns once its responders have exited)
 #   login USER            -> prints the token (fails the test on error)
 #   post TOKEN JSON       -> sets $STATUS and $BODY
@@ -31,6 +37,10 @@ SERVER_PID=""
 BACKEND_PGIDS=""
 BG_PIDS=""
 FRONT=${FRONT:-lighttpd}
+STORE=${STORE:-sqlite}
+PG_PID=""
+PG_DIR=""
+PG_MADE=" " # databases this test created (dropped and made afresh once per test)
 
 ok() { # ok EXIT_STATUS_OR_0/1 NAME
 	_T_N=$((_T_N + 1))
@@ -80,6 +90,10 @@ start_server() {
 	done
 	SERVER_ARGS="$*"
 	SERVER_DB=$db
+	if [ "$STORE" = postgres ]; then
+		pg_db "$db" || return 1
+		SERVER_ARGS="--store $SERVER_PG_URL $SERVER_ARGS"
+	fi
 	SERVER_PROCS=$procs
 	[ -n "${PORT_FIXED:-}" ] || PORT=$(free_port)
 	BASE="http://127.0.0.1:$PORT"
@@ -275,6 +289,59 @@ make_pairs() {
 	done
 	echo "${p%,}]"
 }
+# pg_start: initdb and start a throwaway PostgreSQL 15 (tools/pg-local.sh)
+# on a free port of 127.0.0.1, its data under /tmp (the postgres user it
+# runs as may not reach the checkout); sets PG_PORT and PG_PID. pg_stop
+# (also at exit) stops that PID and deletes the data.
+pg_start() {
+	PG_PORT=$(free_port)
+	PG_DIR=/tmp/signal-pg-test-$$-$PG_PORT
+	PG_PID=$("$ROOT/tools/pg-local.sh" start "$PG_DIR" "$PG_PORT" 2>>"$OUT/pg.log") || {
+		echo "# PostgreSQL did not start:"; sed 's/^/#   /' "$OUT/pg.log" "$PG_DIR/server.log" 2>/dev/null | tail -20
+		PG_PID=""
+		return 1
+	}
+	export PG_PORT
+}
+pg_stop() {
+	[ -n "$PG_PID" ] || return 0
+	kill -INT "$PG_PID" 2>/dev/null # fast shutdown
+	local i
+	for i in $(seq 1 600); do kill -0 "$PG_PID" 2>/dev/null || break; sleep 0.05; done
+	PG_PID=""
+	rm -rf "$PG_DIR" "$PG_DIR.initdb.log"
+}
+# psql as the server's superuser on 127.0.0.1:PG_PORT.
+pg_sql() { # pg_sql DB QUERY
+	PGOPTIONS="-c client_min_messages=warning" psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -d "$1" -X -qAt -v ON_ERROR_STOP=1 -c "$2"
+}
+# pg_db FILE: the database standing for the SQLite file FILE, fresh the
+# first time this test names it; sets SERVER_PG, SERVER_PG_URL.
+pg_db() {
+	SERVER_PG=t_$(printf '%s' "$1" | md5sum | cut -c1-16)
+	SERVER_PG_URL="postgresql://postgres@127.0.0.1:$PG_PORT/$SERVER_PG"
+	case "$PG_MADE" in *" $SERVER_PG "*) return 0 ;; esac
+	pg_sql postgres "DROP DATABASE IF EXISTS $SERVER_PG" >/dev/null &&
+		pg_sql postgres "CREATE DATABASE $SERVER_PG" >/dev/null || return 1
+	PG_MADE="$PG_MADE$SERVER_PG "
+}
+# sql QUERY: on the store of the server that runs.
+sql() {
+	if [ "$STORE" = postgres ]; then pg_sql "$SERVER_PG" "$1"; else sqlite3 "$SERVER_DB" "$1"; fi
+}
+# The SQL of a column's bytes in hex, and of a comma-joined column, per store.
+hex_sql() { if [ "$STORE" = postgres ]; then echo "upper(encode($1, 'hex'))"; else echo "hex($1)"; fi; }
+agg_sql() { if [ "$STORE" = postgres ]; then echo "string_agg($1, ',' ORDER BY $1)"; else echo "group_concat($1)"; fi; }
+# integrity_check NAME: SQLite's file check; PostgreSQL has no such file
+# format to check, so there it is a visible skip.
+integrity_check() {
+	if [ "$STORE" = postgres ]; then
+		_T_N=$((_T_N + 1)); echo "ok $_T_N - $1 # skip PRAGMA integrity_check is SQLite's"
+	else
+		is "$(sqlite3 "$SERVER_DB" 'PRAGMA integrity_check')" ok "$1"
+	fi
+}
+
 # Background helpers (curl -N readers) are killed at exit too.
 bg() { "$@" & BG_PIDS="$BG_PIDS $!"; }
 cleanup() {
@@ -285,6 +352,7 @@ cleanup() {
 		userdel "$FCGID_USER" 2>/dev/null
 		FCGID_MADE=""
 	fi
+	pg_stop
 }
 trap cleanup EXIT
 

@@ -8,7 +8,8 @@
 #   3 delivery:  fcgi/deliver/: loop held marks fcgirec evfmt bell group maint
 #   2 core:      fcgi/core/: core jsonv ratelimit
 #   1 store:     fcgi/store/store.h (the interface)
-#   0 engine:    fcgi/store/store_sqlite.c (implements store.h: its one include upward)
+#   1 store:     fcgi/store/store.c (dispatches each call to the engine of the handle)
+#   0 engine:    fcgi/store/store_sqlite.c, store_pg.c, store_ops.h (implement store.h: their one include upward)
 #   base:        fcgi/base/: error xalloc buf util log config metrics; schema (generated)
 # A module's folder must be its layer's (a file moved to the wrong folder is
 # an offence too), and every include names the folder: "core/core.h".
@@ -19,7 +20,7 @@ layer() {
 	loop | held | marks | fcgirec | evfmt | bell | group | maint) echo 3 ;;
 	core | jsonv | ratelimit) echo 2 ;;
 	store) echo 1 ;;
-	store_sqlite) echo 0 ;;
+	store_sqlite | store_pg | store_ops) echo 0 ;;
 	error | xalloc | buf | util | log | config | metrics | schema) echo base ;;
 	*) echo unknown ;;
 	esac
@@ -31,7 +32,7 @@ above() { # above FROM TO: is TO's layer above FROM's?
 	[ "$a" = unknown ] || [ "$b" = unknown ] && { echo "unknown module: $1 or $2"; return 0; }
 	[ "$b" = base ] && return 1
 	[ "$a" = base ] && return 0
-	[ "$1" = store_sqlite ] && [ "$2" = store ] && return 1
+	case $1 in store_sqlite | store_pg | store_ops) [ "$2" = store ] && return 1 ;; esac
 	[ "$b" -gt "$a" ]
 }
 folder() {

@@ -107,6 +107,7 @@ static const struct {
 	{"--listen", &cfg.listen},
 	{"--ws-listen", &cfg.ws_listen},
 	{"--db", &cfg.db_path},
+	{"--store", &cfg.store},
 	{"--auth-secret", &cfg.auth_secret_file},
 	{"--allow-origin", &cfg.allow_origin},
 	{"--metrics-allow", &cfg.metrics_allow},
@@ -137,6 +138,9 @@ static void usage(FILE *f)
 		"  --ws-listen ADDR       also serve WebSocket (/api/ws, the Upgrade passed on by the\n"
 		"                         front server's proxy) on a unix socket path or HOST:PORT\n"
 		"  --db PATH              SQLite database file (default %s)\n"
+		"  --store URI            keep the state in PostgreSQL instead: a libpq URI\n"
+		"                         (postgresql://user@host/db, multi-host with\n"
+		"                         target_session_attrs=read-write) or conninfo; --db is then unused\n"
 		"  --auth-secret FILE     require logins signed by your backend: \"auth\":\"EXPIRY:HMAC\",\n"
 		"                         HMAC = hex HMAC-SHA256(secret, userId \":\" EXPIRY), EXPIRY in\n"
 		"                         Unix seconds (default: none, anyone may log in as any id)\n"

@@ -14,6 +14,7 @@ struct sig_config {
 	const char *ws_listen;      /* WebSocket listener (unix path or HOST:PORT), NULL: none */
 	int64_t ws_ping;            /* seconds between WebSocket pings */
 	const char *db_path;
+	const char *store;          /* PostgreSQL URI or conninfo; NULL: the SQLite file db_path */
 	int64_t room_limit;
 	int64_t heartbeat_timeout;  /* seconds */
 	int64_t prune_interval;     /* seconds */

@@ -75,11 +75,18 @@ struct store_stats {
 	int64_t sessions, rooms, memberships, events, streams;
 };
 
-/* Open (creating and migrating as needed) the store at `where` (SQLite: a
- * file path). A write waits for the lock at most busy_timeout_ms. On
- * success *out must be freed with store_close(); on failure *out is NULL. */
+/* Open (creating and migrating as needed) the store at `where`: a
+ * PostgreSQL URI (postgresql://...) or conninfo ("host=... dbname=...")
+ * opens store_pg.c, anything else is an SQLite file path. A write waits
+ * for a lock at most busy_timeout_ms. On success *out must be freed with
+ * store_close(); on failure *out is NULL, and SIG_E_BUSY there means the
+ * database could not be reached (try again later). */
 sig_err store_open(const char *where, int64_t busy_timeout_ms, store **out);
 void store_close(store *st); /* NULL is fine */
+/* Whether store_open would open `where` on PostgreSQL. */
+int store_is_postgres(const char *where);
+/* The engine of a handle, for logs: "sqlite" or "postgresql". */
+const char *store_engine(store *st);
 
 /* A write transaction: waits for the write lock up to the busy timeout
  * (then SIG_E_BUSY). */

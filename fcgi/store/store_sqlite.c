@@ -25,6 +25,7 @@
 #include "base/util.h"
 #include "base/xalloc.h"
 #include "store/store.h"
+#include "store/store_ops.h"
 
 #include <pthread.h>
 #include <sqlite3.h>
@@ -33,6 +34,11 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+
+#define STORE_ENGINE(name) sq_##name
+STORE_CALLS(STORE_OP_DECL)
+static void sq_close(store *st);
+static void sq_rollback(store *st);
 
 extern const char *const schema_migrations[];
 extern const int schema_migration_count;
@@ -182,6 +188,7 @@ static const char *const stmt_sql[Q__COUNT] = {
 };
 
 struct store {
+	const struct store_ops *ops; /* first: see store_ops.h */
 	sqlite3 *db;
 	sqlite3_stmt *stmt[Q__COUNT];
 	int64_t busy_timeout_us;
@@ -334,10 +341,11 @@ static sig_err set_wal(store *st)
 	}
 }
 
-sig_err store_open(const char *path, int64_t busy_timeout_ms, store **out)
+static sig_err sq_open(const char *path, int64_t busy_timeout_ms, store **out)
 {
 	*out = NULL;
 	store *st = xcalloc(1, sizeof *st);
+	st->ops = &store_sqlite_ops;
 	st->busy_timeout_us = busy_timeout_ms * 1000;
 	/* The database holds session token hashes and messages: owner only. */
 	mode_t old = umask(077);
@@ -347,7 +355,7 @@ sig_err store_open(const char *path, int64_t busy_timeout_ms, store **out)
 	sig_err e;
 	if (rc != SQLITE_OK) {
 		e = db_error(st, "open", rc);
-		store_close(st);
+		sq_close(st);
 		return e;
 	}
 	sqlite3_busy_handler(st->db, busy_wait, st);
@@ -358,14 +366,14 @@ sig_err store_open(const char *path, int64_t busy_timeout_ms, store **out)
 			  "PRAGMA journal_size_limit=67108864",
 			  "pragmas")) != SIG_OK ||
 	    (e = migrate(st)) != SIG_OK) {
-		store_close(st);
+		sq_close(st);
 		return e;
 	}
 	for (int i = 0; i < Q__COUNT; i++) {
 		rc = sqlite3_prepare_v3(st->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &st->stmt[i], NULL);
 		if (rc != SQLITE_OK) {
 			e = db_error(st, stmt_sql[i], rc);
-			store_close(st);
+			sq_close(st);
 			return e;
 		}
 	}
@@ -373,12 +381,12 @@ sig_err store_open(const char *path, int64_t busy_timeout_ms, store **out)
 	return SIG_OK;
 }
 
-void store_close(store *st)
+static void sq_close(store *st)
 {
 	if (st == NULL)
 		return;
 	if (st->in_txn)
-		store_rollback(st);
+		sq_rollback(st);
 	for (int i = 0; i < Q__COUNT; i++)
 		sqlite3_finalize(st->stmt[i]);
 	sqlite3_close(st->db);
@@ -394,7 +402,7 @@ static int run_txn_stmt(store *st, enum stmt_id id)
 	return rc;
 }
 
-sig_err store_begin(store *st)
+static sig_err sq_begin(store *st)
 {
 	pthread_mutex_lock(&write_lock);
 	int rc = run_txn_stmt(st, Q_BEGIN_WRITE);
@@ -406,7 +414,7 @@ sig_err store_begin(store *st)
 	return SIG_OK;
 }
 
-sig_err store_begin_read(store *st)
+static sig_err sq_begin_read(store *st)
 {
 	int rc = run_txn_stmt(st, Q_BEGIN_READ);
 	if (rc != SQLITE_DONE)
@@ -415,7 +423,7 @@ sig_err store_begin_read(store *st)
 	return SIG_OK;
 }
 
-sig_err store_commit(store *st)
+static sig_err sq_commit(store *st)
 {
 	int64_t t0 = util_mono_us();
 	int rc = run_txn_stmt(st, Q_COMMIT);
@@ -433,13 +441,13 @@ sig_err store_commit(store *st)
 	return e;
 }
 
-sig_err store_savepoint(store *st)
+static sig_err sq_savepoint(store *st)
 {
 	int rc = run_txn_stmt(st, Q_SAVEPOINT);
 	return rc == SQLITE_DONE ? SIG_OK : db_error(st, "savepoint", rc);
 }
 
-sig_err store_savepoint_end(store *st, int keep)
+static sig_err sq_savepoint_end(store *st, int keep)
 {
 	int rc = SQLITE_DONE;
 	if (!keep)
@@ -450,7 +458,7 @@ sig_err store_savepoint_end(store *st, int keep)
 	return rc2 == SQLITE_DONE ? SIG_OK : db_error(st, "release savepoint", rc2);
 }
 
-void store_rollback(store *st)
+static void sq_rollback(store *st)
 {
 	if (!st->in_txn)
 		return;
@@ -496,21 +504,21 @@ static sig_err session_query(store *st, sqlite3_stmt *s, store_session *out, con
 	return SIG_OK;
 }
 
-sig_err store_session_by_token(store *st, const uint8_t hash[STORE_HASH_LEN], store_session *out)
+static sig_err sq_session_by_token(store *st, const uint8_t hash[STORE_HASH_LEN], store_session *out)
 {
 	sqlite3_stmt *s = stmt(st, Q_SESSION_BY_TOKEN);
 	sqlite3_bind_blob(s, 1, hash, STORE_HASH_LEN, SQLITE_STATIC);
 	return session_query(st, s, out, "session by token");
 }
 
-sig_err store_session_by_user(store *st, const char *user_id, store_session *out)
+static sig_err sq_session_by_user(store *st, const char *user_id, store_session *out)
 {
 	sqlite3_stmt *s = stmt(st, Q_SESSION_BY_USER);
 	sqlite3_bind_text(s, 1, user_id, -1, SQLITE_STATIC);
 	return session_query(st, s, out, "session by user");
 }
 
-sig_err store_session_create(store *st, const char *user_id, const char *protocol,
+static sig_err sq_session_create(store *st, const char *user_id, const char *protocol,
 			     const uint8_t hash[STORE_HASH_LEN], int64_t now, int64_t *id_out)
 {
 	sqlite3_stmt *s = stmt(st, Q_SESSION_CREATE);
@@ -528,7 +536,7 @@ sig_err store_session_create(store *st, const char *user_id, const char *protoco
 	return SIG_OK;
 }
 
-sig_err store_session_touch(store *st, int64_t sid, int64_t now)
+static sig_err sq_session_touch(store *st, int64_t sid, int64_t now)
 {
 	sqlite3_stmt *s = stmt(st, Q_SESSION_TOUCH);
 	sqlite3_bind_int64(s, 1, sid);
@@ -536,14 +544,14 @@ sig_err store_session_touch(store *st, int64_t sid, int64_t now)
 	return exec_stmt(st, Q_SESSION_TOUCH, "session touch");
 }
 
-sig_err store_session_delete(store *st, int64_t sid)
+static sig_err sq_session_delete(store *st, int64_t sid)
 {
 	sqlite3_bind_int64(stmt(st, Q_SESSION_DELETE), 1, sid);
 	return exec_stmt(st, Q_SESSION_DELETE, "session delete");
 }
 
-sig_err store_sessions_stale(store *st, int64_t before, int64_t ended_before, store_session *out, int max,
-			     int *n)
+static sig_err sq_sessions_stale(store *st, int64_t before, int64_t ended_before, store_session *out, int max,
+				 int *n)
 {
 	sqlite3_stmt *s = stmt(st, Q_SESSIONS_STALE);
 	sqlite3_bind_int64(s, 1, before);
@@ -559,7 +567,7 @@ sig_err store_sessions_stale(store *st, int64_t before, int64_t ended_before, st
 	return SIG_OK;
 }
 
-sig_err store_member_set(store *st, int64_t sid, const char *room, int64_t now)
+static sig_err sq_member_set(store *st, int64_t sid, const char *room, int64_t now)
 {
 	sig_err e;
 	sqlite3_bind_int64(stmt(st, Q_MEMBER_DELETE), 1, sid);
@@ -572,7 +580,7 @@ sig_err store_member_set(store *st, int64_t sid, const char *room, int64_t now)
 	return exec_stmt(st, Q_MEMBER_INSERT, "join room");
 }
 
-sig_err store_room_members(store *st, const char *room, store_member *out, int max, int *n)
+static sig_err sq_room_members(store *st, const char *room, store_member *out, int max, int *n)
 {
 	sqlite3_stmt *s = stmt(st, Q_ROOM_MEMBERS);
 	sqlite3_bind_text(s, 1, room, -1, SQLITE_STATIC);
@@ -603,7 +611,7 @@ static sig_err query_int(store *st, sqlite3_stmt *s, int64_t *out, const char *w
 	return SIG_OK;
 }
 
-sig_err store_event_push(store *st, int64_t sid, const char *body, size_t len, int64_t cap,
+static sig_err sq_event_push(store *st, int64_t sid, const char *body, size_t len, int64_t cap,
 			 int64_t now, int64_t *id_out, int64_t *prev_out)
 {
 	sig_err e;
@@ -641,7 +649,7 @@ sig_err store_event_push(store *st, int64_t sid, const char *body, size_t len, i
 	return SIG_OK;
 }
 
-sig_err store_events_ack(store *st, int64_t sid, int64_t upto)
+static sig_err sq_events_ack(store *st, int64_t sid, int64_t upto)
 {
 	sqlite3_stmt *s = stmt(st, Q_EVENTS_ACK);
 	sqlite3_bind_int64(s, 1, sid);
@@ -649,7 +657,7 @@ sig_err store_events_ack(store *st, int64_t sid, int64_t upto)
 	return exec_stmt(st, Q_EVENTS_ACK, "ack");
 }
 
-sig_err store_stream_claim(store *st, int64_t sid, int64_t owner, int64_t now, int64_t *gen_out,
+static sig_err sq_stream_claim(store *st, int64_t sid, int64_t owner, int64_t now, int64_t *gen_out,
 			   int64_t *prev_owner)
 {
 	sqlite3_stmt *s = stmt(st, Q_STREAM_CLAIM_READ);
@@ -675,7 +683,7 @@ sig_err store_stream_claim(store *st, int64_t sid, int64_t owner, int64_t now, i
 	return e;
 }
 
-sig_err store_stream_release(store *st, int64_t sid, int64_t gen)
+static sig_err sq_stream_release(store *st, int64_t sid, int64_t gen)
 {
 	sqlite3_stmt *s = stmt(st, Q_STREAM_RELEASE);
 	sqlite3_bind_int64(s, 1, sid);
@@ -683,7 +691,7 @@ sig_err store_stream_release(store *st, int64_t sid, int64_t gen)
 	return exec_stmt(st, Q_STREAM_RELEASE, "stream release");
 }
 
-sig_err store_stream_pull(store *st, int64_t sid, int64_t gen, int64_t after, int limit,
+static sig_err sq_stream_pull(store *st, int64_t sid, int64_t gen, int64_t after, int limit,
 			  store_event_fn fn, void *ctx, int64_t *lost_upto)
 {
 	sqlite3_stmt *s = stmt(st, Q_STREAM_CHECK);
@@ -716,7 +724,7 @@ sig_err store_stream_pull(store *st, int64_t sid, int64_t gen, int64_t after, in
 	return ended && last >= ended ? SIG_E_UNAUTHORIZED : SIG_OK;
 }
 
-sig_err store_mark_sent(store *st, int64_t sid, int64_t upto, int64_t window)
+static sig_err sq_mark_sent(store *st, int64_t sid, int64_t upto, int64_t window)
 {
 	sig_err e;
 	sqlite3_stmt *s = stmt(st, Q_MARK_SENT);
@@ -743,7 +751,7 @@ sig_err store_mark_sent(store *st, int64_t sid, int64_t upto, int64_t window)
 	return exec_stmt(st, Q_LOST_MARK, "lost mark");
 }
 
-sig_err store_streams_refresh(store *st, int64_t owner, int64_t now)
+static sig_err sq_streams_refresh(store *st, int64_t owner, int64_t now)
 {
 	sqlite3_stmt *s = stmt(st, Q_STREAMS_REFRESH);
 	sqlite3_bind_int64(s, 1, owner);
@@ -751,7 +759,7 @@ sig_err store_streams_refresh(store *st, int64_t owner, int64_t now)
 	return exec_stmt(st, Q_STREAMS_REFRESH, "streams refresh");
 }
 
-sig_err store_recent_recipients(store *st, int64_t owner, int64_t after, int64_t *sids, int max,
+static sig_err sq_recent_recipients(store *st, int64_t owner, int64_t after, int64_t *sids, int max,
 				int *n, int64_t *max_id)
 {
 	int64_t newest = 0;
@@ -780,7 +788,7 @@ sig_err store_recent_recipients(store *st, int64_t owner, int64_t after, int64_t
 	return SIG_OK;
 }
 
-sig_err store_stats(store *st, struct store_stats *out)
+static sig_err sq_stats(store *st, struct store_stats *out)
 {
 	sqlite3_stmt *s = stmt(st, Q_STATS);
 	int rc = sqlite3_step(s);
@@ -798,17 +806,17 @@ sig_err store_stats(store *st, struct store_stats *out)
 	return SIG_OK;
 }
 
-sig_err store_session_count(store *st, int64_t *n)
+static sig_err sq_session_count(store *st, int64_t *n)
 {
 	return query_int(st, stmt(st, Q_SESSION_COUNT), n, "session count");
 }
 
-sig_err store_room_count(store *st, int64_t *n)
+static sig_err sq_room_count(store *st, int64_t *n)
 {
 	return query_int(st, stmt(st, Q_ROOM_COUNT), n, "room count");
 }
 
-sig_err store_rate_take(store *st, const char *key, double rate, double burst, int64_t now,
+static sig_err sq_rate_take(store *st, const char *key, double rate, double burst, int64_t now,
 			int *wait_s)
 {
 	sqlite3_stmt *s = stmt(st, Q_RATE_READ);
@@ -836,13 +844,13 @@ sig_err store_rate_take(store *st, const char *key, double rate, double burst, i
 	return exec_stmt(st, Q_RATE_WRITE, "rate write");
 }
 
-sig_err store_rate_gc(store *st, int64_t before)
+static sig_err sq_rate_gc(store *st, int64_t before)
 {
 	sqlite3_bind_int64(stmt(st, Q_RATE_GC), 1, before);
 	return exec_stmt(st, Q_RATE_GC, "rate gc");
 }
 
-sig_err store_ticket_create(store *st, int64_t sid, const uint8_t hash[STORE_HASH_LEN], int64_t expires,
+static sig_err sq_ticket_create(store *st, int64_t sid, const uint8_t hash[STORE_HASH_LEN], int64_t expires,
 			    int keep)
 {
 	sqlite3_stmt *s = stmt(st, Q_TICKET_CREATE);
@@ -858,7 +866,7 @@ sig_err store_ticket_create(store *st, int64_t sid, const uint8_t hash[STORE_HAS
 	return exec_stmt(st, Q_TICKET_TRIM, "ticket trim");
 }
 
-sig_err store_ticket_take(store *st, const uint8_t hash[STORE_HASH_LEN], int64_t now, store_session *out)
+static sig_err sq_ticket_take(store *st, const uint8_t hash[STORE_HASH_LEN], int64_t now, store_session *out)
 {
 	sqlite3_stmt *s = stmt(st, Q_TICKET_SESSION);
 	sqlite3_bind_blob(s, 1, hash, STORE_HASH_LEN, SQLITE_STATIC);
@@ -871,13 +879,13 @@ sig_err store_ticket_take(store *st, const uint8_t hash[STORE_HASH_LEN], int64_t
 	return exec_stmt(st, Q_TICKET_DELETE, "ticket delete");
 }
 
-sig_err store_tickets_gc(store *st, int64_t now)
+static sig_err sq_tickets_gc(store *st, int64_t now)
 {
 	sqlite3_bind_int64(stmt(st, Q_TICKETS_GC), 1, now);
 	return exec_stmt(st, Q_TICKETS_GC, "tickets gc");
 }
 
-sig_err store_session_retoken(store *st, int64_t sid, const uint8_t hash[STORE_HASH_LEN])
+static sig_err sq_session_retoken(store *st, int64_t sid, const uint8_t hash[STORE_HASH_LEN])
 {
 	sqlite3_stmt *s = stmt(st, Q_SESSION_RETOKEN);
 	sqlite3_bind_int64(s, 1, sid);
@@ -885,7 +893,7 @@ sig_err store_session_retoken(store *st, int64_t sid, const uint8_t hash[STORE_H
 	return exec_stmt(st, Q_SESSION_RETOKEN, "session retoken");
 }
 
-sig_err store_key_get(store *st, int64_t sid, const char *cid, int64_t since, struct store_key *out)
+static sig_err sq_key_get(store *st, int64_t sid, const char *cid, int64_t since, struct store_key *out)
 {
 	memset(out, 0, sizeof *out);
 	sqlite3_stmt *s = stmt(st, Q_KEY_GET);
@@ -910,13 +918,7 @@ sig_err store_key_get(store *st, int64_t sid, const char *cid, int64_t since, st
 	return SIG_OK;
 }
 
-void store_key_free(struct store_key *k)
-{
-	free(k->reply);
-	memset(k, 0, sizeof *k);
-}
-
-sig_err store_key_put(store *st, int64_t sid, const char *cid, const uint8_t fingerprint[STORE_HASH_LEN],
+static sig_err sq_key_put(store *st, int64_t sid, const char *cid, const uint8_t fingerprint[STORE_HASH_LEN],
 		      const char *reply, size_t len, int64_t now, int64_t keep)
 {
 	sqlite3_stmt *s = stmt(st, Q_KEY_NEXT_SEQ);
@@ -942,13 +944,13 @@ sig_err store_key_put(store *st, int64_t sid, const char *cid, const uint8_t fin
 	return exec_stmt(st, Q_KEY_TRIM, "key trim");
 }
 
-sig_err store_keys_gc(store *st, int64_t before)
+static sig_err sq_keys_gc(store *st, int64_t before)
 {
 	sqlite3_bind_int64(stmt(st, Q_KEYS_GC), 1, before);
 	return exec_stmt(st, Q_KEYS_GC, "keys gc");
 }
 
-sig_err store_session_end(store *st, int64_t sid, int64_t last_event, int64_t now)
+static sig_err sq_session_end(store *st, int64_t sid, int64_t last_event, int64_t now)
 {
 	sqlite3_stmt *s = stmt(st, Q_SESSION_END);
 	sqlite3_bind_int64(s, 1, sid);
@@ -957,7 +959,7 @@ sig_err store_session_end(store *st, int64_t sid, int64_t last_event, int64_t no
 	return exec_stmt(st, Q_SESSION_END, "session end");
 }
 
-sig_err store_ban_set(store *st, const char *kind, const char *value, int64_t until, const char *reason)
+static sig_err sq_ban_set(store *st, const char *kind, const char *value, int64_t until, const char *reason)
 {
 	sqlite3_stmt *s = stmt(st, Q_BAN_SET);
 	sqlite3_bind_text(s, 1, kind, -1, SQLITE_STATIC);
@@ -967,7 +969,7 @@ sig_err store_ban_set(store *st, const char *kind, const char *value, int64_t un
 	return exec_stmt(st, Q_BAN_SET, "ban set");
 }
 
-sig_err store_ban_delete(store *st, const char *kind, const char *value, int *removed)
+static sig_err sq_ban_delete(store *st, const char *kind, const char *value, int *removed)
 {
 	sqlite3_stmt *s = stmt(st, Q_BAN_DELETE);
 	sqlite3_bind_text(s, 1, kind, -1, SQLITE_STATIC);
@@ -977,7 +979,7 @@ sig_err store_ban_delete(store *st, const char *kind, const char *value, int *re
 	return e;
 }
 
-sig_err store_ban_find(store *st, const char *kind, const char *value, int64_t now, int64_t *until)
+static sig_err sq_ban_find(store *st, const char *kind, const char *value, int64_t now, int64_t *until)
 {
 	sqlite3_stmt *s = stmt(st, Q_BAN_FIND);
 	sqlite3_bind_text(s, 1, kind, -1, SQLITE_STATIC);
@@ -986,7 +988,7 @@ sig_err store_ban_find(store *st, const char *kind, const char *value, int64_t n
 	return query_int(st, s, until, "ban find");
 }
 
-sig_err store_bans_list(store *st, int64_t now, int max, store_ban_fn fn, void *ctx)
+static sig_err sq_bans_list(store *st, int64_t now, int max, store_ban_fn fn, void *ctx)
 {
 	sqlite3_stmt *s = stmt(st, Q_BANS_LIST);
 	sqlite3_bind_int64(s, 1, now);
@@ -1004,13 +1006,13 @@ sig_err store_bans_list(store *st, int64_t now, int max, store_ban_fn fn, void *
 	return SIG_OK;
 }
 
-sig_err store_bans_gc(store *st, int64_t now)
+static sig_err sq_bans_gc(store *st, int64_t now)
 {
 	sqlite3_bind_int64(stmt(st, Q_BANS_GC), 1, now);
 	return exec_stmt(st, Q_BANS_GC, "bans gc");
 }
 
-sig_err store_rooms_list(store *st, int max, store_membership_fn fn, void *ctx)
+static sig_err sq_rooms_list(store *st, int max, store_membership_fn fn, void *ctx)
 {
 	sqlite3_stmt *s = stmt(st, Q_ROOMS_LIST);
 	sqlite3_bind_int(s, 1, max);
@@ -1048,7 +1050,7 @@ sig_err store_rooms_list(store *st, int max, store_membership_fn fn, void *ctx)
  * trims a log that a burst made longer. */
 #define RESTART_WAIT_US 200000  /* longest wait for other processes' writers and readers */
 
-sig_err store_maintain(store *st)
+static sig_err sq_maintain(store *st)
 {
 	int64_t restart_frames = cfg.wal_restart;
 	int log_frames = 0, done = 0;
@@ -1077,3 +1079,11 @@ sig_err store_maintain(store *st)
 		  (long long)(util_mono_us() - t0), rc == SQLITE_BUSY ? " (busy: next time)" : "");
 	return SIG_OK;
 }
+
+const struct store_ops store_sqlite_ops = {
+	.name = "sqlite",
+	.open = sq_open,
+	.close = sq_close,
+	.rollback = sq_rollback,
+	STORE_CALLS(STORE_OP_ENTRY)
+};

@@ -281,10 +281,22 @@ static void handle_health(core *c, FCGX_Request *req)
 	}
 	json_object *o = NULL;
 	sig_err e = core_health(c, &o);
+	if (e == SIG_E_BUSY) {
+		/* The store cannot be reached (PostgreSQL down) or stays locked:
+		 * 503, so a load balancer sends this node nothing for now. */
+		o = json_object_new_object();
+		json_object_object_add(o, "ok", json_object_new_boolean(0));
+		json_object_object_add(o, "store", json_object_new_string("down"));
+		json_object_object_add(o, "pid", json_object_new_int64(getpid()));
+		respond(req, 503, "Retry-After: 1\r\n", o);
+		json_object_put(o);
+		return;
+	}
 	if (e != SIG_OK) {
 		respond_error(req, e, NULL);
 		return;
 	}
+	json_object_object_add(o, "store", json_object_new_string("up"));
 	json_object_object_add(o, "pid", json_object_new_int64(getpid()));
 	json_object_object_add(o, "held", json_object_new_int64(held_count()));
 	respond(req, 200, NULL, o);

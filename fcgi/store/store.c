@@ -1,0 +1,69 @@
+/*
+ * store.c - store.h's calls, dispatched to the engine a handle was opened
+ * on: SQLite (a file path, the default) or PostgreSQL (a libpq URI such
+ * as postgresql://host/db, or a conninfo string "host=... dbname=...").
+ * It owns the choice of engine and nothing else.
+ *
+ * It must never: hold state of its own, or name an engine's internals.
+ */
+#include "store/store.h"
+#include "store/store_ops.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+
+int store_is_postgres(const char *where)
+{
+	if (where == NULL)
+		return 0;
+	if (strncmp(where, "postgresql://", 13) == 0 || strncmp(where, "postgres://", 11) == 0)
+		return 1;
+	/* A conninfo string starts with a keyword and '=' ("host=db1 ..."). */
+	const char *p = where;
+	while (*p && (islower((unsigned char)*p) || *p == '_'))
+		p++;
+	while (*p == ' ')
+		p++;
+	return p != where && *p == '=';
+}
+
+sig_err store_open(const char *where, int64_t busy_timeout_ms, store **out)
+{
+	const struct store_ops *ops = store_is_postgres(where) ? &store_pg_ops : &store_sqlite_ops;
+	return ops->open(where, busy_timeout_ms, out);
+}
+
+static const struct store_ops *ops_of(store *st)
+{
+	return ((const struct store_head *)(const void *)st)->ops;
+}
+
+void store_close(store *st)
+{
+	if (st)
+		ops_of(st)->close(st);
+}
+
+void store_rollback(store *st)
+{
+	ops_of(st)->rollback(st);
+}
+
+const char *store_engine(store *st)
+{
+	return ops_of(st)->name;
+}
+
+void store_key_free(struct store_key *k)
+{
+	free(k->reply);
+	memset(k, 0, sizeof *k);
+}
+
+#define STORE_DISPATCH(name, params, args) \
+	sig_err store_##name params \
+	{ \
+		return ops_of(st)->name args; \
+	}
+STORE_CALLS(STORE_DISPATCH)

@@ -1,0 +1,1347 @@
+/*
+ * store_pg.c - the store on PostgreSQL (libpq), for a service whose state
+ * must outlive one machine: `--store postgresql://...` (any libpq URI or
+ * conninfo, multi-host with target_session_attrs=read-write included).
+ *
+ * Design note.
+ *
+ * Connections. A handle is one connection (store.h: one per thread), its
+ * statements prepared once per connection (PQprepare, then only
+ * PQexecPrepared with parameters; transaction control is constant text).
+ * lock_timeout is the busy timeout given to store_open, so a lock wait
+ * ends in SQLSTATE 55P03, which is SIG_E_BUSY like SQLite's busy lock.
+ * When the server cannot be reached, store_open returns SIG_E_BUSY (the
+ * caller tries again later; nothing exits), and a handle whose connection
+ * broke answers SIG_E_BUSY and reconnects at its next store_begin,
+ * store_begin_read or call outside a transaction, no sooner than a backoff
+ * (50 ms doubling to 2 s) after the last failed try. A COMMIT whose
+ * connection broke has an unknown outcome: it is SIG_E_BUSY too, and a
+ * client's retry with the same cid gets the stored reply if it did commit.
+ *
+ * Isolation. Write transactions are READ COMMITTED: each statement sees
+ * what was committed before it began, and row locks (FOR UPDATE, the
+ * locks of UPDATE/DELETE) wait for, then see, the latest version. Where a
+ * call reads and then writes on what it read, it first takes a lock in a
+ * statement of its own, so that the read after it (a new statement, a
+ * new snapshot) sees every transaction that held the lock before:
+ * - a mailbox: a transaction-level advisory lock (LK_MAILBOX, sid) before
+ *   the session row is locked FOR KEY SHARE and an id is taken from the
+ *   events sequence. Two writers of one mailbox therefore run one after
+ *   the other, the second taking its id only after the first committed,
+ *   and PostgreSQL makes a commit visible before it releases its locks:
+ *   within a mailbox, ids increase in commit order, and a reader that sees
+ *   id N also sees every smaller id of that mailbox (store.h's first
+ *   guarantee). Across mailboxes ids may commit out of order; see
+ *   pgs_recent_recipients for how the re-check copes.
+ * - a room: (LK_ROOM, hashtext(room)) when its members are read inside a
+ *   write transaction, so a join's "is it full?" and its insert are judged
+ *   against the latest members (exactly room-limit members, never more).
+ * - the counts behind --max-sessions and --max-rooms: (LK_COUNT, 1 or 2).
+ * - a session's idempotency keys: (LK_KEYS, sid) before a key is read in
+ *   a write transaction, so two runs of one cid cannot both miss it.
+ * - logins: the unique constraint on user_id (23505: user-exists).
+ * - pruning: stale sessions are read FOR NO KEY UPDATE SKIP LOCKED, so a
+ *   second pruner skips a session the first is removing and never sends a
+ *   second user-left. That lock does not conflict with a sender's FOR KEY
+ *   SHARE, so a sender never waits for a pruner.
+ * - stream claims: the row FOR NO KEY UPDATE before the generation is
+ *   bumped; tickets: DELETE ... RETURNING, so one ticket opens one stream.
+ * - the login rate bucket: its row FOR UPDATE.
+ * Read transactions (stream pulls) are REPEATABLE READ READ ONLY: one
+ * snapshot, never blocking a writer.
+ *
+ * Deadlocks. One call takes its locks in one order (advisory lock, then
+ * rows; several rows by id), but a transaction makes several calls in the
+ * core's order (a join locks the new room and then the room it leaves; a
+ * group commit runs several commands), so two transactions can still lock
+ * two things in opposite orders. PostgreSQL detects that (40P01) and a
+ * serialization failure (40001) the same way; both, and a lock wait past
+ * lock_timeout, surface as SIG_E_BUSY: 503 busy, and the client retries
+ * safely thanks to its cid. Retrying the whole transaction inside the
+ * store is not done: the core keeps state (the wakes, the reply) of a
+ * transaction's steps, and it does not support running them again today.
+ *
+ * Migrations: schema/postgres/NNN_*.sql, compiled in (build/schema_pg.c),
+ * applied in one transaction under a transaction-level advisory lock
+ * (LK_MIGRATE), so processes and nodes starting together migrate once;
+ * the version is the row of signal_schema. A database at a version newer
+ * than this binary knows is refused (store_open fails, the log says so).
+ *
+ * It must never: interpolate a value into SQL text, log a conninfo (it may
+ * carry a password) or a row's values, or share a connection between
+ * threads.
+ */
+#define _GNU_SOURCE
+#include "base/log.h"
+#include "base/metrics.h"
+#include "base/util.h"
+#include "base/xalloc.h"
+#include "store/store.h"
+#include "store/store_ops.h"
+
+#include <libpq-fe.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define STORE_ENGINE(name) pgs_##name
+STORE_CALLS(STORE_OP_DECL)
+static void pgs_close(store *st);
+static void pgs_rollback(store *st);
+
+extern const char *const pg_schema_migrations[];
+extern const int pg_schema_migration_count;
+
+/* Advisory lock classes (the first key of the two-int4 form; the second
+ * is a session id or a hash of a room id). Arbitrary, but distinct from
+ * small numbers another application on the database might use. */
+enum {
+	LK_MAILBOX = 0x53470001,
+	LK_ROOM = 0x53470002,
+	LK_COUNT = 0x53470003,
+	LK_KEYS = 0x53470004,
+	LK_MIGRATE = 0x53470005,
+};
+
+#define BACKOFF_MIN_US 50000
+#define BACKOFF_MAX_US 2000000
+
+enum q {
+	Q_SESSION_BY_TOKEN,
+	Q_SESSION_BY_USER,
+	Q_SESSION_BY_ID,
+	Q_SESSION_CREATE,
+	Q_SESSION_TOUCH,
+	Q_SESSION_DELETE,
+	Q_SESSIONS_STALE,
+	Q_LOCK_ID,
+	Q_LOCK_NAME,
+	Q_MEMBER_DELETE,
+	Q_MEMBER_INSERT,
+	Q_ROOM_MEMBERS,
+	Q_MAILBOX_HEAD,
+	Q_MAILBOX_PENDING,
+	Q_EVENT_INSERT,
+	Q_EVENTS_ACK,
+	Q_STREAM_CLAIM_READ,
+	Q_STREAM_CLAIM,
+	Q_STREAM_RELEASE,
+	Q_STREAM_CHECK,
+	Q_STREAM_EVENTS,
+	Q_MARK_SENT,
+	Q_TRIM_POINT,
+	Q_TRIM,
+	Q_LOST_MARK,
+	Q_STREAMS_REFRESH,
+	Q_MAX_EVENT,
+	Q_SEQ_NOW,
+	Q_SNAPSHOT,
+	Q_RECENT,
+	Q_STATS,
+	Q_SESSION_COUNT,
+	Q_ROOM_COUNT,
+	Q_RATE_INIT,
+	Q_RATE_READ,
+	Q_RATE_WRITE,
+	Q_RATE_GC,
+	Q_TICKET_CREATE,
+	Q_TICKET_TRIM,
+	Q_TICKET_TAKE,
+	Q_TICKETS_GC,
+	Q_SESSION_RETOKEN,
+	Q_KEY_GET,
+	Q_KEY_NEXT_SEQ,
+	Q_KEY_PUT,
+	Q_KEY_TRIM,
+	Q_KEYS_GC,
+	Q_SESSION_END,
+	Q_BAN_SET,
+	Q_BAN_DELETE,
+	Q_BAN_FIND,
+	Q_BANS_LIST,
+	Q_BANS_GC,
+	Q_ROOMS_LIST,
+	Q__COUNT
+};
+
+#define SESSION_COLS \
+	"s.id, s.user_id, s.protocol, coalesce(m.room_id, ''), s.last_seen, s.stream_owner, s.stream_gen, " \
+	"s.ended_id " \
+	"FROM sessions s LEFT JOIN memberships m ON m.session_id = s.id "
+
+static const char *const q_sql[Q__COUNT] = {
+	[Q_SESSION_BY_TOKEN] = "SELECT " SESSION_COLS "WHERE s.token_hash = $1",
+	[Q_SESSION_BY_USER] = "SELECT " SESSION_COLS "WHERE s.user_id = $1",
+	[Q_SESSION_BY_ID] = "SELECT " SESSION_COLS "WHERE s.id = $1",
+	[Q_SESSION_CREATE] = "INSERT INTO sessions(user_id, protocol, token_hash, created_at, last_seen) "
+			     "VALUES ($1, $2, $3, $4, $4) RETURNING id",
+	[Q_SESSION_TOUCH] = "UPDATE sessions SET last_seen = greatest(last_seen, $2) WHERE id = $1",
+	[Q_SESSION_DELETE] = "DELETE FROM sessions WHERE id = $1",
+	[Q_SESSIONS_STALE] = "SELECT " SESSION_COLS "WHERE s.last_seen < $1 OR (s.ended_id <> 0 AND s.ended_at < $3) "
+			     "ORDER BY s.last_seen LIMIT $2 FOR NO KEY UPDATE OF s SKIP LOCKED",
+	[Q_LOCK_ID] = "SELECT pg_advisory_xact_lock($1::int4, ($2::int8 % 2147483647)::int4)",
+	[Q_LOCK_NAME] = "SELECT pg_advisory_xact_lock($1::int4, hashtext($2::text))",
+	[Q_MEMBER_DELETE] = "DELETE FROM memberships WHERE session_id = $1",
+	[Q_MEMBER_INSERT] = "INSERT INTO memberships(session_id, room_id, joined_at, seq) VALUES ($1, $2::text, $3, "
+			    "(SELECT coalesce(max(seq), 0) + 1 FROM memberships WHERE room_id = $2::text))",
+	[Q_ROOM_MEMBERS] = "SELECT s.id, s.user_id, s.stream_owner FROM memberships m "
+			   "JOIN sessions s ON s.id = m.session_id WHERE m.room_id = $1 ORDER BY m.seq",
+	/* FOR KEY SHARE: the session cannot be deleted under the new event,
+	 * and a row lock gives the transaction its xid before the id is taken
+	 * (see pgs_recent_recipients). */
+	[Q_MAILBOX_HEAD] = "SELECT coalesce((SELECT max(id) FROM events WHERE session_id = $1), 0), sent_upto "
+			   "FROM sessions WHERE id = $1 FOR KEY SHARE",
+	[Q_MAILBOX_PENDING] = "SELECT count(*) FROM events WHERE session_id = $1 AND "
+			      "id > (SELECT sent_upto FROM sessions WHERE id = $1)",
+	[Q_EVENT_INSERT] = "INSERT INTO events(session_id, body, created_at) VALUES ($1, $2, $3) RETURNING id",
+	[Q_EVENTS_ACK] = "DELETE FROM events WHERE session_id = $1 AND id <= $2",
+	[Q_STREAM_CLAIM_READ] = "SELECT stream_owner, stream_gen FROM sessions WHERE id = $1 FOR NO KEY UPDATE",
+	[Q_STREAM_CLAIM] = "UPDATE sessions SET stream_owner = $2, stream_gen = $3, "
+			   "last_seen = greatest(last_seen, $4) WHERE id = $1",
+	[Q_STREAM_RELEASE] = "UPDATE sessions SET stream_owner = 0 WHERE id = $1 AND stream_gen = $2",
+	[Q_STREAM_CHECK] = "SELECT stream_gen, lost_upto, ended_id FROM sessions WHERE id = $1",
+	[Q_STREAM_EVENTS] = "SELECT id, body FROM events WHERE session_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+	[Q_MARK_SENT] = "UPDATE sessions SET sent_upto = greatest(sent_upto, $2) WHERE id = $1",
+	[Q_TRIM_POINT] = "SELECT id FROM events WHERE session_id = $1 AND id <= $2 "
+			 "ORDER BY id DESC LIMIT 1 OFFSET $3",
+	[Q_TRIM] = "DELETE FROM events WHERE session_id = $1 AND id <= $2",
+	[Q_LOST_MARK] = "UPDATE sessions SET lost_upto = greatest(lost_upto, $2) WHERE id = $1",
+	/* Rows locked in id order, like every multi-row lock here. */
+	[Q_STREAMS_REFRESH] = "UPDATE sessions SET last_seen = greatest(last_seen, $2) WHERE id IN "
+			      "(SELECT id FROM sessions WHERE stream_owner = $1 ORDER BY id FOR NO KEY UPDATE)",
+	[Q_MAX_EVENT] = "SELECT coalesce(max(id), 0) FROM events",
+	[Q_SEQ_NOW] = "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM events_id_seq",
+	[Q_SNAPSHOT] = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::int8, "
+		       "pg_snapshot_xmax(pg_current_snapshot())::text::int8",
+	[Q_RECENT] = "SELECT e.id, e.session_id FROM events e JOIN sessions s ON s.id = e.session_id "
+		     "WHERE e.id > $2 AND e.id <= $3 AND s.stream_owner = $1 ORDER BY e.id LIMIT $4",
+	[Q_STATS] = "SELECT (SELECT count(*) FROM sessions), "
+		    "(SELECT count(DISTINCT room_id) FROM memberships), "
+		    "(SELECT count(*) FROM memberships), (SELECT count(*) FROM events), "
+		    "(SELECT count(*) FROM sessions WHERE stream_owner <> 0)",
+	[Q_SESSION_COUNT] = "SELECT count(*) FROM sessions",
+	[Q_ROOM_COUNT] = "SELECT count(DISTINCT room_id) FROM memberships",
+	[Q_RATE_INIT] = "INSERT INTO rate_buckets(key, tokens, updated) VALUES ($1, $2, $3) "
+			"ON CONFLICT (key) DO NOTHING",
+	[Q_RATE_READ] = "SELECT tokens, updated FROM rate_buckets WHERE key = $1 FOR UPDATE",
+	[Q_RATE_WRITE] = "UPDATE rate_buckets SET tokens = $2, updated = $3 WHERE key = $1",
+	[Q_RATE_GC] = "DELETE FROM rate_buckets WHERE updated < $1",
+	[Q_TICKET_CREATE] = "INSERT INTO stream_tickets(hash, session_id, expires_at) VALUES ($1, $2, $3)",
+	[Q_TICKET_TRIM] = "DELETE FROM stream_tickets WHERE session_id = $1 AND id NOT IN "
+			  "(SELECT id FROM stream_tickets WHERE session_id = $1 ORDER BY id DESC LIMIT $2)",
+	[Q_TICKET_TAKE] = "DELETE FROM stream_tickets WHERE hash = $1 RETURNING session_id, expires_at",
+	[Q_TICKETS_GC] = "DELETE FROM stream_tickets WHERE expires_at <= $1",
+	[Q_SESSION_RETOKEN] = "UPDATE sessions SET token_hash = $2 WHERE id = $1",
+	[Q_KEY_GET] = "SELECT fingerprint, reply FROM command_keys "
+		      "WHERE session_id = $1 AND cid = $2 AND created_at >= $3",
+	[Q_KEY_NEXT_SEQ] = "SELECT coalesce(max(seq), 0) + 1 FROM command_keys WHERE session_id = $1",
+	/* An expired key the pruner has not deleted yet is replaced. */
+	[Q_KEY_PUT] = "INSERT INTO command_keys(session_id, cid, seq, fingerprint, reply, created_at) "
+		      "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (session_id, cid) DO UPDATE SET "
+		      "seq = excluded.seq, fingerprint = excluded.fingerprint, reply = excluded.reply, "
+		      "created_at = excluded.created_at",
+	[Q_KEY_TRIM] = "DELETE FROM command_keys WHERE session_id = $1 AND seq <= $2",
+	[Q_KEYS_GC] = "DELETE FROM command_keys WHERE created_at < $1",
+	[Q_SESSION_END] = "UPDATE sessions SET ended_id = $2, ended_at = $3 WHERE id = $1",
+	[Q_BAN_SET] = "INSERT INTO bans(kind, value, until, reason) VALUES ($1, $2, $3, $4) "
+		      "ON CONFLICT (kind, value) DO UPDATE SET until = excluded.until, reason = excluded.reason",
+	[Q_BAN_DELETE] = "DELETE FROM bans WHERE kind = $1 AND value = $2",
+	[Q_BAN_FIND] = "SELECT until FROM bans WHERE kind = $1 AND value = $2 AND until > $3",
+	[Q_BANS_LIST] = "SELECT kind, value, until, reason FROM bans WHERE until > $1 ORDER BY until LIMIT $2",
+	[Q_BANS_GC] = "DELETE FROM bans WHERE until <= $1",
+	[Q_ROOMS_LIST] = "SELECT m.room_id, s.id, s.user_id, s.protocol, s.last_seen, s.stream_owner "
+			 "FROM memberships m JOIN sessions s ON s.id = m.session_id ORDER BY m.room_id, m.seq LIMIT $1",
+};
+
+struct store {
+	const struct store_ops *ops; /* first: see store_ops.h */
+	PGconn *conn;
+	char *where;           /* the conninfo, to reconnect; never logged */
+	int64_t busy_timeout_ms;
+	int in_txn;            /* 1 write, 2 read */
+	int failed;            /* a statement of the transaction failed: it is aborted */
+	sig_err fail_err;
+	int broken;            /* the connection is lost: reconnect before the next transaction */
+	int ever_up;           /* connected once: a later connect is a reconnect */
+	int64_t retry_at_us;   /* no reconnect before this (backoff) */
+	int64_t backoff_us;
+	char sqlstate[6];      /* of the last failed statement */
+	/* pgs_recent_recipients: the frontier below which every id is final. */
+	int64_t cand_seq, cand_xmax, safe_id;
+};
+
+/* ---- parameters ---- */
+
+#define ARGS_MAX 8
+struct args {
+	int n;
+	const char *v[ARGS_MAX];
+	int len[ARGS_MAX];
+	int fmt[ARGS_MAX];
+	char num[ARGS_MAX][32];
+};
+
+static void a_i64(struct args *a, int64_t x)
+{
+	snprintf(a->num[a->n], sizeof a->num[a->n], "%lld", (long long)x);
+	a->v[a->n] = a->num[a->n];
+	a->len[a->n] = 0;
+	a->fmt[a->n++] = 0;
+}
+
+static void a_f64(struct args *a, double x)
+{
+	snprintf(a->num[a->n], sizeof a->num[a->n], "%.17g", x);
+	a->v[a->n] = a->num[a->n];
+	a->len[a->n] = 0;
+	a->fmt[a->n++] = 0;
+}
+
+/* Text and bytea go in binary format: their bytes as they are, no escaping. */
+static void a_bytes(struct args *a, const void *p, size_t len)
+{
+	a->v[a->n] = p;
+	a->len[a->n] = (int)len;
+	a->fmt[a->n++] = 1;
+}
+
+static void a_str(struct args *a, const char *s)
+{
+	a_bytes(a, s, strlen(s));
+}
+
+/* ---- errors and the connection ---- */
+
+static int state_is(const store *st, const char *code)
+{
+	return strcmp(st->sqlstate, code) == 0;
+}
+
+static void mark_broken(store *st)
+{
+	if (!st->broken)
+		log_warn("store: the connection to PostgreSQL is lost; commands get 503 until it is back");
+	st->broken = 1;
+}
+
+/* Classify a failed statement: SIG_E_BUSY for "not now" (a lock wait, a
+ * deadlock, a serialization failure, a lost or refused connection),
+ * SIG_E_INTERNAL for the rest. Only the primary message is logged: the
+ * detail may quote a row's values. */
+static sig_err fail(store *st, PGresult *r, const char *what)
+{
+	const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+	const char *msg = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+	snprintf(st->sqlstate, sizeof st->sqlstate, "%s", state ? state : "");
+	if (!msg)
+		msg = PQerrorMessage(st->conn);
+	sig_err e = SIG_E_INTERNAL;
+	if (PQstatus(st->conn) == CONNECTION_BAD || strncmp(st->sqlstate, "08", 2) == 0 ||
+	    strncmp(st->sqlstate, "57P", 3) == 0) {
+		mark_broken(st);
+		e = SIG_E_BUSY;
+	} else if (state_is(st, "40001") || state_is(st, "40P01") || state_is(st, "55P03") ||
+		   state_is(st, "57014")) {
+		log_warn("store: %s: %s (%s): busy", what, msg, st->sqlstate);
+		e = SIG_E_BUSY;
+	} else if (!state_is(st, "23505") && !state_is(st, "23503")) {
+		log_error("store: %s: %s (%s)", what, msg, st->sqlstate);
+	}
+	if (st->in_txn && !st->failed) {
+		st->failed = 1;
+		st->fail_err = e;
+	}
+	return e;
+}
+
+static sig_err reconnect(store *st);
+
+/* Before a transaction or a call outside one: a working connection. */
+static sig_err ready(store *st)
+{
+	if (!st->broken && st->conn && PQstatus(st->conn) == CONNECTION_OK)
+		return SIG_OK;
+	st->broken = 1;
+	if (util_mono_us() < st->retry_at_us)
+		return SIG_E_BUSY;
+	return reconnect(st);
+}
+
+/* Run prepared statement q. Returns the result (PQclear it) or NULL with
+ * *e set. A statement in a transaction that already failed is not sent:
+ * PostgreSQL would refuse it anyway. */
+static PGresult *run(store *st, enum q q, const struct args *a, int binary, sig_err *e, const char *what)
+{
+	*e = SIG_OK;
+	if (st->in_txn && st->failed) {
+		*e = st->fail_err;
+		return NULL;
+	}
+	if (!st->in_txn && (*e = ready(st)) != SIG_OK)
+		return NULL;
+	if (st->broken) {
+		*e = SIG_E_BUSY;
+		return NULL;
+	}
+	char name[16];
+	snprintf(name, sizeof name, "q%d", (int)q);
+	PGresult *r = PQexecPrepared(st->conn, name, a ? a->n : 0, a ? a->v : NULL, a ? a->len : NULL,
+				     a ? a->fmt : NULL, binary);
+	ExecStatusType s = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+	if (s == PGRES_TUPLES_OK || s == PGRES_COMMAND_OK)
+		return r;
+	*e = fail(st, r, what);
+	PQclear(r);
+	return NULL;
+}
+
+/* A statement whose rows do not matter. */
+static sig_err exec_q(store *st, enum q q, const struct args *a, const char *what)
+{
+	sig_err e;
+	PGresult *r = run(st, q, a, 0, &e, what);
+	PQclear(r);
+	return e;
+}
+
+static int64_t get_i64(const PGresult *r, int row, int col)
+{
+	return strtoll(PQgetvalue(r, row, col), NULL, 10);
+}
+
+/* The first column of the first row as a number (0 when no row). */
+static sig_err query_i64(store *st, enum q q, const struct args *a, int64_t *out, const char *what)
+{
+	sig_err e;
+	PGresult *r = run(st, q, a, 0, &e, what);
+	*out = r && PQntuples(r) > 0 ? get_i64(r, 0, 0) : 0;
+	PQclear(r);
+	return e;
+}
+
+/* Constant transaction control (BEGIN, COMMIT, SAVEPOINT...). */
+static sig_err exec_text(store *st, const char *sql, const char *what)
+{
+	PGresult *r = PQexec(st->conn, sql);
+	ExecStatusType s = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+	sig_err e = SIG_OK;
+	if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK)
+		e = fail(st, r, what);
+	PQclear(r);
+	return e;
+}
+
+/* A lock of class `cls` on an id, held until the transaction ends. */
+static sig_err lock_id(store *st, int cls, int64_t id)
+{
+	struct args a = {0};
+	a_i64(&a, cls);
+	a_i64(&a, id);
+	return exec_q(st, Q_LOCK_ID, &a, "advisory lock");
+}
+
+static sig_err lock_name(store *st, int cls, const char *name)
+{
+	struct args a = {0};
+	a_i64(&a, cls);
+	a_str(&a, name);
+	return exec_q(st, Q_LOCK_NAME, &a, "advisory lock");
+}
+
+/* ---- migrations (see the design note) ---- */
+
+static atomic_int schema_checked; /* this process migrated or checked once */
+
+static sig_err migrate(store *st)
+{
+	sig_err e = exec_text(st, "BEGIN", "migration begin");
+	if (e != SIG_OK)
+		return e;
+	st->in_txn = 1;
+	struct args a = {0};
+	a_i64(&a, LK_MIGRATE);
+	a_i64(&a, 1);
+	PGresult *r = PQexecParams(st->conn, "SELECT pg_advisory_xact_lock($1::int4, $2::int4)", a.n, NULL, a.v,
+				   a.len, a.fmt, 0);
+	if (!r || PQresultStatus(r) != PGRES_TUPLES_OK)
+		e = fail(st, r, "migration lock");
+	PQclear(r);
+	if (e == SIG_OK)
+		e = exec_text(st, "CREATE TABLE IF NOT EXISTS signal_schema (version integer NOT NULL)",
+			      "migration table");
+	int version = 0;
+	if (e == SIG_OK) {
+		r = PQexec(st->conn, "SELECT coalesce(max(version), 0) FROM signal_schema");
+		if (r && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+			version = atoi(PQgetvalue(r, 0, 0));
+		else
+			e = fail(st, r, "migration version");
+		PQclear(r);
+	}
+	if (e == SIG_OK && version > pg_schema_migration_count) {
+		log_error("store: the PostgreSQL schema is at version %d, newer than this binary knows (%d): "
+			  "refusing it (run the release that migrated it)",
+			  version, pg_schema_migration_count);
+		e = SIG_E_INTERNAL;
+	}
+	for (int v = version; e == SIG_OK && v < pg_schema_migration_count; v++) {
+		char vs[16];
+		snprintf(vs, sizeof vs, "%d", v + 1);
+		const char *vp = vs;
+		if ((e = exec_text(st, pg_schema_migrations[v], "migration")) != SIG_OK ||
+		    (e = exec_text(st, "DELETE FROM signal_schema", "migration version")) != SIG_OK)
+			break;
+		r = PQexecParams(st->conn, "INSERT INTO signal_schema(version) VALUES ($1::int4)", 1, NULL, &vp, NULL,
+				 NULL, 0);
+		if (!r || PQresultStatus(r) != PGRES_COMMAND_OK)
+			e = fail(st, r, "migration version");
+		PQclear(r);
+		if (e == SIG_OK)
+			log_info("store: PostgreSQL schema migrated to version %d", v + 1);
+	}
+	if (e == SIG_OK)
+		e = exec_text(st, "COMMIT", "migration commit");
+	else
+		PQclear(PQexec(st->conn, "ROLLBACK"));
+	st->in_txn = 0;
+	st->failed = 0;
+	return e;
+}
+
+/* Connect, set the lock timeout, migrate (once per process), prepare. */
+static sig_err reconnect(store *st)
+{
+	if (st->conn)
+		PQfinish(st->conn);
+	char timeout[24];
+	snprintf(timeout, sizeof timeout, "%lld", (long long)(st->busy_timeout_ms / 1000 < 2 ? 2 : st->busy_timeout_ms / 1000));
+	/* Defaults first: the URI's own settings, expanded from dbname, win. */
+	const char *keys[] = {"application_name", "connect_timeout", "dbname", NULL};
+	const char *vals[] = {"signal-fcgi", timeout, st->where, NULL};
+	st->conn = PQconnectdbParams(keys, vals, 1);
+	sig_err e = SIG_OK;
+	if (PQstatus(st->conn) != CONNECTION_OK) {
+		/* The message names host and port, never the password. */
+		const char *m = PQerrorMessage(st->conn);
+		int n = (int)strcspn(m, "\n");
+		if (st->backoff_us == 0)
+			log_warn("store: cannot connect to PostgreSQL: %.*s", n, m);
+		e = SIG_E_BUSY;
+	}
+	if (e == SIG_OK) {
+		char lt[32];
+		snprintf(lt, sizeof lt, "%lldms", (long long)st->busy_timeout_ms);
+		const char *v = lt;
+		PGresult *r = PQexecParams(st->conn, "SELECT set_config('lock_timeout', $1, false)", 1, NULL, &v, NULL,
+					   NULL, 0);
+		if (!r || PQresultStatus(r) != PGRES_TUPLES_OK)
+			e = fail(st, r, "lock_timeout");
+		PQclear(r);
+	}
+	if (e == SIG_OK && !atomic_load(&schema_checked)) {
+		if ((e = migrate(st)) == SIG_OK)
+			atomic_store(&schema_checked, 1);
+	}
+	for (int i = 0; e == SIG_OK && i < Q__COUNT; i++) {
+		char name[16];
+		snprintf(name, sizeof name, "q%d", i);
+		PGresult *r = PQprepare(st->conn, name, q_sql[i], 0, NULL);
+		if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) {
+			e = fail(st, r, "prepare");
+			if (e == SIG_OK)
+				e = SIG_E_INTERNAL;
+		}
+		PQclear(r);
+	}
+	if (e != SIG_OK) {
+		st->backoff_us = st->backoff_us ? st->backoff_us * 2 : BACKOFF_MIN_US;
+		if (st->backoff_us > BACKOFF_MAX_US)
+			st->backoff_us = BACKOFF_MAX_US;
+		st->retry_at_us = util_mono_us() + st->backoff_us;
+		st->broken = 1;
+		return e;
+	}
+	if (st->broken && st->ever_up)
+		log_info("store: connected to PostgreSQL again");
+	st->ever_up = 1;
+	st->broken = 0;
+	st->backoff_us = 0;
+	st->safe_id = st->cand_seq = st->cand_xmax = 0;
+	return SIG_OK;
+}
+
+static sig_err pgs_open(const char *where, int64_t busy_timeout_ms, store **out)
+{
+	*out = NULL;
+	store *st = xcalloc(1, sizeof *st);
+	st->ops = &store_pg_ops;
+	st->where = xstrdup(where);
+	st->busy_timeout_ms = busy_timeout_ms;
+	sig_err e = reconnect(st);
+	if (e != SIG_OK) {
+		pgs_close(st);
+		return e;
+	}
+	*out = st;
+	return SIG_OK;
+}
+
+static void pgs_close(store *st)
+{
+	if (st == NULL)
+		return;
+	if (st->in_txn)
+		pgs_rollback(st);
+	if (st->conn)
+		PQfinish(st->conn);
+	free(st->where);
+	free(st);
+}
+
+/* ---- transactions ---- */
+
+static sig_err begin_txn(store *st, const char *sql, int kind)
+{
+	sig_err e = ready(st);
+	if (e != SIG_OK)
+		return e;
+	if ((e = exec_text(st, sql, "begin")) != SIG_OK)
+		return e;
+	st->in_txn = kind;
+	st->failed = 0;
+	return SIG_OK;
+}
+
+static sig_err pgs_begin(store *st)
+{
+	return begin_txn(st, "BEGIN ISOLATION LEVEL READ COMMITTED", 1);
+}
+
+static sig_err pgs_begin_read(store *st)
+{
+	return begin_txn(st, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 2);
+}
+
+static sig_err pgs_commit(store *st)
+{
+	sig_err e;
+	if (st->failed) {
+		e = st->fail_err;
+		pgs_rollback(st);
+		return e;
+	}
+	if (st->broken) {
+		pgs_rollback(st);
+		return SIG_E_BUSY;
+	}
+	int64_t t0 = util_mono_us();
+	PGresult *r = PQexec(st->conn, "COMMIT");
+	if (st->in_txn == 1)
+		metrics_observe(MH_COMMIT, util_mono_us() - t0); /* writes only, as store_sqlite.c */
+	ExecStatusType s = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+	if (s == PGRES_COMMAND_OK && strcmp(PQcmdStatus(r), "COMMIT") == 0) {
+		e = SIG_OK;
+	} else if (s == PGRES_COMMAND_OK) {
+		log_error("store: commit: the transaction was rolled back");
+		e = SIG_E_INTERNAL;
+	} else {
+		e = fail(st, r, "commit");
+	}
+	PQclear(r);
+	st->in_txn = 0;
+	st->failed = 0;
+	return e;
+}
+
+static void pgs_rollback(store *st)
+{
+	if (!st->in_txn)
+		return;
+	if (!st->broken && PQstatus(st->conn) == CONNECTION_OK)
+		PQclear(PQexec(st->conn, "ROLLBACK"));
+	st->in_txn = 0;
+	st->failed = 0;
+}
+
+static sig_err pgs_savepoint(store *st)
+{
+	if (st->broken)
+		return SIG_E_BUSY;
+	return exec_text(st, "SAVEPOINT cmd", "savepoint");
+}
+
+static sig_err pgs_savepoint_end(store *st, int keep)
+{
+	if (st->broken)
+		return SIG_E_BUSY;
+	if (!keep || st->failed) {
+		int was_failed = st->failed;
+		st->failed = 0; /* ROLLBACK TO makes an aborted transaction usable again */
+		sig_err e = exec_text(st, "ROLLBACK TO SAVEPOINT cmd", "rollback to savepoint");
+		if (e != SIG_OK)
+			return e;
+		if (was_failed && keep)
+			return SIG_E_INTERNAL;
+	}
+	return exec_text(st, "RELEASE SAVEPOINT cmd", "release savepoint");
+}
+
+/* ---- sessions ---- */
+
+static void copy_text(char *dst, const PGresult *r, int row, int col)
+{
+	size_t n = (size_t)PQgetlength(r, row, col);
+	if (n > STORE_ID_MAX)
+		n = STORE_ID_MAX;
+	memcpy(dst, PQgetvalue(r, row, col), n);
+	dst[n] = '\0';
+}
+
+static void read_session(const PGresult *r, int row, store_session *out)
+{
+	out->id = get_i64(r, row, 0);
+	copy_text(out->user_id, r, row, 1);
+	copy_text(out->protocol, r, row, 2);
+	copy_text(out->room_id, r, row, 3);
+	out->last_seen = get_i64(r, row, 4);
+	out->stream_owner = get_i64(r, row, 5);
+	out->stream_gen = get_i64(r, row, 6);
+	out->ended_id = get_i64(r, row, 7);
+}
+
+static sig_err session_query(store *st, enum q q, const struct args *a, store_session *out, const char *what)
+{
+	memset(out, 0, sizeof *out);
+	sig_err e;
+	PGresult *r = run(st, q, a, 0, &e, what);
+	if (r && PQntuples(r) > 0)
+		read_session(r, 0, out);
+	PQclear(r);
+	return e;
+}
+
+static sig_err pgs_session_by_token(store *st, const uint8_t hash[STORE_HASH_LEN], store_session *out)
+{
+	struct args a = {0};
+	a_bytes(&a, hash, STORE_HASH_LEN);
+	return session_query(st, Q_SESSION_BY_TOKEN, &a, out, "session by token");
+}
+
+static sig_err pgs_session_by_user(store *st, const char *user_id, store_session *out)
+{
+	struct args a = {0};
+	a_str(&a, user_id);
+	return session_query(st, Q_SESSION_BY_USER, &a, out, "session by user");
+}
+
+static sig_err pgs_session_create(store *st, const char *user_id, const char *protocol,
+				  const uint8_t hash[STORE_HASH_LEN], int64_t now, int64_t *id_out)
+{
+	struct args a = {0};
+	a_str(&a, user_id);
+	a_str(&a, protocol);
+	a_bytes(&a, hash, STORE_HASH_LEN);
+	a_i64(&a, now);
+	sig_err e;
+	PGresult *r = run(st, Q_SESSION_CREATE, &a, 0, &e, "session create");
+	if (r && PQntuples(r) == 1)
+		*id_out = get_i64(r, 0, 0);
+	PQclear(r);
+	/* Two logins of one id at once: the unique constraint decides. */
+	if (e != SIG_OK && state_is(st, "23505"))
+		return SIG_E_USER_EXISTS;
+	return e;
+}
+
+static sig_err pgs_session_touch(store *st, int64_t sid, int64_t now)
+{
+	struct args a = {0};
+	a_i64(&a, sid);
+	a_i64(&a, now);
+	return exec_q(st, Q_SESSION_TOUCH, &a, "session touch");
+}
+
+static sig_err pgs_session_delete(store *st, int64_t sid)
+{
+	struct args a = {0};
+	a_i64(&a, sid);
+	return exec_q(st, Q_SESSION_DELETE, &a, "session delete");
+}
+
+static sig_err pgs_sessions_stale(store *st, int64_t before, int64_t ended_before, store_session *out, int max,
+				  int *n)
+{
+	struct args a = {0};
+	a_i64(&a, before);
+	a_i64(&a, max);
+	a_i64(&a, ended_before);
+	sig_err e;
+	*n = 0;
+	PGresult *r = run(st, Q_SESSIONS_STALE, &a, 0, &e, "stale sessions");
+	for (int i = 0; r && i < PQntuples(r) && *n < max; i++)
+		read_session(r, i, &out[(*n)++]);
+	PQclear(r);
+	return e;
+}
+
+/* ---- rooms ---- */
+
+/* A unique violation or a vanished row where the core read them a moment
+ * ago: another transaction got there first. The caller may retry. */
+static sig_err raced(store *st, sig_err e)
+{
+	if (e != SIG_OK && (state_is(st, "23505") || state_is(st, "23503"))) {
+		log_warn("store: a concurrent change (%s): busy", st->sqlstate);
+		st->fail_err = SIG_E_BUSY;
+		return SIG_E_BUSY;
+	}
+	return e;
+}
+
+static sig_err pgs_member_set(store *st, int64_t sid, const char *room, int64_t now)
+{
+	struct args a = {0};
+	a_i64(&a, sid);
+	sig_err e = exec_q(st, Q_MEMBER_DELETE, &a, "leave room");
+	if (e != SIG_OK || room == NULL)
+		return e;
+	if ((e = lock_name(st, LK_ROOM, room)) != SIG_OK)
+		return e;
+	a_str(&a, room);
+	a_i64(&a, now);
+	return raced(st, exec_q(st, Q_MEMBER_INSERT, &a, "join room"));
+}
+
+static sig_err pgs_room_members(store *st, const char *room, store_member *out, int max, int *n)
+{
+	sig_err e;
+	*n = 0;
+	/* In a write transaction: what is read here is what a join or a
+	 * broadcast acts on, so it must be the latest (design note). */
+	if (st->in_txn == 1 && (e = lock_name(st, LK_ROOM, room)) != SIG_OK)
+		return e;
+	struct args a = {0};
+	a_str(&a, room);
+	PGresult *r = run(st, Q_ROOM_MEMBERS, &a, 0, &e, "room members");
+	for (int i = 0; r && i < PQntuples(r); i++) {
+		if (*n < max) {
+			store_member *m = &out[*n];
+			m->session_id = get_i64(r, i, 0);
+			copy_text(m->user_id, r, i, 1);
+			m->stream_owner = get_i64(r, i, 2);
+		}
+		(*n)++;
+	}
+	PQclear(r);
+	return e;
+}
+
+/* ---- mailboxes ---- */
+
+static sig_err pgs_event_push(store *st, int64_t sid, const char *body, size_t len, int64_t cap, int64_t now,
+			      int64_t *id_out, int64_t *prev_out)
+{
+	if (id_out)
+		*id_out = 0;
+	if (prev_out)
+		*prev_out = 0;
+	/* The mailbox lock first, then the head read in a statement of its
+	 * own: it sees every earlier writer of this mailbox committed. */
+	sig_err e = lock_id(st, LK_MAILBOX, sid);
+	if (e != SIG_OK)
+		return e;
+	struct args a = {0};
+	a_i64(&a, sid);
+	PGresult *r = run(st, Q_MAILBOX_HEAD, &a, 0, &e, "mailbox head");
+	if (r == NULL)
+		return e;
+	if (PQntuples(r) == 0) {
+		/* The recipient was removed after the caller read it: its
+		 * mailbox went with it, so there is nothing to queue. */
+		PQclear(r);
+		return SIG_OK;
+	}
+	int64_t newest = get_i64(r, 0, 0);
+	int64_t pending = newest - get_i64(r, 0, 1);
+	PQclear(r);
+	if (cap > 0 && pending >= cap) {
+		if ((e = query_i64(st, Q_MAILBOX_PENDING, &a, &pending, "mailbox count")) != SIG_OK)
+			return e;
+		if (pending >= cap)
+			return SIG_E_MAILBOX_FULL;
+	}
+	if (prev_out)
+		*prev_out = newest;
+	a_bytes(&a, body, len);
+	a_i64(&a, now);
+	int64_t id = 0;
+	if ((e = raced(st, query_i64(st, Q_EVENT_INSERT, &a, &id, "event insert"))) != SIG_OK)
+		return e;
+	if (id_out)
+		*id_out = id;
+	return SIG_OK;
+}
+
+static sig_err pgs_events_ack(store *st, int64_t sid, int64_t upto)
+{
+	struct args a = {0};
+	a_i64(&a, sid);
+	a_i64(&a, upto);
+	return exec_q(st, Q_EVENTS_ACK, &a, "ack");
+}
+
+static sig_err pgs_stream_claim(store *st, int64_t sid, int64_t owner, int64_t now, int64_t *gen_out,
+				int64_t *prev_owner)
+{
+	struct args a = {0};
+	a_i64(&a, sid);
+	sig_err e;
+	PGresult *r = run(st, Q_STREAM_CLAIM_READ, &a, 0, &e, "stream claim");
+	if (r == NULL)
+		return e;
+	if (PQntuples(r) == 0) {
+		PQclear(r);
+		return SIG_E_UNAUTHORIZED;
+	}
+	int64_t prev = get_i64(r, 0, 0), gen = get_i64(r, 0, 1);
+	PQclear(r);
+	a_i64(&a, owner);
+	a_i64(&a, gen + 1);
+	a_i64(&a, now);
+	if ((e = exec_q(st, Q_STREAM_CLAIM, &a, "stream claim")) == SIG_OK) {
+		*gen_out = gen + 1;
+		*prev_owner = prev;
+	}
+	return e;
+}
+
+static sig_err pgs_stream_release(store *st, int64_t sid, int64_t gen)
+{
+	struct args a = {0};
+	a_i64(&a, sid);
+	a_i64(&a, gen);
+	return exec_q(st, Q_STREAM_RELEASE, &a, "stream release");
+}
+
+static sig_err pgs_stream_pull(store *st, int64_t sid, int64_t gen, int64_t after, int limit, store_event_fn fn,
+			       void *ctx, int64_t *lost_upto)
+{
+	struct args a = {0};
+	a_i64(&a, sid);
+	sig_err e;
+	*lost_upto = 0;
+	PGresult *r = run(st, Q_STREAM_CHECK, &a, 0, &e, "stream check");
+	if (r == NULL)
+		return e;
+	int64_t cur_gen = PQntuples(r) ? get_i64(r, 0, 0) : -1;
+	*lost_upto = PQntuples(r) ? get_i64(r, 0, 1) : 0;
+	int64_t ended = PQntuples(r) ? get_i64(r, 0, 2) : 0;
+	PQclear(r);
+	if (cur_gen != gen || (ended && after >= ended))
+		return SIG_E_UNAUTHORIZED;
+	a_i64(&a, after);
+	a_i64(&a, limit);
+	if ((r = run(st, Q_STREAM_EVENTS, &a, 0, &e, "stream events")) == NULL)
+		return e;
+	int64_t last = after;
+	for (int i = 0; i < PQntuples(r); i++) {
+		last = get_i64(r, i, 0);
+		if (fn(ctx, last, PQgetvalue(r, i, 1), (size_t)PQgetlength(r, i, 1)))
+			break;
+	}
+	PQclear(r);
+	/* An ended session's last event is out: the stream ends after it. */
+	return ended && last >= ended ? SIG_E_UNAUTHORIZED : SIG_OK;
+}
+
+static sig_err pgs_mark_sent(store *st, int64_t sid, int64_t upto, int64_t window)
+{
+	struct args a = {0};
+	a_i64(&a, sid);
+	a_i64(&a, upto);
+	sig_err e = exec_q(st, Q_MARK_SENT, &a, "mark sent");
+	if (e != SIG_OK)
+		return e;
+	/* Keep at most `window` delivered-but-unacknowledged events for resume. */
+	int64_t cut = 0;
+	a_i64(&a, window);
+	if ((e = query_i64(st, Q_TRIM_POINT, &a, &cut, "trim point")) != SIG_OK || cut == 0)
+		return e;
+	struct args b = {0};
+	a_i64(&b, sid);
+	a_i64(&b, cut);
+	if ((e = exec_q(st, Q_TRIM, &b, "trim")) != SIG_OK)
+		return e;
+	return exec_q(st, Q_LOST_MARK, &b, "lost mark");
+}
+
+static sig_err pgs_streams_refresh(store *st, int64_t owner, int64_t now)
+{
+	struct args a = {0};
+	a_i64(&a, owner);
+	a_i64(&a, now);
+	return exec_q(st, Q_STREAMS_REFRESH, &a, "streams refresh");
+}
+
+/* The highest event id below which nothing can still commit: ids commit
+ * out of order across mailboxes, so the re-check must not step past an id
+ * that is still in flight, or an event whose wake-up was lost would never
+ * be found.
+ *
+ * Every writer locks the session row (and so gets its xid) before it
+ * takes an id. So when the sequence stood at S and, read afterwards, the
+ * snapshot's xmax was X, every transaction holding an id <= S has an xid
+ * below X; once the oldest running xid is at or past X, all of them have
+ * ended and every id <= S is final. The candidate (S, X) of one call
+ * becomes the frontier at a later call that finds it so. */
+static sig_err frontier(store *st, int64_t *safe)
+{
+	int64_t seq = 0;
+	sig_err e = query_i64(st, Q_SEQ_NOW, NULL, &seq, "sequence");
+	if (e != SIG_OK)
+		return e;
+	PGresult *r = run(st, Q_SNAPSHOT, NULL, 0, &e, "snapshot");
+	if (r == NULL)
+		return e;
+	int64_t xmin = get_i64(r, 0, 0), xmax = get_i64(r, 0, 1);
+	PQclear(r);
+	if (st->cand_xmax && xmin >= st->cand_xmax && st->cand_seq > st->safe_id)
+		st->safe_id = st->cand_seq;
+	if (xmin >= xmax && seq > st->safe_id) /* nothing was running at all */
+		st->safe_id = seq;
+	if (st->cand_xmax == 0 || xmin >= st->cand_xmax) {
+		st->cand_seq = seq;
+		st->cand_xmax = xmax;
+	}
+	*safe = st->safe_id;
+	return SIG_OK;
+}
+
+static sig_err pgs_recent_recipients(store *st, int64_t owner, int64_t after, int64_t *sids, int max, int *n,
+				     int64_t *max_id)
+{
+	int64_t newest = 0, safe = 0;
+	*n = 0;
+	*max_id = after;
+	sig_err e = frontier(st, &safe);
+	if (e == SIG_OK)
+		e = query_i64(st, Q_MAX_EVENT, NULL, &newest, "max event");
+	if (e != SIG_OK)
+		return e;
+	if (newest <= after) {
+		*max_id = newest; /* nothing after `after`: continue from the newest id */
+		return SIG_OK;
+	}
+	struct args a = {0};
+	a_i64(&a, owner);
+	a_i64(&a, after);
+	a_i64(&a, newest);
+	a_i64(&a, max);
+	PGresult *r = run(st, Q_RECENT, &a, 0, &e, "recent recipients");
+	if (r == NULL)
+		return e;
+	int64_t last = after;
+	for (int i = 0; i < PQntuples(r) && *n < max; i++) {
+		last = get_i64(r, i, 0);
+		sids[(*n)++] = get_i64(r, i, 1);
+	}
+	PQclear(r);
+	*max_id = *n == max ? last : newest;
+	/* Never past the frontier: what is beyond it is looked at again (a
+	 * stream woken twice only pulls once more). */
+	if (*max_id > safe)
+		*max_id = safe > after ? safe : after;
+	return SIG_OK;
+}
+
+/* ---- counts ---- */
+
+static sig_err pgs_stats(store *st, struct store_stats *out)
+{
+	memset(out, 0, sizeof *out);
+	sig_err e;
+	PGresult *r = run(st, Q_STATS, NULL, 0, &e, "stats");
+	if (r && PQntuples(r) == 1) {
+		out->sessions = get_i64(r, 0, 0);
+		out->rooms = get_i64(r, 0, 1);
+		out->memberships = get_i64(r, 0, 2);
+		out->events = get_i64(r, 0, 3);
+		out->streams = get_i64(r, 0, 4);
+	}
+	PQclear(r);
+	return e;
+}
+
+/* In a write transaction a count decides a limit: counted under a lock,
+ * so two logins (two new rooms) cannot both take the last place. */
+static sig_err pgs_session_count(store *st, int64_t *n)
+{
+	sig_err e;
+	*n = 0;
+	if (st->in_txn == 1 && (e = lock_id(st, LK_COUNT, 1)) != SIG_OK)
+		return e;
+	return query_i64(st, Q_SESSION_COUNT, NULL, n, "session count");
+}
+
+static sig_err pgs_room_count(store *st, int64_t *n)
+{
+	sig_err e;
+	*n = 0;
+	if (st->in_txn == 1 && (e = lock_id(st, LK_COUNT, 2)) != SIG_OK)
+		return e;
+	return query_i64(st, Q_ROOM_COUNT, NULL, n, "room count");
+}
+
+/* ---- rate buckets, tickets, tokens ---- */
+
+static sig_err pgs_rate_take(store *st, const char *key, double rate, double burst, int64_t now, int *wait_s)
+{
+	struct args a = {0};
+	a_str(&a, key);
+	a_f64(&a, burst);
+	a_i64(&a, now);
+	*wait_s = 0;
+	sig_err e = exec_q(st, Q_RATE_INIT, &a, "rate init");
+	if (e != SIG_OK)
+		return e;
+	a.n = 1;
+	PGresult *r = run(st, Q_RATE_READ, &a, 0, &e, "rate read");
+	if (r == NULL)
+		return e;
+	double tokens = burst;
+	if (PQntuples(r) == 1) {
+		int64_t updated = get_i64(r, 0, 1);
+		tokens = strtod(PQgetvalue(r, 0, 0), NULL) + (double)(now - updated) / 1000.0 * rate;
+		if (tokens > burst)
+			tokens = burst;
+	}
+	PQclear(r);
+	if (tokens >= 1.0)
+		tokens -= 1.0;
+	else
+		*wait_s = (int)((1.0 - tokens) / rate) + 1;
+	a.n = 1;
+	a_f64(&a, tokens);
+	a_i64(&a, now);
+	return exec_q(st, Q_RATE_WRITE, &a, "rate write");
+}
+
+static sig_err pgs_rate_gc(store *st, int64_t before)
+{
+	struct args a = {0};
+	a_i64(&a, before);
+	return exec_q(st, Q_RATE_GC, &a, "rate gc");
+}
+
+static sig_err pgs_ticket_create(store *st, int64_t sid, const uint8_t hash[STORE_HASH_LEN], int64_t expires,
+				 int keep)
+{
+	struct args a = {0};
+	a_bytes(&a, hash, STORE_HASH_LEN);
+	a_i64(&a, sid);
+	a_i64(&a, expires);
+	sig_err e = raced(st, exec_q(st, Q_TICKET_CREATE, &a, "ticket create"));
+	if (e != SIG_OK)
+		return e;
+	struct args b = {0};
+	a_i64(&b, sid);
+	a_i64(&b, keep);
+	return exec_q(st, Q_TICKET_TRIM, &b, "ticket trim");
+}
+
+static sig_err pgs_ticket_take(store *st, const uint8_t hash[STORE_HASH_LEN], int64_t now, store_session *out)
+{
+	memset(out, 0, sizeof *out);
+	/* Deleted first, whatever it names: of two takers, one gets the row. */
+	struct args a = {0};
+	a_bytes(&a, hash, STORE_HASH_LEN);
+	sig_err e;
+	PGresult *r = run(st, Q_TICKET_TAKE, &a, 0, &e, "ticket take");
+	if (r == NULL)
+		return e;
+	int64_t sid = 0;
+	if (PQntuples(r) == 1 && get_i64(r, 0, 1) > now)
+		sid = get_i64(r, 0, 0);
+	PQclear(r);
+	if (sid == 0)
+		return SIG_OK;
+	struct args b = {0};
+	a_i64(&b, sid);
+	return session_query(st, Q_SESSION_BY_ID, &b, out, "ticket session");
+}
+
+static sig_err pgs_tickets_gc(store *st, int64_t now)
+{
+	struct args a = {0};
+	a_i64(&a, now);
+	return exec_q(st, Q_TICKETS_GC, &a, "tickets gc");
+}
+
+static sig_err pgs_session_retoken(store *st, int64_t sid, const uint8_t hash[STORE_HASH_LEN])
+{
+	struct args a = {0};
+	a_i64(&a, sid);
+	a_bytes(&a, hash, STORE_HASH_LEN);
+	return exec_q(st, Q_SESSION_RETOKEN, &a, "session retoken");
+}
+
+/* ---- idempotency keys ---- */
+
+static sig_err pgs_key_get(store *st, int64_t sid, const char *cid, int64_t since, struct store_key *out)
+{
+	memset(out, 0, sizeof *out);
+	sig_err e;
+	/* In the command's write transaction: a second run of the same cid
+	 * waits here until the first has committed its key, then finds it. */
+	if (st->in_txn == 1 && (e = lock_id(st, LK_KEYS, sid)) != SIG_OK)
+		return e;
+	struct args a = {0};
+	a_i64(&a, sid);
+	a_str(&a, cid);
+	a_i64(&a, since);
+	/* Binary results: the fingerprint's 32 bytes, the reply's text. */
+	PGresult *r = run(st, Q_KEY_GET, &a, 1, &e, "key get");
+	if (r && PQntuples(r) == 1 && PQgetlength(r, 0, 0) == STORE_HASH_LEN) {
+		out->len = (size_t)PQgetlength(r, 0, 1);
+		memcpy(out->fingerprint, PQgetvalue(r, 0, 0), STORE_HASH_LEN);
+		out->reply = xmalloc(out->len + 1);
+		memcpy(out->reply, PQgetvalue(r, 0, 1), out->len);
+		out->reply[out->len] = '\0';
+		out->found = 1;
+	}
+	PQclear(r);
+	return e;
+}
+
+static sig_err pgs_key_put(store *st, int64_t sid, const char *cid, const uint8_t fingerprint[STORE_HASH_LEN],
+			   const char *reply, size_t len, int64_t now, int64_t keep)
+{
+	struct args a = {0};
+	a_i64(&a, sid);
+	int64_t seq = 0;
+	sig_err e = query_i64(st, Q_KEY_NEXT_SEQ, &a, &seq, "key seq");
+	if (e != SIG_OK)
+		return e;
+	a_str(&a, cid);
+	a_i64(&a, seq);
+	a_bytes(&a, fingerprint, STORE_HASH_LEN);
+	a_bytes(&a, reply, len);
+	a_i64(&a, now);
+	if ((e = raced(st, exec_q(st, Q_KEY_PUT, &a, "key put"))) != SIG_OK || seq <= keep)
+		return e;
+	struct args b = {0};
+	a_i64(&b, sid);
+	a_i64(&b, seq - keep);
+	return exec_q(st, Q_KEY_TRIM, &b, "key trim");
+}
+
+static sig_err pgs_keys_gc(store *st, int64_t before)
+{
+	struct args a = {0};
+	a_i64(&a, before);
+	return exec_q(st, Q_KEYS_GC, &a, "keys gc");
+}
+
+/* ---- the admin API: ended sessions, bans, the room listing ---- */
+
+static sig_err pgs_session_end(store *st, int64_t sid, int64_t last_event, int64_t now)
+{
+	struct args a = {0};
+	a_i64(&a, sid);
+	a_i64(&a, last_event);
+	a_i64(&a, now);
+	return exec_q(st, Q_SESSION_END, &a, "session end");
+}
+
+static sig_err pgs_ban_set(store *st, const char *kind, const char *value, int64_t until, const char *reason)
+{
+	struct args a = {0};
+	a_str(&a, kind);
+	a_str(&a, value);
+	a_i64(&a, until);
+	a_str(&a, reason ? reason : "");
+	return exec_q(st, Q_BAN_SET, &a, "ban set");
+}
+
+static sig_err pgs_ban_delete(store *st, const char *kind, const char *value, int *removed)
+{
+	struct args a = {0};
+	a_str(&a, kind);
+	a_str(&a, value);
+	sig_err e;
+	*removed = 0;
+	PGresult *r = run(st, Q_BAN_DELETE, &a, 0, &e, "ban delete");
+	if (r)
+		*removed = atoi(PQcmdTuples(r)) > 0;
+	PQclear(r);
+	return e;
+}
+
+static sig_err pgs_ban_find(store *st, const char *kind, const char *value, int64_t now, int64_t *until)
+{
+	struct args a = {0};
+	a_str(&a, kind);
+	a_str(&a, value);
+	a_i64(&a, now);
+	return query_i64(st, Q_BAN_FIND, &a, until, "ban find");
+}
+
+static sig_err pgs_bans_list(store *st, int64_t now, int max, store_ban_fn fn, void *ctx)
+{
+	struct args a = {0};
+	a_i64(&a, now);
+	a_i64(&a, max);
+	sig_err e;
+	PGresult *r = run(st, Q_BANS_LIST, &a, 0, &e, "bans list");
+	for (int i = 0; r && i < PQntuples(r); i++)
+		if (fn(ctx, PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), get_i64(r, i, 2), PQgetvalue(r, i, 3)))
+			break;
+	PQclear(r);
+	return e;
+}
+
+static sig_err pgs_bans_gc(store *st, int64_t now)
+{
+	struct args a = {0};
+	a_i64(&a, now);
+	return exec_q(st, Q_BANS_GC, &a, "bans gc");
+}
+
+static sig_err pgs_rooms_list(store *st, int max, store_membership_fn fn, void *ctx)
+{
+	struct args a = {0};
+	a_i64(&a, max);
+	sig_err e;
+	PGresult *r = run(st, Q_ROOMS_LIST, &a, 0, &e, "rooms list");
+	for (int i = 0; r && i < PQntuples(r); i++) {
+		store_session m = {0};
+		copy_text(m.room_id, r, i, 0);
+		m.id = get_i64(r, i, 1);
+		copy_text(m.user_id, r, i, 2);
+		copy_text(m.protocol, r, i, 3);
+		m.last_seen = get_i64(r, i, 4);
+		m.stream_owner = get_i64(r, i, 5);
+		if (fn(ctx, &m))
+			break;
+	}
+	PQclear(r);
+	return e;
+}
+
+/* PostgreSQL keeps itself (autovacuum); the maintenance thread's call is
+ * where its handle reconnects after the server came back. */
+static sig_err pgs_maintain(store *st)
+{
+	if (!st->in_txn)
+		(void)ready(st);
+	return SIG_OK;
+}
+
+const struct store_ops store_pg_ops = {
+	.name = "postgresql",
+	.open = pgs_open,
+	.close = pgs_close,
+	.rollback = pgs_rollback,
+	STORE_CALLS(STORE_OP_ENTRY)
+};
