@@ -1,7 +1,8 @@
 # Makefile - build, run and test the FastCGI signaling responder.
 #   make            build build/signal-fcgi
 #   make run        install what is missing, build, run lighttpd on $(PORT) in the foreground
-#                   (SERVER=nginx or SERVER=apache: that front server instead)
+#                   (SERVER=nginx or SERVER=apache: that front server instead;
+#                   STORE=postgres: on a local PostgreSQL it starts; PG_URL=postgresql://...: on yours)
 #   make test       install what is missing, build, run every test (TAP through prove)
 #   make bench      benchmarks (see bench/)
 #   make deb        the Debian package, build/deb/signal-fcgi_VERSION_amd64.deb
@@ -15,6 +16,10 @@ ARGS     ?=
 PROCS    ?= 1
 WORKERS  ?= 1
 SERVER   ?= lighttpd
+STORE    ?= sqlite
+PG_URL   ?=
+PGPORT   ?=
+STORE_ARGS ?=
 
 CC       ?= cc
 CFLAGS   ?= -O2 -g
@@ -55,7 +60,7 @@ SOURCES   = $(wildcard $(addsuffix /*.c,$(SRC_DIRS)))
 SCHEMA    = $(sort $(wildcard schema/*.sql))
 SCHEMA_PG = $(sort $(wildcard schema/postgres/*.sql))
 
-.PHONY: all run test unit integration bench fuzz clean deps deps-test deps-fuzz deps-pkg install install-deb deb shared-hosting
+.PHONY: all run run-front test unit integration bench fuzz clean deps deps-test deps-fuzz deps-pkg install install-deb deb shared-hosting
 
 all: build/signal-fcgi
 
@@ -170,13 +175,22 @@ deps-test: deps
 run: deps
 	@$(MAKE) --no-print-directory all
 	@mkdir -p $(dir $(DB)) var/run
-	@echo "signaling service on http://$(BIND):$(PORT)/ behind $(SERVER) (database $(DB); Ctrl-C stops it)"
-ifeq ($(SERVER),nginx)
-	exec tools/run-nginx.sh $(PORT) $(BIND) $(DB) $(ARGS)
-else ifeq ($(SERVER),apache)
-	exec tools/run-apache.sh $(PORT) $(BIND) $(DB) $(ARGS)
+ifneq ($(PG_URL)$(filter postgres,$(STORE)),)
+	@exec tools/run-postgres.sh "$(PG_URL)" "$(PGPORT)" $(MAKE) --no-print-directory run-front
 else
-	SIGNAL_ROOT=$(CURDIR) SIGNAL_BIN=$(CURDIR)/build/signal-fcgi SIGNAL_RUNDIR=$(CURDIR)/var/run SIGNAL_DB=$(DB) SIGNAL_ARGS="$(ARGS)" \
+	@$(MAKE) --no-print-directory run-front
+endif
+
+# The front server in the foreground; STORE_ARGS (from run-postgres.sh)
+# points the responders at PostgreSQL.
+run-front:
+	@echo "signaling service on http://$(BIND):$(PORT)/ behind $(SERVER) ($(if $(STORE_ARGS),PostgreSQL,database $(DB)); Ctrl-C stops it)"
+ifeq ($(SERVER),nginx)
+	exec tools/run-nginx.sh $(PORT) $(BIND) $(DB) $(STORE_ARGS) $(ARGS)
+else ifeq ($(SERVER),apache)
+	exec tools/run-apache.sh $(PORT) $(BIND) $(DB) $(STORE_ARGS) $(ARGS)
+else
+	SIGNAL_ROOT=$(CURDIR) SIGNAL_BIN=$(CURDIR)/build/signal-fcgi SIGNAL_RUNDIR=$(CURDIR)/var/run SIGNAL_DB=$(DB) SIGNAL_ARGS="$(STORE_ARGS) $(ARGS)" \
 	  SIGNAL_PROCS=$(PROCS) SIGNAL_WORKERS=$(WORKERS) SIGNAL_BIND=$(BIND) PORT=$(PORT) exec lighttpd -D -f lighttpd.conf
 endif
 

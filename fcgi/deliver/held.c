@@ -69,6 +69,7 @@ struct held {
 	int64_t stall_us;      /* when the queue last made no progress, 0 none */
 	buf out;               /* FastCGI records (WebSocket frames) waiting for the socket */
 	int dirty, more, ending, gone, want_out, no_input;
+	int retry; /* the store failed its pull (e.g. PostgreSQL away): pull again at the next tick */
 	int released;          /* the store already knows no stream holds the session */
 	int expired;           /* a stream ended by --max-stream-seconds */
 	char *headers;         /* extra header lines (CORS) for a poll's answer, or NULL */
@@ -492,7 +493,9 @@ static int pull(struct held *h)
 	}
 	if (e != SIG_OK) {
 		buf_free(&text);
-		h->more = 1; /* try again on the next round */
+		/* Not on the next round, which would spin while the store is
+		 * away: at the next tick. */
+		h->retry = 1;
 		return 0;
 	}
 	delivered(h, &text, p.count, p.last);
@@ -571,7 +574,7 @@ static void run_dirty(loop *l, void *data)
 		if (h->gone)
 			continue; /* freed by bury() */
 		if (!in_txn) {
-			mark_dirty(h);
+			h->retry = 1; /* see pull() */
 			continue;
 		}
 		if (h->ending == 2) {
@@ -824,6 +827,10 @@ static void tick(loop *l, void *data, int64_t now)
 			continue;
 		}
 		h->ops->tick(h, now);
+		if (h->retry && !h->gone) {
+			h->retry = 0;
+			mark_dirty(h);
+		}
 	}
 	/* Deliveries only read: what they wrote out goes to the store here,
 	 * for every connection together (marks.c). */

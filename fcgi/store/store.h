@@ -2,10 +2,11 @@
  * store.h - the state store: sessions, room memberships and mailboxes.
  *
  * This is the only interface the command core has to persistent state;
- * store_sqlite.c implements it on SQLite in WAL mode, and a networked
- * engine (PostgreSQL) implements the same calls. A store handle is one
- * connection: one per thread, never shared. Every process of the service
- * opens its own handles on the same store.
+ * store_sqlite.c implements it on SQLite in WAL mode, store_pg.c on
+ * PostgreSQL, and store.c sends each call to the engine its handle was
+ * opened on (store_ops.h: a new call goes into every engine). A store
+ * handle is one connection: one per thread, never shared. Every process of
+ * the service opens its own handles on the same store.
  *
  * Conventions: every call returns SIG_OK or the error that stopped it.
  * Lookups that find nothing return SIG_OK with an id of 0. Writes happen
@@ -32,12 +33,24 @@
  *   claims of one stream) cannot both commit on what they read. So pruning
  *   happens exactly once: the second pruner finds the session gone, and
  *   its members get one user-left. A claim's generation is taken under the
- *   same rule, and a release only acts on the generation it names.
+ *   same rule, and a release only acts on the generation it names. The
+ *   core relies on this for more than rows it writes: a join counts the
+ *   room's members (room limit), a login counts sessions (--max-sessions),
+ *   a command looks its cid up, all before writing; an engine with
+ *   concurrent writers must make those reads wait for the writers of the
+ *   same room, count or session (store_pg.c: a lock taken in its own
+ *   statement before the read, so the read's snapshot comes after it).
+ * - Reads inside a write transaction may find that what the caller read a
+ *   moment earlier is gone (a recipient pruned meanwhile): event_push then
+ *   queues nothing and returns id 0, which the delivery side ignores.
  * - SIG_E_BUSY means "not now": the store's write lock (or a connection)
  *   could not be had within the busy timeout given to store_open. Nothing
  *   of the transaction happened and the caller may retry; clients see 503
  *   busy. Every other failure of the engine is SIG_E_INTERNAL. Lock waits
  *   and their queueing are the engine's own business, never the caller's.
+ *   A networked engine also answers SIG_E_BUSY for a deadlock it broke, a
+ *   lost connection (reconnecting on a later call) and a commit whose
+ *   outcome the lost connection hid: a client's cid makes its retry safe.
  * - store_maintain is the engine's periodic upkeep (SQLite: checkpoints of
  *   its write-ahead log); an engine that needs none does nothing there.
  */

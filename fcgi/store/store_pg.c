@@ -264,6 +264,7 @@ struct store {
 	sig_err fail_err;
 	int broken;            /* the connection is lost: reconnect before the next transaction */
 	int ever_up;           /* connected once: a later connect is a reconnect */
+	int conn_outages;      /* `outages` when this connection was made */
 	int64_t retry_at_us;   /* no reconnect before this (backoff) */
 	int64_t backoff_us;
 	char sqlstate[6];      /* of the last failed statement */
@@ -318,11 +319,28 @@ static int state_is(const store *st, const char *code)
 	return strcmp(st->sqlstate, code) == 0;
 }
 
+/* An outage is logged once per process, not once per connection: its
+ * loss by the first connection to find it, which counts a new outage
+ * (outages), its end by the first to reconnect (pg_down). A connection
+ * made before the last outage began that finds itself broken later is
+ * part of that outage and says nothing. */
+static atomic_int pg_down, outages;
+
 static void mark_broken(store *st)
 {
-	if (!st->broken)
+	int g = st->conn_outages;
+	if (!st->broken && atomic_compare_exchange_strong(&outages, &g, g + 1)) {
+		atomic_store(&pg_down, 1);
 		log_warn("store: the connection to PostgreSQL is lost; commands get 503 until it is back");
+	}
 	st->broken = 1;
+}
+
+/* Notices (such as "already exists, skipping") are not worth a log line. */
+static void ignore_notice(void *arg, const char *message)
+{
+	(void)arg;
+	(void)message;
 }
 
 /* Classify a failed statement: SIG_E_BUSY for "not now" (a lock wait, a
@@ -525,11 +543,12 @@ static sig_err reconnect(store *st)
 		/* The message names host and port, never the password. */
 		const char *m = PQerrorMessage(st->conn);
 		int n = (int)strcspn(m, "\n");
-		if (st->backoff_us == 0)
+		if (atomic_exchange(&pg_down, 1) == 0)
 			log_warn("store: cannot connect to PostgreSQL: %.*s", n, m);
 		e = SIG_E_BUSY;
 	}
 	if (e == SIG_OK) {
+		PQsetNoticeProcessor(st->conn, ignore_notice, NULL);
 		char lt[32];
 		snprintf(lt, sizeof lt, "%lldms", (long long)st->busy_timeout_ms);
 		const char *v = lt;
@@ -562,9 +581,10 @@ static sig_err reconnect(store *st)
 		st->broken = 1;
 		return e;
 	}
-	if (st->broken && st->ever_up)
+	if (atomic_exchange(&pg_down, 0) == 1 && st->ever_up)
 		log_info("store: connected to PostgreSQL again");
 	st->ever_up = 1;
+	st->conn_outages = atomic_load(&outages);
 	st->broken = 0;
 	st->backoff_us = 0;
 	st->safe_id = st->cand_seq = st->cand_xmax = 0;
@@ -1111,8 +1131,15 @@ static sig_err pgs_rate_take(store *st, const char *key, double rate, double bur
 		return e;
 	double tokens = burst;
 	if (PQntuples(r) == 1) {
+		/* Another process may have written a later `now` (its clock read
+		 * before ours waited for the row): no time has passed then, and
+		 * the bucket keeps that later time. */
 		int64_t updated = get_i64(r, 0, 1);
-		tokens = strtod(PQgetvalue(r, 0, 0), NULL) + (double)(now - updated) / 1000.0 * rate;
+		tokens = strtod(PQgetvalue(r, 0, 0), NULL);
+		if (now > updated)
+			tokens += (double)(now - updated) / 1000.0 * rate;
+		else
+			now = updated;
 		if (tokens > burst)
 			tokens = burst;
 	}
