@@ -24,6 +24,37 @@ for suite in ${PG_SUITES-20-commands 30-delivery 40-prune 41-restart 42-procs 52
 	fi
 done
 
+# The C unit tests (tests/unit.c, ASan/UBSan build) with every fixture a
+# PostgreSQL database.
+make -s -C "$ROOT" build/unit
+SIGNAL_UNIT_PG="host=127.0.0.1 port=$PG_PORT user=postgres" "$ROOT/build/unit" >"$OUT/unit.tap" 2>"$OUT/unit.log"
+rc=$?
+grep -qE 'Sanitizer|runtime error' "$OUT/unit.log" && rc=98
+ok $rc "the unit tests on PostgreSQL ($(grep -c '^ok' "$OUT/unit.tap") checks), no sanitizer report"
+grep -E '^not ok' -A2 "$OUT/unit.tap" | head -20 | sed 's/^/#   /'
+
+# store_pg.c under AddressSanitizer/UBSan and under valgrind, as
+# 80-sanitizers.t does for the SQLite store.
+if [ -n "${PG_SUITES-x}" ]; then
+	make -s -C "$ROOT" build/san/signal-fcgi
+	mkdir -p "$OUT/asan"
+	ASAN_OPTIONS="log_path=$OUT/asan/20-commands:detect_leaks=1:abort_on_error=0" \
+	UBSAN_OPTIONS="print_stacktrace=1:log_path=$OUT/asan/20-commands" \
+	STORE=postgres PG_PORT=$PG_PORT SIGNAL_BIN=$ROOT/build/san/signal-fcgi OUT_SUFFIX=-pg-asan \
+		bash "$ROOT/tests/20-commands.t" >"$OUT/20-commands-asan.tap" 2>&1
+	ok $? "20-commands on PostgreSQL against the ASan/UBSan responder"
+	is "$(ls "$OUT/asan" | wc -l)" 0 "... no sanitizer report"
+	for f in "$OUT"/asan/*; do [ -f "$f" ] && sed 's/^/#   /' "$f" | head -40; done
+	VG="$(command -v valgrind) -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect --log-file=$OUT/valgrind.%p $ROOT/build/signal-fcgi"
+	START_TRIES=400 STORE=postgres PG_PORT=$PG_PORT SIGNAL_BIN=$VG OUT_SUFFIX=-pg-valgrind \
+		bash "$ROOT/tests/20-commands.t" >"$OUT/20-commands-valgrind.tap" 2>&1
+	ok $? "20-commands on PostgreSQL against the responder under valgrind"
+	errs=$(cat "$OUT"/valgrind.* 2>/dev/null | grep -v '^==[0-9]*== *$' | head -50)
+	is "$errs" "" "... valgrind reports nothing (errors, definite leaks)"
+	ls "$OUT"/valgrind.* >/dev/null 2>&1
+	ok $? "... valgrind did run the responder"
+fi
+
 # --- three responder processes on one database, FastCGI straight to each ---
 STORE=postgres
 pg_db "$OUT/race.db" || exit 1

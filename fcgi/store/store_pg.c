@@ -469,8 +469,6 @@ static sig_err lock_name(store *st, int cls, const char *name)
 
 /* ---- migrations (see the design note) ---- */
 
-static atomic_int schema_checked; /* this process migrated or checked once */
-
 static sig_err migrate(store *st)
 {
 	sig_err e = exec_text(st, "BEGIN", "migration begin");
@@ -527,7 +525,7 @@ static sig_err migrate(store *st)
 	return e;
 }
 
-/* Connect, set the lock timeout, migrate (once per process), prepare. */
+/* Connect, set the lock timeout, migrate (or check the schema), prepare. */
 static sig_err reconnect(store *st)
 {
 	if (st->conn)
@@ -558,10 +556,10 @@ static sig_err reconnect(store *st)
 			e = fail(st, r, "lock_timeout");
 		PQclear(r);
 	}
-	if (e == SIG_OK && !atomic_load(&schema_checked)) {
-		if ((e = migrate(st)) == SIG_OK)
-			atomic_store(&schema_checked, 1);
-	}
+	/* On every connect: a reconnect may reach another server (failover)
+	 * or, in the tests, another database; it costs a few round trips. */
+	if (e == SIG_OK)
+		e = migrate(st);
 	for (int i = 0; e == SIG_OK && i < Q__COUNT; i++) {
 		char name[16];
 		snprintf(name, sizeof name, "q%d", i);
