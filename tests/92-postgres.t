@@ -128,6 +128,14 @@ for i in $(seq 1 200); do kill -0 "$POLL" 2>/dev/null || break; sleep 0.05; done
 out=$(cat "$OUT/away-poll.out")
 is "$(status_of "$out")/$(body_of "$out" | jq -c '[.events[] | select(.type == "signal") | .n]')" '200/[7]' \
 	"... and the long-poll held across the outage gets the signal"
+# A restart between two commands: the connections it closed are replaced
+# at once, before anything was sent on them, so the next command succeeds.
+kill -INT "$PG_PID"
+for i in $(seq 1 600); do kill -0 "$PG_PID" 2>/dev/null || break; sleep 0.05; done
+PG_PID=$("$ROOT/tools/pg-local.sh" start "$PG_DIR" "$PG_PORT" 2>>"$OUT/pg.log")
+codes=""
+for p in ${PORTS//,/ }; do codes="$codes $(status_of "$(req "$p" POST /api/cmd '{"type":"ping"}' "$TOK")")"; done
+is "$codes" " 200 200 200" "a database restart between two commands: the next one succeeds at every process"
 grep -q "connection to PostgreSQL is lost" "$OUT/race.log"; ok $? "the loss is logged"
 grep -q "connected to PostgreSQL again" "$OUT/race.log"; ok $? "... and the return"
 ! grep -q "postgresql://" "$OUT/race.log"; ok $? "the store URI is never logged"

@@ -14,7 +14,12 @@
  * caller tries again later; nothing exits), and a handle whose connection
  * broke answers SIG_E_BUSY and reconnects at its next store_begin,
  * store_begin_read or call outside a transaction, no sooner than a backoff
- * (50 ms doubling to 2 s) after the last failed try. A COMMIT whose
+ * (50 ms doubling to 2 s) after the last failed try. A connection found
+ * closed at the start of a transaction (or of a call outside one), before
+ * anything was done on it, as after a restart of the server, is replaced
+ * at once, once, so the first command after a restart does not fail. The
+ * schema is checked on every connect (a reconnect may reach a promoted
+ * standby). Outages are logged once per process. A COMMIT whose
  * connection broke has an unknown outcome: it is SIG_E_BUSY too, and a
  * client's retry with the same cid gets the stored reply if it did commit.
  *
@@ -404,14 +409,22 @@ static PGresult *run(store *st, enum q q, const struct args *a, int binary, sig_
 	}
 	char name[16];
 	snprintf(name, sizeof name, "q%d", (int)q);
-	PGresult *r = PQexecPrepared(st->conn, name, a ? a->n : 0, a ? a->v : NULL, a ? a->len : NULL,
-				     a ? a->fmt : NULL, binary);
-	ExecStatusType s = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
-	if (s == PGRES_TUPLES_OK || s == PGRES_COMMAND_OK)
-		return r;
-	*e = fail(st, r, what);
-	PQclear(r);
-	return NULL;
+	for (int attempt = 0;; attempt++) {
+		PGresult *r = PQexecPrepared(st->conn, name, a ? a->n : 0, a ? a->v : NULL, a ? a->len : NULL,
+					     a ? a->fmt : NULL, binary);
+		ExecStatusType s = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+		if (s == PGRES_TUPLES_OK || s == PGRES_COMMAND_OK)
+			return r;
+		*e = fail(st, r, what);
+		PQclear(r);
+		/* Outside a transaction a statement on a connection the server
+		 * closed is tried once more on a fresh one (see begin_txn). */
+		if (st->in_txn || !st->broken || attempt > 0)
+			return NULL;
+		st->retry_at_us = 0;
+		if ((*e = ready(st)) != SIG_OK)
+			return NULL;
+	}
 }
 
 /* A statement whose rows do not matter. */
@@ -621,14 +634,22 @@ static void pgs_close(store *st)
 
 static sig_err begin_txn(store *st, const char *sql, int kind)
 {
-	sig_err e = ready(st);
-	if (e != SIG_OK)
-		return e;
-	if ((e = exec_text(st, sql, "begin")) != SIG_OK)
-		return e;
-	st->in_txn = kind;
-	st->failed = 0;
-	return SIG_OK;
+	for (int attempt = 0;; attempt++) {
+		sig_err e = ready(st);
+		if (e != SIG_OK)
+			return e;
+		if ((e = exec_text(st, sql, "begin")) == SIG_OK) {
+			st->in_txn = kind;
+			st->failed = 0;
+			return SIG_OK;
+		}
+		/* A connection the server closed since its last use (it was
+		 * restarted, or failed over): nothing was done yet, so a fresh
+		 * connection is tried at once, once. */
+		if (!st->broken || attempt > 0)
+			return e;
+		st->retry_at_us = 0;
+	}
 }
 
 static sig_err pgs_begin(store *st)
