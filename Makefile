@@ -182,15 +182,16 @@ else
 endif
 
 # The front server in the foreground; STORE_ARGS (from run-postgres.sh)
-# points the responders at PostgreSQL.
+# points the responders at PostgreSQL. Not echoed: a PG_URL may hold a
+# password.
 run-front:
 	@echo "signaling service on http://$(BIND):$(PORT)/ behind $(SERVER) ($(if $(STORE_ARGS),PostgreSQL,database $(DB)); Ctrl-C stops it)"
 ifeq ($(SERVER),nginx)
-	exec tools/run-nginx.sh $(PORT) $(BIND) $(DB) $(STORE_ARGS) $(ARGS)
+	@exec tools/run-nginx.sh $(PORT) $(BIND) $(DB) $(STORE_ARGS) $(ARGS)
 else ifeq ($(SERVER),apache)
-	exec tools/run-apache.sh $(PORT) $(BIND) $(DB) $(STORE_ARGS) $(ARGS)
+	@exec tools/run-apache.sh $(PORT) $(BIND) $(DB) $(STORE_ARGS) $(ARGS)
 else
-	SIGNAL_ROOT=$(CURDIR) SIGNAL_BIN=$(CURDIR)/build/signal-fcgi SIGNAL_RUNDIR=$(CURDIR)/var/run SIGNAL_DB=$(DB) SIGNAL_ARGS="$(STORE_ARGS) $(ARGS)" \
+	@SIGNAL_ROOT=$(CURDIR) SIGNAL_BIN=$(CURDIR)/build/signal-fcgi SIGNAL_RUNDIR=$(CURDIR)/var/run SIGNAL_DB=$(DB) SIGNAL_ARGS="$(STORE_ARGS) $(ARGS)" \
 	  SIGNAL_PROCS=$(PROCS) SIGNAL_WORKERS=$(WORKERS) SIGNAL_BIND=$(BIND) PORT=$(PORT) exec lighttpd -D -f lighttpd.conf
 endif
 

@@ -250,8 +250,11 @@ PY
 LOCKER=$!
 fi
 wait_for "$OUT/locker.log" locked 5
-post "$A" '{"type":"ping"}'
+resp=$(curl -s -D "$OUT/busy.hdr" -w '\n%{http_code}' -H "Authorization: Bearer $A" --data-binary '{"type":"ping"}' "$BASE/api/cmd")
+STATUS=${resp##*$'\n'}
+BODY=${resp%$'\n'*}
 is "$STATUS/$(echo "$BODY" | jq -r .error)" 503/busy "a store locked past --busy-timeout: 503 busy"
+like "$(cat "$OUT/busy.hdr")" $'Retry-After: 1\r' "... with Retry-After"
 wait $LOCKER
 post "$A" '{"type":"ping"}'
 is "$STATUS" 200 "... and the service recovers when the lock is gone"

@@ -185,6 +185,8 @@ static void handle_cmd(FCGX_Request *req, const struct cred *cr, const char *rem
 		buf_printf(&headers, "Retry-After: %d\r\n", r.retry_after);
 		if (r.err == SIG_E_RATE_LIMITED && json_object_is_type(r.reply, json_type_object))
 			json_object_object_add(r.reply, "retryAfter", json_object_new_int(r.retry_after));
+	} else if (r.err == SIG_E_BUSY) { /* the store: locked past --busy-timeout, or away */
+		buf_printf(&headers, "Retry-After: 1\r\n");
 	}
 	/* Bells before the answer: the commit is done, and the event is what the
 	 * other side waits for (a bell never blocks). */
