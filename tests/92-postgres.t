@@ -93,6 +93,40 @@ is "$(jq -c '[.logins.bad, .joins.bad]' "$OUT/race.json")" '[[],[]]' "... every 
 is "$(jq -c '.order | [.lost, .duplicates, .ids_increasing, .per_sender_order]' "$OUT/race.json")" '[0,0,true,true]' \
 	"... a reader after its cursor got every acknowledged signal once, ids strictly increasing"
 
+# --- pruning exactly once: three processes prune the same silent users ---
+pg_db "$OUT/prune.db" || exit 1
+PPORTS=""
+for i in 1 2 3; do
+	p=$(free_port)
+	"$ROOT/build/signal-fcgi" --listen "127.0.0.1:$p" --store "$SERVER_PG_URL" --heartbeat-timeout 3 \
+		--prune-interval 1 --room-limit 20 --rate-ip 1000000 --rate-session 1000000 --rate-login 1000000 \
+		>>"$OUT/prune.log" 2>&1 &
+	BG_PIDS="$BG_PIDS $!"
+	PRUNERS="${PRUNERS:-} $!"
+	PPORTS="$PPORTS $p"
+done
+set -- $PPORTS
+for i in $(seq 1 100); do [ "$(health_of "$3")" = 200 ] && break; sleep 0.1; done
+W=$(body_of "$(req "$1" POST /api/cmd '{"type":"login","userId":"watcher"}')" | jq -r .token)
+req "$1" POST /api/cmd '{"type":"join","roomId":"pr"}' "$W" >/dev/null
+for i in 1 2 3 4 5 6; do
+	p=$(echo $PPORTS | cut -d' ' -f$(( (i - 1) % 3 + 1 )))
+	t=$(body_of "$(req "$p" POST /api/cmd "{\"type\":\"login\",\"userId\":\"silent$i\"}")" | jq -r .token)
+	req "$p" POST /api/cmd '{"type":"join","roomId":"pr"}' "$t" >/dev/null
+done
+# The watcher keeps talking (each process in turn) while the six go silent.
+gone=""
+for i in $(seq 1 60); do
+	req "$(echo $PPORTS | cut -d' ' -f$(( i % 3 + 1 )))" POST /api/cmd '{"type":"ping"}' "$W" >/dev/null
+	[ "$(sql "SELECT count(*) FROM sessions")" = 1 ] && { gone=1; break; }
+	sleep 0.5
+done
+ok $([ -n "$gone" ]; echo $?) "six silent users pruned by three processes pruning at once"
+left=$(body_of "$(req "$1" GET "/api/poll?since=0&timeout=0" "" "$W")" |
+	jq -c '[.events[] | select(.type == "user-left") | .userId] | group_by(.) | map(length) | [length, unique]')
+is "$left" '[6,[1]]' "... and the watcher got exactly one user-left for each"
+for p in $PRUNERS; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+
 # --- the database goes away and comes back ---
 # A long-poll waits at the second process across the outage; a signal sent
 # through the first once the database is back must end it.
@@ -144,6 +178,7 @@ ok $? "no error in the responders' log"
 
 # --- a schema newer than the binary knows is refused ---
 for p in $RESP; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+pg_db "$OUT/race.db" # the race's database again (made already: kept)
 pg_sql "$SERVER_PG" "UPDATE signal_schema SET version = 999"
 timeout 20 "$ROOT/build/signal-fcgi" --listen "127.0.0.1:$(free_port)" --store "$RACE_URL" >"$OUT/newer.log" 2>&1
 is "$?" 1 "a database at a newer schema version: the responder refuses to start"
