@@ -98,7 +98,7 @@ pg_db "$OUT/prune.db" || exit 1
 PPORTS=""
 for i in 1 2 3; do
 	p=$(free_port)
-	"$ROOT/build/signal-fcgi" --listen "127.0.0.1:$p" --store "$SERVER_PG_URL" --heartbeat-timeout 3 \
+	"$ROOT/build/signal-fcgi" --listen "127.0.0.1:$p" --store "$SERVER_PG_URL" --heartbeat-timeout 10 \
 		--prune-interval 1 --room-limit 20 --rate-ip 1000000 --rate-session 1000000 --rate-login 1000000 \
 		>>"$OUT/prune.log" 2>&1 &
 	BG_PIDS="$BG_PIDS $!"
@@ -113,10 +113,12 @@ for i in 1 2 3 4 5 6; do
 	p=$(echo $PPORTS | cut -d' ' -f$(( (i - 1) % 3 + 1 )))
 	t=$(body_of "$(req "$p" POST /api/cmd "{\"type\":\"login\",\"userId\":\"silent$i\"}")" | jq -r .token)
 	req "$p" POST /api/cmd '{"type":"join","roomId":"pr"}' "$t" >/dev/null
+	req "$1" POST /api/cmd '{"type":"ping"}' "$W" >/dev/null # the watcher stays alive meanwhile
 done
-# The watcher keeps talking (each process in turn) while the six go silent.
+# The watcher keeps talking (each process in turn) while the six go silent
+# (10 s: a busy machine's slow steps never make the watcher look silent).
 gone=""
-for i in $(seq 1 60); do
+for i in $(seq 1 120); do
 	req "$(echo $PPORTS | cut -d' ' -f$(( i % 3 + 1 )))" POST /api/cmd '{"type":"ping"}' "$W" >/dev/null
 	[ "$(sql "SELECT count(*) FROM sessions")" = 1 ] && { gone=1; break; }
 	sleep 0.5
