@@ -219,9 +219,13 @@ int main(int argc, char **argv)
 	sigset_t sigs;
 	block_signals(&sigs); /* after FCGX_Init, which installs its own */
 
-	core *maint_core = open_core(); /* also creates and migrates the database */
-	core *held_core = maint_core ? open_core() : NULL;
-	core *group_core = held_core ? open_core() : NULL;
+	/* static: the cores live as long as the process, also when it exits
+	 * early below (a WebSocket socket still taken by a draining
+	 * predecessor), which LeakSanitizer would otherwise report. */
+	static core *maint_core, *held_core, *group_core;
+	maint_core = open_core(); /* also creates and migrates the database */
+	held_core = maint_core ? open_core() : NULL;
+	group_core = held_core ? open_core() : NULL;
 	if (group_core == NULL) {
 		log_error("cannot open the store %s", store_shown());
 		return 1;
