@@ -218,8 +218,16 @@ install: all
 BUNDLE     = build/shared-hosting/signal
 STATIC_LIBS = -Wl,-Bstatic -lfcgi -ljson-c -lsqlite3 -lcrypto -lhttp_parser -Wl,-Bdynamic -lwslay -lpthread -ldl -lm
 
-build/signal.fcgi: $(OBJS)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(OBJS) -Wl,-rpath,'$$ORIGIN/lib' -Wl,--enable-new-dtags $(STATIC_LIBS)
+# Without the PostgreSQL store (libpq's own dependencies have no static
+# archives, and a shared host has no libpq): store.c built with STORE_NO_PG.
+BUNDLE_OBJS = $(filter-out build/store.o build/store_pg.o build/schema_pg.o,$(OBJS)) build/bundle/store.o
+
+build/bundle/store.o: fcgi/store/store.c $(HEADERS) | build
+	@mkdir -p build/bundle
+	$(CC) $(WARN) $(CPPFLAGS) $(CFLAGS) -DSTORE_NO_PG -c -o $@ $<
+
+build/signal.fcgi: $(BUNDLE_OBJS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(BUNDLE_OBJS) -Wl,-rpath,'$$ORIGIN/lib' -Wl,--enable-new-dtags $(STATIC_LIBS)
 
 shared-hosting: deps build/signal.fcgi
 	@rm -rf $(BUNDLE) && mkdir -p $(BUNDLE)/lib $(BUNDLE)/data

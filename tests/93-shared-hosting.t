@@ -39,7 +39,7 @@ is "$STATUS" 403 "the data folder lists nothing"
 owners=$(ps -o user= -p "$(responder_pids | tr '\n' ',' | sed 's/,$//')" | sort -u | tr -d ' \n')
 is "$owners" "$FCGID_USER" "mod_fcgid runs the program as the user who uploaded it (suEXEC)"
 is "$(stat -c %U "$OUT/signal.db")" "$FCGID_USER" "the database belongs to that user"
-like "$(cat "$OUT/run/apache-error.log")" "signal-fcgi started: db=$OUT/signal.db" \
+like "$(cat "$OUT/run/apache-error.log")" "signal-fcgi started: store=$OUT/signal.db" \
 	"the program took its options from signal.conf beside it (its log goes to the host's error log)"
 
 # --max-stream-seconds 3: a stream ends after 3 s, its process is free

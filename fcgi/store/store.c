@@ -8,6 +8,7 @@
  */
 #include "store/store.h"
 #include "store/store_ops.h"
+#include "base/log.h"
 
 #include <ctype.h>
 #include <stdlib.h>
@@ -30,7 +31,17 @@ int store_is_postgres(const char *where)
 
 sig_err store_open(const char *where, int64_t busy_timeout_ms, store **out)
 {
+#ifdef STORE_NO_PG
+	/* The shared-hosting bundle links no libpq: a host has none to load. */
+	if (store_is_postgres(where)) {
+		*out = NULL;
+		log_error("store: this build (the shared-hosting bundle) has no PostgreSQL store");
+		return SIG_E_INTERNAL;
+	}
+	const struct store_ops *ops = &store_sqlite_ops;
+#else
 	const struct store_ops *ops = store_is_postgres(where) ? &store_pg_ops : &store_sqlite_ops;
+#endif
 	return ops->open(where, busy_timeout_ms, out);
 }
 
