@@ -143,6 +143,8 @@ static int entry_parse(const char *s, size_t len, unsigned char net[16], int *bi
 	return 0;
 }
 
+/* 1 when the first `bits` bits of a and b agree (--metrics-allow and
+ * --trust-proxy both match with it). */
 static int prefix_match(const unsigned char *a, const unsigned char *b, int bits)
 {
 	int whole = bits / 8, rest = bits % 8;
@@ -497,22 +499,10 @@ static int ip_parse(const char *s, size_t len, struct ip *ip)
 	return 0;
 }
 
-/* 1 when the first `bits` bits of a and b agree. */
-static int prefix_eq(const unsigned char *a, const unsigned char *b, int bits)
-{
-	int whole = bits / 8, rest = bits % 8;
-	if (memcmp(a, b, (size_t)whole) != 0)
-		return 0;
-	if (rest == 0)
-		return 1;
-	unsigned char mask = (unsigned char)(0xff << (8 - rest));
-	return (a[whole] & mask) == (b[whole] & mask);
-}
-
 static int trusted(const struct hp_trust *t, const struct ip *ip)
 {
 	for (int i = 0; t && i < t->n; i++)
-		if (t->net[i].family == ip->family && prefix_eq(t->net[i].addr, ip->a, t->net[i].bits))
+		if (t->net[i].family == ip->family && prefix_match(t->net[i].addr, ip->a, t->net[i].bits))
 			return 1;
 	return 0;
 }
