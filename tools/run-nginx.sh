@@ -12,8 +12,10 @@ while (echo >/dev/tcp/127.0.0.1/$backend) 2>/dev/null; do backend=$((backend + 1
 wsport=$((backend + 1))
 while (echo >/dev/tcp/127.0.0.1/$wsport) 2>/dev/null; do wsport=$((wsport + 1)); done
 mkdir -p var/run var/nginx
-sed -e "s|listen 127.0.0.1:8080;|listen $bind:$port;|" -e "s|server 127.0.0.1:9001;|server 127.0.0.1:$backend;|" \
-	-e "s|server 127.0.0.1:9002;|server 127.0.0.1:$wsport;|" \
+# The WebSocket port first: the FastCGI one may become 9002. Each server
+# line keeps its parameters (max_fails...).
+sed -e "s|listen 127.0.0.1:8080;|listen $bind:$port;|" -e "s|server 127.0.0.1:9002\([^;]*\);|server 127.0.0.1:$wsport\1;|" \
+	-e "s|server 127.0.0.1:9001\([^;]*\);|server 127.0.0.1:$backend\1;|" \
 	-e "s|^pid .*|pid var/run/nginx.pid;|" nginx.conf >var/run/nginx.conf
 ( set -f; while :; do build/signal-fcgi --listen "127.0.0.1:$backend" --ws-listen "127.0.0.1:$wsport" --db "$db" "$@"; sleep 1; done ) &
 sup=$!
