@@ -197,7 +197,7 @@ endif
 
 test: deps-test
 	@$(MAKE) --no-print-directory all build/unit build/unit-plain build/san/signal-fcgi $(addprefix build/replay/,$(FUZZ_TARGETS))
-	prove -v tests/*.t
+	prove -v --timer tests/*.t
 
 bench: deps
 	@$(MAKE) --no-print-directory all
