@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # run.sh - the benchmark: our service and nchan, side by side, on identical
 # work. The server is pinned to CPU 0 and the load generator to CPU 1.
-#   bench/run.sh [CASE...]   cases: latency throughput held ws xproc idle (default: all)
+#   bench/run.sh [CASE...]   cases: latency throughput held ws xproc idle (default: all),
+#   and ws-held (the held part of ws alone)
 # (ws: the WebSocket relay cases, ours only: latency through lighttpd and
 # through nginx, throughput, held)
 # Prints a table and writes it as TSV to bench/results/DATE.tsv.
@@ -37,6 +38,15 @@ tree() {
 	for c in $(pgrep -P "$p"); do tree "$c"; done
 }
 rss_kb() { local t=0 p; for p in $(tree "$SERVER_PID"); do t=$((t + $(awk '/VmRSS/{print $2}' /proc/$p/status 2>/dev/null || echo 0))); done; echo $t; }
+# The same split: "front responder" (KB), as cpu_split_ns splits CPU.
+rss_split_kb() {
+	local f=0 r=0 p k
+	for p in $(tree "$SERVER_PID"); do
+		k=$(awk '/VmRSS/{print $2}' /proc/$p/status 2>/dev/null || echo 0)
+		if [ "$(cat /proc/$p/comm 2>/dev/null)" = signal-fcgi ]; then r=$((r + k)); else f=$((f + k)); fi
+	done
+	echo "$f $r"
+}
 # CPU time (ns, every thread) of the server's processes, split: "front responder"
 # (front: lighttpd or nginx; responder: signal-fcgi; nchan has no responder).
 cpu_split_ns() {
@@ -215,21 +225,22 @@ run_throughput() {
 	row throughput "server RSS (KB)" "$orss" "$nrss" "-"
 }
 
-# held_one NCHAN_FLAG N [ws] -> "connected rss_per_stream_kb delivered deliver_s"
+# held_one NCHAN_FLAG N [ws] -> "connected rss_per_stream_kb rss_added_per_stream_kb delivered deliver_s
+#   front_added_kb responder_added_kb" (added: over the idle server's, per stream)
 held_one() {
-	local base rss=0 out="connected=0" line
-	base=$(rss_kb)
+	local base rss=0 out="connected=0" line b0 split="0 0"
+	base=$(rss_kb); b0=$(rss_split_kb)
 	coproc LGP { lg $1 --port "$PORT" held "$2" ${3:-}; }
 	local lgpid=$LGP_PID
 	while read -r line <&"${LGP[0]}"; do
 		case "$line" in
 		connected=*) out=$line ;;
-		measure-memory) sleep 1; rss=$(rss_kb); echo go >&"${LGP[1]}" ;;
+		measure-memory) sleep 1; rss=$(rss_kb); split=$(rss_split_kb); echo go >&"${LGP[1]}" ;;
 		case=held*) out="$out $line"; break ;;
 		esac
 	done
 	wait "$lgpid" 2>/dev/null
-	echo "$(echo "$out" | val connected) $(awk -v r="$rss" -v n="$2" 'BEGIN{printf "%.1f", r / n}') $(awk -v r="$rss" -v b="$base" -v n="$2" 'BEGIN{printf "%.1f", (r - b) / n}') $(echo "$out" | val delivered) $(echo "$out" | val deliver_s)"
+	echo "$(echo "$out" | val connected) $(awk -v r="$rss" -v n="$2" 'BEGIN{printf "%.1f", r / n}') $(awk -v r="$rss" -v b="$base" -v n="$2" 'BEGIN{printf "%.1f", (r - b) / n}') $(echo "$out" | val delivered) $(echo "$out" | val deliver_s) $(awk -v s="$split" -v b="$b0" -v n="$2" 'BEGIN{split(s, x, " "); split(b, y, " "); printf "%.1f %.1f", (x[1] - y[1]) / n, (x[2] - y[2]) / n}')"
 }
 run_held() {
 	local n o m
@@ -265,13 +276,30 @@ run_ws() {
 	row throughput-ws "CPU per message (us): front server" "$4" "-" "-"
 	row throughput-ws "CPU per message (us): responder" "$5" "-" "-"
 	row throughput-ws "commands per store commit (group commit)" "$6" "-" "-"
+	run_ws_held
+}
+
+# Held WebSockets through lighttpd and through nginx: memory per socket
+# (what each process added over its idle size) and one message each.
+run_ws_held() {
+	local o n
 	for n in $HELD; do
 		start_ours 1 "$HELD_WORKERS"; o=$(held_one "" "$n" ws); stop_server
 		set -- $o
 		row "held-ws-$n" "sockets connected" "$1" "-" "$n"
-		row "held-ws-$n" "server RSS per socket (KB, total/N)" "$2" "-" "<= 8 KB"
+		row "held-ws-$n" "server RSS per socket (KB, total/N)" "$2" "-" "-"
+		row "held-ws-$n" "RSS added per socket: lighttpd + responder (KB)" "$3" "-" "<= 8 KB"
+		row "held-ws-$n" "... lighttpd mod_proxy (KB)" "$6" "-" "-"
+		row "held-ws-$n" "... responder (KB)" "$7" "-" "-"
 		row "held-ws-$n" "one message each: delivered" "$4" "-" "all $n"
 		row "held-ws-$n" "... in seconds" "$5" "-" "-"
+		start_ours_nginx; o=$(held_one "" "$n" ws); stop_server
+		set -- $o
+		row "held-ws-nginx-$n" "sockets connected" "$1" "-" "$n"
+		row "held-ws-nginx-$n" "RSS added per socket: nginx + responder (KB)" "$3" "-" "<= 8 KB"
+		row "held-ws-nginx-$n" "... nginx proxy (KB)" "$6" "-" "-"
+		row "held-ws-nginx-$n" "... responder (KB)" "$7" "-" "-"
+		row "held-ws-nginx-$n" "one message each: delivered" "$4" "-" "all $n"
 	done
 }
 
@@ -307,6 +335,7 @@ for c in $CASES; do
 	throughput) run_throughput ;;
 	held) run_held ;;
 	ws) run_ws ;;
+	ws-held) run_ws_held ;;
 	xproc) run_xproc ;;
 	idle) run_idle ;;
 	*) echo "unknown case $c" ;;

@@ -404,6 +404,24 @@ def case_frames():
     s.sendall(frame(9, b"hello"))
     f = read_frame(s, f[2] if f else b"")
     check(f is not None and f[0] == 10 and f[1] == b"hello", "ping frame -> pong", f)
+    # The same in pieces, each after a pause, so the server reads each on
+    # its own: a header cut in two, a ping between two fragments, a 200-byte
+    # payload (two-byte length) cut in its middle. An idle socket lets go of
+    # wslay's buffers; one inside a frame or a message must not.
+    pad = " " * 180
+    data = (frame(1, b'{"type":', fin=False) + frame(9, b"mid") +
+            frame(0, ('"ping","p":"%s"}' % pad).encode()))
+    cuts = [1, 3, 9, 12, 15, 20, len(data) - 100, len(data) - 1]
+    at = 0
+    for c in cuts + [len(data)]:
+        s.sendall(data[at:c])
+        at = c
+        time.sleep(0.05)
+    f = read_frame(s, f[2] if f else b"")
+    check(f is not None and f[0] == 10 and f[1] == b"mid", "a ping between fragments sent in pieces -> its pong", f)
+    f = read_frame(s, f[2] if f else b"")
+    check(f is not None and f[0] == 1 and json.loads(f[1]).get("error") == "unauthorized",
+          "... and the message of the pieces around it is one command", f)
     # a close frame is answered with a close frame (code 1000)
     s.sendall(frame(8, struct.pack("!H", 1000)))
     check(close_code(s, f[2] if f else b"") == 1000, "a close is answered with 1000", "")

@@ -25,6 +25,19 @@
  * reset the connection and could destroy the close frame before the client
  * reads it.
  *
+ * wslay's context (8.5 KB: a 4 KB read buffer, a 4 KB write buffer) exists
+ * only while the connection is between frames of its own: a message half
+ * read, a frame half written, a close under way. An idle socket (most of a
+ * held socket's life) has none, so its memory is our small struct and the
+ * held connection. It is made again when the socket turns readable or we
+ * have something to send; a fresh context is exactly the state of an idle
+ * one (the close state excepted, and a context in close is never let go).
+ * "Between frames" is counted, not guessed: every byte read is added to
+ * `fed`, every frame wslay starts adds its length (header, mask key and
+ * payload; wslay refuses non-minimal lengths, so the header's length
+ * follows from the payload's) to `framed`, and a context holds nothing
+ * when the two are equal, no frame is open and no fragmented message is.
+ *
  * A connection carries at most one session: login or {"type":"auth",
  * "token":T,"lastEventId":N} (or a token in the cookie or ?token= on the
  * upgrade request) attaches it, exactly as opening an SSE stream would;
@@ -88,7 +101,11 @@ struct msg {
 
 struct ws_conn {
 	held *h;                  /* NULL once the socket is gone */
-	wslay_event_context_ptr ctx; /* NULL until the handshake is done */
+	wslay_event_context_ptr ctx; /* only while a frame is on its way (design note) */
+	int upgraded;             /* the handshake is done */
+	int in_frame, in_msg;     /* wslay is inside a frame / a fragmented message */
+	uint64_t fed, framed;     /* bytes read into wslay / in frames it started */
+	uint64_t frame_len;       /* the open frame's header and payload */
 	buf head;                 /* handshake bytes until the blank line */
 	buf early;                /* bytes that followed the handshake, read first */
 	char token[CORE_TOKEN_LEN + 1]; /* of the attached session, "" when none */
@@ -237,14 +254,17 @@ static ssize_t on_recv(wslay_event_context_ptr ctx, uint8_t *data, size_t len, i
 		size_t n = len < w->early.len ? len : w->early.len;
 		memcpy(data, w->early.data, n);
 		buf_consume(&w->early, n);
+		w->fed += n;
 		return (ssize_t)n;
 	}
 	ssize_t n;
 	do
 		n = read(held_fd(w->h), data, len);
 	while (n < 0 && errno == EINTR);
-	if (n > 0)
+	if (n > 0) {
+		w->fed += (uint64_t)n;
 		return n;
+	}
 	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
 		wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
 	} else {
@@ -302,12 +322,68 @@ static void on_message(wslay_event_context_ptr ctx, const struct wslay_event_on_
 	dispatch(w);
 }
 
+/* ---- wslay's context, only while a frame is on its way ---- */
+
+static void on_frame_start(wslay_event_context_ptr ctx, const struct wslay_event_on_frame_recv_start_arg *arg,
+			   void *user)
+{
+	(void)ctx;
+	struct ws_conn *w = user;
+	uint64_t len = arg->payload_length;
+	/* 2 bytes, the minimal extended length, the client's mask key */
+	w->frame_len = 2 + (len < 126 ? 0 : len <= 0xffff ? 2 : 8) + 4 + len;
+	w->in_frame = 1;
+	if (!(arg->opcode & 0x8)) /* a data frame: a message goes on until fin */
+		w->in_msg = !arg->fin;
+}
+
+static void on_frame_end(wslay_event_context_ptr ctx, void *user)
+{
+	(void)ctx;
+	struct ws_conn *w = user;
+	w->framed += w->frame_len;
+	w->in_frame = 0;
+}
+
+/* The connection's wslay context, made when it has none. NULL: out of memory. */
+static wslay_event_context_ptr ctx_of(struct ws_conn *w)
+{
+	if (w->ctx)
+		return w->ctx;
+	struct wslay_event_callbacks cb = {.recv_callback = on_recv, .send_callback = on_send,
+					   .on_msg_recv_callback = on_message,
+					   .on_frame_recv_start_callback = on_frame_start,
+					   .on_frame_recv_end_callback = on_frame_end};
+	if (wslay_event_context_server_init(&w->ctx, &cb, w) != 0) {
+		log_error("ws: out of memory");
+		w->ctx = NULL;
+		return NULL;
+	}
+	wslay_event_config_set_max_recv_msg_length(w->ctx, (uint64_t)cfg.max_body);
+	w->fed = w->framed = 0;
+	return w->ctx;
+}
+
+/* Let the context go if it holds nothing (see the design note). */
+static void ctx_release_if_idle(struct ws_conn *w)
+{
+	wslay_event_context_ptr c = w->ctx;
+	if (c == NULL || w->in_frame || w->in_msg || w->fed != w->framed || w->early.len > 0 ||
+	    !wslay_event_get_read_enabled(c) || !wslay_event_get_write_enabled(c) ||
+	    wslay_event_get_close_sent(c) || wslay_event_get_close_received(c) ||
+	    wslay_event_want_write(c) || wslay_event_get_queued_msg_count(c) > 0)
+		return;
+	wslay_event_context_free(c);
+	w->ctx = NULL;
+}
+
 /* Queue a text message (copied by wslay) and frame it into the queue. */
 static void send_text(struct ws_conn *w, const char *text, size_t len)
 {
 	struct wslay_event_msg m = {.opcode = WSLAY_TEXT_FRAME, .msg = (const uint8_t *)text, .msg_length = len};
-	if (wslay_event_queue_msg(w->ctx, &m) == 0)
-		wslay_event_send(w->ctx);
+	wslay_event_context_ptr c = ctx_of(w);
+	if (c && wslay_event_queue_msg(c, &m) == 0)
+		wslay_event_send(c);
 }
 
 /* Queue a close frame and close the socket once it is written. Returns -1
@@ -315,9 +391,10 @@ static void send_text(struct ws_conn *w, const char *text, size_t len)
 static int close_with(struct ws_conn *w, uint16_t code, const char *reason)
 {
 	metrics_ws_close(code);
-	if (w->ctx) {
-		wslay_event_queue_close(w->ctx, code, (const uint8_t *)reason, strlen(reason));
-		wslay_event_send(w->ctx);
+	wslay_event_context_ptr c = w->upgraded ? ctx_of(w) : NULL;
+	if (c) {
+		wslay_event_queue_close(c, code, (const uint8_t *)reason, strlen(reason));
+		wslay_event_send(c);
 	}
 	return held_close_after_flush(w->h);
 }
@@ -328,10 +405,13 @@ static int close_with(struct ws_conn *w, uint16_t code, const char *reason)
  * its last frame may never pass it on, and would hold both sockets. */
 static int after_io(struct ws_conn *w)
 {
-	wslay_event_send(w->ctx);
-	if (wslay_event_get_close_sent(w->ctx) ||
-	    (!wslay_event_want_read(w->ctx) && !wslay_event_want_write(w->ctx)))
-		return held_close_after_flush(w->h);
+	wslay_event_context_ptr c = w->ctx;
+	if (c) {
+		wslay_event_send(c);
+		if (wslay_event_get_close_sent(c) || (!wslay_event_want_read(c) && !wslay_event_want_write(c)))
+			return held_close_after_flush(w->h);
+		ctx_release_if_idle(w);
+	}
 	held_want_input(w->h, may_read(w));
 	return held_flush(w->h);
 }
@@ -457,14 +537,7 @@ static int handshake(struct ws_conn *w, size_t head_len)
 	buf_printf(held_out(w->h),
 		   "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
 		   "Sec-WebSocket-Accept: %s\r\n\r\n", key_out);
-	struct wslay_event_callbacks cb = {.recv_callback = on_recv, .send_callback = on_send,
-					   .on_msg_recv_callback = on_message};
-	if (wslay_event_context_server_init(&w->ctx, &cb, w) != 0) {
-		log_error("ws: out of memory");
-		rc = held_close_after_flush(w->h);
-		goto out;
-	}
-	wslay_event_config_set_max_recv_msg_length(w->ctx, (uint64_t)cfg.max_body);
+	w->upgraded = 1;
 	/* Bytes after the blank line already belong to the WebSocket. */
 	buf_append(&w->early, w->head.data + head_len, w->head.len - head_len);
 	buf_free(&w->head);
@@ -528,7 +601,7 @@ static struct ws_conn *conn_new(void)
  * destroyed, else 0. */
 static int ws_readable(struct ws_conn *w)
 {
-	if (w->ctx == NULL)
+	if (!w->upgraded)
 		return read_handshake(w);
 	if (w->reading) {
 		w->again = 1; /* the outer call reads on */
@@ -539,11 +612,13 @@ static int ws_readable(struct ws_conn *w)
 	do {
 		w->again = 0;
 		w->eof = 0;
-		int rv = wslay_event_recv(w->ctx);
+		wslay_event_context_ptr c = ctx_of(w);
+		int rv = c ? wslay_event_recv(c) : WSLAY_ERR_NOMEM;
 		if (rv != 0) {
 			if (cfg.verbose)
 				log_info("ws: %s %s", w->remote, w->eof ? "went away" : "sent a malformed frame");
-			wslay_event_send(w->ctx); /* a close wslay queued; a half-closed peer still reads */
+			if (c)
+				wslay_event_send(c); /* a close wslay queued; a half-closed peer still reads */
 			rc = held_close_after_flush(w->h);
 			break;
 		}
@@ -557,7 +632,7 @@ static int ws_readable(struct ws_conn *w)
 /* Once a second: ping, and close a client silent past the heartbeat timeout. */
 static void ws_tick(struct ws_conn *w, int64_t now)
 {
-	if (w->ctx == NULL) {
+	if (!w->upgraded) {
 		if (now - w->born_us > HANDSHAKE_TIMEOUT_US)
 			held_close_after_flush(w->h);
 		return;
@@ -572,7 +647,8 @@ static void ws_tick(struct ws_conn *w, int64_t now)
 		 * client's pong shows it is alive. */
 		struct wslay_event_msg ping = {.opcode = WSLAY_PING};
 		w->last_ping_us = now;
-		if (wslay_event_queue_msg(w->ctx, &ping) == 0)
+		wslay_event_context_ptr c = ctx_of(w);
+		if (c && wslay_event_queue_msg(c, &ping) == 0)
 			after_io(w);
 	}
 }
@@ -653,7 +729,7 @@ static int on_readable(held *h, int hup)
 static int on_drained(held *h)
 {
 	struct ws_conn *w = held_data(h);
-	if (w->ctx && may_read(w)) {
+	if (w->upgraded && may_read(w)) {
 		held_want_input(h, 1);
 		return ws_readable(w); /* frames wslay already holds */
 	}
@@ -706,6 +782,7 @@ static void on_deliver(held *h, const buf *text, int count, int64_t last)
 		t += n;
 		len -= n;
 	}
+	ctx_release_if_idle(w); /* all framed into the queue: nothing left in it */
 }
 
 /* The socket is gone; w is freed once no command of it is in flight. */
@@ -722,7 +799,7 @@ static void on_drain(held *h, int64_t after)
 	struct ws_conn *w = held_data(h);
 	if (w->lingering)
 		return;
-	if (w->ctx == NULL) { /* still in its handshake: nothing to tell it yet */
+	if (!w->upgraded) { /* still in its handshake: nothing to tell it yet */
 		held_close_after_flush(h);
 		return;
 	}
@@ -832,7 +909,7 @@ static void apply(struct loop_job *job)
 	if (j->attach) {
 		memcpy(w->token, j->new_token, sizeof w->token);
 		held_attach(w->h, &j->stream, j->cursor);
-		if (!wslay_event_get_write_enabled(w->ctx))
+		if (w->ctx && !wslay_event_get_write_enabled(w->ctx))
 			held_detach(w->h, 1); /* our close is out: nothing more can be delivered here */
 	}
 	job_free(j);
