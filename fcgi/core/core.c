@@ -53,6 +53,7 @@ struct core {
 struct cmd_ctx {
 	core *c;
 	const char *token;  /* presented token, may be NULL */
+	const uint8_t *token_hash; /* its hash when the caller knows it, else NULL */
 	const char *remote; /* client address, may be NULL */
 	store_session sess; /* id 0 when not authenticated */
 	int64_t now;
@@ -917,7 +918,11 @@ static sig_err authenticate(struct cmd_ctx *x)
 {
 	memset(&x->sess, 0, sizeof x->sess);
 	uint8_t hash[STORE_HASH_LEN];
-	if (x->token == NULL || core_token_hash(x->token, hash) != 0)
+	if (x->token == NULL)
+		return SIG_OK;
+	if (x->token_hash)
+		memcpy(hash, x->token_hash, sizeof hash); /* a socket's, hashed once when it attached */
+	else if (core_token_hash(x->token, hash) != 0)
 		return SIG_OK;
 	sig_err e = store_session_by_token(x->c->st, hash, &x->sess);
 	if (e == SIG_OK)
@@ -1053,10 +1058,16 @@ void core_exec_request(core *c, const char *token, const char *remote, const cha
 		r->reply = core_error_reply(NULL, e);
 		return;
 	}
-	struct cmd_ctx x = {.c = c, .token = token, .remote = remote, .r = r};
+	core_exec_json(c, token, NULL, remote, req, r);
+	json_object_put(req);
+}
+
+void core_exec_json(core *c, const char *token, const uint8_t *token_hash, const char *remote, json_object *req,
+		    core_result *r)
+{
+	struct cmd_ctx x = {.c = c, .token = token, .token_hash = token ? token_hash : NULL, .remote = remote, .r = r};
 	if (!json_object_is_type(req, json_type_array)) {
 		r->err = exec_one(&x, req, &r->reply);
-		json_object_put(req);
 		return;
 	}
 	size_t n = json_object_array_length(req);
@@ -1066,7 +1077,6 @@ void core_exec_request(core *c, const char *token, const char *remote, const cha
 		snprintf(why.msg, sizeof why.msg, "a batch holds 1 to %d commands, not %zu", CORE_BATCH_MAX, n);
 		r->err = SIG_E_INVALID_FIELD;
 		r->reply = core_error_reply_why(NULL, SIG_E_INVALID_FIELD, &why);
-		json_object_put(req);
 		return;
 	}
 	/* A batch: each command on its own, answered in order. A login inside
@@ -1075,6 +1085,7 @@ void core_exec_request(core *c, const char *token, const char *remote, const cha
 	for (size_t i = 0; i < n; i++) {
 		json_object *reply = NULL;
 		x.token = r->token[0] ? r->token : (r->logged_out ? NULL : token);
+		x.token_hash = x.token == token ? token_hash : NULL; /* a login in the batch: its own */
 		x.type = NULL;
 		r->item_err[i] = exec_one(&x, json_object_array_get_idx(req, i), &reply);
 		r->item_type[i] = x.type;
@@ -1083,7 +1094,6 @@ void core_exec_request(core *c, const char *token, const char *remote, const cha
 	r->err = SIG_OK;
 	r->items = (int)n;
 	r->reply = out;
-	json_object_put(req);
 }
 
 /* ---- group commit ---- */

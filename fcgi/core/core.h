@@ -19,6 +19,7 @@
 #include "store/store.h"
 
 #define CORE_TOKEN_LEN 64 /* hex characters: 256 bits from the kernel */
+#define CORE_TOKEN_HASH_LEN STORE_HASH_LEN /* what core_token_hash makes */
 #define CORE_BATCH_MAX 64
 
 /* A stream that must re-read its mailbox: held by process `owner`. A wake
@@ -107,6 +108,12 @@ void core_exec_body(core *c, const char *token, const char *body, size_t len, co
  * when unknown). */
 void core_exec_request(core *c, const char *token, const char *remote, const char *body, size_t len,
 		       core_result *r);
+/* The same for a body already parsed by jv_parse (req stays the caller's),
+ * from a client that may know its token's hash (core_token_hash(token);
+ * NULL: hashed here). A WebSocket parses each message once, to spot its
+ * auth, and hashes its token once, when it attaches. */
+void core_exec_json(core *c, const char *token, const uint8_t *token_hash, const char *remote, json_object *req,
+		    core_result *r);
 
 /* Group commit: between core_group_begin and core_group_end, every
  * core_exec_request runs in a savepoint of one write transaction (a failed

@@ -33,6 +33,8 @@
 struct job {
 	const char *token, *remote, *body;
 	size_t len;
+	json_object *req;
+	const uint8_t *token_hash;
 	core_result *r;
 	int64_t queued_us; /* when it joined the queue: its latency counts from here */
 	int done;
@@ -75,8 +77,13 @@ static void lead(void)
 
 	sig_err e = core_group_begin(G.c);
 	if (e == SIG_OK) {
-		for (int i = 0; i < n; i++)
-			core_exec_request(G.c, jobs[i]->token, jobs[i]->remote, jobs[i]->body, jobs[i]->len, jobs[i]->r);
+		for (int i = 0; i < n; i++) {
+			struct job *j = jobs[i];
+			if (j->req)
+				core_exec_json(G.c, j->token, j->token_hash, j->remote, j->req, j->r);
+			else
+				core_exec_request(G.c, j->token, j->remote, j->body, j->len, j->r);
+		}
 		e = core_group_end(G.c);
 	}
 	int64_t now = util_mono_us();
@@ -110,7 +117,8 @@ void group_exec_all(const struct group_item *items, int n)
 	pthread_mutex_lock(&G.lock);
 	for (int i = 0; i < n; i++) {
 		jobs[i] = (struct job){.token = items[i].token, .remote = items[i].remote, .body = items[i].body,
-				       .len = items[i].len, .r = items[i].r, .queued_us = now};
+				       .len = items[i].len, .req = items[i].req, .token_hash = items[i].token_hash,
+				       .r = items[i].r, .queued_us = now};
 		*G.tail = &jobs[i];
 		G.tail = &jobs[i].next;
 	}

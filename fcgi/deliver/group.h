@@ -20,6 +20,8 @@ void group_exec(const char *token, const char *remote, const char *body, size_t 
 struct group_item {
 	const char *token, *remote, *body;
 	size_t len;
+	json_object *req;           /* the body already parsed (jv_parse), or NULL */
+	const uint8_t *token_hash;  /* core_token_hash(token) when known, or NULL */
 	core_result *r;
 };
 void group_exec_all(const struct group_item *items, int n);

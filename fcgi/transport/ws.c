@@ -109,6 +109,7 @@ struct ws_conn {
 	buf head;                 /* handshake bytes until the blank line */
 	buf early;                /* bytes that followed the handshake, read first */
 	char token[CORE_TOKEN_LEN + 1]; /* of the attached session, "" when none */
+	uint8_t token_hash[CORE_TOKEN_HASH_LEN]; /* its hash, made once when it attached */
 	char cookie[CORE_TOKEN_LEN + 1]; /* the upgrade's cookie token, for an auth without one */
 	char remote[64];          /* client address, as the front server saw it */
 	struct msg *inbox, **inbox_tail;
@@ -130,6 +131,7 @@ struct ws_job {
 	struct ws_conn *w;
 	struct ws_job *next;
 	char token[CORE_TOKEN_LEN + 1];
+	uint8_t token_hash[CORE_TOKEN_HASH_LEN];
 	char cookie[CORE_TOKEN_LEN + 1];
 	char remote[64];
 	struct msg *m;            /* the command's text */
@@ -141,6 +143,7 @@ struct ws_job {
 	core_stream stream;
 	int64_t cursor;
 	char new_token[CORE_TOKEN_LEN + 1];
+	uint8_t new_hash[CORE_TOKEN_HASH_LEN]; /* of new_token, made on the command thread */
 };
 
 static struct {
@@ -864,6 +867,7 @@ static void submit(struct ws_conn *w, struct msg *m, int implicit)
 	j->implicit = implicit;
 	j->m = m;
 	memcpy(j->token, w->token, sizeof j->token);
+	memcpy(j->token_hash, w->token_hash, sizeof j->token_hash);
 	memcpy(j->cookie, w->cookie, sizeof j->cookie);
 	memcpy(j->remote, w->remote, sizeof j->remote);
 	w->busy = 1;
@@ -908,6 +912,7 @@ static void apply(struct loop_job *job)
 	}
 	if (j->attach) {
 		memcpy(w->token, j->new_token, sizeof w->token);
+		memcpy(w->token_hash, j->new_hash, sizeof w->token_hash);
 		held_attach(w->h, &j->stream, j->cursor);
 		if (w->ctx && !wslay_event_get_write_enabled(w->ctx))
 			held_detach(w->h, 1); /* our close is out: nothing more can be delivered here */
@@ -979,6 +984,8 @@ static void run_auth(core *c, struct ws_job *j, json_object *cmd, core_wakes *w)
 		j->release = 1; /* a session attached before stays alive: let its stream go */
 		j->cursor = last;
 		snprintf(j->new_token, sizeof j->new_token, "%s", token);
+		if (core_token_hash(j->new_token, j->new_hash) != 0)
+			j->new_token[0] = '\0'; /* cannot happen (libcrypto's SHA-256); then commands are refused */
 	}
 	if (j->implicit) /* not an answer to anything the client sent */
 		json_object_object_add(reply, "source", json_object_new_string("upgrade"));
@@ -998,6 +1005,7 @@ struct ws_run {
 	struct ws_job *j;
 	core_result r;
 	core_wakes opened;
+	json_object *req; /* the message, parsed once (NULL: not JSON; the core answers it) */
 	int in_group; /* a command for the group commit (else already answered) */
 };
 
@@ -1016,6 +1024,8 @@ static void run_before(core *c, struct ws_run *x)
 		run_auth(c, j, cmd, &x->opened);
 	} else {
 		x->in_group = 1; /* exactly what POST /api/cmd would do with this body */
+		x->req = cmd;    /* which the core runs without parsing it again */
+		return;
 	}
 	json_object_put(cmd);
 }
@@ -1030,7 +1040,7 @@ static void run_after(core *c, struct ws_run *x)
 		j->detach = 1;
 	if (r->token[0]) {
 		sig_err e = core_stream_open(c, r->token, 0, Q.owner, &j->stream, &x->opened);
-		if (e == SIG_OK) {
+		if (e == SIG_OK && core_token_hash(r->token, j->new_hash) == 0) {
 			j->attach = 1;
 			j->release = 1;
 			memcpy(j->new_token, r->token, sizeof j->new_token);
@@ -1056,8 +1066,9 @@ static void run_jobs(core *c, struct ws_job **jobs, int n)
 		run_before(c, &x[i]);
 		if (x[i].in_group)
 			items[m++] = (struct group_item){.token = jobs[i]->token[0] ? jobs[i]->token : NULL,
-							 .remote = jobs[i]->remote, .body = jobs[i]->m->data,
-							 .len = jobs[i]->m->len, .r = &x[i].r};
+							 .token_hash = jobs[i]->token_hash, .remote = jobs[i]->remote,
+							 .body = jobs[i]->m->data, .len = jobs[i]->m->len,
+							 .req = x[i].req, .r = &x[i].r};
 	}
 	if (m > 0)
 		group_exec_all(items, m);
@@ -1070,6 +1081,7 @@ static void run_jobs(core *c, struct ws_job **jobs, int n)
 		bell_ring(&x[i].r.wakes);
 		bell_ring(&x[i].opened);
 		free(x[i].opened.v);
+		json_object_put(x[i].req);
 		core_result_free(&x[i].r);
 	}
 	free(items);
