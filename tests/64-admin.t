@@ -167,6 +167,19 @@ admin POST unban '{"address":"127.0.0.1"}'
 is "$(echo "$BODY" | jq -c '{type, address, removed}')" '{"type":"unban","address":"127.0.0.1","removed":true}' "unban it"
 E=$(login erin)
 ok $([ -n "$E" ] && [ "$E" != null ]; echo $?) "... and logins from it work again"
+# One address has several spellings: the IPv4-mapped IPv6 form, hex, caps.
+admin POST ban '{"address":"::FFFF:127.0.0.1","seconds":300}'
+is "$STATUS $(echo "$BODY" | jq -r .address)" "200 127.0.0.1" "a ban of ::FFFF:127.0.0.1 is kept as 127.0.0.1"
+post "" '{"type":"login","userId":"erin2"}'
+is "$STATUS $(echo "$BODY" | jq -r .error)" "403 banned" "... and refuses a login from 127.0.0.1"
+admin POST unban '{"address":"::ffff:7f00:1"}'
+is "$STATUS $(echo "$BODY" | jq -r .removed)" "200 true" "unban ::ffff:7f00:1 (the same address) removes it"
+admin POST ban '{"address":"2001:DB8:0:0:0:0:0:1","seconds":5}'
+is "$STATUS $(echo "$BODY" | jq -r .address)" "200 2001:db8::1" "an IPv6 ban is kept in its shortest form (2001:db8::1)"
+admin POST unban '{"address":"2001:db8::1"}'
+is "$(echo "$BODY" | jq -r .removed)" true "... and unbanned by it"
+admin POST ban '{"address":"1.2.3.4.5","seconds":5}'
+is "$STATUS $(echo "$BODY" | jq -r .field)" "400 address" "1.2.3.4.5 is no address: 400 naming the field"
 
 # --- close a room ---
 F=$(login frank)
@@ -199,10 +212,11 @@ is "$STATUS $(echo "$BODY" | jq -r .error)" "403 banned" "after a restart mallor
 
 # --- the log: one line per action, never the token ---
 for what in 'admin: kick user bob from room r1 by' 'admin: ban user dave for 3s \(session kicked\) by' \
-	'admin: ban address 127.0.0.1 for 600s by' 'admin: unban address 127.0.0.1 by' \
+	'admin: ban address 127.0.0.1 for 600s by' 'admin: ban address 127.0.0.1 for 300s by' \
 	'admin: close room r1 \(2 member\(s\)\) by' 'admin: list rooms \(2\) by'; do
 	is "$(grep -cE "$what" "$OUT/server.log")" 1 "one log line: $what"
 done
+is "$(grep -cE 'admin: unban address 127.0.0.1 by' "$OUT/server.log")" 2 "one log line per unban of 127.0.0.1 (two, in two spellings)"
 is "$(grep -c "$ADMIN" "$OUT/server.log")" 0 "the admin token is never logged"
 get /api/metrics
 like "$(echo "$BODY" | grep 'signal_admin_actions_total{action="kick"}')" ' [1-9]' "admin actions are counted in the metrics"

@@ -1,14 +1,17 @@
 /*
- * util.c - clocks, strict integer parsing and starting detached threads,
- * shared by every module.
+ * util.c - clocks, strict integer parsing, canonical IP addresses and
+ * starting detached threads, shared by every module.
  */
 #define _GNU_SOURCE
 #include "base/util.h"
 #include "base/log.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 int64_t util_now_ms(void)
@@ -61,4 +64,19 @@ int util_start_threads(int n, void *(*fn)(void *))
 		pthread_detach(t);
 	}
 	return 0;
+}
+
+int util_canon_addr(const char *s, char out[UTIL_ADDR_MAX])
+{
+	struct in_addr v4;
+	struct in6_addr v6;
+	if (inet_pton(AF_INET, s, &v4) == 1)
+		return inet_ntop(AF_INET, &v4, out, UTIL_ADDR_MAX) ? 0 : -1;
+	if (inet_pton(AF_INET6, s, &v6) != 1)
+		return -1;
+	if (IN6_IS_ADDR_V4MAPPED(&v6)) {
+		memcpy(&v4, &v6.s6_addr[12], sizeof v4);
+		return inet_ntop(AF_INET, &v4, out, UTIL_ADDR_MAX) ? 0 : -1;
+	}
+	return inet_ntop(AF_INET6, &v6, out, UTIL_ADDR_MAX) ? 0 : -1;
 }

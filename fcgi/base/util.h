@@ -25,4 +25,11 @@ int64_t util_mono_us(void);
  * bytes, empty input. */
 int util_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out);
 
+/* An IP address in its one canonical spelling (inet_ntop's: lowercase,
+ * RFC 5952's shortest IPv6 form; an IPv4-mapped IPv6 address as IPv4), so
+ * that "::FFFF:10.0.0.1", "::ffff:10.0.0.1" and "10.0.0.1" are one address.
+ * out holds UTIL_ADDR_MAX bytes. Returns 0, or -1 when s is no address. */
+#define UTIL_ADDR_MAX 46 /* INET6_ADDRSTRLEN */
+int util_canon_addr(const char *s, char out[UTIL_ADDR_MAX]);
+
 #endif

@@ -366,9 +366,11 @@ static sig_err check_login_auth(const struct core_limits *lim, const char *user,
 static sig_err check_bans(struct cmd_ctx *x, const char *user)
 {
 	int64_t until = 0, u2 = 0;
+	char addr[UTIL_ADDR_MAX];
 	sig_err e = store_ban_find(x->c->st, "user", user, x->now, &until);
-	if (e == SIG_OK && x->remote && (e = store_ban_find(x->c->st, "address", x->remote, x->now, &u2)) == SIG_OK &&
-	    u2 > until)
+	/* Bans are kept in the canonical spelling; the front server's is not always it. */
+	if (e == SIG_OK && x->remote && util_canon_addr(x->remote, addr) == 0 &&
+	    (e = store_ban_find(x->c->st, "address", addr, x->now, &u2)) == SIG_OK && u2 > until)
 		until = u2;
 	if (e != SIG_OK || until == 0)
 		return e;
@@ -1371,25 +1373,28 @@ static sig_err admin_fault(struct cmd_ctx *x, const char *field, const char *msg
 	return SIG_E_INVALID_FIELD;
 }
 
-/* ban and unban name exactly one of userId or address. */
-static sig_err ban_target(struct cmd_ctx *x, json_object *cmd, const char **kind, const char **value)
+/* ban and unban name exactly one of userId or address; an address in its
+ * canonical spelling (into canon), whichever way the operator wrote it. */
+static sig_err ban_target(struct cmd_ctx *x, json_object *cmd, const char **kind, const char **value,
+			  char canon[UTIL_ADDR_MAX])
 {
 	const char *user = jv_str(cmd, "userId"), *addr = jv_str(cmd, "address");
 	if ((user == NULL) == (addr == NULL))
 		return admin_fault(x, user ? "address" : "userId", "give exactly one of userId and address");
-	if (addr && (*addr == '\0' || strspn(addr, "0123456789abcdefABCDEF.:") != strlen(addr)))
-		return admin_fault(x, "address", "an IPv4 or IPv6 address"); /* as the front server writes it */
+	if (addr && util_canon_addr(addr, canon) != 0)
+		return admin_fault(x, "address", "an IPv4 or IPv6 address");
 	*kind = user ? "user" : "address";
-	*value = user ? user : addr;
+	*value = user ? user : canon;
 	return SIG_OK;
 }
 
 static sig_err admin_ban(struct cmd_ctx *x, json_object *cmd, json_object **reply)
 {
 	const char *kind = NULL, *value = NULL;
+	char canon[UTIL_ADDR_MAX];
 	sig_err e = jv_check(cmd, ban_fields, 4, &x->why);
 	if (e == SIG_OK)
-		e = ban_target(x, cmd, &kind, &value);
+		e = ban_target(x, cmd, &kind, &value, canon);
 	json_object *sec = NULL;
 	if (e == SIG_OK && !json_object_object_get_ex(cmd, "seconds", &sec))
 		e = admin_fault(x, "seconds", "required, an integer");
@@ -1422,10 +1427,11 @@ static sig_err admin_ban(struct cmd_ctx *x, json_object *cmd, json_object **repl
 static sig_err admin_unban(struct cmd_ctx *x, json_object *cmd, json_object **reply)
 {
 	const char *kind = NULL, *value = NULL;
+	char canon[UTIL_ADDR_MAX];
 	int removed = 0;
 	sig_err e = jv_check(cmd, ban_fields, 4, &x->why);
 	if (e == SIG_OK)
-		e = ban_target(x, cmd, &kind, &value);
+		e = ban_target(x, cmd, &kind, &value, canon);
 	if (e == SIG_OK)
 		e = store_ban_delete(x->c->st, kind, value, &removed);
 	if (e != SIG_OK)
