@@ -130,6 +130,24 @@ start_server --db "$OUT/allow2.db" -- --metrics-allow 10.0.0.0/8,127.0.0.0/8 || 
 get /api/metrics
 is "$STATUS" 200 "a CIDR prefix in --metrics-allow admits its addresses"
 stop_server
+
+# The metrics file is trusted by every process of the database: never one
+# reached through a link, or one another user may write.
+if [ "$STORE" != postgres ]; then
+	echo untouched >"$OUT/elsewhere"
+	ln -sf "$OUT/elsewhere" "$OUT/link.db.metrics"
+	start_server --db "$OUT/link.db" || exit 1
+	get /api/metrics
+	is "$STATUS" 200 "a metrics file that is a symbolic link: the service still answers"
+	is "$(cat "$OUT/elsewhere")" untouched "... and the link's target is not written"
+	like "$(cat "$OUT/server.log")" "metrics: cannot open .*link.db.metrics" "... and the log says the process counts alone"
+	stop_server
+	install -m 0666 /dev/null "$OUT/open.db.metrics"
+	start_server --db "$OUT/open.db" || exit 1
+	like "$(cat "$OUT/server.log")" "open.db.metrics is not a regular file of this user that only it may write" \
+		"a metrics file others may write is refused too"
+	stop_server
+fi
 "$ROOT/build/signal-fcgi" --listen 127.0.0.1:1 --db "$OUT/bad.db" --metrics-allow 'not an address' 2>"$OUT/bad.err"
 is "$?" 2 "a bad --metrics-allow stops the responder at start"
 

@@ -172,13 +172,20 @@ int metrics_open(const char *db_path)
 	char path[4096];
 	if (snprintf(path, sizeof path, "%s.metrics", db_path) >= (int)sizeof path)
 		return -1;
-	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	/* Never through a link, and only a plain file of ours that no one else
+	 * may write: the other processes trust what is in it. */
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0600);
 	if (fd < 0) {
 		log_warn("metrics: cannot open %s: %s; counting alone", path, strerror(errno));
 		return -1;
 	}
 	struct stat sb;
-	if (range_lock(fd, 0, (off_t)sizeof(struct header), F_WRLCK, 1) != 0 || fstat(fd, &sb) != 0 ||
+	if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_uid != geteuid() || (sb.st_mode & 022)) {
+		log_warn("metrics: %s is not a regular file of this user that only it may write; counting alone", path);
+		close(fd);
+		return -1;
+	}
+	if (range_lock(fd, 0, (off_t)sizeof(struct header), F_WRLCK, 1) != 0 ||
 	    (sb.st_size < (off_t)sizeof(struct file) && ftruncate(fd, (off_t)sizeof(struct file)) != 0)) {
 		log_warn("metrics: cannot lock or size %s: %s; counting alone", path, strerror(errno));
 		close(fd);
