@@ -253,8 +253,10 @@ build/signal-fcgi.8: build/signal-fcgi
 install-deb: build/signal-fcgi build/signal-fcgi.8
 	install -D -m 0755 build/signal-fcgi $(DESTDIR)/usr/sbin/signal-fcgi
 	install -D -m 0644 build/signal-fcgi.8 $(DESTDIR)/usr/share/man/man8/signal-fcgi.8
-	install -d $(DESTDIR)/usr/share/signal-fcgi/www $(DESTDIR)/usr/share/signal-fcgi/schema
+	install -d $(DESTDIR)/usr/share/signal-fcgi/www $(DESTDIR)/usr/share/signal-fcgi/schema \
+	  $(DESTDIR)/usr/share/signal-fcgi/errors
 	install -m 0644 www/*.html www/*.js www/*.css $(DESTDIR)/usr/share/signal-fcgi/www/
+	install -m 0644 errors/*.html $(DESTDIR)/usr/share/signal-fcgi/errors/
 	install -m 0644 $(SCHEMA) $(DESTDIR)/usr/share/signal-fcgi/schema/
 	install -D -m 0644 deploy/signal-fcgi.conf $(DESTDIR)/etc/signal-fcgi/signal-fcgi.conf
 	install -D -m 0644 deploy/apache-site.conf $(DESTDIR)/etc/signal-fcgi/apache.conf

@@ -3,7 +3,8 @@
 # (issue 14, item 7): a bad request line, oversized headers or URI, a body
 # over the front server's cap, the responder down, broken off or silent.
 # Through lighttpd here (errors/, written by tools/error-pages.sh), and
-# through nginx in 90-nginx.t (FRONT=nginx, the same files). Each
+# through nginx in 90-nginx.t (FRONT=nginx) and Apache in 91-apache.t
+# (FRONT=apache), the same files. Each
 # shipped body is checked against fcgi/base/error.c's table, and each kind
 # is provoked for real: responders are stopped and killed by PID.
 . "$(dirname "$0")/lib.sh"
@@ -21,6 +22,8 @@ for pair in $MAP; do
 	st=${pair%%:*} code=${pair#*:}
 	[ -n "$(entry "$code")" ] || { ok 1 "error.c has an entry for $code"; continue; }
 	is "$(cat "$ROOT/errors/$st.html")" "$(want_body "$code")" "lighttpd's errors/$st.html is error.c's $code reply"
+	grep -qE "^ErrorDocument $st /\.errors/$st\.html\$" "$ROOT/apache.conf"
+	ok $? "apache.conf answers its own $st with errors/$st.html"
 	[ "$st" = 431 ] && continue # nginx has no 431 of its own (494, answered 400)
 	grep -qE "^ *error_page ([0-9]+ )*$st( [0-9]+)* /\.errors/$st\.html;" "$ROOT/nginx.conf"
 	ok $? "nginx.conf answers its own $st with errors/$st.html"
@@ -33,7 +36,8 @@ done
 # answer METHOD-AND-ARGS... -> "STATUS|CONTENT-TYPE|BODY" of one curl request
 answer() {
 	curl -s -D "$OUT/h" -o "$OUT/b" --max-time 30 "$@"
-	printf '%s|%s|%s' "$(sed -n '1s/^HTTP\/[0-9.]* \([0-9]*\).*/\1/p' "$OUT/h")" \
+	# the last status line: a "100 Continue" (Apache's, to curl's Expect) comes first
+	printf '%s|%s|%s' "$(sed -n 's/^HTTP\/[0-9.]* \([0-9]*\).*/\1/p' "$OUT/h" | tail -1)" \
 		"$(tr -d '\r' <"$OUT/h" | sed -n 's/^[Cc]ontent-[Tt]ype: //p' | head -1)" "$(tr -d '\n' <"$OUT/b")"
 }
 expect_json() { # expect_json STATUS CODE NAME -- curl args
@@ -80,6 +84,10 @@ chmod +x "$OUT/wrap.sh"
 touch "$OUT/up"
 if [ "$FRONT" = nginx ]; then
 	NGINX_SED='s/fastcgi_read_timeout 120s;/fastcgi_read_timeout 2s;/' start_server || exit 1
+elif [ "$FRONT" = apache ]; then
+	APACHE_SED='s|^\(ProxyPass /api/ .*\) timeout=120|\1 timeout=2|' start_server || exit 1
+	grep -q 'timeout=2 ' "$OUT/apache.conf"
+	ok $? "apache.conf sets the FastCGI timeout (shortened to 2 s for this test)"
 else
 	sed 's/"read-timeout" => 120,/"read-timeout" => 2,/' "$ROOT/lighttpd.conf" >"$OUT/lighttpd.conf"
 	grep -q '"read-timeout" => 2,' "$OUT/lighttpd.conf"
@@ -116,20 +124,27 @@ curl -s -D "$OUT/poll.h" -o "$OUT/poll.b" --max-time 20 "$BASE/api/poll?timeout=
 CPID=$!
 BG_PIDS="$BG_PIDS $CPID"
 sleep 1
-if [ "$FRONT" = nginx ]; then
+if [ "$FRONT" = nginx ] || [ "$FRONT" = apache ]; then
 	kill -STOP $BACKEND_PGIDS # the restart loops: nothing comes back
 else
 	rm -f "$OUT/up" # the wrapper: nothing comes back
 fi
 kill -9 $(responders)
 wait $CPID
-st=$(sed -n '1s/^HTTP\/[0-9.]* \([0-9]*\).*/\1/p' "$OUT/poll.h")
+st=$(sed -n 's/^HTTP\/[0-9.]* \([0-9]*\).*/\1/p' "$OUT/poll.h" | tail -1)
 code=$(echo "$MAP" | tr ' ' '\n' | sed -n "s/^$st://p")
-ok $([ "$st" = 500 ] || [ "$st" = 502 ]; echo $?) "$FRONT: a held poll whose responder is killed under it: $st"
+# lighttpd 500 or 502, nginx 502, Apache's mod_proxy 503
+ok $([ "$st" = 500 ] || [ "$st" = 502 ] || { [ "$FRONT" = apache ] && [ "$st" = 503 ]; }; echo $?) \
+	"$FRONT: a held poll whose responder is killed under it: $st"
 is "$(tr -d '\n' <"$OUT/poll.b")" "$(want_body "${code:-none}")" "... error.c's ${code:-?} as JSON"
 if [ "$FRONT" = nginx ]; then
 	expect_json 502 bad-gateway "no responder listening, a command" -- "$BASE/api/cmd" -X POST -d '{"type":"ping"}'
 	expect_json 502 bad-gateway "no responder listening, the WebSocket upgrade" -- "$BASE/api/ws" \
+		-H 'Connection: Upgrade' -H 'Upgrade: websocket' -H 'Sec-WebSocket-Version: 13' -H 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=='
+	kill -CONT $BACKEND_PGIDS
+elif [ "$FRONT" = apache ]; then # mod_proxy: a backend refusing the connection is 503
+	expect_json 503 unavailable "no responder listening, a command" -- "$BASE/api/cmd" -X POST -d '{"type":"ping"}'
+	expect_json 503 unavailable "no responder listening, the WebSocket upgrade" -- "$BASE/api/ws" \
 		-H 'Connection: Upgrade' -H 'Upgrade: websocket' -H 'Sec-WebSocket-Version: 13' -H 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=='
 	kill -CONT $BACKEND_PGIDS
 else

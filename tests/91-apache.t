@@ -33,7 +33,7 @@ check "apache.conf passes apache2 -t" $?
 # streams, resume across its restart, WebSocket through its proxy, hostile
 # input, a responder dying mid-request); the rest test the responder alone
 # and already run through lighttpd and nginx. make test stays short.
-for suite in 20-commands 30-delivery 41-restart 55-websocket 60-hostile 76-exactly-once; do
+for suite in 20-commands 30-delivery 41-restart 55-websocket 60-hostile 67-front-errors 76-exactly-once; do
 	FRONT=apache OUT_SUFFIX=-apache bash "$ROOT/tests/$suite.t" >"$OUT/$suite.tap" 2>&1
 	check "$suite through Apache + mod_proxy_fcgi" $? "$OUT/$suite.tap"
 done

@@ -109,6 +109,10 @@ ws.send(json.dumps({"type": "login", "userId": "carol", "protocol": "webrtc"}))
 print(json.loads(ws.recv())["success"])
 PY
 like "$(cat "$OUT/ws.log")" "^True" "a WebSocket login through the snippet's /signal/api/ws"
+head -c 100000 /dev/zero | tr '\0' a >"$OUT/100k"
+curl -s -D "$OUT/big.h" -o "$OUT/big.b" -H 'Expect:' --data-binary @"$OUT/100k" "$BASE/api/cmd"
+is "$(sed -n 's/^HTTP\/[0-9.]* \([0-9]*\).*/\1/p' "$OUT/big.h" | tail -1) $(jq -r .error "$OUT/big.b" 2>/dev/null)" \
+	"413 too-large" "a 100 KB body: Apache's own 413, as the responder's JSON (/usr/share/signal-fcgi/errors)"
 like "$(ls -l /var/lib/signal-fcgi/)" "signal-fcgi +signal-fcgi .*signal.db" \
 	"the database is in the StateDirectory, owned by the service's user"
 kill "$SSE_PID" 2>/dev/null

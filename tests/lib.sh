@@ -11,7 +11,7 @@
 #                         the same way, FRONT=apache-fcgid Apache with
 #                         mod_fcgid spawning the shared-hosting bundle
 #                         (tests/apache-fcgid.sh);
-#                         LIGHTTPD_CONF / NGINX_SED: a changed copy of the
+#                         LIGHTTPD_CONF / NGINX_SED / APACHE_SED: a changed copy of the
 #                         shipped config (tests/67-front-errors.t);
 #                         STORE=postgres (with PG_PORT: a server pg_start
 #                         started) keeps the state in PostgreSQL instead, one
@@ -166,7 +166,7 @@ start_apache() {
 	start_backends "$bin" "$procs" "$db"
 	fcgi="fcgi://127.0.0.1:${BACKEND_PORTS# }"
 	ws="unix:$OUT/run/ws-1.sock|http://localhost"
-	cp "$ROOT/apache.conf" "$OUT/apache.conf"
+	sed -e "${APACHE_SED:-}" "$ROOT/apache.conf" >"$OUT/apache.conf"
 	if [ "$procs" -gt 1 ]; then
 		{
 			echo "LoadModule proxy_balancer_module /usr/lib/apache2/modules/mod_proxy_balancer.so"
