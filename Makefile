@@ -195,9 +195,18 @@ else
 	  SIGNAL_PROCS=$(PROCS) SIGNAL_WORKERS=$(WORKERS) SIGNAL_BIND=$(BIND) PORT=$(PORT) exec lighttpd -D -f lighttpd.conf
 endif
 
+# Three test files at a time: most of a file's time is spent waiting
+# (servers starting, timeouts, heartbeats; one run used 240 s of CPU in
+# 1,080 s), and every test must pass on a busy machine anyway. The slowest
+# go first so that the three lanes end together. 91-apache and
+# 93-shared-hosting both build build/shared-hosting and make a user for
+# mod_fcgid: they run one after the other.
+TEST_SLOW = tests/91-apache.t tests/92-postgres.t tests/90-nginx.t tests/50-browser.t tests/80-sanitizers.t
+TEST_JOBS ?= 3
 test: deps-test
 	@$(MAKE) --no-print-directory all build/unit build/unit-plain build/san/signal-fcgi $(addprefix build/replay/,$(FUZZ_TARGETS))
-	prove -v --timer tests/*.t
+	prove -v --timer -j$(TEST_JOBS) --rules='seq={tests/91-apache.t,tests/93-shared-hosting.t}' --rules='par=**' \
+	  $(TEST_SLOW) $(filter-out $(TEST_SLOW),$(wildcard tests/*.t))
 
 bench: deps
 	@$(MAKE) --no-print-directory all

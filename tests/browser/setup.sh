@@ -3,6 +3,10 @@
 # download) and playwright-core from npm, installed when missing.
 set -e
 cd "$(dirname "$0")"
+# make test runs several test files at once, and more than one drives the
+# browser: one installs, the others wait for it.
+exec 9>.setup.lock
+flock -w 600 9
 if ! command -v chromium >/dev/null 2>&1; then
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
