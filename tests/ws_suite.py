@@ -595,7 +595,10 @@ def case_slow():
         worst = max(worst, time.time() - t0)
         if e.get("n") != i:
             break
-    check(e.get("n") == 199 and worst < 0.5, "200 relays between others while the slow socket's queue is full (worst %.0f ms)" % (worst * 1000), e)
+    # Relays stuck behind the slow socket would wait until it is let go (its
+    # write timeout and heartbeat are 3 s here); a busy machine alone has
+    # made one take 583 ms.
+    check(e.get("n") == 199 and worst < 2.5, "200 relays between others while the slow socket's queue is full (worst %.0f ms)" % (worst * 1000), e)
     # the slow socket stops answering pings: it is closed (heartbeat 3 s here)
     s.setblocking(False)
     deadline = time.time() + 15
