@@ -77,9 +77,8 @@ static store *open_store(void)
 	return e == SIG_OK ? st : NULL;
 }
 
-static core *open_core(void)
+static core *core_on(store *st)
 {
-	store *st = open_store();
 	if (st == NULL)
 		return NULL;
 	struct core_limits lim = {
@@ -109,6 +108,22 @@ static core *open_core(void)
 	};
 	/* The store lives as long as the thread that uses it: the process. */
 	return core_new(st, &lim);
+}
+
+static core *open_core(void)
+{
+	return core_on(open_store());
+}
+
+/* The loop thread's: a reconnect never holds up the loop (every held
+ * stream of the process) while a database host does not answer; its
+ * calls answer busy until a connection made in the background is there. */
+static core *open_loop_core(void)
+{
+	store *st = open_store();
+	if (st)
+		store_connect_wait(st, 0);
+	return core_on(st);
 }
 
 /* Signals are taken by one thread with sigwait(): libfcgi's own handlers
@@ -224,7 +239,7 @@ int main(int argc, char **argv)
 	 * predecessor), which LeakSanitizer would otherwise report. */
 	static core *maint_core, *held_core, *group_core;
 	maint_core = open_core(); /* also creates and migrates the database */
-	held_core = maint_core ? open_core() : NULL;
+	held_core = maint_core ? open_loop_core() : NULL;
 	group_core = held_core ? open_core() : NULL;
 	if (group_core == NULL) {
 		log_error("cannot open the store %s", store_shown());

@@ -61,6 +61,11 @@ void store_rollback(store *st)
 	ops_of(st)->rollback(st);
 }
 
+void store_connect_wait(store *st, int64_t max_ms)
+{
+	ops_of(st)->connect_wait(st, max_ms);
+}
+
 const char *store_engine(store *st)
 {
 	return ops_of(st)->name;

@@ -96,6 +96,16 @@ struct store_stats {
  * database could not be reached (try again later). */
 sig_err store_open(const char *where, int64_t busy_timeout_ms, store **out);
 void store_close(store *st); /* NULL is fine */
+/* How long a call may wait for a new connection when the handle's was
+ * lost (the attempt runs on a thread of its own): max_ms < 0 until the
+ * attempt ends (a host that never answers costs libpq's connect_timeout
+ * before the next host is tried); by default 1 s, enough for a server
+ * that answers; 0 not at all. A call that stops waiting answers
+ * SIG_E_BUSY, and a later call takes up the connection the attempt made.
+ * 0 is for the loop thread, which must not stop every held stream of the
+ * process. store_open itself waits for its first connection. An engine
+ * without connections (SQLite) ignores it. */
+void store_connect_wait(store *st, int64_t max_ms);
 /* Whether store_open would open `where` on PostgreSQL. */
 int store_is_postgres(const char *where);
 /* The engine of a handle, for logs: "sqlite" or "postgresql". */

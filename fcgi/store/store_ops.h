@@ -76,6 +76,7 @@ struct store_ops {
 	sig_err (*open)(const char *where, int64_t busy_timeout_ms, store **out);
 	void (*close)(store *st);
 	void (*rollback)(store *st);
+	void (*connect_wait)(store *st, int64_t max_ms);
 	STORE_CALLS(STORE_OP_FIELD)
 };
 #undef STORE_OP_FIELD

@@ -23,6 +23,20 @@
  * connection broke has an unknown outcome: it is SIG_E_BUSY too, and a
  * client's retry with the same cid gets the stored reply if it did commit.
  *
+ * Failover. With a multi-host URI and target_session_attrs=read-write,
+ * libpq tries each host in turn and keeps the one that takes writes; a
+ * primary whose machine is gone does not refuse, it stays silent, and
+ * libpq waits connect_timeout on it (2 s here, per host) before the next.
+ * Two things keep that wait from spreading. A reconnect runs on a thread
+ * of its own (struct attempt), and a handle waits for it at most
+ * store_connect_wait (1 s; the loop thread's handle not at all, so every
+ * held stream of the process keeps being served): a handle that stopped
+ * waiting answers SIG_E_BUSY and takes the connection up at a later call.
+ * And the process remembers which host answered last (good_host) and
+ * tries it first, so once one handle has found the promoted standby the
+ * others go straight to it. tcp_user_timeout and keepalives end a
+ * statement stuck on a host that vanished in the middle of it.
+ *
  * Isolation. Write transactions are READ COMMITTED: each statement sees
  * what was committed before it began, and row locks (FOR UPDATE, the
  * locks of UPDATE/DELETE) wait for, then see, the latest version. Where a
@@ -85,15 +99,18 @@
 #include "store/store_ops.h"
 
 #include <libpq-fe.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define STORE_ENGINE(name) pgs_##name
 STORE_CALLS(STORE_OP_DECL)
 static void pgs_close(store *st);
 static void pgs_rollback(store *st);
+static void pgs_connect_wait(store *st, int64_t max_ms);
 
 extern const char *const pg_schema_migrations[];
 extern const int pg_schema_migration_count;
@@ -111,6 +128,9 @@ enum {
 
 #define BACKOFF_MIN_US 50000
 #define BACKOFF_MAX_US 2000000
+/* store_connect_wait's default: long enough for a server that answers
+ * (tens of ms, more on a busy machine), short of a host that never does. */
+#define CONNECT_WAIT_MS 1000
 
 enum q {
 	Q_SESSION_BY_TOKEN,
@@ -271,6 +291,8 @@ struct store {
 	int ever_up;           /* connected once: a later connect is a reconnect */
 	int conn_outages;      /* `outages` when this connection was made */
 	int64_t retry_at_us;   /* no reconnect before this (backoff) */
+	struct attempt *attempt; /* a reconnect under way on its own thread */
+	int64_t connect_wait_ms; /* store_connect_wait: < 0 until it ends */
 	int64_t backoff_us;
 	char sqlstate[6];      /* of the last failed statement */
 	/* pgs_recent_recipients: the frontier below which every id is final. */
@@ -538,60 +560,365 @@ static sig_err migrate(store *st)
 	return e;
 }
 
-/* Connect, set the lock timeout, migrate (or check the schema), prepare. */
-static sig_err reconnect(store *st)
+/* ---- connecting ---- */
+
+/* Defaults for every connection, the URI's own settings winning (they
+ * come after these). connect_timeout is per host, libpq's shortest: a
+ * multi-host URI whose first host has gone silent costs every reconnect
+ * that long. tcp_user_timeout and the keepalives bound how long a
+ * statement can wait on a server whose host has gone (no answer, no
+ * reset): by default the kernel would retransmit for about fifteen
+ * minutes, and the thread would wait with it. */
+#define CONN_DEFAULTS(X) \
+	X("application_name", "signal-fcgi") \
+	X("connect_timeout", "2") \
+	X("tcp_user_timeout", "10000") \
+	X("keepalives_idle", "10") \
+	X("keepalives_interval", "5") \
+	X("keepalives_count", "3")
+
+/* Which host of a multi-host URI answered last in this process (its
+ * index in the URI's list; -1: none yet). A reconnect tries it first and
+ * the others after it, in the URI's order: after a failover, the handles
+ * of a process that reconnect after the first one go straight to the new
+ * primary, instead of each waiting connect_timeout on a dead host that no
+ * longer answers. target_session_attrs still decides: a host that is no
+ * longer the primary is passed over as before. */
+static atomic_int good_host = -1;
+
+/* Connections made by this process so far: an attempt that fails after
+ * another one that started later succeeded (it waited on a dead host
+ * meanwhile) is not news, and says nothing. */
+static atomic_long connects;
+
+/* list (comma-separated) with its element k first; NULL if it has no
+ * element k. Free it. */
+static char *list_first(const char *list, int k)
 {
-	if (st->conn)
-		PQfinish(st->conn);
-	char timeout[24];
-	snprintf(timeout, sizeof timeout, "%lld", (long long)(st->busy_timeout_ms / 1000 < 2 ? 2 : st->busy_timeout_ms / 1000));
-	/* Defaults first: the URI's own settings, expanded from dbname, win. */
-	const char *keys[] = {"application_name", "connect_timeout", "dbname", NULL};
-	const char *vals[] = {"signal-fcgi", timeout, st->where, NULL};
-	st->conn = PQconnectdbParams(keys, vals, 1);
+	const char *p = list, *e;
+	for (int i = 0; i < k; i++) {
+		p = strchr(p, ',');
+		if (!p)
+			return NULL;
+		p++;
+	}
+	e = p + strcspn(p, ",");
+	size_t n = strlen(list), m = (size_t)(e - p);
+	char *out = xmalloc(n + 2);
+	memcpy(out, p, m);
+	size_t o = m;
+	size_t before = (size_t)(p - list); /* the elements before k, with their commas */
+	if (before) {
+		out[o++] = ',';
+		memcpy(out + o, list, before - 1);
+		o += before - 1;
+	}
+	if (*e) {
+		memcpy(out + o, e, strlen(e)); /* ",rest" */
+		o += strlen(e);
+	}
+	out[o] = '\0';
+	return out;
+}
+
+/* The index in list of the element equal to item (-1: none). */
+static int list_index(const char *list, const char *item)
+{
+	size_t n = strlen(item);
+	int i = 0;
+	for (const char *p = list;; i++) {
+		size_t m = strcspn(p, ",");
+		if (m == n && strncmp(p, item, n) == 0)
+			return i;
+		if (!p[m])
+			return -1;
+		p += m + 1;
+	}
+}
+
+/* Connect with our defaults, then the settings of `where`: its hosts
+ * from the one that answered last (good_host), if it names several. */
+static PGconn *connect_ordered(const char *where)
+{
+#define CONN_KEY(k, v) k,
+#define CONN_VAL(k, v) v,
+	static const char *const dkeys[] = {CONN_DEFAULTS(CONN_KEY)};
+	static const char *const dvals[] = {CONN_DEFAULTS(CONN_VAL)};
+#undef CONN_KEY
+#undef CONN_VAL
+	enum { ND = sizeof dkeys / sizeof dkeys[0] };
+	PQconninfoOption *opts = PQconninfoParse(where, NULL);
+	int k = atomic_load(&good_host);
+	if (!opts || k <= 0) { /* the URI's own order; a bad URI: libpq says why */
+		PQconninfoFree(opts);
+		const char *keys[ND + 2], *vals[ND + 2];
+		for (int i = 0; i < ND; i++)
+			keys[i] = dkeys[i], vals[i] = dvals[i];
+		keys[ND] = "dbname", vals[ND] = where;
+		keys[ND + 1] = vals[ND + 1] = NULL;
+		return PQconnectdbParams(keys, vals, 1);
+	}
+	int n = 0;
+	for (PQconninfoOption *o = opts; o->keyword; o++)
+		n++;
+	const char **keys = xcalloc((size_t)(ND + n + 1), sizeof *keys);
+	const char **vals = xcalloc((size_t)(ND + n + 1), sizeof *vals);
+	char *rotated[3] = {0};
+	int j = 0, r = 0;
+	for (int i = 0; i < ND; i++, j++)
+		keys[j] = dkeys[i], vals[j] = dvals[i];
+	for (PQconninfoOption *o = opts; o->keyword; o++) {
+		if (!o->val)
+			continue;
+		keys[j] = o->keyword;
+		vals[j] = o->val;
+		/* The parallel lists; a single port (or none) applies to all. */
+		if ((!strcmp(o->keyword, "host") || !strcmp(o->keyword, "hostaddr") || !strcmp(o->keyword, "port")) &&
+		    strchr(o->val, ',') && r < 3 && (rotated[r] = list_first(o->val, k)))
+			vals[j] = rotated[r++];
+		j++;
+	}
+	PGconn *c = PQconnectdbParams(keys, vals, 0);
+	for (int i = 0; i < r; i++)
+		free(rotated[i]);
+	free(keys);
+	free(vals);
+	PQconninfoFree(opts);
+	return c;
+}
+
+/* After a connect: remember which host of `where` answered. */
+static void note_good_host(const char *where, PGconn *c)
+{
+	PQconninfoOption *opts = PQconninfoParse(where, NULL);
+	const char *hosts = NULL, *ports = NULL, *h = PQhost(c), *pt = PQport(c);
+	for (PQconninfoOption *o = opts; opts && o->keyword; o++) {
+		if (!strcmp(o->keyword, "host") && o->val)
+			hosts = o->val;
+		if (!strcmp(o->keyword, "port") && o->val)
+			ports = o->val;
+	}
+	if (hosts && strchr(hosts, ',') && h) {
+		/* The first element that matches both host and port: the same
+		 * host may be named twice with two ports, as in the tests. */
+		int i = 0, found = -1;
+		for (const char *p = hosts; found < 0; i++) {
+			size_t m = strcspn(p, ",");
+			char *one = xmalloc(m + 1);
+			memcpy(one, p, m);
+			one[m] = '\0';
+			int same = strcmp(one, h) == 0;
+			free(one);
+			if (same && ports && strchr(ports, ',') && pt) {
+				char *pl = list_first(ports, i);
+				same = pl && list_index(pl, pt) == 0;
+				free(pl);
+			}
+			if (same)
+				found = i;
+			if (!p[m])
+				break;
+			p += m + 1;
+		}
+		if (found >= 0)
+			atomic_store(&good_host, found);
+	}
+	PQconninfoFree(opts);
+}
+
+/* Connect to `where` and make the connection ready: lock_timeout, the
+ * schema migrated (or checked), every statement prepared. Blocks for the
+ * whole attempt: each host of a multi-host URI in turn, up to
+ * connect_timeout for one that never answers. Returns the connection, or
+ * NULL with *err set (SIG_E_BUSY: no server to be had now). It works on a
+ * scratch handle of its own, as it may run on a thread that does not own
+ * the handle it connects for. */
+static PGconn *connect_new(const char *where, int64_t busy_timeout_ms, long since, sig_err *err)
+{
+	/* broken, as the real handle is while it reconnects: a failure here
+	 * is part of the outage it is in, not a new one to log. */
+	store tmp = {.ops = &store_pg_ops, .busy_timeout_ms = busy_timeout_ms, .broken = 1};
+	tmp.conn = connect_ordered(where);
 	sig_err e = SIG_OK;
-	if (PQstatus(st->conn) != CONNECTION_OK) {
+	if (PQstatus(tmp.conn) != CONNECTION_OK) {
 		/* The message names host and port, never the password. */
-		const char *m = PQerrorMessage(st->conn);
+		const char *m = PQerrorMessage(tmp.conn);
 		int n = (int)strcspn(m, "\n");
-		if (atomic_exchange(&pg_down, 1) == 0)
+		if (atomic_load(&connects) == since && atomic_exchange(&pg_down, 1) == 0)
 			log_warn("store: cannot connect to PostgreSQL: %.*s", n, m);
 		e = SIG_E_BUSY;
 	}
 	if (e == SIG_OK) {
-		PQsetNoticeProcessor(st->conn, ignore_notice, NULL);
+		PQsetNoticeProcessor(tmp.conn, ignore_notice, NULL);
 		char lt[32];
-		snprintf(lt, sizeof lt, "%lldms", (long long)st->busy_timeout_ms);
+		snprintf(lt, sizeof lt, "%lldms", (long long)busy_timeout_ms);
 		const char *v = lt;
-		PGresult *r = PQexecParams(st->conn, "SELECT set_config('lock_timeout', $1, false)", 1, NULL, &v, NULL,
+		PGresult *r = PQexecParams(tmp.conn, "SELECT set_config('lock_timeout', $1, false)", 1, NULL, &v, NULL,
 					   NULL, 0);
 		if (!r || PQresultStatus(r) != PGRES_TUPLES_OK)
-			e = fail(st, r, "lock_timeout");
+			e = fail(&tmp, r, "lock_timeout");
 		PQclear(r);
 	}
 	/* On every connect: a reconnect may reach another server (failover)
 	 * or, in the tests, another database; it costs a few round trips. */
 	if (e == SIG_OK)
-		e = migrate(st);
+		e = migrate(&tmp);
 	for (int i = 0; e == SIG_OK && i < Q__COUNT; i++) {
 		char name[16];
 		snprintf(name, sizeof name, "q%d", i);
-		PGresult *r = PQprepare(st->conn, name, q_sql[i], 0, NULL);
+		PGresult *r = PQprepare(tmp.conn, name, q_sql[i], 0, NULL);
 		if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) {
-			e = fail(st, r, "prepare");
+			e = fail(&tmp, r, "prepare");
 			if (e == SIG_OK)
 				e = SIG_E_INTERNAL;
 		}
 		PQclear(r);
 	}
+	*err = e;
+	if (e != SIG_OK) {
+		PQfinish(tmp.conn);
+		return NULL;
+	}
+	note_good_host(where, tmp.conn);
+	atomic_fetch_add(&connects, 1);
+	return tmp.conn;
+}
+
+/* One connection attempt on a thread of its own, shared by the handle
+ * that wants the connection and that thread; whichever lets go of it last
+ * frees it (with the connection, if nobody took it: a handle closed while
+ * its attempt ran). */
+struct attempt {
+	pthread_mutex_t mu;
+	pthread_cond_t cv; /* on CLOCK_MONOTONIC */
+	int refs;
+	int done;
+	sig_err err;
+	PGconn *conn;
+	char *where;
+	int64_t busy_timeout_ms;
+	long since; /* connects when it began */
+};
+
+static void attempt_release(struct attempt *a)
+{
+	pthread_mutex_lock(&a->mu);
+	int last = --a->refs == 0;
+	pthread_mutex_unlock(&a->mu);
+	if (!last)
+		return;
+	if (a->conn)
+		PQfinish(a->conn);
+	pthread_cond_destroy(&a->cv);
+	pthread_mutex_destroy(&a->mu);
+	free(a->where);
+	free(a);
+}
+
+static void *attempt_run(void *arg)
+{
+	struct attempt *a = arg;
+	sig_err e;
+	PGconn *c = connect_new(a->where, a->busy_timeout_ms, a->since, &e);
+	pthread_mutex_lock(&a->mu);
+	a->conn = c;
+	a->err = e;
+	a->done = 1;
+	pthread_cond_signal(&a->cv);
+	pthread_mutex_unlock(&a->mu);
+	attempt_release(a);
+	return NULL;
+}
+
+/* A new attempt for st, on a detached thread (or here, if no thread can
+ * be had: then it is over when this returns). */
+static void attempt_start(store *st)
+{
+	struct attempt *a = xcalloc(1, sizeof *a);
+	pthread_mutex_init(&a->mu, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&a->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	a->refs = 2;
+	a->where = xstrdup(st->where);
+	a->busy_timeout_ms = st->busy_timeout_ms;
+	a->since = atomic_load(&connects);
+	pthread_attr_t ta;
+	pthread_t t;
+	pthread_attr_init(&ta);
+	pthread_attr_setdetachstate(&ta, PTHREAD_CREATE_DETACHED);
+	if (pthread_create(&t, &ta, attempt_run, a) != 0) {
+		a->refs = 1;
+		a->conn = connect_new(a->where, a->busy_timeout_ms, a->since, &a->err);
+		a->done = 1;
+	}
+	pthread_attr_destroy(&ta);
+	st->attempt = a;
+}
+
+/* Wait for st's attempt at most max_ms (< 0: until it ends). Returns 1
+ * with its outcome (*conn is the caller's, NULL on failure; the attempt is
+ * let go), or 0 while it still runs (nothing changed). */
+static int attempt_take(store *st, int64_t max_ms, PGconn **conn, sig_err *e)
+{
+	struct attempt *a = st->attempt;
+	struct timespec until;
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	if (max_ms > 0) {
+		until.tv_sec += max_ms / 1000;
+		until.tv_nsec += (max_ms % 1000) * 1000000;
+		if (until.tv_nsec >= 1000000000) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000;
+		}
+	}
+	pthread_mutex_lock(&a->mu);
+	while (!a->done && max_ms != 0) {
+		if (max_ms < 0)
+			pthread_cond_wait(&a->cv, &a->mu);
+		else if (pthread_cond_timedwait(&a->cv, &a->mu, &until) != 0)
+			break;
+	}
+	int done = a->done;
+	if (done) {
+		*conn = a->conn;
+		*e = a->err;
+		a->conn = NULL;
+	}
+	pthread_mutex_unlock(&a->mu);
+	if (done) {
+		st->attempt = NULL;
+		attempt_release(a);
+	}
+	return done;
+}
+
+/* A new connection for st: the attempt that runs, or a new one, waited
+ * for as long as store_connect_wait allows. A failure (or an attempt
+ * still running) leaves st broken, with a backoff after a failure. */
+static sig_err reconnect(store *st)
+{
+	if (st->conn) {
+		PQfinish(st->conn);
+		st->conn = NULL;
+	}
+	if (!st->attempt)
+		attempt_start(st);
+	PGconn *c = NULL;
+	sig_err e;
+	st->broken = 1;
+	if (!attempt_take(st, st->connect_wait_ms, &c, &e))
+		return SIG_E_BUSY; /* a later call takes it up */
 	if (e != SIG_OK) {
 		st->backoff_us = st->backoff_us ? st->backoff_us * 2 : BACKOFF_MIN_US;
 		if (st->backoff_us > BACKOFF_MAX_US)
 			st->backoff_us = BACKOFF_MAX_US;
 		st->retry_at_us = util_mono_us() + st->backoff_us;
-		st->broken = 1;
 		return e;
 	}
+	st->conn = c;
 	if (atomic_exchange(&pg_down, 0) == 1 && st->ever_up)
 		log_info("store: connected to PostgreSQL again");
 	st->ever_up = 1;
@@ -602,6 +929,11 @@ static sig_err reconnect(store *st)
 	return SIG_OK;
 }
 
+static void pgs_connect_wait(store *st, int64_t max_ms)
+{
+	st->connect_wait_ms = max_ms < 0 ? -1 : max_ms;
+}
+
 static sig_err pgs_open(const char *where, int64_t busy_timeout_ms, store **out)
 {
 	*out = NULL;
@@ -609,11 +941,13 @@ static sig_err pgs_open(const char *where, int64_t busy_timeout_ms, store **out)
 	st->ops = &store_pg_ops;
 	st->where = xstrdup(where);
 	st->busy_timeout_ms = busy_timeout_ms;
+	st->connect_wait_ms = -1; /* the first connect: whatever it takes */
 	sig_err e = reconnect(st);
 	if (e != SIG_OK) {
 		pgs_close(st);
 		return e;
 	}
+	st->connect_wait_ms = CONNECT_WAIT_MS;
 	*out = st;
 	return SIG_OK;
 }
@@ -626,6 +960,8 @@ static void pgs_close(store *st)
 		pgs_rollback(st);
 	if (st->conn)
 		PQfinish(st->conn);
+	if (st->attempt)
+		attempt_release(st->attempt);
 	free(st->where);
 	free(st);
 }
@@ -1389,5 +1725,6 @@ const struct store_ops store_pg_ops = {
 	.open = pgs_open,
 	.close = pgs_close,
 	.rollback = pgs_rollback,
+	.connect_wait = pgs_connect_wait,
 	STORE_CALLS(STORE_OP_ENTRY)
 };

@@ -1080,10 +1080,18 @@ static sig_err sq_maintain(store *st)
 	return SIG_OK;
 }
 
+/* A file has no connection to wait for. */
+static void sq_connect_wait(store *st, int64_t max_ms)
+{
+	(void)st;
+	(void)max_ms;
+}
+
 const struct store_ops store_sqlite_ops = {
 	.name = "sqlite",
 	.open = sq_open,
 	.close = sq_close,
 	.rollback = sq_rollback,
+	.connect_wait = sq_connect_wait,
 	STORE_CALLS(STORE_OP_ENTRY)
 };
