@@ -65,6 +65,8 @@
  *   SHARE, so a sender never waits for a pruner.
  * - stream claims: the row FOR NO KEY UPDATE before the generation is
  *   bumped; tickets: DELETE ... RETURNING, so one ticket opens one stream.
+ * - acks: the session row FOR NO KEY UPDATE before its events are
+ *   deleted, so a mailbox's row is always locked before its events.
  * - the login rate bucket: its row FOR UPDATE.
  * Read transactions (stream pulls) are REPEATABLE READ READ ONLY: one
  * snapshot, never blocking a writer.
@@ -1258,10 +1260,18 @@ static sig_err pgs_event_push(store *st, int64_t sid, const char *body, size_t l
 	return SIG_OK;
 }
 
+/* The session row first, then its events: the order of every other
+ * writer of a mailbox (a sender, a claim, the sent marks). An ack that
+ * deleted the events first deadlocked with the marks of another process:
+ * a poll's claim (ack, then the row) against a flush that had the row and
+ * then acked (tests/95-pg-failover.t, under load). */
 static sig_err pgs_events_ack(store *st, int64_t sid, int64_t upto)
 {
 	struct args a = {0};
 	a_i64(&a, sid);
+	sig_err e = exec_q(st, Q_STREAM_CLAIM_READ, &a, "ack");
+	if (e != SIG_OK)
+		return e;
 	a_i64(&a, upto);
 	return exec_q(st, Q_EVENTS_ACK, &a, "ack");
 }
