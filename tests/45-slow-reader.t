@@ -82,7 +82,9 @@ for n in $(seq 1 10); do
 	[ $RELAY_MS -gt $worst ] && worst=$RELAY_MS
 done
 diag "alice->bob while sam is stuck: slowest of 10 relays ${worst} ms (curl start-up included)"
-[ $worst -lt 500 ]; ok $? "other streams keep their normal latency"
+# A relay stuck behind sam would wait for his socket to be let go (after
+# --write-timeout 3 s); a loaded machine has made one take over 500 ms.
+[ $worst -lt 2500 ]; ok $? "other streams are not held up by the stuck one (slowest ${worst} ms < 2500)"
 is "$(sse_data "$OUT/bob.sse" | jq -r 'select(.n) | .n' | tr '\n' ' ')" "$(seq 1 10 | tr '\n' ' ')" "bob got all 10, in order"
 
 wait $SAM

@@ -62,8 +62,48 @@ start_server --db "$OUT/refused.db" -- --rate-ip 2 || exit 1
 T=$(login streamer)
 post "$T" '{"type":"ticket"}'
 TK=$(echo "$BODY" | jq -r .ticket)
-for i in $(seq 1 8); do curl -s -o /dev/null "$BASE/api/cmd" -d '{}'; done # the bucket (burst 4) is empty
-curl -s -D "$OUT/sse.head" -o "$OUT/sse.body" --max-time 10 "$BASE/api/events?ticket=$TK"
+# at_empty_bucket PATH HEAD BODY [HEADER]: GET PATH the moment the address's
+# bucket is empty, headers and body into HEAD and BODY. Requests that go out
+# one after another until one is refused and the next passes leave it
+# empty then (the pass took what had just refilled); then PATH has 500 ms
+# before the next token (2 a second). Emptying it with a fixed number of
+# requests left a loaded machine's slow requests time to refill it.
+at_empty_bucket() {
+	python3 - "$PORT" "$@" <<'PY'
+import http.client, sys, time
+port, path, head_file, body_file = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+extra = dict([sys.argv[5].split(": ", 1)]) if len(sys.argv) > 5 else {}
+c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+def status():
+    c.request("POST", "/api/cmd", body="{}")
+    r = c.getresponse(); r.read()
+    return r.status
+deadline = time.time() + 20
+while status() != 429 and time.time() < deadline:
+    pass
+while status() == 429 and time.time() < deadline:
+    pass
+c.request("GET", path, headers=extra)
+r = c.getresponse()
+c.sock.settimeout(3)
+body = b""
+try:
+    while True:
+        d = r.read1(65536)
+        if not d:
+            break
+        body += d
+except OSError:
+    pass  # a stream that opened stays open: what came is enough
+with open(head_file, "w") as f:
+    f.write("HTTP/1.1 %d %s\r\n" % (r.status, r.reason))
+    for k, v in r.getheaders():
+        f.write("%s: %s\r\n" % (k, v))
+with open(body_file, "wb") as f:
+    f.write(body)
+PY
+}
+at_empty_bucket "/api/events?ticket=$TK" "$OUT/sse.head" "$OUT/sse.body"
 head=$(tr -d '\r' <"$OUT/sse.head")
 like "$head" '^HTTP/1.1 200' "a stream over the rate is answered 200 (EventSource gives up on anything else)"
 like "$head" 'Content-Type: text/event-stream' "... as an event stream"
@@ -78,9 +118,9 @@ is "$(grep -c '^id:' "$OUT/sse.body")" 0 "... without an id (the client's cursor
 sleep 3
 curl -s -D "$OUT/sse2.head" -o "$OUT/sse2.body" --max-time 2 "$BASE/api/events?ticket=$TK"
 like "$(cat "$OUT/sse2.body")" '^retry: 2000' "the same URL and ticket open the stream once the bucket refilled (the ticket was not used)"
-for i in $(seq 1 8); do curl -s -o /dev/null "$BASE/api/cmd" -d '{}'; done
-get "/api/poll?timeout=0" -H "Authorization: Bearer $T"
-is "$STATUS/$(echo "$BODY" | jq -c '[.error, .retryAfter >= 1]')" '429/["rate-limited",true]' "a long-poll over the rate: 429 with the JSON error"
+at_empty_bucket "/api/poll?timeout=0" "$OUT/poll.head" "$OUT/poll.body" "Authorization: Bearer $T"
+is "$(sed -n '1s/^HTTP\/1.1 \([0-9]*\).*/\1/p' "$OUT/poll.head")/$(jq -c '[.error, .retryAfter >= 1]' "$OUT/poll.body")" \
+	'429/["rate-limited",true]' "a long-poll over the rate: 429 with the JSON error"
 stop_server
 
 # ---------- --trust-proxy: whose X-Forwarded-For counts ----------
