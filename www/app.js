@@ -7,20 +7,52 @@
  * so the first negotiation has a single offerer. Later renegotiations
  * follow the "perfect negotiation" pattern, so two peers that start at once
  * never deadlock.
+ *
+ * Around the calls it owns what a person sees: the room link (/?room=NAME,
+ * copied with one click; name and room remembered in localStorage), a tile
+ * per person sized to fill the stage, mute and camera toggles (the track's
+ * `enabled`: no renegotiation; the other side is told over the data
+ * channel), and the diagnostics panel (transport and why, ping round trip,
+ * whether events are held back on the way, the ICE pair per peer, the ICE
+ * servers) with a plain-text copy for bug reports. It must never show or
+ * copy the session token or a TURN credential.
  */
 import { SignalClient } from './signal.js';
 
 const $ = (id) => document.getElementById(id);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const Q = new URLSearchParams(location.search);
 // ICE servers come from the service (sc.iceServers: --stun-uris, and
 // --turn-uris with TURN credentials); ?relay=1 allows relayed candidates
 // only (a TURN server must carry the call: tests, or a check of the relay).
-const RELAY_ONLY = new URLSearchParams(location.search).get('relay') === '1';
+const RELAY_ONLY = Q.get('relay') === '1';
 const iceConfig = () => ({ iceServers: sc.iceServers, iceTransportPolicy: RELAY_ONLY ? 'relay' : 'all' });
+const ID_RE = /^[A-Za-z0-9._~@+-]{1,64}$/; // the service's rule for userId and roomId
+const TRANSPORTS = { ws: 'WebSocket', sse: 'Server-Sent Events', poll: 'long-poll' };
+const SHORT = { ws: 'WebSocket', sse: 'SSE', poll: 'long-poll' };
+const WHY = {
+  preferred: 'the first choice of automatic mode', forced: 'chosen on the join form',
+  'ws-blocked': 'WebSocket blocked on the way', 'sse-buffered': 'streams buffered on the way',
+  'no-websocket': 'no WebSocket in this browser', 'no-eventsource': 'no EventSource in this browser',
+  outage: 'service restarting', upgraded: 'moved back up', restart: 'server restarting, back shortly',
+  'rate-limited': 'too many requests from this address; waiting as the server asked',
+};
 
 let sc = null;
 let me = null;
+let room = null;
 let localStream = null;
-const peers = new Map(); // userId -> { pc, dc, polite, makingOffer, ignoreOffer, li, video }
+let statsTimer = null;
+const peers = new Map(); // userId -> { pc, dc, polite, makingOffer, ignoreOffer, li, tile, video, ... }
+const stateLog = [];     // the last transport changes, for the diagnostics
+
+// localStorage can be off (private modes, policies): the page works without.
+const remembered = {
+  get: (k) => { try { return localStorage.getItem('signal-fcgi.' + k); } catch (e) { return null; } },
+  set: (k, v) => { try { localStorage.setItem('signal-fcgi.' + k, v); } catch (e) { /* not kept */ } },
+};
+
+/* ---- messages, banners ---- */
 
 function say(text, who) {
   const li = document.createElement('li');
@@ -47,6 +79,189 @@ function formError(text) {
   $('formError').hidden = !text;
 }
 
+let toastTimer = null;
+function toast(text) {
+  $('toast').textContent = text;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => { $('toast').textContent = ''; }, 5000);
+}
+
+/* ---- the room link ---- */
+
+// The link to a room: this page's own address (a folder on a shared host
+// included) with ?room= and nothing else, so it works on anyone's network.
+function roomLink(name) {
+  const u = new URL(location.pathname, location.origin);
+  u.searchParams.set('room', name);
+  return u.href;
+}
+
+// The clipboard API needs a secure context (https, localhost); a page
+// opened as http://192.168.x.y falls back to a selected text field.
+async function copyText(text) {
+  try {
+    await navigator.clipboard.writeText(text);
+    return true;
+  } catch (e) {
+    const ta = document.createElement('textarea');
+    ta.value = text;
+    ta.setAttribute('readonly', '');
+    ta.className = 'offscreen';
+    document.body.append(ta);
+    ta.select();
+    let done = false;
+    try { done = document.execCommand('copy'); } catch (e2) { done = false; }
+    ta.remove();
+    return done;
+  }
+}
+
+async function copyLink() {
+  const link = roomLink(room || $('room').value.trim());
+  toast(await copyText(link) ? `Link copied: ${link}` : `Copy this link: ${link}`);
+}
+
+function showJoinLink() {
+  const r = $('room').value.trim();
+  $('joinLink').textContent = ID_RE.test(r) ? roomLink(r) : '(a room name first)';
+}
+
+function prefill() {
+  const asked = Q.get('room');
+  if (asked !== null && ID_RE.test(asked)) $('room').value = asked;
+  else if (remembered.get('room') && ID_RE.test(remembered.get('room'))) $('room').value = remembered.get('room');
+  if (asked !== null && !ID_RE.test(asked))
+    formError('The room in this link is not a room name (1 to 64 letters, digits or . _ ~ @ + -).');
+  const name = remembered.get('name');
+  if (name && ID_RE.test(name)) $('name').value = name;
+  const t = Q.get('transport');
+  if (t in TRANSPORTS || t === 'auto') $('transport').value = t;
+  if (remembered.get('media') !== null) $('media').checked = remembered.get('media') === '1';
+  showJoinLink();
+  // With a name remembered the page is one key press from the call.
+  (name && ID_RE.test(name) ? $('joinBtn') : $('name')).focus();
+}
+
+/* ---- tiles ---- */
+
+function initial(id) {
+  return (id.match(/[A-Za-z0-9]/) || ['?'])[0].toUpperCase();
+}
+
+// A colour of its own for each name (ann and alex share an initial), dark
+// enough for white text.
+function hue(id) {
+  let h = 0;
+  for (const ch of id) h = (h * 31 + ch.codePointAt(0)) % 360;
+  return `hsl(${h} 45% 32%)`;
+}
+
+function newTile(id) {
+  const t = document.createElement('div');
+  t.className = 'tile';
+  t.dataset.peer = id;
+  t.dataset.video = 'off';
+  t.setAttribute('role', 'group');
+  t.setAttribute('aria-label', id);
+  t.innerHTML = '<video class="remote" autoplay playsinline></video><div class="avatar" aria-hidden="true"></div>' +
+    '<div class="label"><span class="name"></span> <span class="tstate"></span> <span class="mic"></span></div>';
+  t.querySelector('.name').textContent = id;
+  t.querySelector('.avatar').textContent = initial(id);
+  t.querySelector('.avatar').style.background = hue(id);
+  $('videos').append(t);
+  layout();
+  return t;
+}
+
+// The microphone part of a label: a level bar, "muted", or "no mic".
+function showMic(tile, audio, level) {
+  tile.dataset.audio = audio;
+  const mic = tile.querySelector('.mic');
+  if (audio === 'on') {
+    let bar = mic.querySelector('.lvl');
+    if (!bar) {
+      mic.textContent = '';
+      bar = document.createElement('span');
+      bar.className = 'lvl';
+      bar.setAttribute('aria-hidden', 'true');
+      bar.append(document.createElement('i'));
+      mic.append(bar);
+    }
+    // RMS levels of speech are small numbers: a square root spreads them out
+    bar.firstChild.style.transform = `scaleX(${Math.min(1, Math.sqrt(level || 0) * 2).toFixed(3)})`;
+    tile.classList.toggle('speaking', (level || 0) > 0.01);
+  } else {
+    mic.textContent = audio === 'muted' ? 'muted' : 'no mic';
+    tile.classList.remove('speaking');
+  }
+}
+
+function updateTile(p, id) {
+  const t = p.tile;
+  const state = p.pc.connectionState;
+  t.dataset.state = state;
+  t.querySelector('.tstate').textContent = state === 'connected' ? '' : state;
+  const stream = p.video.srcObject;
+  const has = (kind) => !!stream && stream.getTracks().some((tr) => tr.kind === kind && tr.readyState === 'live');
+  const remote = p.remoteMedia || {};
+  const video = has('video') && remote.video !== false;
+  t.dataset.video = video ? 'on' : 'off';
+  const audio = !has('audio') || remote.audio === null ? 'none' : remote.audio === false ? 'muted' : 'on';
+  if (typeof p.level === 'number') t.dataset.level = p.level.toFixed(4);
+  showMic(t, audio, p.level);
+  t.setAttribute('aria-label', `${id}: ${state}, ` + (audio === 'on' ? 'microphone on' : audio === 'muted' ? 'muted' : 'no microphone') +
+    (video ? ', camera on' : ', no video'));
+}
+
+function localTrack(kind) {
+  return localStream ? localStream.getTracks().find((t) => t.kind === kind) : null;
+}
+
+function updateSelf() {
+  const t = $('selfTile');
+  const a = localTrack('audio');
+  const v = localTrack('video');
+  t.dataset.peer = me || '';
+  t.querySelector('.name').textContent = `${me || ''} (you)`;
+  t.querySelector('.avatar').textContent = me ? initial(me) : '';
+  t.querySelector('.avatar').style.background = me ? hue(me) : '';
+  t.dataset.video = v && v.enabled ? 'on' : 'off';
+  showMic(t, !a ? 'none' : a.enabled ? 'on' : 'muted', a && a.enabled ? selfLevel : 0);
+  t.setAttribute('aria-label', `${me} (you)`);
+  for (const [btn, track, onText, offText, none] of [
+    [$('micBtn'), a, 'Mute', 'Unmute', 'No mic'], [$('camBtn'), v, 'Stop video', 'Start video', 'No camera']]) {
+    btn.disabled = !track;
+    btn.dataset.off = track && !track.enabled ? '1' : '';
+    btn.querySelector('span').textContent = !track ? none : track.enabled ? onText : offText;
+  }
+}
+
+// The grid: the number of columns that gives the biggest tiles of the
+// camera's shape in the stage, recomputed when the window or the people
+// change. The self-view is not in it: it floats small in a corner.
+function layout() {
+  const stage = $('videos');
+  const tiles = stage.querySelectorAll('.tile:not(.self)');
+  const n = tiles.length;
+  stage.classList.toggle('alone', n === 0);
+  if (!n) return;
+  const gap = 8;
+  const W = stage.clientWidth - 16;
+  const H = stage.clientHeight - 16;
+  const aspect = 4 / 3;
+  let best = { w: 0, cols: 1 };
+  for (let cols = 1; cols <= n; cols++) {
+    const rows = Math.ceil(n / cols);
+    const w = Math.min((W - gap * (cols - 1)) / cols, ((H - gap * (rows - 1)) / rows) * aspect);
+    if (w > best.w) best = { w, cols };
+  }
+  stage.style.setProperty('--cols', best.cols);
+  stage.style.setProperty('--tw', `${Math.max(80, Math.floor(best.w))}px`);
+  stage.style.setProperty('--th', `${Math.max(60, Math.floor(best.w / aspect))}px`);
+}
+
+/* ---- the people list ---- */
+
 function peerRow(id) {
   const li = document.createElement('li');
   li.dataset.peer = id;
@@ -56,34 +271,67 @@ function peerRow(id) {
   return li;
 }
 
-function updateRow(p) {
+function updateRow(p, id) {
   const state = p.pc.connectionState;
   if (!p.li) return;
   const channel = p.dc ? p.dc.readyState : 'none';
   p.li.dataset.state = state;
   p.li.dataset.channel = channel;
   p.li.querySelector('.state').textContent = `${state}, chat ${channel}`;
+  if (p.tile) updateTile(p, id);
+}
+
+/* ---- the data channel: chat and media state ---- */
+
+// What we send: {"t":"chat","text":...} and {"t":"media","audio":bool|null,
+// "video":bool|null} (null: no such device). A bare string is chat too.
+function mediaState() {
+  const a = localTrack('audio');
+  const v = localTrack('video');
+  return { t: 'media', audio: a ? a.enabled : null, video: v ? v.enabled : null };
+}
+
+function sendCtl(p, obj) {
+  if (p.dc && p.dc.readyState === 'open') p.dc.send(JSON.stringify(obj));
+}
+
+function onChannelMessage(id, p, data) {
+  let msg = null;
+  if (typeof data === 'string' && data.startsWith('{')) {
+    try { msg = JSON.parse(data); } catch (e) { msg = null; }
+  }
+  if (!msg || typeof msg !== 'object') return say(String(data), id);
+  if (msg.t === 'chat' && typeof msg.text === 'string') return say(msg.text, id);
+  if (msg.t === 'media') {
+    const v = (x) => (x === true || x === false ? x : null);
+    p.remoteMedia = { audio: v(msg.audio), video: v(msg.video) };
+    updateTile(p, id);
+  }
 }
 
 function setupChannel(id, p) {
-  p.dc.onopen = () => { updateRow(p); say(`${id} connected`); };
-  p.dc.onclose = () => updateRow(p);
-  p.dc.onmessage = (m) => say(m.data, id);
+  p.dc.onopen = () => { updateRow(p, id); say(`${id} connected`); sendCtl(p, mediaState()); };
+  p.dc.onclose = () => updateRow(p, id);
+  p.dc.onmessage = (m) => onChannelMessage(id, p, m.data);
 }
+
+/* ---- peer connections ---- */
 
 // caller: we offer (we are the newcomer); otherwise we wait for their offer.
 function addPeer(id, caller = false) {
   if (id === me || peers.has(id)) return peers.get(id);
   const pc = new RTCPeerConnection(iceConfig());
-  const p = { pc, dc: null, polite: me < id, makingOffer: false, ignoreOffer: false, li: peerRow(id), video: null,
-    queue: Promise.resolve(), early: [], tracksAdded: false };
+  const p = { pc, dc: null, polite: me < id, makingOffer: false, ignoreOffer: false, li: peerRow(id), tile: newTile(id),
+    video: null, queue: Promise.resolve(), early: [], tracksAdded: false, remoteMedia: null, level: null, pair: null };
+  p.video = p.tile.querySelector('video');
+  p.video.dataset.peer = id;
   peers.set(id, p);
   if (caller) {
     p.dc = pc.createDataChannel('chat');
     setupChannel(id, p);
     addTracks(p);
   } else {
-    pc.ondatachannel = ({ channel }) => { p.dc = channel; setupChannel(id, p); updateRow(p); };
+    pc.ondatachannel = ({ channel }) => { p.dc = channel; setupChannel(id, p); updateRow(p, id); };
   }
   pc.onnegotiationneeded = async () => {
     try {
@@ -99,7 +347,14 @@ function addPeer(id, caller = false) {
   pc.onicecandidate = ({ candidate }) => {
     if (candidate) sc.signal(id, { candidate: candidate.toJSON() }, { batch: true }).catch(() => {});
   };
-  pc.onconnectionstatechange = () => updateRow(p);
+  pc.onconnectionstatechange = () => {
+    updateRow(p, id);
+    if (pc.connectionState === 'failed' && !p.saidFailed) {
+      p.saidFailed = true;
+      say(`The call with ${id} could not connect` + (RELAY_ONLY ? ' through the relay' : '') +
+        ' (no network path found). Diagnostics shows the ICE servers in use.');
+    }
+  };
   // A TURN server that refuses us says why (401: our credential is not
   // one it accepts, e.g. --turn-secret differs from its static-auth-secret).
   pc.onicecandidateerror = (e) => {
@@ -109,18 +364,14 @@ function addPeer(id, caller = false) {
       (e.errorCode === 401 ? ': the service\'s TURN secret does not match the relay\'s.' : '.'));
     p.li.dataset.turnError = p.turnError;
   };
-  pc.ontrack = ({ streams }) => {
-    if (!p.video) {
-      p.video = document.createElement('video');
-      p.video.className = 'remote';
-      p.video.dataset.peer = id;
-      p.video.autoplay = true;
-      p.video.playsInline = true;
-      $('videos').append(p.video);
-    }
-    p.video.srcObject = streams[0];
+  pc.ontrack = ({ track, streams }) => {
+    const stream = streams[0] || new MediaStream([track]);
+    if (p.video.srcObject !== stream) p.video.srcObject = stream;
+    // A track that ends or stops (the peer hung up a device) changes the tile.
+    track.onended = track.onmute = track.onunmute = () => updateTile(p, id);
+    updateTile(p, id);
   };
-  updateRow(p);
+  updateRow(p, id);
   return p;
 }
 
@@ -135,14 +386,17 @@ function dropPeer(id) {
   if (!p) return;
   p.pc.close();
   p.li.remove();
-  if (p.video) p.video.remove();
+  p.tile.remove();
   peers.delete(id);
+  layout();
+  updateDiag();
 }
 
 // Signals from one peer are handled one at a time, in order: a candidate
 // that arrives in the same batch as its offer must wait for the offer to be
 // applied, or addIceCandidate fails and the candidate is lost.
 function onSignal({ detail: msg }) {
+  if (msg.diag) return onEcho(msg); // the diagnostics' probes: answered at once
   const p = addPeer(msg.from);
   if (!p) return;
   p.queue = p.queue.then(() => handleSignal(msg.from, p, msg));
@@ -180,6 +434,231 @@ async function handleSignal(id, p, msg) {
   }
 }
 
+/* ---- mute and camera ---- */
+
+// The track's `enabled`: the sender keeps its place in the session (silence
+// or black frames go out), so turning it back on needs no renegotiation.
+function toggle(kind) {
+  const track = localTrack(kind);
+  if (!track) return;
+  track.enabled = !track.enabled;
+  updateSelf();
+  const state = mediaState();
+  for (const p of peers.values()) sendCtl(p, state);
+}
+
+/* ---- statistics: audio levels and the selected ICE pair ---- */
+
+let selfLevel = 0;
+async function pollStats() {
+  let own = null;
+  for (const [id, p] of peers) {
+    let stats;
+    try {
+      stats = await p.pc.getStats();
+    } catch (e) {
+      continue; // closed meanwhile
+    }
+    let pair = null;
+    let audio = null;
+    stats.forEach((s) => {
+      if (s.type === 'transport' && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId);
+      else if (s.type === 'inbound-rtp' && s.kind === 'audio') audio = s;
+      else if (s.type === 'media-source' && s.kind === 'audio' && typeof s.audioLevel === 'number') own = s.audioLevel;
+    });
+    if (!pair) stats.forEach((s) => { if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') pair = s; });
+    const l = pair && stats.get(pair.localCandidateId);
+    const r = pair && stats.get(pair.remoteCandidateId);
+    p.pair = l && r ? { local: l.candidateType, remote: r.candidateType, protocol: l.relayProtocol || l.protocol,
+      rtt: pair.currentRoundTripTime } : null;
+    // The level heard from this peer over the last interval: RMS from the
+    // energy and duration counters (a muted sender sends silence: ~0).
+    if (audio && typeof audio.totalSamplesDuration === 'number') {
+      const prev = p.audioStat;
+      p.audioStat = { e: audio.totalAudioEnergy || 0, d: audio.totalSamplesDuration };
+      if (prev) p.level = p.audioStat.d > prev.d ? Math.sqrt(Math.max(0, p.audioStat.e - prev.e) / (p.audioStat.d - prev.d)) : 0;
+    }
+    updateTile(p, id);
+  }
+  selfLevel = own || 0;
+  updateSelf();
+  updateDiag();
+}
+
+/* ---- diagnostics ----
+ *
+ * Design note. Whether the event stream is held back on the way (a proxy
+ * that buffers responses) cannot be read from one side: the page measures
+ * it. It sends ECHO_N small signals ECHO_GAP ms apart to one other member,
+ * whose page echoes each at once, with how far after the first probe of the
+ * round it got this one (its own clock). Probes that reach the peer close
+ * together though sent apart mean the peer's stream bunches them; echoes
+ * that reach us together while the peer got them apart mean ours does;
+ * echoes far slower than the ping (a command's round trip, which no stream
+ * carries) mean events are late. Only while the panel is open. */
+
+const ECHO_N = 5;
+const ECHO_GAP = 250;
+const ECHO_WAIT = 5000;
+let echo = null;      // the round under way: {round, peer, sent[], got[], spans[]}
+let echoRound = 0;
+const echoSeen = new Map(); // from -> {round, first}: the peer's side of a round
+let diagTimer = null;
+
+function onEcho(msg) {
+  if (msg.diag === 'echo' && typeof msg.from === 'string' && Number.isInteger(msg.round) && Number.isInteger(msg.n)) {
+    const now = performance.now();
+    let seen = echoSeen.get(msg.from);
+    if (!seen || seen.round !== msg.round) echoSeen.set(msg.from, seen = { round: msg.round, first: now });
+    if (sc) sc.signal(msg.from, { diag: 'echo-reply', round: msg.round, n: msg.n, span: Math.round(now - seen.first) })
+      .catch(() => {});
+  } else if (msg.diag === 'echo-reply' && echo && msg.round === echo.round && msg.from === echo.peer &&
+    Number.isInteger(msg.n) && msg.n >= 0 && msg.n < ECHO_N) {
+    echo.got[msg.n] = performance.now();
+    echo.spans[msg.n] = Number(msg.span);
+  }
+}
+
+function setBuffer(verdict, text) {
+  $('diagBuffer').dataset.verdict = verdict;
+  $('diagBuffer').textContent = text;
+}
+
+const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]; };
+// how many steps between consecutive values are far shorter than the gap they were sent at
+const collapsed = (xs) => xs.slice(1).filter((x, i) => x - xs[i] < ECHO_GAP / 4).length;
+
+async function probeStream() {
+  if (echo || !sc) return;
+  const peer = [...peers.keys()][0];
+  if (!peer) return setBuffer('unmeasured', 'not measured: it takes another person in the room');
+  const round = ++echoRound;
+  const e = echo = { round, peer, sent: [], got: [], spans: [] };
+  for (let i = 0; i < ECHO_N; i++) {
+    e.sent[i] = performance.now();
+    sc.signal(peer, { diag: 'echo', round, n: i }).catch(() => {});
+    await sleep(ECHO_GAP);
+  }
+  const until = performance.now() + ECHO_WAIT;
+  while (e.got.filter(Boolean).length < ECHO_N && performance.now() < until && sc) await sleep(100);
+  echo = null;
+  if (!sc) return;
+  const idx = [...Array(ECHO_N).keys()].filter((i) => e.got[i]);
+  const ping = sc.rttMs || 0;
+  if (!idx.length)
+    return setBuffer('late', `held back: none of ${ECHO_N} events sent to ${peer} came back within ${ECHO_WAIT / 1000} s`);
+  const rtt = median(idx.map((i) => e.got[i] - e.sent[i]));
+  const where = `(${idx.length} of ${ECHO_N} echoes through ${peer}, ping ${ping} ms)`;
+  if (collapsed(idx.map((i) => e.spans[i])) >= 2)
+    return setBuffer('bunched', `buffered on ${peer}'s side: events reach ${peer} in bunches ${where}`);
+  if (collapsed(idx.map((i) => e.got[i])) >= 2)
+    return setBuffer('bunched', `buffered: events reach you in bunches, something on the way holds your stream ${where}`);
+  if (rtt > Math.max(1500, 4 * ping + 1000))
+    return setBuffer('late', `late: an event takes ${Math.round(rtt)} ms to ${peer} and back ${where}`);
+  setBuffer('ok', `not buffered: an event reaches ${peer} and comes back in ${Math.round(rtt)} ms ${where}`);
+}
+
+const PAIR_NAMES = { host: 'direct', srflx: 'through a NAT (STUN)', prflx: 'through a NAT', relay: 'relayed (TURN)' };
+function pairText(p) {
+  if (!p.pair) return 'no candidate pair selected yet';
+  const { local, remote, protocol, rtt } = p.pair;
+  const kind = local === 'relay' || remote === 'relay' ? 'relay' : local === 'host' && remote === 'host' ? 'host' : local;
+  return `${PAIR_NAMES[kind] || kind}: ${local} / ${remote}` + (protocol ? ` (${protocol})` : '') +
+    (typeof rtt === 'number' ? `, ${Math.round(rtt * 1000)} ms` : '');
+}
+
+function iceText() {
+  if (!sc || !sc.iceServers.length) return 'none from the service: direct (host) candidates only';
+  const urls = sc.iceServers.flatMap((s) => (Array.isArray(s.urls) ? s.urls : [s.urls]));
+  const turn = sc.iceServers.some((s) => s.credential);
+  const until = sc.iceExpiresAt ? new Date(sc.iceExpiresAt * 1000).toISOString().slice(11, 16) + ' UTC' : null;
+  return urls.join(', ') + (turn ? `; a TURN credential${until ? ` until ${until}` : ''}` : '') +
+    (RELAY_ONLY ? '; relayed candidates only (?relay=1)' : '');
+}
+
+function transportText() {
+  if (!sc || !sc.transport) return 'not connected';
+  const why = WHY[sc.reason] || sc.reason || '';
+  return `${TRANSPORTS[sc.transport] || sc.transport}, ${sc.state}` + (why ? ` (${why})` : '');
+}
+
+function updateDiag() {
+  if ($('diag').hidden) return;
+  const t = $('diagTransport');
+  t.textContent = transportText();
+  t.dataset.transport = (sc && sc.transport) || '';
+  t.dataset.reason = (sc && sc.reason) || '';
+  $('diagRtt').textContent = sc && sc.rttMs !== null ? `${sc.rttMs} ms (a ping over ${sc.transport === 'ws' && sc.state === 'open' ? 'the WebSocket' : 'HTTP POST'})` : 'measuring...';
+  $('diagIce').textContent = iceText();
+  const list = $('diagPeers');
+  const rows = new Map([...list.children].map((li) => [li.dataset.peer, li]));
+  for (const [id, p] of peers) {
+    let li = rows.get(id);
+    if (!li) {
+      li = document.createElement('li');
+      li.dataset.peer = id;
+      list.append(li);
+    }
+    rows.delete(id);
+    li.dataset.pair = p.pair ? `${p.pair.local}/${p.pair.remote}` : '';
+    li.textContent = `${id}: ${p.pc.connectionState}, ${pairText(p)}`;
+  }
+  for (const li of rows.values()) li.remove();
+  if (!peers.size && !list.children.length) list.textContent = '';
+}
+
+async function pingNow() {
+  if (!sc) return;
+  await sc.ping().catch(() => {});
+  updateDiag();
+}
+
+function toggleDiag() {
+  const open = $('diag').hidden;
+  $('diag').hidden = !open;
+  $('diagBtn').setAttribute('aria-expanded', String(open));
+  clearInterval(diagTimer);
+  diagTimer = null;
+  if (!open) return;
+  updateDiag();
+  let ticks = 0;
+  pingNow().then(probeStream);
+  diagTimer = setInterval(() => {
+    pingNow();
+    if (++ticks % 3 === 0) probeStream();
+  }, 5000);
+}
+
+// The panel as text for a bug report: no token, no TURN credential.
+function diagnosticsText() {
+  const lines = [
+    `signal-fcgi call page diagnostics, ${new Date().toISOString()}`,
+    `page: ${location.href}`,
+    `browser: ${navigator.userAgent}`,
+    `user: ${me || '-'} in room ${room || '-'}`,
+    `signaling: ${transportText()}`,
+    `transport changes: ${stateLog.map((s) => `${s.at} ${s.transport}/${s.state}/${s.reason}`).join('; ') || '-'}`,
+    `round trip (ping): ${sc && sc.rttMs !== null ? sc.rttMs + ' ms' : '-'}`,
+    `event stream: ${$('diagBuffer').textContent}`,
+    `ICE servers: ${iceText()}`,
+    `local media: ${JSON.stringify(mediaState())}`,
+  ];
+  for (const [id, p] of peers) {
+    lines.push(`peer ${id}: connection ${p.pc.connectionState}, ICE ${p.pc.iceConnectionState}, ${pairText(p)}, ` +
+      `chat ${p.dc ? p.dc.readyState : 'none'}, media ${JSON.stringify(p.remoteMedia)}` +
+      (p.turnError ? `, TURN error ${p.turnError}` : ''));
+  }
+  return lines.join('\n') + '\n';
+}
+
+async function copyDiag() {
+  updateDiag();
+  toast(await copyText(diagnosticsText()) ? 'Diagnostics copied: paste them into your bug report.'
+    : 'Copying failed: select the panel text instead.');
+}
+
+/* ---- joining and leaving ---- */
+
 function explain(e) {
   switch (e.code) {
     case 'room-full': return 'That room is full (5 people at most). Try another room.';
@@ -195,27 +674,54 @@ function explain(e) {
   }
 }
 
+// Camera and microphone, else whichever of them there is, else none (chat
+// only): a desktop without a camera still talks.
+async function getMedia() {
+  for (const want of [{ video: true, audio: true }, { audio: true }, { video: true }]) {
+    try {
+      return await navigator.mediaDevices.getUserMedia(want);
+    } catch (e) {
+      if (e.name === 'NotAllowedError') break; // refused: asking again gives the same answer
+    }
+  }
+  return null;
+}
+
+function onState({ detail }) {
+  const why = WHY[detail.reason];
+  const shown = (detail.reason === 'preferred' || detail.reason === 'forced') ? null : why;
+  const label = `${SHORT[detail.transport] || detail.transport}: ${detail.state}` + (shown ? ` (${shown})` : '');
+  const pill = $('transportState');
+  pill.textContent = label;
+  pill.dataset.transport = detail.transport;
+  pill.dataset.state = detail.state;
+  pill.dataset.reason = detail.reason || '';
+  pill.classList.toggle('bad', detail.state !== 'open');
+  stateLog.push({ at: new Date().toISOString().slice(11, 23), ...detail });
+  if (stateLog.length > 20) stateLog.shift();
+  showBanner(detail.state === 'reconnecting' ? 'Connection to the signaling service lost; reconnecting...' : '');
+  updateDiag();
+}
+
 async function join(ev) {
   ev.preventDefault();
   formError('');
-  $('joinBtn').disabled = true;
   const name = $('name').value.trim();
-  const room = $('room').value.trim();
+  const wanted = $('room').value.trim();
+  if (!ID_RE.test(name)) return formError('Your name: 1 to 64 letters, digits or . _ ~ @ + -');
+  if (!ID_RE.test(wanted)) return formError('The room: 1 to 64 letters, digits or . _ ~ @ + -');
+  $('joinBtn').disabled = true;
   try {
     if ($('media').checked && !localStream) {
-      try {
-        localStream = await navigator.mediaDevices.getUserMedia({ video: true, audio: true });
-        $('localVideo').srcObject = localStream;
-        $('localVideo').hidden = false;
-      } catch (e) {
-        say('No camera or microphone available: chat only.');
-      }
+      localStream = await getMedia();
+      if (!localStream) say('No camera or microphone available: chat only.');
     }
+    $('localVideo').srcObject = localStream;
+    $('localVideo').hidden = !localTrack('video');
     // ?probeMs=N, ?openTimeoutMs=N: how soon auto mode re-tries a better
     // transport, and gives up on one that does not open (tests, debugging)
-    const q = new URLSearchParams(location.search);
-    const probeMs = Number(q.get('probeMs')) || undefined;
-    const openTimeoutMs = Number(q.get('openTimeoutMs')) || undefined;
+    const probeMs = Number(Q.get('probeMs')) || undefined;
+    const openTimeoutMs = Number(Q.get('openTimeoutMs')) || undefined;
     // The API beside the page (/api/ at the root, DIR/api/ when the page is
     // in a folder: a shared host's bundle, the Debian package's /signal/).
     const base = new URL('api', location.href).pathname;
@@ -223,22 +729,7 @@ async function join(ev) {
     sc.addEventListener('signal', onSignal);
     sc.addEventListener('user-joined', ({ detail }) => { say(`${detail.userId} joined`); addPeer(detail.userId); });
     sc.addEventListener('user-left', ({ detail }) => { say(`${detail.userId} left`); dropPeer(detail.userId); });
-    sc.addEventListener('state', ({ detail }) => {
-      const names = { ws: 'WebSocket', sse: 'SSE', poll: 'long-poll' };
-      const why = {
-        'ws-blocked': 'WebSocket blocked on the way', 'sse-buffered': 'streams buffered on the way',
-        'no-websocket': 'no WebSocket in this browser', 'no-eventsource': 'no EventSource in this browser',
-        outage: 'service restarting', upgraded: 'moved back up', restart: 'server restarting, back shortly',
-        'rate-limited': 'too many requests from this address; waiting as the server asked',
-      }[detail.reason];
-      const label = `${names[detail.transport] || detail.transport}: ${detail.state}` + (why ? ` (${why})` : '');
-      $('transportState').textContent = label;
-      $('transportState').dataset.transport = detail.transport;
-      $('transportState').dataset.state = detail.state;
-      $('transportState').dataset.reason = detail.reason || '';
-      $('transportState').classList.toggle('bad', detail.state !== 'open');
-      showBanner(detail.state === 'reconnecting' ? 'Connection to the signaling service lost; reconnecting...' : '');
-    });
+    sc.addEventListener('state', onState);
     sc.addEventListener('session-lost', () => {
       showBanner('Your session has ended (timed out or logged out elsewhere). Leave and join again.');
     });
@@ -255,15 +746,31 @@ async function join(ev) {
       say(`The room ${detail.roomId} was closed: ${detail.reason}`);
       showBanner(`The room was closed by the operator: ${detail.reason}. Leave to join another.`);
     });
+    sc.addEventListener('ice', updateDiag);
     await sc.login(name, { protocol: 'call-page' });
     me = name;
-    const { users } = await sc.join(room);
+    const { users } = await sc.join(wanted);
+    room = wanted;
+    remembered.set('name', name);
+    remembered.set('room', room);
+    remembered.set('media', $('media').checked ? '1' : '0');
+    // The address bar shows this room's link (other parameters kept: a
+    // reload behaves the same).
+    const q = new URLSearchParams(location.search);
+    q.set('room', room);
+    history.replaceState(null, '', `${location.pathname}?${q}`);
     $('roomName').textContent = room;
     $('me').textContent = me;
+    document.title = `${room} - signal-fcgi call`;
+    document.body.classList.add('in-call');
     $('join').hidden = true;
     $('call').hidden = false;
+    updateSelf();
+    layout();
+    statsTimer = setInterval(pollStats, 500);
     say(`You joined ${room}` + (users.length > 1 ? ` with ${users.filter((u) => u !== me).join(', ')}` : ''));
     for (const u of users) if (u !== me) addPeer(u, true);
+    $('micBtn').disabled ? $('copyLink').focus() : $('micBtn').focus();
   } catch (e) {
     formError(explain(e));
     if (sc && sc.token) sc.logout().catch(() => {});
@@ -275,12 +782,27 @@ async function join(ev) {
 
 async function leave() {
   for (const id of [...peers.keys()]) dropPeer(id);
+  clearInterval(statsTimer);
+  clearInterval(diagTimer);
+  statsTimer = diagTimer = null;
   if (sc) await sc.logout().catch(() => {});
   sc = null;
+  // the camera light goes off: the devices are asked for again on a rejoin
+  if (localStream) for (const t of localStream.getTracks()) t.stop();
+  localStream = null;
+  $('localVideo').srcObject = null;
+  room = null;
+  document.body.classList.remove('in-call');
+  document.title = 'signal-fcgi call';
   $('call').hidden = true;
   $('join').hidden = false;
+  $('diag').hidden = true;
+  $('diagBtn').setAttribute('aria-expanded', 'false');
   $('messages').textContent = '';
+  stateLog.length = 0;
   showBanner('');
+  showJoinLink();
+  $('joinBtn').focus();
 }
 
 function sendChat(ev) {
@@ -290,7 +812,7 @@ function sendChat(ev) {
   let sent = 0;
   for (const p of peers.values()) {
     if (p.dc && p.dc.readyState === 'open') {
-      p.dc.send(text);
+      p.dc.send(JSON.stringify({ t: 'chat', text }));
       sent++;
     }
   }
@@ -300,8 +822,16 @@ function sendChat(ev) {
 }
 
 $('join').addEventListener('submit', join);
+$('room').addEventListener('input', showJoinLink);
 $('leaveBtn').addEventListener('click', leave);
 $('chatForm').addEventListener('submit', sendChat);
+$('micBtn').addEventListener('click', () => toggle('audio'));
+$('camBtn').addEventListener('click', () => toggle('video'));
+$('diagBtn').addEventListener('click', toggleDiag);
+$('copyDiag').addEventListener('click', copyDiag);
+for (const b of document.querySelectorAll('[data-copy-link]')) b.addEventListener('click', copyLink);
+new ResizeObserver(layout).observe($('videos'));
 window.addEventListener('pagehide', () => { if (sc) navigator.sendBeacon && sc.logout().catch(() => {}); });
+prefill();
 // for tests and the curious
-window.signalApp = { peers, get client() { return sc; } };
+window.signalApp = { peers, get client() { return sc; }, diagnostics: diagnosticsText, layout };

@@ -25,6 +25,8 @@
  *   await sc.roomUsers('room1'); await sc.leave(); await sc.logout();
  *   new RTCPeerConnection({ iceServers: sc.iceServers });     // STUN/TURN the service hands out
  *   sc.addEventListener('ice', (e) => ...);                    // {iceServers}: refreshed before expiry
+ *   sc.transport, sc.state, sc.reason; sc.rttMs                // what 'state' said last; the last ping's
+ *                                                              // round trip (ms)
  *
  * Options: base ('/api'), transport ('auto' | 'ws' | 'sse' | 'poll'),
  * heartbeatMs (20000), pollTimeout (25 s), openTimeoutMs (5000), probeMs
@@ -120,6 +122,8 @@ export class SignalClient extends EventTarget {
     // ICE servers from the service (--stun-uris, --turn-uris with TURN
     // credentials), in RTCPeerConnection's shape; [] when it hands out none.
     this.iceServers = [];
+    this.iceExpiresAt = null; // Unix seconds: when the TURN credential ends
+    this.rttMs = null;        // the last ping's round trip, ms
     this._iceTimer = null;
     this.transport = null; // 'ws' | 'sse' | 'poll' while receiving
     this.state = 'closed';
@@ -169,6 +173,7 @@ export class SignalClient extends EventTarget {
 
   _setIce(reply) {
     this.iceServers = reply.iceServers || [];
+    this.iceExpiresAt = reply.iceExpiresAt || null;
     clearTimeout(this._iceTimer);
     this._iceTimer = null;
     if (reply.iceExpiresAt && this.token) {
@@ -208,8 +213,14 @@ export class SignalClient extends EventTarget {
     return this._send({ type: 'room-users', roomId: roomId || this.roomId });
   }
 
-  ping() {
-    return this._send({ type: 'ping', ack: this.lastId });
+  /* A heartbeat; this.rttMs is then its round trip in ms (the command
+   * path: over the WebSocket when one is open, else a POST; retries
+   * included, as the user lived them). */
+  async ping() {
+    const t0 = performance.now();
+    const reply = await this._send({ type: 'ping', ack: this.lastId });
+    this.rttMs = Math.round(performance.now() - t0);
+    return reply;
   }
 
   async logout() {

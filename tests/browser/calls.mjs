@@ -139,7 +139,7 @@ async function openPage(name, room, { transport = 'auto', media = false, width =
   await page.fill('#name', name);
   await page.fill('#room', room);
   await page.selectOption('#transport', transport);
-  if (media) await page.check('#media');
+  await page.setChecked('#media', media); // the page ticks it by default
   await page.click('#joinBtn');
   return page;
 }
