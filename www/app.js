@@ -450,7 +450,18 @@ function toggle(kind) {
 /* ---- statistics: audio levels and the selected ICE pair ---- */
 
 let selfLevel = 0;
+let polling = false; // a getStats round slower than the interval is not doubled
 async function pollStats() {
+  if (polling) return;
+  polling = true;
+  try {
+    await statsRound();
+  } finally {
+    polling = false;
+  }
+}
+
+async function statsRound() {
   let own = null;
   for (const [id, p] of peers) {
     let stats;
@@ -505,11 +516,18 @@ let echoRound = 0;
 const echoSeen = new Map(); // from -> {round, first}: the peer's side of a round
 let diagTimer = null;
 
+// A member may ask for echoes, not for a flood of them: ECHO_N per round,
+// a new round at most every 2 s.
 function onEcho(msg) {
-  if (msg.diag === 'echo' && typeof msg.from === 'string' && Number.isInteger(msg.round) && Number.isInteger(msg.n)) {
+  if (msg.diag === 'echo' && typeof msg.from === 'string' && Number.isInteger(msg.round) && Number.isInteger(msg.n) &&
+    msg.n >= 0 && msg.n < ECHO_N) {
     const now = performance.now();
     let seen = echoSeen.get(msg.from);
-    if (!seen || seen.round !== msg.round) echoSeen.set(msg.from, seen = { round: msg.round, first: now });
+    if (!seen || seen.round !== msg.round) {
+      if (seen && now - seen.first < 2000) return;
+      echoSeen.set(msg.from, seen = { round: msg.round, first: now, answered: 0 });
+    }
+    if (++seen.answered > ECHO_N) return;
     if (sc) sc.signal(msg.from, { diag: 'echo-reply', round: msg.round, n: msg.n, span: Math.round(now - seen.first) })
       .catch(() => {});
   } else if (msg.diag === 'echo-reply' && echo && msg.round === echo.round && msg.from === echo.peer &&
@@ -528,8 +546,11 @@ const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s[Math.
 // how many steps between consecutive values are far shorter than the gap they were sent at
 const collapsed = (xs) => xs.slice(1).filter((x, i) => x - xs[i] < ECHO_GAP / 4).length;
 
+let lastProbe = -1e9;
 async function probeStream() {
-  if (echo || !sc) return;
+  // at most one round every 3 s: the peer answers one every 2 s (onEcho)
+  if (echo || !sc || performance.now() - lastProbe < 3000) return;
+  lastProbe = performance.now();
   const peer = [...peers.keys()][0];
   if (!peer) return setBuffer('unmeasured', 'not measured: it takes another person in the room');
   const round = ++echoRound;
@@ -731,18 +752,21 @@ async function join(ev) {
     sc.addEventListener('user-left', ({ detail }) => { say(`${detail.userId} left`); dropPeer(detail.userId); });
     sc.addEventListener('state', onState);
     sc.addEventListener('session-lost', () => {
+      $('waiting').hidden = true;
       showBanner('Your session has ended (timed out or logged out elsewhere). Leave and join again.');
     });
     sc.addEventListener('events-lost', () => say('Some signaling messages were lost; calls may need a rejoin.'));
     // The operator's admin API: removed from the service, or the room closed.
     sc.addEventListener('kicked', ({ detail }) => {
       for (const id of [...peers.keys()]) dropPeer(id);
+      $('waiting').hidden = true; // nobody can be invited into this call any more
       say(`You were removed by the operator: ${detail.reason}`);
       showBanner(`You were removed from the service: ${detail.reason}` +
         (detail.retryAfter ? ` (banned for ${detail.retryAfter} s)` : '') + '. Leave to start over.');
     });
     sc.addEventListener('room-closed', ({ detail }) => {
       for (const id of [...peers.keys()]) dropPeer(id);
+      $('waiting').hidden = true;
       say(`The room ${detail.roomId} was closed: ${detail.reason}`);
       showBanner(`The room was closed by the operator: ${detail.reason}. Leave to join another.`);
     });
@@ -765,6 +789,7 @@ async function join(ev) {
     document.body.classList.add('in-call');
     $('join').hidden = true;
     $('call').hidden = false;
+    $('waiting').hidden = false;
     updateSelf();
     layout();
     statsTimer = setInterval(pollStats, 500);

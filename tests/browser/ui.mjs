@@ -241,10 +241,15 @@ try {
     await b.waitForFunction(() => document.querySelector('#videos .tile[data-peer="ann"]').dataset.video === 'on', null, { timeout: 10000 });
     const states = await a.evaluate(() => [...window.signalApp.peers.values()].map((p) => p.pc.signalingState));
     ok(states.every((s) => s === 'stable'), `the camera off and on again shows on ben's tile, the connections stay ${states}`);
-    await a.click('#micBtn'); // for the picture: a muted self-view
-    await sleep(700);
-    await a.screenshot({ path: `${OUT}/call-laptop-muted.png` });
+    // for the pictures: ann muted with her camera off, from both sides
     await a.click('#micBtn');
+    await a.click('#camBtn');
+    await b.waitForFunction(() => { const t = document.querySelector('#videos .tile[data-peer="ann"]');
+      return t.dataset.audio === 'muted' && t.dataset.video === 'off'; }, null, { timeout: 10000 });
+    await a.screenshot({ path: `${OUT}/call-laptop-muted.png` });
+    await b.screenshot({ path: `${OUT}/call-laptop-peer-muted.png` });
+    await a.click('#micBtn');
+    await a.click('#camBtn');
     await a.click('#diagBtn');
     await a.waitForFunction(() => document.querySelector('#diagPeers li[data-pair*="/"]'), null, { timeout: 10000 });
     await axeCheck(a, 'call with tiles and diagnostics, laptop');
