@@ -770,7 +770,11 @@ async function join(ev) {
       say(`The room ${detail.roomId} was closed: ${detail.reason}`);
       showBanner(`The room was closed by the operator: ${detail.reason}. Leave to join another.`);
     });
-    sc.addEventListener('ice', updateDiag);
+    // A refreshed TURN credential: the calls use it for any later ICE restart.
+    sc.addEventListener('ice', () => {
+      for (const p of peers.values()) try { p.pc.setConfiguration(iceConfig()); } catch (e) { /* closed */ }
+      updateDiag();
+    });
     await sc.login(name, { protocol: 'call-page' });
     me = name;
     const { users } = await sc.join(wanted);

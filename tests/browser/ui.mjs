@@ -156,6 +156,12 @@ try {
     ok((await a.inputValue('#room')) === 'linkroom', '/?room=linkroom opens the join form with that room filled in');
     await a.screenshot({ path: `${OUT}/join-laptop.png` });
     await axeCheck(a, 'join form');
+    const bad = await ctx.newPage();
+    await bad.goto(`${base}/?room=${encodeURIComponent('no spaces!')}`);
+    const said = await bad.textContent('#formError');
+    ok((await bad.isVisible('#formError')) && /not a room name/.test(said) && (await bad.inputValue('#room')) === 'demo',
+      `a link with a bad room name says so and keeps the default room: "${said}"`);
+    await bad.close();
     const phone = await (await newContext(PHONE)).newPage();
     await phone.goto(`${base}/?room=linkroom`);
     await phone.screenshot({ path: `${OUT}/join-phone.png`, fullPage: true });
