@@ -65,8 +65,12 @@ function say(text, who) {
     li.className = 'system';
     li.textContent = text;
   }
-  $('messages').append(li);
-  li.scrollIntoView({ block: 'nearest' });
+  // The list scrolls, never the page (on a phone the chat is below the
+  // stage), and only when its reader was at the bottom already.
+  const list = $('messages');
+  const atEnd = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+  list.append(li);
+  if (atEnd) list.scrollTop = list.scrollHeight;
 }
 
 function showBanner(text) {
@@ -140,7 +144,23 @@ function prefill() {
   showJoinLink();
   // With a name remembered the page is one key press from the call.
   (name && ID_RE.test(name) ? $('joinBtn') : $('name')).focus();
+  if (tabs && name) tabs.postMessage({ ask: 'who' });
 }
+
+// The link copied into a second window of this browser: the remembered
+// name is the first window's, in a call right now, and the service would
+// answer user-exists. Windows in a call say their name when asked, and a
+// window still on its form that has that name filled in clears it.
+const tabs = typeof BroadcastChannel === 'function' ? new BroadcastChannel('signal-fcgi') : null;
+if (tabs) tabs.onmessage = ({ data }) => {
+  if (!data || typeof data !== 'object') return;
+  if (data.ask === 'who' && sc && me) tabs.postMessage({ live: me });
+  else if (typeof data.live === 'string' && !sc && $('name').value === data.live) {
+    $('name').value = '';
+    $('nameNote').textContent = `${data.live} is in a call in another window of this browser: pick another name for this one.`;
+    $('name').focus();
+  }
+};
 
 /* ---- tiles ---- */
 
@@ -642,6 +662,7 @@ function toggleDiag() {
   diagTimer = null;
   if (!open) return;
   updateDiag();
+  $('diag').scrollIntoView({ block: 'nearest' }); // below the stage on a phone
   let ticks = 0;
   pingNow().then(probeStream);
   diagTimer = setInterval(() => {
@@ -727,6 +748,7 @@ function onState({ detail }) {
 async function join(ev) {
   ev.preventDefault();
   formError('');
+  $('nameNote').textContent = '';
   const name = $('name').value.trim();
   const wanted = $('room').value.trim();
   if (!ID_RE.test(name)) return formError('Your name: 1 to 64 letters, digits or . _ ~ @ + -');
@@ -799,7 +821,9 @@ async function join(ev) {
     statsTimer = setInterval(pollStats, 500);
     say(`You joined ${room}` + (users.length > 1 ? ` with ${users.filter((u) => u !== me).join(', ')}` : ''));
     for (const u of users) if (u !== me) addPeer(u, true);
-    $('micBtn').disabled ? $('copyLink').focus() : $('micBtn').focus();
+    // focus to the controls, the view left at the top (the stage)
+    ($('micBtn').disabled ? $('copyLink') : $('micBtn')).focus({ preventScroll: true });
+    window.scrollTo(0, 0);
   } catch (e) {
     formError(explain(e));
     if (sc && sc.token) sc.logout().catch(() => {});

@@ -182,6 +182,18 @@ try {
     await channelsOpen(a, ['linkB']);
     await channelsOpen(b, ['linkA']);
     ok((await b.evaluate(() => window.signalApp.client.roomId)) === 'linkroom', 'the copied link, opened in a second window, joins the same room; the call connects');
+    // the link opened in another window of b's browser, b still in the call:
+    // b's remembered name is not offered (the service would say user-exists)
+    const b2 = await b.context().newPage();
+    await b2.goto(link);
+    await b2.waitForFunction(() => /in a call in another window/.test(document.querySelector('#nameNote').textContent));
+    ok((await b2.inputValue('#name')) === '' && (await b2.inputValue('#room')) === 'linkroom',
+      'a second window of a browser already in the call gets the room but not the name in use: ' + await b2.textContent('#nameNote'));
+    await b2.fill('#name', 'linkB2');
+    await b2.setChecked('#media', false);
+    await b2.click('#joinBtn');
+    await channelsOpen(b2, ['linkA', 'linkB']);
+    ok(true, '... and joins the call under a name of its own');
     // the name and room are remembered in this browser
     await a.click('#leaveBtn');
     await a.waitForSelector('#join:not([hidden])');
@@ -284,8 +296,24 @@ try {
         return fake;
       };
     } });
-    await channelsOpen(pages.ws, ['diagsse', 'diagpoll', 'diagbuf']);
+    pages.phone = await openPage('diagphone', { query: '?room=diag', media: false, viewport: PHONE });
+    await channelsOpen(pages.ws, ['diagsse', 'diagpoll', 'diagbuf', 'diagphone']);
+    for (const t of ['ws', 'phone']) {
+      const pg = pages[t];
+      await pg.waitForFunction(() => document.querySelectorAll('#videos .tile').length === 5);
+      const fit = await pg.evaluate(() => {
+        const stage = document.querySelector('#videos').getBoundingClientRect();
+        const r = [...document.querySelectorAll('#videos .tile:not(.self)')].map((t) => t.getBoundingClientRect());
+        const inside = r.every((x) => x.left >= stage.left - 1 && x.right <= stage.right + 1 && x.top >= stage.top - 1 && x.bottom <= stage.bottom + 1);
+        const apart = r.every((x, i) => r.every((y, j) => i === j || x.right <= y.left + 1 || y.right <= x.left + 1 || x.bottom <= y.top + 1 || y.bottom <= x.top + 1));
+        const used = r.reduce((s, x) => s + x.width * x.height, 0) / (stage.width * stage.height);
+        return { inside, apart, used: Math.round(used * 100), sizes: r.map((x) => `${Math.round(x.width)}x${Math.round(x.height)}`).join(' ') };
+      });
+      ok(fit.inside && fit.apart && fit.used >= 45, `five people, ${t === 'ws' ? 'laptop' : 'phone'}: four tiles inside the stage, apart, covering ${fit.used}% of it (${fit.sizes})`, JSON.stringify(fit));
+    }
+    await pages.phone.screenshot({ path: `${OUT}/grid5-phone.png` });
     for (const [t, pg] of Object.entries(pages)) {
+      if (t === 'phone') continue;
       await pg.click('#diagBtn');
       const want = t === 'buf' ? 'sse' : t;
       await pg.waitForFunction(() => /^\d+ ms/.test(document.querySelector('#diagRtt').textContent), null, { timeout: 15000 });
