@@ -171,9 +171,9 @@ function initial(id) {
 // A colour of its own for each name (ann and alex share an initial), dark
 // enough for white text.
 function hue(id) {
-  let h = 0;
-  for (const ch of id) h = (h * 31 + ch.codePointAt(0)) % 360;
-  return `hsl(${h} 45% 32%)`;
+  let h = 2166136261; // FNV-1a: relA and relB land far apart
+  for (const ch of id) h = Math.imul(h ^ ch.codePointAt(0), 16777619) >>> 0;
+  return `hsl(${h % 360} 45% 32%)`;
 }
 
 function newTile(id) {
@@ -575,6 +575,7 @@ async function probeStream() {
   if (!peer) return setBuffer('unmeasured', 'not measured: it takes another person in the room');
   const round = ++echoRound;
   const e = echo = { round, peer, sent: [], got: [], spans: [] };
+  if ($('diagBuffer').dataset.verdict === 'unmeasured') $('diagBuffer').textContent = `measuring (echoes through ${peer})...`;
   for (let i = 0; i < ECHO_N; i++) {
     e.sent[i] = performance.now();
     sc.signal(peer, { diag: 'echo', round, n: i }).catch(() => {});
