@@ -121,6 +121,22 @@ const maxLevel = (page, peer, ms = 2500) => page.evaluate(async ({ peer, ms }) =
   }
   return max;
 }, { peer, ms });
+// The level page received from peer over ms, from the energy counters of
+// its inbound audio (RMS over the whole window: one late stats sample of the
+// page cannot tip it).
+const avgLevel = (page, peer, ms = 2000) => page.evaluate(async ({ peer, ms }) => {
+  const read = async () => {
+    let a = null;
+    (await window.signalApp.peers.get(peer).pc.getStats()).forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'audio') a = s; });
+    return a;
+  };
+  const a0 = await read();
+  await new Promise((r) => setTimeout(r, ms));
+  const a1 = await read();
+  const d = a1.totalSamplesDuration - a0.totalSamplesDuration;
+  return d > 0 ? Math.sqrt(Math.max(0, a1.totalAudioEnergy - a0.totalAudioEnergy) / d) : 0;
+}, { peer, ms });
+const shownLevel = (page, peer) => page.evaluate((p) => Number(document.querySelector(`#videos .tile[data-peer="${p}"]`).dataset.level), peer);
 async function axeCheck(page, label) {
   await page.addScriptTag({ path: AXE });
   const res = await page.evaluate(() => window.axe.run(document, { resultTypes: ['violations'] }));
@@ -244,10 +260,11 @@ try {
     ok(focusRing !== 'none', `the focused button shows its focus (outline ${focusRing})`);
     ok((await a.textContent('#micBtn')).trim() === 'Unmute', 'ann\'s button now offers "Unmute"');
     await b.waitForFunction(() => document.querySelector('#videos .tile[data-peer="ann"]').dataset.audio === 'muted', null, { timeout: 10000 });
-    await sleep(1200); // the interval before the mute has passed
-    const muted = await maxLevel(b, 'ann');
-    const mutedC = await maxLevel(c, 'ann', 1500);
-    ok(muted < 0.01 && mutedC < 0.01, `ann mutes: ben's and cat's tiles say "muted" and the level they receive falls to ${muted.toFixed(4)}, ${mutedC.toFixed(4)}`);
+    await sleep(1500); // what was on its way before the mute has played out
+    const [muted, mutedC] = await Promise.all([avgLevel(b, 'ann'), avgLevel(c, 'ann')]);
+    const [shownB, shownC] = [await shownLevel(b, 'ann'), await shownLevel(c, 'ann')];
+    ok(muted < 0.01 && mutedC < 0.01 && shownB < 0.01 && shownC < 0.01,
+      `ann mutes: ben's and cat's tiles say "muted"; what they receive falls to ${muted.toFixed(4)}, ${mutedC.toFixed(4)} (RMS over 2 s), their meters show ${shownB}, ${shownC}`);
     await a.click('#micBtn');
     await b.waitForFunction(() => document.querySelector('#videos .tile[data-peer="ann"]').dataset.audio === 'on', null, { timeout: 10000 });
     await sleep(600);
