@@ -131,9 +131,10 @@ sse_open amy "$A"
 curl -s "$BASE/api/poll?since=0&timeout=30" -H "Authorization: Bearer $(login ben)" -o "$OUT/ben.poll" &
 poller=$!
 sleep 0.5
-rp=$(responder_pids)
+rp=$(responder_pids | tr '\n' ' ')
+is "$(echo $rp | wc -w)" 1 "one responder to stop ($rp)"
 t0=$(date +%s%N)
-kill -INT "$SERVER_PID" "$rp"
+kill -INT "$SERVER_PID" $rp
 wait "$SERVER_PID"
 took=$(( ($(date +%s%N) - t0) / 1000000 ))
 SERVER_PID=""
@@ -141,8 +142,13 @@ wait $poller
 like "$(sse_data "$OUT/amy.sse" | tail -1)" '^\{"type":"reconnect","after":[0-9]+\}$' "Ctrl-C: the SSE stream was told to reconnect"
 like "$(cat "$OUT/ben.poll")" '"events":\[\{"type":"reconnect","after":[0-9]+\}\]' "... the waiting poll too"
 ok $([ $took -le 10000 ]; echo $?) "... and lighttpd's graceful shutdown ended with them: it exited after $took ms"
-for i in $(seq 1 100); do kill -0 "$rp" 2>/dev/null || break; sleep 0.05; done
-kill -0 "$rp" 2>/dev/null
-ok $([ $? != 0 ]; echo $?) "... its responder too"
+for i in $(seq 1 100); do kill -0 $rp 2>/dev/null || break; sleep 0.05; done
+kill -0 $rp 2>/dev/null
+alive=$?
+ok $([ $alive != 0 ]; echo $?) "... its responder too"
+if [ $alive = 0 ]; then # say what it waits on, and leave no process behind
+	for t in /proc/${rp% }/task/*; do diag "left running: thread $(basename "$t") in $(cat "$t/wchan" 2>/dev/null)"; done
+	kill -9 $rp
+fi
 
 done_testing
