@@ -3,6 +3,7 @@
 #   make run        install what is missing, build, run lighttpd on $(PORT) in the foreground
 #                   (SERVER=nginx or SERVER=apache: that front server instead;
 #                   STORE=postgres: on a local PostgreSQL it starts; PG_URL=postgresql://...: on yours)
+#   make cluster    NODES=3 nodes on PORT+1.. on one local PostgreSQL (or PG_URL), an nginx balancer on PORT
 #   make test       install what is missing, build, run every test (TAP through prove)
 #   make bench      benchmarks (see bench/)
 #   make deb        the Debian package, build/deb/signal-fcgi_VERSION_amd64.deb
@@ -20,6 +21,10 @@ STORE    ?= sqlite
 PG_URL   ?=
 PGPORT   ?=
 STORE_ARGS ?=
+# Runtime files (sockets, pid files) of one instance: several `make run`
+# on different ports never share a socket.
+RUNDIR   ?= $(CURDIR)/var/run/$(PORT)
+NODES    ?= 3
 
 CC       ?= cc
 CFLAGS   ?= -O2 -g
@@ -60,7 +65,7 @@ SOURCES   = $(wildcard $(addsuffix /*.c,$(SRC_DIRS)))
 SCHEMA    = $(sort $(wildcard schema/*.sql))
 SCHEMA_PG = $(sort $(wildcard schema/postgres/*.sql))
 
-.PHONY: all run run-front test unit integration bench fuzz clean deps deps-test deps-fuzz deps-pkg install install-deb deb shared-hosting
+.PHONY: all run run-front cluster test unit integration bench fuzz clean deps deps-test deps-fuzz deps-pkg install install-deb deb shared-hosting
 
 all: build/signal-fcgi
 
@@ -174,7 +179,7 @@ deps-test: deps
 
 run: deps
 	@$(MAKE) --no-print-directory all
-	@mkdir -p $(dir $(DB)) var/run
+	@mkdir -p $(dir $(DB)) $(RUNDIR)
 ifneq ($(PG_URL)$(filter postgres,$(STORE)),)
 	@exec tools/run-postgres.sh "$(PG_URL)" "$(PGPORT)" $(MAKE) --no-print-directory run-front
 else
@@ -187,13 +192,22 @@ endif
 run-front:
 	@echo "signaling service on http://$(BIND):$(PORT)/ behind $(SERVER) ($(if $(STORE_ARGS),PostgreSQL,database $(DB)); Ctrl-C stops it)"
 ifeq ($(SERVER),nginx)
-	@exec tools/run-nginx.sh $(PORT) $(BIND) $(DB) $(STORE_ARGS) $(ARGS)
+	@RUNDIR=$(RUNDIR) exec tools/run-nginx.sh $(PORT) $(BIND) $(DB) $(STORE_ARGS) $(ARGS)
 else ifeq ($(SERVER),apache)
-	@exec tools/run-apache.sh $(PORT) $(BIND) $(DB) $(STORE_ARGS) $(ARGS)
+	@RUNDIR=$(RUNDIR) exec tools/run-apache.sh $(PORT) $(BIND) $(DB) $(STORE_ARGS) $(ARGS)
 else
-	@SIGNAL_ROOT=$(CURDIR) SIGNAL_BIN=$(CURDIR)/build/signal-fcgi SIGNAL_RUNDIR=$(CURDIR)/var/run SIGNAL_DB=$(DB) SIGNAL_ARGS="$(STORE_ARGS) $(ARGS)" \
+	@SIGNAL_ROOT=$(CURDIR) SIGNAL_BIN=$(CURDIR)/build/signal-fcgi SIGNAL_RUNDIR=$(RUNDIR) SIGNAL_DB=$(DB) SIGNAL_ARGS="$(STORE_ARGS) $(ARGS)" \
 	  SIGNAL_PROCS=$(PROCS) SIGNAL_WORKERS=$(WORKERS) SIGNAL_BIND=$(BIND) PORT=$(PORT) exec lighttpd -D -f lighttpd.conf
 endif
+
+# NODES nodes (PORT+1 ... PORT+NODES) on one PostgreSQL (the local one, or
+# PG_URL's), an nginx balancer on PORT in front: README, "Scaling out".
+# (postgresql-15 and nginx-light among the packages deps installs).
+cluster: STORE = postgres
+cluster: SERVER = nginx
+cluster: deps
+	@$(MAKE) --no-print-directory all
+	@exec tools/run-postgres.sh "$(PG_URL)" "$(PGPORT)" tools/run-cluster.sh $(NODES) $(PORT) $(BIND) $(PROCS) $(ARGS)
 
 # Three test files at a time: most of a file's time is spent waiting
 # (servers starting, timeouts, heartbeats; one run used 240 s of CPU in

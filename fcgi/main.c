@@ -251,6 +251,11 @@ int main(int argc, char **argv)
 	loop *l = loop_new();
 	if (bell_fd < 0 || l == NULL || held_start(l, held_core, owner, bell_fd) != 0)
 		return 1;
+	/* Across machines (PostgreSQL): the database's wake-up, on the loop. */
+	static store_listener *listener;
+	listener = store_listener_new(store_where(), owner); /* NULL for SQLite */
+	if (bell_listen_store(l, listener) != 0)
+		return 1;
 	int ws_fd = -1; /* -2: another process of ours serves the WebSocket */
 	if (cfg.ws_listen) {
 		ws_fd = ws_listen_open(cfg.ws_listen);

@@ -118,6 +118,25 @@ void core_wakes_add(core_wakes *w, int64_t owner, int64_t session)
 	w->n++;
 }
 
+/* Inside the write transaction that gathered them: ask the store to wake
+ * the holders of the wakes from index `from` on when it commits, for an
+ * engine whose processes may be on other machines (store_notify; nothing
+ * for SQLite, whose processes bell.c reaches after the commit). */
+static sig_err wakes_notify(core *c, const core_wakes *w, int from)
+{
+	int64_t owners[64], sessions[64];
+	sig_err e = SIG_OK;
+	for (int i = from; i < w->n && e == SIG_OK;) {
+		int k = 0;
+		for (; i < w->n && k < 64; i++, k++) {
+			owners[k] = w->v[i].owner;
+			sessions[k] = w->v[i].session;
+		}
+		e = store_notify(c->st, owners, sessions, k);
+	}
+	return e;
+}
+
 /* A wake for one queued event (see struct core_wake). */
 static void wakes_add_event(core_wakes *w, int64_t owner, int64_t session, int64_t id, int64_t prev,
 			    const char *body, size_t len)
@@ -1017,6 +1036,8 @@ static sig_err exec_one(struct cmd_ctx *x, json_object *cmd, json_object **reply
 	if ((e = x->c->grouped ? store_savepoint(x->c->st) : store_begin(x->c->st)) != SIG_OK)
 		goto done;
 	e = run_command(x, command, cmd, reply);
+	if (e == SIG_OK)
+		e = wakes_notify(x->c, &x->r->wakes, wakes_before);
 	if (x->c->grouped) {
 		sig_err se = store_savepoint_end(x->c->st, e == SIG_OK);
 		if (e == SIG_OK)
@@ -1183,6 +1204,8 @@ static sig_err stream_open(core *c, struct stream_cred cred, int64_t ack, int64_
 		e = store_events_ack(c->st, sess.id, ack);
 	if (e == SIG_OK)
 		e = store_stream_claim(c->st, sess.id, owner, util_now_ms(), &out->gen, &prev);
+	if (e == SIG_OK && prev != 0 && prev != owner) /* the previous holder lets go */
+		e = store_notify(c->st, &prev, &sess.id, 1);
 	if ((e = finish_txn(c, e)) != SIG_OK)
 		return e;
 	core_wakes_add(w, prev, sess.id);
@@ -1581,7 +1604,7 @@ void core_admin(core *c, enum core_admin_action a, const char *remote, const cha
 		case CORE_ADMIN_UNBAN: e = admin_unban(&x, cmd, &reply); break;
 		case CORE_ADMIN_CLOSE: e = admin_close(&x, cmd, &reply); break;
 		}
-		if (e == SIG_OK && writes)
+		if (e == SIG_OK && writes && (e = wakes_notify(c, &r->wakes, 0)) == SIG_OK)
 			e = store_commit(c->st);
 		else
 			store_rollback(c->st);
@@ -1648,6 +1671,8 @@ sig_err core_prune(core *c, int64_t now, core_wakes *w, int *pruned)
 					 (long long)stale[i].id, (long long)(now - stale[i].last_seen),
 					 stale[i].room_id[0] ? ", left room " : "", stale[i].room_id);
 		}
+		if (e == SIG_OK)
+			e = wakes_notify(c, &tmp.wakes, 0);
 		if (e == SIG_OK)
 			e = store_commit(c->st);
 		else

@@ -17,7 +17,23 @@
  * the loop's eventfd) are registered on the loop like any other fd, and
  * both end in the one handler bell_listen was given.
  *
- * It must never: block a ringing thread, or know what the woken side does.
+ * Across machines (the PostgreSQL store): a datagram reaches only this
+ * machine, so there the database carries the wake-up between processes.
+ * The sender's transaction asks for it (core.c: store_notify, a NOTIFY
+ * that rings only if the commit happens), and each process's listener
+ * (store_listener_*, the connection's design note in store_pg.c) sits on
+ * the loop like the socket: its fd watched for what it asks, a timer for
+ * its retries, and each session it hears of handed to the same handler.
+ * With it, bell_ring sends no datagrams (the notification reaches this
+ * machine's processes as well, and a second wake would cost a second
+ * mailbox read); wakes within the process still take the memory queue.
+ * When the listener comes back after losing its connection, what was
+ * notified meanwhile is lost, so the handler gets a wake for session 0:
+ * every stream re-reads its mailbox at once.
+ *
+ * It must never: block a ringing thread, call the database's library
+ * itself (only through store.h's listener), or know what the woken side
+ * does.
  */
 #define _GNU_SOURCE
 #include "deliver/bell.h"
@@ -25,6 +41,7 @@
 #include "base/util.h"
 #include "base/xalloc.h"
 #include "core/core.h"
+#include "store/store.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -93,7 +110,10 @@ static struct {
 	pthread_mutex_t lock;
 	struct local_wake *v; /* under lock */
 	int n, cap;
-} B = {.lock = PTHREAD_MUTEX_INITIALIZER};
+	store_listener *ls; /* the store's wake-up across machines; NULL: datagrams */
+	int ls_fd;          /* registered on the loop, -1 none */
+	unsigned ls_want;
+} B = {.lock = PTHREAD_MUTEX_INITIALIZER, .ls_fd = -1};
 
 /* Queue the wakes of w for this process for the loop, each taking over
  * the event it carries. */
@@ -185,6 +205,68 @@ int bell_listen(loop *l, int fd, int64_t owner, bell_fn *fn, void *data)
 	return 0;
 }
 
+/* ---- the store's listener (across machines) ---- */
+
+static void heard(void *ctx, int64_t session)
+{
+	(void)ctx;
+	struct bell_wake w = {.session = session};
+	B.fn(B.data, &w);
+}
+
+static void listener_ready(loop *l, int fd, void *data, unsigned mask);
+
+/* Step the listener and keep the loop watching the fd it needs now. */
+static void listener_step(loop *l, int ready, int64_t now)
+{
+	int f = store_listener_step(B.ls, ready, now, heard, NULL);
+	unsigned want = 0;
+	int fd = store_listener_fd(B.ls, &want);
+	unsigned mask = (want & STORE_WANT_READ ? LOOP_READABLE : 0) | (want & STORE_WANT_WRITE ? LOOP_WRITABLE : 0);
+	if ((f & STORE_LISTEN_NEWFD) || fd != B.ls_fd) {
+		if (B.ls_fd >= 0)
+			loop_del(l, B.ls_fd); /* libpq may have closed it already: the slot goes */
+		B.ls_fd = -1;
+		if (fd >= 0 && loop_add(l, fd, mask, listener_ready, NULL) == 0) {
+			B.ls_fd = fd;
+			B.ls_want = mask;
+		}
+	} else if (fd >= 0 && mask != B.ls_want) {
+		loop_set(l, fd, mask);
+		B.ls_want = mask;
+	}
+	if (f & STORE_LISTEN_UP) {
+		struct bell_wake all = {.session = 0};
+		B.fn(B.data, &all);
+	}
+}
+
+static void listener_ready(loop *l, int fd, void *data, unsigned mask)
+{
+	(void)fd;
+	(void)data;
+	(void)mask;
+	listener_step(l, 1, util_mono_us());
+}
+
+static void listener_timer(loop *l, void *data, int64_t now)
+{
+	(void)data;
+	listener_step(l, 0, now);
+}
+
+int bell_listen_store(loop *l, store_listener *ls)
+{
+	if (ls == NULL)
+		return 0;
+	B.ls = ls;
+	if (loop_every(l, BELL_LISTEN_TICK_US, listener_timer, NULL) != 0) {
+		log_error("bell: cannot put the store's listener on the loop");
+		return -1;
+	}
+	return 0;
+}
+
 static int sender_fd(void)
 {
 	static _Thread_local int fd = -1;
@@ -221,6 +303,8 @@ void bell_ring(struct core_wakes *w)
 			ring_local(w, owner, now);
 			continue;
 		}
+		if (B.ls)
+			continue; /* the store notified it at commit */
 		ids[0] = -now;
 		int n = 1;
 		for (int j = i; j < w->n; j++) {

@@ -18,6 +18,7 @@
 #define BELL_BATCH 128 /* int64s per datagram: the time it was rung (negated), then session ids */
 
 struct core_wakes;
+typedef struct store_listener store_listener;
 
 /* A wake as the loop's side receives it: the session to wake and, from a
  * thread of this process, the event it is for (event_id 0: none; the id of
@@ -39,6 +40,15 @@ int bell_open(int64_t owner);
  * fd, and the wakes this process's threads ring, each as fn(data, wake).
  * Call once, before loop_start. Returns 0, or -1. */
 int bell_listen(loop *l, int fd, int64_t owner, bell_fn *fn, void *data);
+/* With a store that wakes processes itself (store.h, store_listener_new):
+ * drive its listener on loop l (its fd, and a timer every
+ * BELL_LISTEN_TICK_US for retries), hand what it hears to the handler of
+ * bell_listen, and send no datagrams to other processes from then on. A
+ * handler call for session 0 means every stream: the listener came back.
+ * ls NULL: nothing changes. Call after bell_listen, before loop_start and
+ * before any thread rings. Returns 0, or -1. */
+#define BELL_LISTEN_TICK_US 200000
+int bell_listen_store(loop *l, store_listener *ls);
 /* Ring every process in w (grouped per owner). Never blocks; a bell that
  * cannot be rung is left to the holder's periodic re-check. Wakes for this
  * process take the event bodies they carry (leaving NULL). */

@@ -618,6 +618,11 @@ static void on_wake(void *data, const struct bell_wake *w)
 {
 	(void)data;
 	metrics_add(MC_BELL_WAKES, 1);
+	if (w->session == 0) { /* wakes may have been lost (bell.h): every stream */
+		for (struct held *a = H.all; a; a = a->next)
+			mark_dirty(a);
+		return;
+	}
 	struct held *h = find(w->session);
 	if (h && !(w->event_id && w->body && deliver_now(h, w))) {
 		if (w->rung_us && (h->woke_us == 0 || w->rung_us < h->woke_us))

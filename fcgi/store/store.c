@@ -77,6 +77,42 @@ void store_key_free(struct store_key *k)
 	memset(k, 0, sizeof *k);
 }
 
+int store_wakes_across(const char *where)
+{
+#ifdef STORE_NO_PG
+	(void)where;
+	return 0;
+#else
+	return store_is_postgres(where);
+#endif
+}
+
+store_listener *store_listener_new(const char *where, int64_t owner)
+{
+	return store_wakes_across(where) ? store_pg_listener_ops.create(where, owner) : NULL;
+}
+
+static const struct store_listener_ops *lops_of(const store_listener *ls)
+{
+	return ((const struct store_listener_head *)(const void *)ls)->ops;
+}
+
+void store_listener_free(store_listener *ls)
+{
+	if (ls)
+		lops_of(ls)->destroy(ls);
+}
+
+int store_listener_fd(const store_listener *ls, unsigned *want)
+{
+	return lops_of(ls)->fd(ls, want);
+}
+
+int store_listener_step(store_listener *ls, int ready, int64_t now_us, store_wake_fn *fn, void *ctx)
+{
+	return lops_of(ls)->step(ls, ready, now_us, fn, ctx);
+}
+
 #define STORE_DISPATCH(name, params, args) \
 	sig_err store_##name params \
 	{ \

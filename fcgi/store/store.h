@@ -250,4 +250,41 @@ sig_err store_rooms_list(store *st, int max, store_membership_fn fn, void *ctx);
  * an engine that needs none returns SIG_OK. */
 sig_err store_maintain(store *st);
 
+/* ---- the wake-up across machines ----
+ * An engine whose processes may run on several machines carries the
+ * wake-up between them itself (store_pg.c: LISTEN/NOTIFY). Inside the
+ * write transaction that queued events, store_notify asks that each
+ * owner's process be told which of its sessions to wake, once and only if
+ * the transaction commits (a rolled-back savepoint takes its requests with
+ * it); the listener of that process hears it. SQLite has neither, since
+ * its processes share a machine, where bell.c's datagrams reach them:
+ * store_notify does nothing there and store_listener_new returns NULL. An
+ * owner of 0 (no stream) is skipped. */
+sig_err store_notify(store *st, const int64_t *owners, const int64_t *sessions, int n);
+/* Whether this engine wakes processes itself (store_notify does it). */
+int store_wakes_across(const char *where);
+
+typedef struct store_listener store_listener;
+/* The listener for owner's wakes on the store at `where`, for an event
+ * loop to drive: NULL when the engine has none. It connects on its first
+ * store_listener_step, without blocking on the network. Free with
+ * store_listener_free (NULL is fine). */
+store_listener *store_listener_new(const char *where, int64_t owner);
+void store_listener_free(store_listener *ls);
+enum { STORE_WANT_READ = 1, STORE_WANT_WRITE = 2 };
+/* The fd to watch now and what for (*want), or -1: nothing to watch until
+ * the next timed step (a reconnect waits out its backoff). */
+int store_listener_fd(const store_listener *ls, unsigned *want);
+/* What store_listener_step tells its caller. */
+enum {
+	STORE_LISTEN_UP = 1,    /* listening again (or for the first time): wakes sent while it was
+				   not are lost, so every stream must re-read its mailbox now */
+	STORE_LISTEN_NEWFD = 2, /* the fd was closed or replaced: watch store_listener_fd anew */
+};
+typedef void store_wake_fn(void *ctx, int64_t session);
+/* Advance the listener: ready is 1 when its fd is ready, 0 for the
+ * caller's timer (a few times a second: retries and deadlines). Calls
+ * fn(ctx, session) for each session woken. Returns STORE_LISTEN_ flags. */
+int store_listener_step(store_listener *ls, int ready, int64_t now_us, store_wake_fn *fn, void *ctx);
+
 #endif

@@ -68,7 +68,8 @@
 	X(bans_list, (store *st, int64_t now, int max, store_ban_fn fn, void *ctx), (st, now, max, fn, ctx)) \
 	X(bans_gc, (store *st, int64_t now), (st, now)) \
 	X(rooms_list, (store *st, int max, store_membership_fn fn, void *ctx), (st, max, fn, ctx)) \
-	X(maintain, (store *st), (st))
+	X(maintain, (store *st), (st)) \
+	X(notify, (store *st, const int64_t *owners, const int64_t *sessions, int n), (st, owners, sessions, n))
 
 #define STORE_OP_FIELD(name, params, args) sig_err(*name) params;
 struct store_ops {
@@ -92,5 +93,18 @@ struct store_head {
 
 extern const struct store_ops store_sqlite_ops;
 extern const struct store_ops store_pg_ops;
+
+/* The cross-machine listener of an engine that has one (store.h). */
+struct store_listener_ops {
+	store_listener *(*create)(const char *where, int64_t owner);
+	void (*destroy)(store_listener *ls);
+	int (*fd)(const store_listener *ls, unsigned *want);
+	int (*step)(store_listener *ls, int ready, int64_t now_us, store_wake_fn *fn, void *ctx);
+};
+/* Every engine's struct store_listener begins with this. */
+struct store_listener_head {
+	const struct store_listener_ops *ops;
+};
+extern const struct store_listener_ops store_pg_listener_ops;
 
 #endif

@@ -189,6 +189,7 @@ enum q {
 	Q_BANS_LIST,
 	Q_BANS_GC,
 	Q_ROOMS_LIST,
+	Q_NOTIFY,
 	Q__COUNT
 };
 
@@ -279,6 +280,10 @@ static const char *const q_sql[Q__COUNT] = {
 	[Q_BANS_GC] = "DELETE FROM bans WHERE until <= $1",
 	[Q_ROOMS_LIST] = "SELECT m.room_id, s.id, s.user_id, s.protocol, s.last_seen, s.stream_owner "
 			 "FROM memberships m JOIN sessions s ON s.id = m.session_id ORDER BY m.room_id, m.seq LIMIT $1",
+	/* One notification per owner, its sessions comma-separated (see the
+	 * wake-up's design note below). */
+	[Q_NOTIFY] = "SELECT pg_notify('signal_' || lpad(to_hex(o), 16, '0'), string_agg(s::text, ',')) "
+		     "FROM unnest($1::int8[], $2::int8[]) AS t(o, s) GROUP BY o",
 };
 
 struct store {
@@ -1729,6 +1734,261 @@ static sig_err pgs_maintain(store *st)
 		(void)ready(st);
 	return SIG_OK;
 }
+
+/* ---- the wake-up across machines (store.h: store_notify, store_listener_*) ----
+ *
+ * Design note. Every process LISTENs on a channel of its own,
+ * signal_<its owner nonce in 16 hex digits>, the value its streams'
+ * session rows carry as stream_owner. A sender whose transaction queues an
+ * event for a stream held elsewhere calls pg_notify(that channel, the
+ * session ids) in the same transaction: PostgreSQL delivers a notification
+ * only when its transaction commits, after the commit is visible, so the
+ * woken process always finds the event, and a rolled-back command (or
+ * savepoint) rings nothing. That works the same between processes of one
+ * machine and of many, so with this engine bell.c sends no datagrams
+ * between processes (two wakes per event would mean two mailbox reads);
+ * a wake within one process still goes through bell.c's queue in memory,
+ * and a process never notifies itself (own_owner).
+ *
+ * The listening connection is a connection of its own (a LISTEN holds no
+ * transaction, but it must not share a connection with a thread's
+ * transactions), driven by the process's event loop like any socket:
+ * connected with PQconnectStartParams/PQconnectPoll and LISTEN sent with
+ * PQsendQuery, so the loop never waits on the network (only a host name's
+ * lookup may block it, as in every libpq asynchronous connect). While it
+ * is down it reconnects with the same backoff as a handle (50 ms doubling
+ * to 2 s); a connect or LISTEN that takes more than LISTEN_DEADLINE_US is
+ * given up and tried again. NOTIFY is not replayed: what was sent while
+ * the listener was away is lost, so when it listens again it says so
+ * (STORE_LISTEN_UP) and the process re-reads every stream's mailbox at
+ * once; the periodic re-check (held.c) stays as the net under both.
+ * TCP keepalives end a connection to a host that vanished without a word.
+ *
+ * Costs: a notifying commit takes PostgreSQL's notification queue lock
+ * for a moment, so commits that notify are serialised across the whole
+ * cluster at that point; the group commit keeps their number to one per
+ * group per node. A payload is at most NOTIFY_MAX ids (PostgreSQL's limit
+ * is 8000 bytes; 64 ids of 20 characters are 1280).
+ *
+ * It must never: block the loop on a socket, take a lock or a transaction
+ * on the listening connection, or let a notification's text size
+ * anything (ids are parsed within the payload, each checked). */
+
+#define NOTIFY_MAX 64
+#define LISTEN_DEADLINE_US 10000000
+
+/* This process's own channel: wakes for it go through bell.c's memory
+ * queue, never through the database. */
+static _Atomic int64_t own_owner;
+
+/* "{1,2,3}": an int8[] parameter in text form. */
+static char *int8_array(const int64_t *v, int n)
+{
+	size_t cap = (size_t)n * 21 + 3, len = 0;
+	char *s = xmalloc(cap);
+	s[len++] = '{';
+	for (int i = 0; i < n; i++)
+		len += (size_t)snprintf(s + len, cap - len, "%s%lld", i ? "," : "", (long long)v[i]);
+	s[len++] = '}';
+	s[len] = 0;
+	return s;
+}
+
+static sig_err pgs_notify(store *st, const int64_t *owners, const int64_t *sessions, int n)
+{
+	int64_t self = atomic_load(&own_owner);
+	int64_t o[NOTIFY_MAX], sid[NOTIFY_MAX];
+	sig_err e = SIG_OK;
+	for (int i = 0; i < n && e == SIG_OK;) {
+		int k = 0;
+		for (; i < n && k < NOTIFY_MAX; i++) {
+			if (owners[i] == 0 || owners[i] == self || sessions[i] <= 0)
+				continue;
+			o[k] = owners[i];
+			sid[k++] = sessions[i];
+		}
+		if (k == 0)
+			continue;
+		char *ao = int8_array(o, k), *as = int8_array(sid, k);
+		struct args a = {0};
+		a_str(&a, ao);
+		a.fmt[0] = 0; /* text form: an array literal */
+		a_str(&a, as);
+		a.fmt[1] = 0;
+		e = exec_q(st, Q_NOTIFY, &a, "notify");
+		free(ao);
+		free(as);
+	}
+	return e;
+}
+
+struct store_listener {
+	const struct store_listener_ops *ops; /* first: see store_ops.h */
+	char *where;                          /* the conninfo; never logged */
+	int64_t owner;
+	char listen_sql[48];                  /* LISTEN signal_<hex>: our own digits, no client text */
+	PGconn *conn;
+	enum { L_DOWN, L_CONNECTING, L_LISTENING, L_UP } state;
+	PostgresPollingStatusType poll;       /* L_CONNECTING: what PQconnectPoll waits for */
+	int64_t retry_at_us, backoff_us, deadline_us;
+	int ever_up, outage_logged;
+};
+
+static store_listener *pgl_create(const char *where, int64_t owner)
+{
+	store_listener *ls = xcalloc(1, sizeof *ls);
+	ls->ops = &store_pg_listener_ops;
+	ls->where = xstrdup(where);
+	ls->owner = owner;
+	snprintf(ls->listen_sql, sizeof ls->listen_sql, "LISTEN signal_%016llx", (unsigned long long)owner);
+	atomic_store(&own_owner, owner);
+	return ls;
+}
+
+static void pgl_destroy(store_listener *ls)
+{
+	if (ls == NULL)
+		return;
+	if (ls->conn)
+		PQfinish(ls->conn);
+	free(ls->where);
+	free(ls);
+}
+
+static int pgl_fd(const store_listener *ls, unsigned *want)
+{
+	*want = 0;
+	if (ls->state == L_DOWN || ls->conn == NULL)
+		return -1;
+	*want = ls->state == L_CONNECTING && ls->poll == PGRES_POLLING_WRITING ? STORE_WANT_WRITE : STORE_WANT_READ;
+	return PQsocket(ls->conn);
+}
+
+/* The connection failed or was lost: close it, retry after the backoff. */
+static int pgl_down(store_listener *ls, int64_t now, const char *what)
+{
+	if (!ls->outage_logged) {
+		const char *m = ls->conn ? PQerrorMessage(ls->conn) : "out of memory";
+		log_warn("store: the wake-up listener %s: %.*s; streams rely on the periodic re-check until it is back",
+			 what, (int)strcspn(m, "\n"), m);
+		ls->outage_logged = 1;
+	}
+	if (ls->conn)
+		PQfinish(ls->conn);
+	ls->conn = NULL;
+	ls->state = L_DOWN;
+	ls->backoff_us = ls->backoff_us ? ls->backoff_us * 2 : BACKOFF_MIN_US;
+	if (ls->backoff_us > BACKOFF_MAX_US)
+		ls->backoff_us = BACKOFF_MAX_US;
+	ls->retry_at_us = now + ls->backoff_us;
+	return STORE_LISTEN_NEWFD;
+}
+
+static int pgl_connect(store_listener *ls, int64_t now)
+{
+	const char *keys[] = {"application_name", "connect_timeout", "keepalives", "keepalives_idle",
+			      "keepalives_interval", "keepalives_count", "dbname", NULL};
+	const char *vals[] = {"signal-fcgi-listen", "5", "1", "10", "5", "3", ls->where, NULL};
+	ls->conn = PQconnectStartParams(keys, vals, 1);
+	if (ls->conn == NULL || PQstatus(ls->conn) == CONNECTION_BAD)
+		return pgl_down(ls, now, "cannot connect");
+	ls->state = L_CONNECTING;
+	ls->poll = PGRES_POLLING_WRITING; /* as libpq says to start */
+	ls->deadline_us = now + LISTEN_DEADLINE_US;
+	return STORE_LISTEN_NEWFD;
+}
+
+/* Each notification's payload: session ids, comma-separated. */
+static void pgl_notified(store_listener *ls, store_wake_fn *fn, void *ctx)
+{
+	PGnotify *n;
+	while ((n = PQnotifies(ls->conn)) != NULL) {
+		const char *p = n->extra;
+		while (p && *p) {
+			char *end;
+			long long v = strtoll(p, &end, 10);
+			if (end == p || (*end != ',' && *end != 0))
+				break; /* not ours: ignore the rest */
+			if (v > 0)
+				fn(ctx, (int64_t)v);
+			p = *end ? end + 1 : end;
+		}
+		PQfreemem(n);
+	}
+}
+
+static int pgl_step(store_listener *ls, int ready, int64_t now, store_wake_fn *fn, void *ctx)
+{
+	switch (ls->state) {
+	case L_DOWN:
+		return now >= ls->retry_at_us ? pgl_connect(ls, now) : 0;
+	case L_CONNECTING: {
+		if (!ready)
+			return now > ls->deadline_us ? pgl_down(ls, now, "timed out connecting") : 0;
+		int before = PQsocket(ls->conn);
+		ls->poll = PQconnectPoll(ls->conn);
+		if (ls->poll == PGRES_POLLING_FAILED)
+			return pgl_down(ls, now, "cannot connect");
+		int flags = PQsocket(ls->conn) != before ? STORE_LISTEN_NEWFD : 0; /* multi-host: the next host */
+		if (ls->poll != PGRES_POLLING_OK)
+			return flags;
+		if (PQsetnonblocking(ls->conn, 1) != 0 || !PQsendQuery(ls->conn, ls->listen_sql))
+			return pgl_down(ls, now, "cannot send LISTEN");
+		ls->state = L_LISTENING;
+		return flags | STORE_LISTEN_NEWFD; /* now wants reading */
+	}
+	case L_LISTENING: {
+		if (!ready)
+			return now > ls->deadline_us ? pgl_down(ls, now, "timed out on LISTEN") : 0;
+		if (PQflush(ls->conn) < 0 || !PQconsumeInput(ls->conn))
+			return pgl_down(ls, now, "lost its connection");
+		int failed = 0;
+		while (!PQisBusy(ls->conn)) {
+			PGresult *r = PQgetResult(ls->conn);
+			if (r == NULL) {
+				if (failed)
+					return pgl_down(ls, now, "LISTEN failed");
+				ls->state = L_UP;
+				ls->backoff_us = 0;
+				if (ls->ever_up || ls->outage_logged)
+					log_info("store: the wake-up listener is back; every stream re-reads its mailbox");
+				else
+					log_info("store: listening for wake-ups from other processes and nodes (LISTEN/NOTIFY)");
+				ls->ever_up = 1;
+				ls->outage_logged = 0;
+				pgl_notified(ls, fn, ctx);
+				return STORE_LISTEN_UP;
+			}
+			failed |= PQresultStatus(r) != PGRES_COMMAND_OK;
+			PQclear(r);
+		}
+		return 0;
+	}
+	case L_UP:
+		if (!ready)
+			return 0;
+		if (!PQconsumeInput(ls->conn) || PQstatus(ls->conn) != CONNECTION_OK)
+			return pgl_down(ls, now, "lost its connection");
+		pgl_notified(ls, fn, ctx);
+		/* Anything else on this connection (a notice, an error report
+		 * before the server closes it) is read and dropped. */
+		while (!PQisBusy(ls->conn)) {
+			PGresult *r = PQgetResult(ls->conn);
+			if (r == NULL)
+				break;
+			PQclear(r);
+		}
+		return PQstatus(ls->conn) == CONNECTION_OK ? 0 : pgl_down(ls, now, "lost its connection");
+	}
+	return 0;
+}
+
+const struct store_listener_ops store_pg_listener_ops = {
+	.create = pgl_create,
+	.destroy = pgl_destroy,
+	.fd = pgl_fd,
+	.step = pgl_step,
+};
 
 const struct store_ops store_pg_ops = {
 	.name = "postgresql",
