@@ -22,16 +22,19 @@ clients that moved, and the POST->event latency of every message
 `race` (every thread starting together at a barrier): the same userId
 logged in at every node at once (one success), and 10 users joining one
 room through the nodes at once (the room limit, 5, holds): one JSON line.
-Every loop is bounded in count and time.
+Every loop is bounded in count and time. CLUSTERLOAD_GAP: seconds a
+sender waits after each 200 (default 0.02; bench/cluster.sh uses 0).
 """
 import http.client
 import json
+import os
 import sys
 import threading
 import time
 import urllib.parse
 
 lock = threading.Lock()
+GAP = float(os.environ.get("CLUSTERLOAD_GAP", "0.02"))  # seconds between a sender's messages
 
 
 def request(base, method, path, body=None, token=None, timeout=10, headers=None):
@@ -91,7 +94,7 @@ def load(nodes, pairs, seconds):
                 if reply and reply.get("replayed"):
                     with lock:
                         stats["replayed"] += 1
-                time.sleep(0.02)
+                time.sleep(GAP)
                 continue
             with lock:
                 stats["send_errors"] += 1

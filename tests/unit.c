@@ -14,6 +14,7 @@
 
 #include <libpq-fe.h>
 #include <openssl/evp.h>
+#include <poll.h>
 #include <openssl/hmac.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -1258,6 +1259,96 @@ static void test_admin(void)
 	close_fixture();
 }
 
+/* ---- the wake-up across machines (store_notify, store_listener_*) ---- */
+
+struct heard {
+	int n;
+	int64_t v[16];
+};
+
+static void on_heard(void *ctx, int64_t session)
+{
+	struct heard *h = ctx;
+	if (h->n < 16)
+		h->v[h->n++] = session;
+}
+
+/* Drive ls as a loop would, for at most ms; returns the flags seen. */
+static int drive(store_listener *ls, struct heard *h, int ms)
+{
+	int flags = 0;
+	for (int64_t end = util_mono_us() + ms * 1000LL; util_mono_us() < end;) {
+		unsigned want = 0;
+		int fd = store_listener_fd(ls, &want), ready = 0;
+		if (fd >= 0) {
+			struct pollfd p = {.fd = fd, .events = (short)((want & STORE_WANT_READ ? POLLIN : 0) |
+								      (want & STORE_WANT_WRITE ? POLLOUT : 0))};
+			ready = poll(&p, 1, 20) > 0;
+		} else {
+			usleep(20000);
+		}
+		flags |= store_listener_step(ls, ready, util_mono_us(), on_heard, h);
+	}
+	return flags;
+}
+
+static void test_wake_across(void)
+{
+	struct core_limits lim = limits();
+	open_fixture("wake", &lim);
+	int64_t owners[2] = {0x1234, 0}, sessions[2] = {42, 43};
+	store_listener *other = store_listener_new(dbpath, 0x1234);
+	if (!pg_base) {
+		ok(other == NULL, "wake: SQLite has no listener (bell.c's datagrams reach its processes)");
+		is_int(store_begin(st), SIG_OK, "wake: begin");
+		is_int(store_notify(st, owners, sessions, 2), SIG_OK, "wake: store_notify does nothing on SQLite");
+		store_rollback(st);
+		close_fixture();
+		return;
+	}
+	/* A second listener, this process's own (the last created): a wake
+	 * for it never goes through the database. */
+	store_listener *self = store_listener_new(dbpath, 0x5678);
+	struct heard h = {0}, hs = {0};
+	int f = drive(other, &h, 3000);
+	drive(self, &hs, 300);
+	ok((f & STORE_LISTEN_UP) != 0, "wake: the listener connects without blocking and says it listens");
+	is_int(store_begin(st), SIG_OK, "wake: begin");
+	is_int(store_notify(st, owners, sessions, 2), SIG_OK, "wake: notify owner 0x1234 (and skip owner 0)");
+	store_rollback(st);
+	drive(other, &h, 300);
+	is_int(h.n, 0, "wake: a rolled-back transaction rings nothing");
+	int64_t both[2] = {0x1234, 0x5678}, ids[2] = {44, 45};
+	store_begin(st);
+	store_notify(st, both, ids, 2);
+	is_int(store_commit(st), SIG_OK, "wake: commit");
+	for (int i = 0; i < 50 && h.n == 0; i++)
+		drive(other, &h, 100);
+	is_int(h.n, 1, "wake: the commit rings the holder's channel once");
+	is_int(h.n ? h.v[0] : 0, 44, "... with its session");
+	drive(self, &hs, 300);
+	is_int(hs.n, 0, "wake: this process's own channel is never notified (its wakes stay in memory)");
+	/* The listener's connection cut by the server: it comes back and
+	 * says so (the streams then re-read their mailboxes). */
+	pg_exec(fixture_db(), "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+		"WHERE application_name = 'signal-fcgi-listen' AND query LIKE 'LISTEN signal_0000000000001234'", NULL);
+	int back = 0;
+	for (int i = 0; i < 50 && !(back & STORE_LISTEN_UP); i++)
+		back |= drive(other, &h, 100);
+	ok((back & STORE_LISTEN_UP) != 0, "wake: after its connection is cut the listener reconnects and says so");
+	h.n = 0;
+	store_begin(st);
+	store_notify(st, owners, sessions, 1);
+	store_commit(st);
+	for (int i = 0; i < 50 && h.n == 0; i++)
+		drive(other, &h, 100);
+	is_int(h.n ? h.v[0] : 0, 42, "wake: and hears the next commit's notification");
+	store_listener_free(other);
+	store_listener_free(self);
+	store_listener_free(NULL);
+	close_fixture();
+}
+
 int main(void)
 {
 	setvbuf(stdout, NULL, _IONBF, 0); /* TAP lines survive a sanitizer abort */
@@ -1282,6 +1373,7 @@ int main(void)
 	test_login_burst();
 	test_turn();
 	test_ratelimit();
+	test_wake_across();
 	printf("1..%d\n", n_tests);
 	char cmd[300];
 	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
