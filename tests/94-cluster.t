@@ -26,7 +26,26 @@ HB=8 # heartbeat: short, so the node killed for good has its users pruned soon
 # the wake-up across nodes (or the re-read when a listener comes back).
 NODE_ARGS="--store $URL --heartbeat-timeout $HB --prune-interval 1 --recheck 120 --rate-ip 100000 --rate-session 100000 --rate-login 100000"
 declare -a NPORT NPID
-for i in 0 1 2; do NPORT[$i]=$(free_port); done
+# port_run N: the first of N consecutive ports that bind now, below the
+# ephemeral range, where a client connection's local port could take a
+# node's port while it is down (restarted) or not yet bound.
+port_run() {
+	python3 -c '
+import random, socket, sys
+for _ in range(200):
+    base, ss = random.randrange(20000, 32000), []
+    try:
+        for k in range(int(sys.argv[1])):
+            s = socket.socket(); s.bind(("127.0.0.1", base + k)); ss.append(s)
+        print(base); break
+    except OSError:
+        pass
+    finally:
+        for s in ss: s.close()
+' "$1"
+}
+p0=$(port_run 3)
+for i in 0 1 2; do NPORT[$i]=$((p0 + i)); done
 
 node_run() { echo "$OUT/run/${NPORT[$1]}"; }
 node_base() { echo "http://127.0.0.1:${NPORT[$1]}"; }
@@ -195,8 +214,7 @@ is "$(cat "$OUT"/node0.log "$OUT"/node1.log | grep -cE 'prune: user d[123] ')" 3
 for i in 0 1; do node_stop "$i"; done
 
 # --- make cluster's script: three nodes and the balancer, stopped by Ctrl-C ---
-CPORT=$(free_port)
-for k in 1 2 3; do (echo >/dev/tcp/127.0.0.1/$((CPORT + k))) 2>/dev/null && CPORT=$(free_port); done
+CPORT=$(port_run 4)
 mkdir -p "$OUT/cluster"
 (cd "$ROOT" && RUNROOT=$OUT/cluster STORE_ARGS="--store $URL" exec tools/run-cluster.sh 3 "$CPORT" 127.0.0.1 1 --heartbeat-timeout 30) \
 	>"$OUT/cluster.log" 2>&1 &
@@ -222,6 +240,30 @@ is "$STATUS" 200 "a signal through the balancer is answered 200"
 wait_for "$OUT/lb.sse" '"n":7[,}]' 5
 ok $? "... and arrives on a stream through the balancer (no sticky sessions)"
 kill "$SSE_PID" 2>/dev/null
+# The call page's own transport: a WebSocket through the balancer, its
+# signal POSTed straight to node 1 (Debian's python3, which has python3-websocket).
+ws=$(/usr/bin/python3 - "$CPORT" "$((CPORT + 1))" "$x" <<'PY'
+import json, sys, time, urllib.request, websocket
+lb, node, tok = sys.argv[1], sys.argv[2], sys.argv[3]
+ws = websocket.create_connection("ws://127.0.0.1:%s/api/ws" % lb, timeout=10)
+ws.send(json.dumps({"type": "login", "userId": "lb-ws", "protocol": "x"}))
+ws.recv()
+ws.send(json.dumps({"type": "join", "roomId": "lb"}))
+deadline = time.time() + 10
+while time.time() < deadline:
+    m = json.loads(ws.recv())
+    if m.get("type") == "join":
+        break
+req = urllib.request.Request("http://127.0.0.1:%s/api/cmd" % node, headers={"Authorization": "Bearer " + tok},
+                             data=json.dumps({"type": "signal", "to": "lb-ws", "n": 8}).encode())
+urllib.request.urlopen(req, timeout=10).read()
+while time.time() < deadline:
+    m = json.loads(ws.recv())
+    if m.get("type") == "signal" and m.get("n") == 8:
+        print("got"); break
+PY
+)
+is "$ws" got "a WebSocket through the balancer gets a signal POSTed at a node"
 # SIGTERM: a background job of a script starts with SIGINT ignored, and
 # the script traps both the same way.
 lbpid=$(cat "$OUT/cluster/$CPORT/nginx.pid" 2>/dev/null)

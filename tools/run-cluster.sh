@@ -70,7 +70,7 @@ $ups        keepalive 32;
         location / {
             proxy_pass http://signal_nodes;
             proxy_http_version 1.1;
-            proxy_set_header Host \$host;
+            proxy_set_header Host \$http_host;  # with its port: the same-origin check compares it
             proxy_set_header Upgrade \$http_upgrade;
             proxy_set_header Connection \$connection_upgrade;
             proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
