@@ -1264,11 +1264,13 @@ static void test_admin(void)
 struct heard {
 	int n;
 	int64_t v[16];
+	int64_t rung; /* of the last one */
 };
 
-static void on_heard(void *ctx, int64_t session)
+static void on_heard(void *ctx, int64_t session, int64_t rung_us)
 {
 	struct heard *h = ctx;
+	h->rung = rung_us;
 	if (h->n < 16)
 		h->v[h->n++] = session;
 }
@@ -1326,6 +1328,7 @@ static void test_wake_across(void)
 		drive(other, &h, 100);
 	is_int(h.n, 1, "wake: the commit rings the holder's channel once");
 	is_int(h.n ? h.v[0] : 0, 44, "... with its session");
+	ok(h.rung > 0 && h.rung <= util_mono_us(), "... and, on this machine, when it was asked (the delivery latency metric)");
 	drive(self, &hs, 300);
 	is_int(hs.n, 0, "wake: this process's own channel is never notified (its wakes stay in memory)");
 	/* The listener's connection cut by the server: it comes back and

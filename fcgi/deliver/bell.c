@@ -207,10 +207,10 @@ int bell_listen(loop *l, int fd, int64_t owner, bell_fn *fn, void *data)
 
 /* ---- the store's listener (across machines) ---- */
 
-static void heard(void *ctx, int64_t session)
+static void heard(void *ctx, int64_t session, int64_t rung_us)
 {
 	(void)ctx;
-	struct bell_wake w = {.session = session};
+	struct bell_wake w = {.session = session, .rung_us = rung_us};
 	B.fn(B.data, &w);
 }
 

@@ -281,10 +281,13 @@ enum {
 				   not are lost, so every stream must re-read its mailbox now */
 	STORE_LISTEN_NEWFD = 2, /* the fd was closed or replaced: watch store_listener_fd anew */
 };
-typedef void store_wake_fn(void *ctx, int64_t session);
+/* rung_us: when the sender asked for the wake (util_mono_us), when it was
+ * on this machine, whose monotonic clock it shares; 0: unknown. */
+typedef void store_wake_fn(void *ctx, int64_t session, int64_t rung_us);
 /* Advance the listener: ready is 1 when its fd is ready, 0 for the
  * caller's timer (a few times a second: retries and deadlines). Calls
- * fn(ctx, session) for each session woken. Returns STORE_LISTEN_ flags. */
+ * fn(ctx, session, rung_us) for each session woken. Returns STORE_LISTEN_
+ * flags. */
 int store_listener_step(store_listener *ls, int ready, int64_t now_us, store_wake_fn *fn, void *ctx);
 
 #endif

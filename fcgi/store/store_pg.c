@@ -282,7 +282,7 @@ static const char *const q_sql[Q__COUNT] = {
 			 "FROM memberships m JOIN sessions s ON s.id = m.session_id ORDER BY m.room_id, m.seq LIMIT $1",
 	/* One notification per owner, its sessions comma-separated (see the
 	 * wake-up's design note below). */
-	[Q_NOTIFY] = "SELECT pg_notify('signal_' || lpad(to_hex(o), 16, '0'), string_agg(s::text, ',')) "
+	[Q_NOTIFY] = "SELECT pg_notify('signal_' || lpad(to_hex(o), 16, '0'), $3::text || string_agg(s::text, ',')) "
 		     "FROM unnest($1::int8[], $2::int8[]) AS t(o, s) GROUP BY o",
 };
 
@@ -1767,8 +1767,13 @@ static sig_err pgs_maintain(store *st)
  * Costs: a notifying commit takes PostgreSQL's notification queue lock
  * for a moment, so commits that notify are serialised across the whole
  * cluster at that point; the group commit keeps their number to one per
- * group per node. A payload is at most NOTIFY_MAX ids (PostgreSQL's limit
- * is 8000 bytes; 64 ids of 20 characters are 1280).
+ * group per node. A payload is "m<machine>t<time>:" and at most
+ * NOTIFY_MAX session ids, comma-separated (PostgreSQL's limit is 8000
+ * bytes; 64 ids of 20 characters are 1280). The time is the sender's
+ * monotonic clock when it asked, which means something only on its own
+ * machine: the machine is a hash of the kernel's boot id, and a listener
+ * on another one takes the time as unknown (it feeds the delivery latency
+ * metric, nothing else).
  *
  * It must never: block the loop on a socket, take a lock or a transaction
  * on the listening connection, or let a notification's text size
@@ -1780,6 +1785,29 @@ static sig_err pgs_maintain(store *st)
 /* This process's own channel: wakes for it go through bell.c's memory
  * queue, never through the database. */
 static _Atomic int64_t own_owner;
+
+/* This machine, for the wake's time (see above): a hash of its boot id,
+ * 0 when unreadable (every time then unknown). */
+static uint64_t machine_id(void)
+{
+	static _Atomic uint64_t id;
+	static atomic_int done;
+	if (atomic_load(&done))
+		return atomic_load(&id);
+	char b[64] = {0};
+	FILE *f = fopen("/proc/sys/kernel/random/boot_id", "r");
+	uint64_t h = 0;
+	if (f && fgets(b, sizeof b, f)) {
+		h = 1469598103934665603ULL; /* FNV-1a */
+		for (const char *p = b; *p && *p != '\n'; p++)
+			h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+	}
+	if (f)
+		fclose(f);
+	atomic_store(&id, h);
+	atomic_store(&done, 1);
+	return h;
+}
 
 /* "{1,2,3}": an int8[] parameter in text form. */
 static char *int8_array(const int64_t *v, int n)
@@ -1809,12 +1837,15 @@ static sig_err pgs_notify(store *st, const int64_t *owners, const int64_t *sessi
 		}
 		if (k == 0)
 			continue;
-		char *ao = int8_array(o, k), *as = int8_array(sid, k);
+		char *ao = int8_array(o, k), *as = int8_array(sid, k), head[48];
+		snprintf(head, sizeof head, "m%016llxt%lld:", (unsigned long long)machine_id(),
+			 (long long)util_mono_us());
 		struct args a = {0};
 		a_str(&a, ao);
 		a.fmt[0] = 0; /* text form: an array literal */
 		a_str(&a, as);
 		a.fmt[1] = 0;
+		a_str(&a, head);
 		e = exec_q(st, Q_NOTIFY, &a, "notify");
 		free(ao);
 		free(as);
@@ -1898,19 +1929,29 @@ static int pgl_connect(store_listener *ls, int64_t now)
 	return STORE_LISTEN_NEWFD;
 }
 
-/* Each notification's payload: session ids, comma-separated. */
+/* Each notification's payload: "m<machine>t<time>:", then session ids,
+ * comma-separated. */
 static void pgl_notified(store_listener *ls, store_wake_fn *fn, void *ctx)
 {
 	PGnotify *n;
 	while ((n = PQnotifies(ls->conn)) != NULL) {
 		const char *p = n->extra;
+		unsigned long long m = 0;
+		long long t = 0;
+		int used = 0;
+		int64_t rung = 0;
+		if (p && sscanf(p, "m%16llxt%lld:%n", &m, &t, &used) == 2 && used > 0) {
+			p += used;
+			if (m != 0 && m == machine_id() && t > 0)
+				rung = (int64_t)t;
+		}
 		while (p && *p) {
 			char *end;
 			long long v = strtoll(p, &end, 10);
 			if (end == p || (*end != ',' && *end != 0))
 				break; /* not ours: ignore the rest */
 			if (v > 0)
-				fn(ctx, (int64_t)v);
+				fn(ctx, (int64_t)v, rung);
 			p = *end ? end + 1 : end;
 		}
 		PQfreemem(n);
