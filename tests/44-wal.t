@@ -43,7 +43,12 @@ wal_load 64
 restarted=$WAL_BYTES
 is "$GOT" "$want" "restarts every 64 pages: 12,000 signals arrive once, in order"
 diag "WAL file after 12,000 signals: $never bytes without restarts, $restarted with"
-[ "$restarted" -lt $((never / 2)) ]; ok $? "the restarted WAL stays under half the size of the unbounded one"
+# The file's size is its high-water mark, which a loaded machine moves for
+# both runs (alone: 67 MB against 156; under a busy make test: 48.8 against
+# 70.6): the restarts themselves are what must have happened.
+restarts=$(grep -v 'busy: next time' "$OUT/server.log" | grep -c 'checkpointed and restarted in')
+ok $([ "$restarts" -ge 1 ]; echo $?) "the log was restarted under the load ($restarts times)"
+[ "$restarted" -lt "$never" ]; ok $? "... and the restarted WAL stays smaller than the unbounded one"
 ok "$(sqlite3 "$OUT/wal-64.db" 'PRAGMA integrity_check' | grep -qx ok; echo $?)" "integrity_check ok"
 rm -f "$OUT"/wal-*.db "$OUT"/wal-*.db-wal "$OUT"/wal-*.db-shm "$OUT/load.curl"
 
