@@ -60,6 +60,8 @@ seen = {}  # receiver -> event ids it has: a resume may repeat one, never skip
 
 
 def record(to, ev):
+    if "id" not in ev:  # a drain's {"type":"reconnect"}: it moves no cursor
+        return
     if ev["id"] in seen.setdefault(to, set()):
         return
     seen[to].add(ev["id"])
@@ -78,7 +80,7 @@ def sse_reader(p):
             for line in proc.stdout:
                 if line.startswith("data: "):
                     ev = json.loads(line[6:])
-                    if ev["id"] > last:   # the client-side dedupe by id
+                    if ev.get("id", 0) > last:   # the client-side dedupe by id
                         last = ev["id"]
                     record(to, ev)
                 if stop_recv.is_set():

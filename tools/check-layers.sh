@@ -4,7 +4,7 @@
 # built objects, `make` first). Prints each offence; exits 1 if any.
 # Layers, top down (docs/architecture.md); each is a folder of fcgi/, and
 # base is usable by all:
-#   4 transport: main (fcgi/main.c), fcgi/transport/: web ws httpparse
+#   4 transport: main (fcgi/main.c), fcgi/transport/: web fconn ws httpparse
 #   3 delivery:  fcgi/deliver/: loop held marks fcgirec evfmt bell group maint
 #   2 core:      fcgi/core/: core jsonv ratelimit
 #   1 store:     fcgi/store/store.h (the interface)
@@ -16,7 +16,7 @@
 cd "$(dirname "$0")/.."
 layer() {
 	case $1 in
-	main | web | ws | httpparse) echo 4 ;;
+	main | web | fconn | ws | httpparse) echo 4 ;;
 	loop | held | marks | fcgirec | evfmt | bell | group | maint) echo 3 ;;
 	core | jsonv | ratelimit) echo 2 ;;
 	store) echo 1 ;;

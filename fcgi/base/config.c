@@ -34,6 +34,7 @@ struct sig_config cfg = {
 	.poll_default = 25,
 	.poll_max = 60,
 	.threads = 4,
+	.max_kept = 1024,
 	.write_timeout = 30,
 	.max_body = 65536,
 	.busy_timeout = 5000,
@@ -78,6 +79,8 @@ static const struct int_opt int_opts[] = {
 	{"--poll-timeout", &cfg.poll_default, 0, 3600, "default long-poll wait, seconds"},
 	{"--poll-max", &cfg.poll_max, 1, 3600, "longest long-poll wait a client may ask, seconds"},
 	{"--threads", &cfg.threads, 1, 256, "request threads per process (held streams need none)"},
+	{"--max-kept", &cfg.max_kept, 0, 100000, "idle kept FastCGI connections (nginx fastcgi_keep_conn) parked at most; "
+	 "beyond, one is closed after its answer"},
 	{"--write-timeout", &cfg.write_timeout, 1, 3600, "seconds a stream may make no write progress before it is closed"},
 	{"--max-body", &cfg.max_body, 1024, 16 * 1024 * 1024, "largest POST body, bytes"},
 	{"--busy-timeout", &cfg.busy_timeout, 1, 600000, "ms to wait for the database lock before answering 503"},

@@ -24,6 +24,7 @@ struct sig_config {
 	int64_t poll_default;       /* seconds */
 	int64_t poll_max;           /* seconds */
 	int64_t threads;            /* request threads */
+	int64_t max_kept;           /* idle kept FastCGI connections parked at most */
 	int64_t write_timeout;      /* seconds a held stream may make no progress */
 	int64_t max_body;           /* bytes */
 	int64_t busy_timeout;       /* milliseconds */

@@ -67,6 +67,7 @@ struct hist {
 struct slot {
 	_Atomic int64_t pid; /* last owner; 0: never used */
 	_Atomic int64_t draining;
+	_Atomic int64_t parked; /* idle kept FastCGI connections */
 	_Atomic uint64_t counters[MC__COUNT];
 	_Atomic int64_t streams[MT__COUNT];
 	_Atomic uint64_t commands[CMD_TYPES][SIG_E__COUNT];
@@ -160,6 +161,7 @@ static struct slot *take_slot(void)
 		for (int t = 0; t < MT__COUNT; t++)
 			atomic_store(&s->streams[t], 0);
 		atomic_store(&s->draining, 0);
+		atomic_store(&s->parked, 0);
 		atomic_store(&s->pid, (int64_t)getpid());
 		return s;
 	}
@@ -281,6 +283,11 @@ void metrics_observe(enum metrics_hist h, int64_t us)
 void metrics_set_draining(int on)
 {
 	atomic_store(&M.me->draining, on);
+}
+
+void metrics_parked(int delta)
+{
+	ADD(M.me->parked, delta);
 }
 
 /* ---- the scrape ---- */
@@ -421,12 +428,13 @@ static void render_errors(buf *out)
 void metrics_render(buf *out, const struct metrics_store *st)
 {
 	static const char *const transports[MT__COUNT] = {"sse", "poll", "websocket"};
-	int64_t streams[MT__COUNT] = {0}, live = 0, draining = 0;
+	int64_t streams[MT__COUNT] = {0}, live = 0, draining = 0, parked = 0;
 	for (int i = 0; i < nslots(); i++) {
 		if (!slot_used(i) || !slot_alive(i))
 			continue;
 		live++;
 		draining += LOAD(slot_at(i)->draining) != 0;
+		parked += LOAD(slot_at(i)->parked);
 		for (int t = 0; t < MT__COUNT; t++)
 			streams[t] += LOAD(slot_at(i)->streams[t]);
 	}
@@ -440,6 +448,8 @@ void metrics_render(buf *out, const struct metrics_store *st)
 		buf_printf(out, "signal_streams{transport=\"%s\"} %lld\n", transports[t], (long long)streams[t]);
 	gauge(out, "signal_responders", "Responder processes alive on this node.", live);
 	gauge(out, "signal_draining_responders", "Responder processes draining for shutdown.", draining);
+	gauge(out, "signal_fcgi_parked_connections",
+	      "Idle kept FastCGI connections (fastcgi_keep_conn) parked until their next request.", parked);
 	render_commands(out);
 	render_errors(out);
 	counter(out, "signal_events_queued_total", "Events committed into mailboxes.", MC_EVENTS_QUEUED);
@@ -451,6 +461,12 @@ void metrics_render(buf *out, const struct metrics_store *st)
 		MC_RECHECK_CATCHES);
 	counter(out, "signal_reconnects_sent_total", "Reconnect messages sent to streams while draining.",
 		MC_RECONNECTS_SENT);
+	counter(out, "signal_fcgi_connections_total", "FastCGI connections accepted from the web server.",
+		MC_FCGI_ACCEPTED);
+	counter(out, "signal_fcgi_requests_total",
+		"FastCGI requests read; more than connections when the web server keeps them (nginx).", MC_FCGI_REQUESTS);
+	counter(out, "signal_fcgi_kept_closed_total", "Kept FastCGI connections closed at --max-kept instead of parked.",
+		MC_FCGI_KEPT_CLOSED);
 	help(out, "signal_admin_actions_total", "counter", "Admin API actions done, by action.");
 	for (int a = 0; a < MA__COUNT; a++) {
 		uint64_t n = 0;

@@ -23,6 +23,9 @@ enum metrics_counter {
 	MC_BELL_WAKES,       /* wake-ups received (bell datagrams and in-process) */
 	MC_RECHECK_CATCHES,  /* streams whose events only the periodic re-check found */
 	MC_RECONNECTS_SENT,  /* "reconnect" told to streams while draining */
+	MC_FCGI_ACCEPTED,    /* FastCGI connections accepted */
+	MC_FCGI_REQUESTS,    /* FastCGI requests read (more than accepted: kept connections) */
+	MC_FCGI_KEPT_CLOSED, /* kept connections closed at --max-kept instead of parked */
 	MC__COUNT
 };
 
@@ -56,6 +59,8 @@ void metrics_admin(enum metrics_admin a);
 /* One observation of us microseconds (negative counts as 0). */
 void metrics_observe(enum metrics_hist h, int64_t us);
 void metrics_set_draining(int on);
+/* Idle kept FastCGI connections parked in this process (a gauge). */
+void metrics_parked(int delta);
 
 /* What the store says, for the gauges the slots cannot know. */
 struct metrics_store {

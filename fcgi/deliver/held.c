@@ -79,6 +79,8 @@ struct held {
 	int64_t woke_us;       /* the oldest bell since the last pull was rung then (metrics), 0 none */
 	int rechecked;         /* marked dirty by the re-check, not by a bell (metrics) */
 	int drained;           /* told to reconnect (drain) */
+	void (*keep)(int fd);  /* a kept FastCGI connection: given back here once its answer is whole */
+	int whole;             /* the response ended and was all written (keep may take the fd) */
 	struct held *next_dirty;
 	struct held *next_dead;        /* destroyed, freed by bury() */
 	struct held *hnext;            /* session hash chain */
@@ -197,7 +199,10 @@ void held_destroy(held *h, int release)
 	if (release && h->cs.session && !h->released && core_stream_close(H.c, &h->cs) != SIG_OK)
 		log_warn("hold: could not release stream of session %lld", (long long)h->cs.session);
 	loop_del(H.l, h->fd);
-	close(h->fd);
+	if (h->keep && h->whole)
+		h->keep(h->fd); /* the web server may send its next request on it */
+	else
+		close(h->fd);
 	if (h->cs.session)
 		table_remove(h);
 	if (h->ops->gone)
@@ -330,6 +335,7 @@ static void adopt(const struct held_req *r)
 	if (h == NULL)
 		return;
 	h->request_id = r->request_id;
+	h->keep = r->keep;
 	h->cs = r->stream;
 	h->cursor = r->cursor;
 	h->sent_mark = r->mark;
@@ -676,6 +682,7 @@ static void sse_start(held *h, const struct held_req *r)
  * leaves does: the client's next stream may come to another process. */
 static int sse_finished(held *h)
 {
+	h->whole = 1;
 	held_destroy(h, h->expired);
 	return -1;
 }
@@ -733,6 +740,7 @@ static void poll_start(held *h, const struct held_req *r)
 /* A finished long-poll lets go of the session until the next poll. */
 static int poll_finished(held *h)
 {
+	h->whole = 1;
 	held_destroy(h, 1);
 	return -1;
 }

@@ -20,7 +20,8 @@
 enum held_kind { HELD_SSE, HELD_POLL };
 
 /* What a request thread hands over once it has authenticated and claimed
- * the stream. The connection (fd) passes to the loop for good. */
+ * the stream. The connection (fd) passes to the loop for good, or until
+ * the response has ended whole when keep is set. */
 struct held_req {
 	int fd;             /* the FastCGI connection from the web server */
 	int request_id;     /* FastCGI request id on that connection */
@@ -30,6 +31,12 @@ struct held_req {
 	int64_t wait_ms;    /* HELD_POLL: longest wait */
 	int64_t mark, ack;  /* taken over by held_reclaim: not yet in the store */
 	char headers[384];  /* extra response header lines (CORS), "" for none */
+	/* NULL: fd is closed at the end. Else a kept connection (the web
+	 * server's FCGI_KEEP_CONN) whose stdin was read to its end: once the
+	 * response has ended and been written whole, keep(fd) is called on
+	 * the loop instead of close (it must not block), for the connection's
+	 * next request. A connection that fails or hangs up is closed. */
+	void (*keep)(int fd);
 };
 
 typedef struct held held;

@@ -6,7 +6,9 @@
  * before it is read; query strings and cookies are parsed strictly (an
  * ambiguous request is a 400, never a guess). A stream or long-poll is
  * authenticated and claimed here, then its connection passes to held.c and
- * this thread is free again: held responses never pin a thread.
+ * this thread is free again: held responses never pin a thread. The
+ * connections come from fconn.c, new or kept (nginx's fastcgi_keep_conn):
+ * a thread never waits on an idle one.
  *
  * It must never: touch the store (everything goes through the core), log a
  * token, or read more than --max-body bytes of a body.
@@ -23,6 +25,7 @@
 #include "deliver/bell.h"
 #include "deliver/group.h"
 #include "deliver/held.h"
+#include "transport/fconn.h"
 #include "transport/httpparse.h"
 
 #include <errno.h>
@@ -45,10 +48,15 @@
 static int64_t web_owner;
 static struct hp_trust web_trust; /* --trust-proxy, parsed at start */
 static int web_listen_fd;
+/* libfcgi keeps the web server's FCGI_KEEP_CONN flag here; FCGX has no
+ * accessor for it (fcgiapp.h: "don't use anything below here"), and
+ * nothing else says whether a connection outlives its request. */
+#define KEPT(req) ((req)->keepConnection)
 static _Atomic int web_busy; /* requests between accept and answer */
 /* The drain's end (web_stop): request threads accept nothing more. */
 #define WEB_THREADS_MAX 256
 static _Atomic int web_stopping, web_alive, web_nthreads;
+static _Atomic int web_looping; /* threads still taking connections (web_alive: still running) */
 static pthread_t web_threads[WEB_THREADS_MAX];
 static core_factory web_make_core;
 
@@ -137,6 +145,17 @@ static sig_err read_body(FCGX_Request *req, buf *b)
 	if (b->data == NULL)
 		buf_append(b, "", 0);
 	return SIG_OK;
+}
+
+/* Read what is left of a small input (at most 16 KiB). Returns 1 when
+ * all of it has been read (its end seen), 0 when some is left. */
+static int read_to_eof(FCGX_Request *req)
+{
+	char junk[1024];
+	for (int budget = 16; budget > 0 && !FCGX_HasSeenEOF(req->in); budget--)
+		if (FCGX_GetStr(junk, sizeof junk, req->in) <= 0)
+			break;
+	return FCGX_HasSeenEOF(req->in) != 0;
 }
 
 /* 503 draining, with the Retry-After of the drain. */
@@ -268,6 +287,13 @@ static int handle_hold(core *c, FCGX_Request *req, const struct hp_query *q, con
 	snprintf(h.headers, sizeof h.headers, "%s", cors);
 	bell_ring(&w); /* tell a previous holder to let go */
 	core_wakes_free(&w);
+	/* A kept connection comes back to fconn when the response ends, for
+	 * the web server's next request, which must then be the first thing
+	 * on it: the end of this one's stdin is read here, while libfcgi
+	 * still parses records (the loop would throw away the next request
+	 * with it). */
+	if (KEPT(req) && read_to_eof(req))
+		h.keep = fconn_give_back;
 	/* The connection now belongs to the loop: free libfcgi's
 	 * buffers without closing it or writing an end of request. */
 	FCGX_Free(req, 0);
@@ -562,16 +588,52 @@ static int serve(core *c, FCGX_Request *req)
  * switch and three system calls per request. It only matters when input is
  * left unread, as closing on unread data may reset the connection before
  * our answer is read. So read what is left of a small input, and close at
- * once when it has all been read. */
-static void finish_request(FCGX_Request *req)
+ * once when it has all been read. A kept connection (nginx) is parked for
+ * its next request, unless input is left (the next request would not come
+ * first on it) or the process is stopping. */
+static void finish_request(FCGX_Request *req, int stopping)
 {
-	char junk[1024];
-	for (int budget = 16; budget > 0 && !FCGX_HasSeenEOF(req->in); budget--)
-		if (FCGX_GetStr(junk, sizeof junk, req->in) <= 0)
-			break;
-	if (FCGX_HasSeenEOF(req->in))
+	int all = read_to_eof(req);
+	if (all)
 		req->detached = 1; /* libfcgi: a plain close() */
-	FCGX_Finish_r(req);
+	if (!all || stopping)
+		KEPT(req) = 0;
+	FCGX_Finish_r(req); /* closes unless kept (or the connection failed) */
+	if (req->ipcFd >= 0)
+		fconn_park(req->ipcFd);
+}
+
+/* Serve the request waiting on connection fd (fconn_next): libfcgi reads
+ * it from the connection we give it, as it does from a kept one, instead
+ * of accepting one itself. */
+static void serve_conn(core *c, int fd, int stopping)
+{
+	FCGX_Request req;
+	/* No listener: should libfcgi find no request on fd, it closes fd and
+	 * its accept on -1 fails at once instead of taking a connection. */
+	FCGX_InitRequest(&req, -1, FCGI_FAIL_ACCEPT_ON_INTR);
+	req.ipcFd = fd;
+	KEPT(&req) = 1;    /* its FCGX_Finish_r of "the previous request" must not close fd */
+	req.detached = 1;  /* and a broken one is closed without a lingering wait */
+	int rc = FCGX_Accept_r(&req);
+	if (rc < 0) { /* not a request (the web server closed, or garbage): fd is closed */
+		FCGX_Free(&req, 0);
+		if (cfg.verbose)
+			log_info("web: a connection brought no request (%d)", rc);
+		return;
+	}
+	req.detached = 0;
+	metrics_add(MC_FCGI_REQUESTS, 1);
+	/* Accepted is answered, even when web_stop has begun. */
+	atomic_fetch_add(&web_busy, 1);
+	if (!serve(c, &req))
+		finish_request(&req, stopping);
+	atomic_fetch_sub(&web_busy, 1);
+}
+
+static void serve_last(int fd, void *c)
+{
+	serve_conn(c, fd, 1);
 }
 
 static void *web_main(void *arg)
@@ -586,33 +648,23 @@ static void *web_main(void *arg)
 	if (me < WEB_THREADS_MAX)
 		web_threads[me] = pthread_self();
 	atomic_fetch_add(&web_alive, 1);
+	atomic_fetch_add(&web_looping, 1);
 	for (;;) {
-		FCGX_Request req;
-		/* FAIL_ON_INTR: web_stop's signal takes a thread out of accept(). */
-		FCGX_InitRequest(&req, web_listen_fd, FCGI_FAIL_ACCEPT_ON_INTR);
-		/* No lock around the accept: on Linux a blocking accept() wakes one
-		 * waiting thread per connection (libfcgi's threaded example locks
-		 * for platforms that wake them all), and a thread reading one
-		 * request's parameters holds no other thread back. */
-		int rc = FCGX_Accept_r(&req);
-		if (rc < 0) {
-			FCGX_Free(&req, 1);
-			/* web_stop: its signal (EINTR) sends us back to take what is
-			 * queued; once the now non-blocking listener has nothing
-			 * (EAGAIN), we are done. web_drain shut our own listener. */
-			if (atomic_load(&web_stopping) && rc == -EINTR)
-				continue;
-			if (core_draining())
-				break;
-			log_warn("web: accept failed (%d)", rc);
-			usleep(10000);
-			continue;
-		}
-		/* Accepted is answered, even when web_stop has begun. */
-		atomic_fetch_add(&web_busy, 1);
-		if (!serve(c, &req))
-			finish_request(&req);
-		atomic_fetch_sub(&web_busy, 1);
+		/* web_stop: its signal (FCONN_INTR) sends us back to take what is
+		 * ready without waiting; once nothing is (FCONN_NONE), we are done. */
+		int stopping = atomic_load(&web_stopping);
+		int fd = fconn_next(stopping);
+		if (fd == FCONN_NONE)
+			break;
+		if (fd >= 0)
+			serve_conn(c, fd, stopping);
+	}
+	/* The last one out closes the idle kept connections: nothing serves
+	 * them any more, and nginx should see them closed now. */
+	if (atomic_fetch_sub(&web_looping, 1) == 1) {
+		int closed = fconn_close_parked(serve_last, c);
+		if (closed)
+			log_info("web: closed %d idle kept connection(s)", closed);
 	}
 	atomic_fetch_sub(&web_alive, 1);
 	/* Parked, not gone: web_stop may still signal this thread, and a
@@ -634,11 +686,11 @@ int web_stop(int64_t wait_us)
 	 * own) dies with the process, and whatever connection waits in its
 	 * queue then is reset, which lighttpd answers 500. So the threads take
 	 * everything queued, without waiting for more, and answer it: the gap
-	 * left before the exit is the last accept's, microseconds. */
-	int fl = fcntl(web_listen_fd, F_GETFL);
-	if (fl >= 0)
-		fcntl(web_listen_fd, F_SETFL, fl | O_NONBLOCK);
-	/* A unix listener shut for reading refuses new connections (lighttpd
+	 * left before the exit is the last accept's, microseconds. Requests
+	 * already sent on kept connections are answered the same way; the
+	 * idle ones are closed once every thread is done, as late as can be
+	 * (nginx may still send on one it has not seen closed yet). */
+	/* (fconn made the listener non-blocking.) A unix listener shut for reading refuses new connections (lighttpd
 	 * then starts our successor and sends the request there: it was never
 	 * sent here) while what is queued can still be accepted: no gap at all.
 	 * (A TCP one would reset its queue: it only gets the sweep.) */
@@ -673,7 +725,9 @@ void web_drain(int own)
 	socklen_t sl = sizeof ss;
 	if (!own || getsockname(web_listen_fd, (struct sockaddr *)&ss, &sl) != 0 || ss.ss_family != AF_UNIX)
 		return;
-	/* shutdown() wakes the threads blocked in accept() (close() would not). */
+	/* shutdown() makes the listener readable: the thread it wakes finds
+	 * it shut and does not watch it again (close() would not wake it).
+	 * Kept connections go on to be served until web_stop. */
 	if (shutdown(web_listen_fd, SHUT_RDWR) != 0)
 		log_warn("web: cannot shut the listener: %s", strerror(errno));
 }
@@ -693,6 +747,8 @@ int web_start(int listen_fd, int threads, int64_t owner, core_factory make_core)
 	if (hp_trust_parse(cfg.trust_proxy, &web_trust) != 0)
 		return -1; /* main.c checked it: cannot happen */
 	web_make_core = make_core;
+	if (fconn_start(listen_fd, (int)cfg.max_kept) != 0)
+		return -1;
 	if (util_start_threads(threads, web_main) != 0) {
 		log_error("web: cannot start the request threads");
 		return -1;
