@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # run.sh - the benchmark: our service and nchan, side by side, on identical
 # work. The server is pinned to CPU 0 and the load generator to CPU 1.
-#   bench/run.sh [CASE...]   cases: latency throughput held ws xproc idle (default: all),
+#   bench/run.sh [CASE...]   cases: latency throughput nginx held ws xproc idle (default: all),
 #   and ws-held (the held part of ws alone)
-# (ws: the WebSocket relay cases, ours only: latency through lighttpd and
-# through nginx, throughput, held)
+# (nginx: SSE latency and POST + SSE throughput through the shipped
+# nginx.conf, kept FastCGI connections; ws: the WebSocket relay cases, ours
+# only: latency through lighttpd and through nginx, throughput, held)
 # Prints a table and writes it as TSV to bench/results/DATE.tsv.
 # HELD="1000 5000 10000" IDLE_SECS=30 THROUGHPUT_SECS=10 override the sizes.
 # Ours runs as `make run` does: one lighttpd process (WORKERS), except in
@@ -22,7 +23,7 @@ WORKERS=${WORKERS:-1}
 HELD_WORKERS=${HELD_WORKERS:-2}
 IDLE_SECS=${IDLE_SECS:-30}
 THROUGHPUT_SECS=${THROUGHPUT_SECS:-10}
-CASES=${*:-latency throughput held ws xproc idle}
+CASES=${*:-latency throughput nginx held ws xproc idle}
 LG=$WORK/loadgen
 SERVER_PID=""
 TICK=$(getconf CLK_TCK)
@@ -225,6 +226,29 @@ run_throughput() {
 	row throughput "server RSS (KB)" "$orss" "$nrss" "-"
 }
 
+# POST + SSE through nginx as shipped: nginx keeps its FastCGI connections
+# to the responder (fastcgi_keep_conn), no connect, accept and close per
+# command. Ours only (nchan is nginx itself: its rows above compare).
+run_nginx() {
+	local o
+	o=$(START_OURS=start_ours_nginx latency_runs "" sse)
+	set -- $o
+	row latency-sse-nginx "one-way p50 (us) through nginx, median of $LATENCY_RUNS" "$1" "-" "p50 <= 150 us"
+	row latency-sse-nginx "one-way p99 (us), that run" "$2" "-" "-"
+	row latency-sse-nginx "p50 over the runs: lowest-highest" "$3-$4" "-" "-"
+	row latency-sse-nginx "CPU per message (us): front server" "$5" "-" "-"
+	row latency-sse-nginx "CPU per message (us): responder" "$6" "-" "-"
+	o=$(START_OURS=start_ours_nginx throughput_runs "")
+	set -- $o
+	row throughput-nginx "delivered msgs/s (32x2, 8 in flight), median of $THROUGHPUT_RUNS" "$1" "-" ">= 20000"
+	row throughput-nginx "msgs/s over the runs: lowest-highest" "$7" "-" "-"
+	row throughput-nginx "server CPU %" "$2" "-" "-"
+	row throughput-nginx "CPU per message (us): front server" "$4" "-" "-"
+	row throughput-nginx "CPU per message (us): responder" "$5" "-" "-"
+	row throughput-nginx "commands per store commit (group commit)" "$6" "-" "-"
+	row throughput-nginx "server RSS (KB)" "$3" "-" "-"
+}
+
 # held_one NCHAN_FLAG N [ws] -> "connected rss_per_stream_kb rss_added_per_stream_kb delivered deliver_s
 #   front_added_kb responder_added_kb" (added: over the idle server's, per stream)
 held_one() {
@@ -333,6 +357,7 @@ for c in $CASES; do
 	case $c in
 	latency) run_latency sse; run_latency poll ;;
 	throughput) run_throughput ;;
+	nginx) run_nginx ;;
 	held) run_held ;;
 	ws) run_ws ;;
 	ws-held) run_ws_held ;;
