@@ -677,7 +677,7 @@ static void *web_main(void *arg)
 
 static void on_stop_signal(int sig)
 {
-	(void)sig; /* only to make accept() return EINTR */
+	(void)sig; /* only to make epoll_wait() (fconn_next) return EINTR */
 }
 
 int web_stop(int64_t wait_us)
