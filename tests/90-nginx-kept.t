@@ -40,6 +40,23 @@ for i in 1 2 3; do # a poll answers at most 64
 done
 is "$got" "$(seq 1 100 | tr '\n' ' ')" "bob has all 100, in order"
 
+# --- a body refused unread keeps its connection ---
+# Closing after the answer would race nginx's next request on it (502):
+# the responder reads the rest of the body instead (up to --max-body).
+head -c 40000 /dev/zero | tr '\0' x >"$OUT/big.txt"
+scrape "$OUT/b0"
+fails=0
+for i in $(seq 1 20); do
+	resp=$(curl -s -o /dev/null -w '%{http_code}' --data-binary @"$OUT/big.txt" "$BASE/api/health")
+	[ "$resp" = 405 ] || fails=$((fails + 1))
+	post "$A" '{"type":"ping"}'
+	[ "$STATUS" = 200 ] || fails=$((fails + 1))
+done
+is "$fails" 0 "20 refused 40 KB bodies (405), each followed by a command: all answered"
+scrape "$OUT/b1"
+conns=$(delta "$OUT/b0" "$OUT/b1" signal_fcgi_connections_total)
+[ "$conns" -le 3 ]; ok $? "... on kept connections: $conns new connection(s) for 41 requests"
+
 # --- more idle kept connections than request threads ---
 # Six long-polls at once: nginx opens a connection for each (they are
 # held on the loop, no thread), and each is given back when its poll ends.

@@ -147,15 +147,27 @@ static sig_err read_body(FCGX_Request *req, buf *b)
 	return SIG_OK;
 }
 
-/* Read what is left of a small input (at most 16 KiB). Returns 1 when
- * all of it has been read (its end seen), 0 when some is left. */
-static int read_to_eof(FCGX_Request *req)
+/* Read what is left of the input, at most max bytes. Returns 1 when all
+ * of it has been read (its end seen), 0 when some is left. */
+static int read_to_eof(FCGX_Request *req, int64_t max)
 {
-	char junk[1024];
-	for (int budget = 16; budget > 0 && !FCGX_HasSeenEOF(req->in); budget--)
-		if (FCGX_GetStr(junk, sizeof junk, req->in) <= 0)
+	char junk[4096];
+	for (int64_t got = 0; got < max && !FCGX_HasSeenEOF(req->in);) {
+		int n = FCGX_GetStr(junk, sizeof junk, req->in);
+		if (n <= 0)
 			break;
+		got += n;
+	}
 	return FCGX_HasSeenEOF(req->in) != 0;
+}
+
+/* How much unread input is read to keep a connection (the next request
+ * must come first on it): a body refused unread (404, 405, 429...) up to
+ * the largest we take and a margin. Closing instead, right after the
+ * answer, races nginx sending its next request on the connection (502). */
+static int64_t kept_input_max(void)
+{
+	return cfg.max_body + 65536;
 }
 
 /* 503 draining, with the Retry-After of the drain. */
@@ -292,7 +304,7 @@ static int handle_hold(core *c, FCGX_Request *req, const struct hp_query *q, con
 	 * on it: the end of this one's stdin is read here, while libfcgi
 	 * still parses records (the loop would throw away the next request
 	 * with it). */
-	if (KEPT(req) && read_to_eof(req))
+	if (KEPT(req) && read_to_eof(req, kept_input_max()))
 		h.keep = fconn_give_back;
 	/* The connection now belongs to the loop: free libfcgi's
 	 * buffers without closing it or writing an end of request. */
@@ -589,11 +601,11 @@ static int serve(core *c, FCGX_Request *req)
  * left unread, as closing on unread data may reset the connection before
  * our answer is read. So read what is left of a small input, and close at
  * once when it has all been read. A kept connection (nginx) is parked for
- * its next request, unless input is left (the next request would not come
- * first on it) or the process is stopping. */
+ * its next request, unless input is left (kept_input_max) or the process
+ * is stopping. */
 static void finish_request(FCGX_Request *req, int stopping)
 {
-	int all = read_to_eof(req);
+	int all = read_to_eof(req, KEPT(req) ? kept_input_max() : 16 * 1024);
 	if (all)
 		req->detached = 1; /* libfcgi: a plain close() */
 	if (!all || stopping)
