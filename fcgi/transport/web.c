@@ -11,7 +11,8 @@
  * a thread never waits on an idle one.
  *
  * It must never: touch the store (everything goes through the core), log a
- * token, or read more than --max-body bytes of a body.
+ * token, or read more than --max-body bytes of a body (the rest of a body
+ * refused unread is thrown away up to that, to keep its connection).
  */
 #define _GNU_SOURCE
 #include "transport/web.h"
@@ -161,13 +162,14 @@ static int read_to_eof(FCGX_Request *req, int64_t max)
 	return FCGX_HasSeenEOF(req->in) != 0;
 }
 
-/* How much unread input is read to keep a connection (the next request
- * must come first on it): a body refused unread (404, 405, 429...) up to
- * the largest we take and a margin. Closing instead, right after the
- * answer, races nginx sending its next request on the connection (502). */
+/* How much unread input is read (and thrown away) to keep a connection,
+ * whose next request must come first on it: a body refused unread (404,
+ * 405, 429...) up to --max-body, nginx's client_max_body_size as shipped.
+ * Closing instead, right after the answer, races nginx sending its next
+ * request on the connection (502). */
 static int64_t kept_input_max(void)
 {
-	return cfg.max_body + 65536;
+	return cfg.max_body;
 }
 
 /* 503 draining, with the Retry-After of the drain. */
@@ -702,9 +704,10 @@ int web_stop(int64_t wait_us)
 	 * already sent on kept connections are answered the same way; the
 	 * idle ones are closed once every thread is done, as late as can be
 	 * (nginx may still send on one it has not seen closed yet). */
-	/* (fconn made the listener non-blocking.) A unix listener shut for reading refuses new connections (lighttpd
-	 * then starts our successor and sends the request there: it was never
-	 * sent here) while what is queued can still be accepted: no gap at all.
+	/* (fconn made the listener non-blocking.) A unix listener shut for
+	 * reading refuses new connections (lighttpd then starts our successor
+	 * and sends the request there: it was never sent here) while what is
+	 * queued can still be accepted: no gap at all.
 	 * (A TCP one would reset its queue: it only gets the sweep.) */
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof ss;
