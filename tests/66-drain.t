@@ -150,5 +150,8 @@ if [ $alive = 0 ]; then # say what it waits on, and leave no process behind
 	for t in /proc/${rp% }/task/*; do diag "left running: thread $(basename "$t") in $(cat "$t/wchan" 2>/dev/null)"; done
 	kill -9 $rp
 fi
+# web_stop's threads take what is queued and end: none waits in accept on
+# the shut listener until the drain's deadline.
+is "$(grep -c 'a request thread still busy' "$OUT/server.log")" 0 "every drain's request threads ended at once (none still busy)"
 
 done_testing

@@ -95,11 +95,19 @@ int fconn_start(int listen_fd, int max_parked)
 	return 0;
 }
 
-/* The listener fired: one new connection, or -1. It is armed again unless
- * it failed for good (shut by web_drain), or it is empty when we may not
- * wait (web_stop: what is queued is taken, then we are done). */
+/* The listener fired: one new connection, or -1 (FCONN_INTR when a signal
+ * came: the caller looks again at why it waits). It is armed again unless
+ * it is shut (web_drain, web_stop) or failed for good, or it is empty when
+ * we may not wait (web_stop: what is queued is taken, then we are done). */
 static int take_new(uint32_t events, int nowait)
 {
+	/* Non-blocking again each time: lighttpd shares the socket's flags
+	 * with us (one open file) and a spawn of a sibling clears them; a
+	 * blocking accept on a listener another process emptied would hold
+	 * this thread. */
+	int fl = fcntl(F.lfd, F_GETFL);
+	if (fl >= 0 && !(fl & O_NONBLOCK))
+		fcntl(F.lfd, F_SETFL, fl | O_NONBLOCK);
 	int fd = accept4(F.lfd, NULL, NULL, SOCK_CLOEXEC);
 	int e = errno;
 	if (fd >= 0) {
@@ -111,14 +119,15 @@ static int take_new(uint32_t events, int nowait)
 		}
 		return fd;
 	}
+	int shut = (events & (EPOLLHUP | EPOLLERR | EPOLLRDHUP)) != 0;
 	switch (e) {
 	case EAGAIN: /* another thread took it, or nothing is left */
 	case EINTR:
 	case ECONNABORTED:
 	case EPROTO:
-		if (!nowait && !(events & (EPOLLHUP | EPOLLERR)))
+		if (!nowait && !shut)
 			arm(F.lfd, EPOLL_CTL_MOD);
-		return -1;
+		return e == EINTR ? FCONN_INTR : -1;
 	case EMFILE:
 	case ENFILE:
 	case ENOBUFS:
@@ -162,6 +171,8 @@ int fconn_next(int nowait)
 		int fd = ev.data.fd, fresh = fd == F.lfd;
 		if (fresh) {
 			fd = take_new(ev.events, nowait);
+			if (fd == FCONN_INTR)
+				return FCONN_INTR;
 			if (fd < 0)
 				continue;
 		} else {
