@@ -10,11 +10,13 @@ start_server --procs 2 -- --heartbeat-timeout 2 --prune-interval 1 || exit 1
 A=$(login alice)
 B=$(login bob)
 C=$(login carol)
-for t in "$A" "$B" "$C"; do post "$t" '{"type":"join","roomId":"r"}'; done
+post "$A" '{"type":"join","roomId":"r"}'
+post "$B" '{"type":"join","roomId":"r"}'
+t0=$(date +%s%N) # bob's last request: the clock of his silence starts here
+post "$C" '{"type":"join","roomId":"r"}'
 post "$A" '{"type":"signal","to":"bob","x":1}'   # bob has mail when he dies
 sse_open alice "$A"
 sse_open carol "$C"
-t0=$(date +%s%N)
 
 wait_for "$OUT/alice.sse" '"type":"user-left","userId":"bob"' 15
 ok $? "the room is told user-left when a silent session is pruned"
