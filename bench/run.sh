@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # run.sh - the benchmark: our service and nchan, side by side, on identical
 # work. The server is pinned to CPU 0 and the load generator to CPU 1.
-#   bench/run.sh [CASE...]   cases: latency throughput nginx held ws xproc idle (default: all),
-#   and ws-held (the held part of ws alone)
+#   bench/run.sh [CASE...]   cases: latency throughput nginx held ws xproc idle pg (default: all),
+#   and ws-held (the held part of ws alone), pg (SQLite and PostgreSQL side by side)
 # (nginx: SSE latency and POST + SSE throughput through the shipped
 # nginx.conf, kept FastCGI connections; ws: the WebSocket relay cases, ours
 # only: latency through lighttpd and through nginx, throughput, held)
@@ -23,7 +23,7 @@ WORKERS=${WORKERS:-1}
 HELD_WORKERS=${HELD_WORKERS:-2}
 IDLE_SECS=${IDLE_SECS:-30}
 THROUGHPUT_SECS=${THROUGHPUT_SECS:-10}
-CASES=${*:-latency throughput nginx held ws xproc idle}
+CASES=${*:-latency throughput nginx held ws xproc idle pg}
 LG=$WORK/loadgen
 SERVER_PID=""
 TICK=$(getconf CLK_TCK)
@@ -68,11 +68,16 @@ per_msg_us() {
 cpu_ticks() { local t=0 p; for p in $(tree "$SERVER_PID"); do t=$((t + $(awk '{sub(/.*\) /,""); print $12+$13}' /proc/$p/stat 2>/dev/null || echo 0))); done; echo $t; }
 
 start_ours() { # start_ours [PROCS [LIGHTTPD_WORKERS]]
-	local procs=${1:-1} workers=${2:-$WORKERS}
+	local procs=${1:-1} workers=${2:-$WORKERS} store=""
 	PORT=$(free_port)
 	rm -rf "$WORK/ours"; mkdir -p "$WORK/ours/run"
+	if [ -n "${PG_BENCH:-}" ]; then # "DIR PORT" of run_pg's PostgreSQL: a fresh database each start
+		set -- $PG_BENCH
+		"$ROOT/tools/pg-local.sh" createdb "$1" "$2" "b$PORT" >/dev/null || { echo "createdb failed"; exit 1; }
+		store="--store postgresql://postgres@127.0.0.1:$2/b$PORT"
+	fi
 	SIGNAL_ROOT=$ROOT SIGNAL_BIN=$ROOT/build/signal-fcgi SIGNAL_RUNDIR=$WORK/ours/run SIGNAL_DB=$WORK/ours/bench.db \
-		SIGNAL_ARGS="--rate-ip 1000000 --rate-session 1000000 --rate-login 1000000 --mailbox-limit 100000" \
+		SIGNAL_ARGS="--rate-ip 1000000 --rate-session 1000000 --rate-login 1000000 --mailbox-limit 100000 $store" \
 		SIGNAL_PROCS=$procs SIGNAL_WORKERS=$workers SIGNAL_BIND=127.0.0.1 PORT=$PORT \
 		setsid taskset -c 0 lighttpd -D -f "$ROOT/lighttpd.conf" >"$WORK/ours/server.log" 2>&1 &
 	SERVER_PID=$!
@@ -353,6 +358,44 @@ run_idle() {
 	row idle "server CPU %, 1000 streams, ${IDLE_SECS}s" "$o" "$n" "<= 1 %"
 }
 
+# The two stores side by side on one node (lighttpd, one responder): SSE
+# one-way latency, POST + SSE throughput with commands per commit, and held
+# streams, on SQLite and on a local PostgreSQL 15 (tools/pg-local.sh, run as
+# the postgres user under /tmp, fsync and synchronous_commit on: every
+# acknowledged command durable, as SQLite's WAL commit is). The nchan column
+# holds PostgreSQL here; the ratio is SQLite over PostgreSQL.
+run_pg() {
+	local dir port o p n
+	dir=$(mktemp -d /tmp/signal-bench-pg.XXXXXX); chmod 755 "$dir"; chown postgres "$dir"
+	port=$(free_port)
+	"$ROOT/tools/pg-local.sh" start "$dir/data" "$port" fsync=on synchronous_commit=on >/dev/null || { echo "no PostgreSQL"; return; }
+	o=$(latency_runs "" sse)
+	p=$(PG_BENCH="$dir/data $port" latency_runs "" sse)
+	set -- $o; local o50=$1 o99=$2
+	set -- $p
+	row pg-latency-sse "one-way p50 (us): SQLite | PostgreSQL" "$o50" "$1" "-"
+	row pg-latency-sse "one-way p99 (us): SQLite | PostgreSQL" "$o99" "$2" "-"
+	o=$(throughput_runs "")
+	p=$(PG_BENCH="$dir/data $port" throughput_runs "")
+	set -- $o; local om=$1 of=$4 or=$5 oc=$6
+	set -- $p
+	row pg-throughput "delivered msgs/s: SQLite | PostgreSQL" "$om" "$1" "-"
+	row pg-throughput "CPU per message, front (us)" "$of" "$4" "-"
+	row pg-throughput "CPU per message, responder (us)" "$or" "$5" "-"
+	row pg-throughput "commands per store commit" "$oc" "$6" "-"
+	for n in $HELD; do
+		start_ours 1 "$HELD_WORKERS"; o=$(held_one "" "$n"); stop_server
+		PG_BENCH="$dir/data $port" start_ours 1 "$HELD_WORKERS"; p=$(held_one "" "$n"); stop_server
+		set -- $o; local oc=$1 od=$3 odl=$4
+		set -- $p
+		row "pg-held-$n" "streams connected: SQLite | PostgreSQL" "$oc" "$1" "$n"
+		row "pg-held-$n" "RSS added per stream (KB)" "$od" "$3" "-"
+		row "pg-held-$n" "one message each: delivered" "$odl" "$4" "all $n"
+	done
+	"$ROOT/tools/pg-local.sh" stop "$dir/data" >/dev/null 2>&1
+	rm -rf "$dir"
+}
+
 for c in $CASES; do
 	case $c in
 	latency) run_latency sse; run_latency poll ;;
@@ -361,6 +404,7 @@ for c in $CASES; do
 	held) run_held ;;
 	ws) run_ws ;;
 	ws-held) run_ws_held ;;
+	pg) run_pg ;;
 	xproc) run_xproc ;;
 	idle) run_idle ;;
 	*) echo "unknown case $c" ;;
