@@ -94,7 +94,8 @@ start_ours_nginx() {
 	rm -rf "$WORK/ours"; mkdir -p "$WORK/ours/nginx"
 	sed -e "s|listen 127.0.0.1:8080;|listen 127.0.0.1:$PORT;|" -e "s|server 127.0.0.1:9001|server 127.0.0.1:$f|" \
 		-e "s|server 127.0.0.1:9002|server 127.0.0.1:$w|" -e "s|^pid .*|pid $WORK/ours/nginx.pid;|" \
-		-e "s|var/nginx/|$WORK/ours/nginx/|" "$ROOT/nginx.conf" >"$WORK/ours/nginx.conf"
+		-e "s|var/nginx/|$WORK/ours/nginx/|" -e "s|worker_connections 9000;|worker_connections 24000;|" \
+		-e "s|worker_rlimit_nofile 20000;|worker_rlimit_nofile 50000;|" "$ROOT/nginx.conf" >"$WORK/ours/nginx.conf"
 	setsid taskset -c 0 bash -c "$ROOT/build/signal-fcgi --listen 127.0.0.1:$f --ws-listen 127.0.0.1:$w \
 		--db $WORK/ours/bench.db --rate-ip 1000000 --rate-session 1000000 --rate-login 1000000 --mailbox-limit 100000 &
 		nginx -p $ROOT -c $WORK/ours/nginx.conf; wait" >"$WORK/ours/server.log" 2>&1 &
@@ -318,16 +319,16 @@ run_ws_held() {
 		row "held-ws-$n" "sockets connected" "$1" "-" "$n"
 		row "held-ws-$n" "server RSS per socket (KB, total/N)" "$2" "-" "-"
 		row "held-ws-$n" "RSS added per socket: lighttpd + responder (KB)" "$3" "-" "<= 8 KB"
-		row "held-ws-$n" "... lighttpd mod_proxy (KB)" "$6" "-" "-"
-		row "held-ws-$n" "... responder (KB)" "$7" "-" "-"
+		row "held-ws-$n" "... lighttpd mod_proxy (KB)" "${6:--}" "-" "-"
+		row "held-ws-$n" "... responder (KB)" "${7:--}" "-" "-"
 		row "held-ws-$n" "one message each: delivered" "$4" "-" "all $n"
 		row "held-ws-$n" "... in seconds" "$5" "-" "-"
 		start_ours_nginx; o=$(held_one "" "$n" ws); stop_server
 		set -- $o
 		row "held-ws-nginx-$n" "sockets connected" "$1" "-" "$n"
 		row "held-ws-nginx-$n" "RSS added per socket: nginx + responder (KB)" "$3" "-" "<= 8 KB"
-		row "held-ws-nginx-$n" "... nginx proxy (KB)" "$6" "-" "-"
-		row "held-ws-nginx-$n" "... responder (KB)" "$7" "-" "-"
+		row "held-ws-nginx-$n" "... nginx proxy (KB)" "${6:--}" "-" "-"
+		row "held-ws-nginx-$n" "... responder (KB)" "${7:--}" "-" "-"
 		row "held-ws-nginx-$n" "one message each: delivered" "$4" "-" "all $n"
 	done
 }
