@@ -38,27 +38,27 @@ tree() {
 	echo "$p"
 	for c in $(pgrep -P "$p"); do tree "$c"; done
 }
-rss_kb() { local t=0 p; for p in $(tree "$SERVER_PID"); do t=$((t + $(awk '/VmRSS/{print $2}' /proc/$p/status 2>/dev/null || echo 0))); done; echo $t; }
-# The same split: "front responder" (KB), as cpu_split_ns splits CPU.
-rss_split_kb() {
-	local f=0 r=0 p k
+# One process's resident memory (KB) and CPU time (ns, every thread).
+proc_rss_kb() { awk '/VmRSS/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+proc_cpu_ns() {
+	local ns=0 th
+	for th in /proc/$1/task/*/schedstat; do ns=$((ns + $(cut -d' ' -f1 "$th" 2>/dev/null || echo 0))); done
+	echo $ns
+}
+# split_by_role PROBE -> "front responder": PROBE summed over the server's
+# processes (front: lighttpd or nginx; responder: signal-fcgi; nchan has no
+# responder).
+split_by_role() {
+	local f=0 r=0 p v
 	for p in $(tree "$SERVER_PID"); do
-		k=$(awk '/VmRSS/{print $2}' /proc/$p/status 2>/dev/null || echo 0)
-		if [ "$(cat /proc/$p/comm 2>/dev/null)" = signal-fcgi ]; then r=$((r + k)); else f=$((f + k)); fi
+		v=$($1 "$p")
+		if [ "$(cat /proc/$p/comm 2>/dev/null)" = signal-fcgi ]; then r=$((r + v)); else f=$((f + v)); fi
 	done
 	echo "$f $r"
 }
-# CPU time (ns, every thread) of the server's processes, split: "front responder"
-# (front: lighttpd or nginx; responder: signal-fcgi; nchan has no responder).
-cpu_split_ns() {
-	local f=0 r=0 p ns th
-	for p in $(tree "$SERVER_PID"); do
-		ns=0
-		for th in /proc/$p/task/*/schedstat; do ns=$((ns + $(cut -d' ' -f1 "$th" 2>/dev/null || echo 0))); done
-		if [ "$(cat /proc/$p/comm 2>/dev/null)" = signal-fcgi ]; then r=$((r + ns)); else f=$((f + ns)); fi
-	done
-	echo "$f $r"
-}
+rss_split_kb() { split_by_role proc_rss_kb; }
+cpu_split_ns() { split_by_role proc_cpu_ns; }
+rss_kb() { local a; read -r -a a <<<"$(rss_split_kb)"; echo $((a[0] + a[1])); }
 # per_msg_us "F0 R0" "F1 R1" MESSAGES -> "front_us responder_us"
 per_msg_us() {
 	local a b
