@@ -61,17 +61,25 @@ W=$(login w)
 X=$(login x)
 post "$W" '{"type":"join","roomId":"quiet"}'
 post "$X" '{"type":"join","roomId":"quiet"}'
+# until_200 TRIES CMD...: CMD (post or get) again, 0.1 s apart, until it
+# sets STATUS=200; at most TRIES times.
+until_200() {
+	local tries=$1 _
+	shift
+	for _ in $(seq 1 "$tries"); do
+		"$@"
+		[ "$STATUS" = 200 ] && return 0
+		sleep 0.1
+	done
+	return 1
+}
 # hold_poll NAME: w's long-poll after its newest event, in the background.
 # Its first request (where the newest event is) may meet a process still
 # reconnecting after the last fault and get 503 busy: asked again then, as
 # a client does after Retry-After (a poll with since=null would be 400).
 hold_poll() {
 	local last=null
-	for _ in $(seq 1 100); do
-		get "/api/poll?since=0&timeout=0" -H "Authorization: Bearer $W"
-		[ "$STATUS" = 200 ] && last=$(jq -r .last <<<"$BODY") && break
-		sleep 0.1
-	done
+	until_200 100 get "/api/poll?since=0&timeout=0" -H "Authorization: Bearer $W" && last=$(jq -r .last <<<"$BODY")
 	[ "$last" != null ] || diag "$1: the newest event was not found: $STATUS $BODY"
 	curl -s -w '\n%{http_code}' -m 60 -H "Authorization: Bearer $W" "$BASE/api/poll?since=$last&timeout=50" \
 		>"$OUT/$1.poll" &
@@ -80,12 +88,7 @@ hold_poll() {
 }
 # signal_until N: x signals w {"n":N} (with a cid) until it gets a 200.
 signal_until() {
-	for _ in $(seq 1 300); do
-		post "$X" "{\"type\":\"signal\",\"to\":\"w\",\"n\":$1,\"cid\":\"x-$1\"}"
-		[ "$STATUS" = 200 ] && return 0
-		sleep 0.1
-	done
-	return 1
+	until_200 300 post "$X" "{\"type\":\"signal\",\"to\":\"w\",\"n\":$1,\"cid\":\"x-$1\"}"
 }
 # poll_got NAME N: that poll ended with 200 and the signal N.
 poll_got() {
