@@ -3,7 +3,7 @@
 # held by the other, woken by the bell (not by the slow re-check).
 . "$(dirname "$0")/lib.sh"
 
-start_server --procs 2 -- --verbose --recheck 30 || exit 1
+start_server --procs 2 -- --verbose --recheck 60 || exit 1
 A=$(login alice)
 B=$(login bob)
 post "$A" '{"type":"join","roomId":"r"}'
@@ -15,8 +15,10 @@ ok $([ -n "$holder" ]; echo $?) "bob's stream is held by process $holder"
 
 cross=0
 worst=0
+relayed=0
 for n in $(seq 1 20); do
 	relay "$A" bob "$n" "$OUT/bob.sse" || break
+	relayed=$n
 	ms=$RELAY_MS
 	server=$(grep 'cmd: signal by alice' "$OUT/server.log" | tail -1 | sed -E 's/.*\[([0-9]+)\].*/\1/')
 	if [ "$server" != "$holder" ]; then
@@ -26,7 +28,11 @@ for n in $(seq 1 20); do
 done
 diag "signals served by the other process: $cross of 20; slowest POST->event across processes: ${worst} ms (includes curl start-up)"
 [ $cross -ge 1 ]; ok $? "some signals were served by the process not holding the stream"
-[ $worst -lt 1000 ]; ok $? "... and reached the stream at once (re-check is 30 s: the bell woke it)"
+# Proof that the bell woke the holder, not its re-check (every 60 s): each
+# relay waits at most 5 s, so without the bell a crossing signal would come
+# in time about one time in twelve, and all 20 would not. (How fast it comes
+# is the bench's xproc case; under load curl's own start-up is seconds.)
+is "$relayed" 20 "... and every one reached the stream within 5 s (re-check is 60 s: the bell woke it)"
 is "$(sse_data "$OUT/bob.sse" | jq -r 'select(.n) | .n' | tr '\n' ' ')" "$(seq 1 20 | tr '\n' ' ')" "all 20 arrived once, in order"
 is "$(grep -c 'signal-fcgi started' "$OUT/server.log")" 2 "two responder processes ran"
 

@@ -169,8 +169,8 @@ const sendSeq = (from, to, first, last) => from.evaluate(({ to, first, last }) =
 }, { to, first, last });
 const seqsOf = (page) => page.evaluate(() => window.__events.filter((e) => e.seq).map((e) => e.seq));
 const upTo = (n) => Array.from({ length: n }, (_, i) => i + 1);
-const gotSeqs = (page, n) => page.waitForFunction((k) => window.__events.filter((e) => e.seq).length >= k, n,
-  { timeout: 20000 });
+const gotSeqs = (page, n, timeout = 20000) => page.waitForFunction((k) => window.__events.filter((e) => e.seq).length >= k, n,
+  { timeout });
 
 async function chat(from, to, text) {
   await from.fill('#chatInput', text);
@@ -533,7 +533,7 @@ try {
       const a = await openPage(`drA${t}`, `drain-${t}`, { transport: t });
       const b = await openPage(`drB${t}`, `drain-${t}`, { transport: t });
       await channelsOpen(a, [`drB${t}`]);
-      await onTransport(a, t, 10000);
+      await onTransport(a, t, 30000);
       await a.evaluate(() => {
         window.__told = [];
         window.signalApp.client.addEventListener('reconnect', (e) => window.__told.push(e.detail));
@@ -545,17 +545,17 @@ try {
     const pid = execFileSync('pgrep', ['-f', `^[^ ]*signal-fcgi .*--db ${db} `]).toString().trim().split('\n')[0];
     process.kill(Number(pid), 'SIGTERM');
     for (const { t, a } of pairs) {
-      await a.waitForFunction(() => window.__told.length > 0, null, { timeout: 10000 });
+      await a.waitForFunction(() => window.__told.length > 0, null, { timeout: 30000 });
       const told = await a.evaluate(() => window.__told[0]);
       ok(told.transport === t && told.after >= 0 && told.after <= 4000,
         `${t}: the page was told to reconnect after ${told.after} ms`, JSON.stringify(told));
     }
     for (const { t, a } of pairs) {
-      await gotSeqs(a, 30);
+      await gotSeqs(a, 30, 60000);
       const seqs = await seqsOf(a);
       ok(JSON.stringify(seqs) === JSON.stringify(upTo(30)), `${t}: 30 numbered signals across the drain, each once, in order`,
         seqs.join(','));
-      await onTransport(a, t, 15000);
+      await onTransport(a, t, 30000);
       const states = await a.evaluate(() => window.__states.join(' '));
       ok(/reconnecting\/restart/.test(states), `${t}: ... back on ${t}, after 'reconnecting (restart)'`, states);
     }
