@@ -4,6 +4,7 @@
  * HTTP/1.1 client (keep-alive, Content-Length and chunked bodies, SSE lines).
  *
  *   loadgen [--nchan] --port P CASE [args]
+ *   loadgen --ports P1,P2,... CASE [args]   several nodes of one cluster
  *     latency sse|poll|ws N_WARM N     one pair ping-pong: one-way = RTT/2
  *     throughput ROOMS INFLIGHT SECS [ws]  pairs relaying, INFLIGHT requests each way
  *     held N [ws]                      N users each holding an SSE stream (or a
@@ -14,6 +15,11 @@
  *                                      time (with two responder processes, lighttpd's
  *                                      least-connection balancing sends the POSTs to
  *                                      the process that does not hold the stream)
+ *
+ * With --ports (nodes of one cluster on one database), user i logs in (and
+ * joins) at node i and holds its stream and sends its POSTs at node i+1, so
+ * that every signal, sent by one member of a pair to the other, is posted at
+ * one node and delivered by another (pairs are users 2r and 2r+1).
  *
  * With ws, each user has one WebSocket (/api/ws?token=T, the seed's way):
  * signals go out on it as text messages and events come back on it; the
@@ -44,6 +50,7 @@
 #include <wslay/wslay.h>
 
 static int port;
+static int ports[16], nports; /* --ports: the nodes */
 static int nchan;
 static int ws_mode; /* users send and receive on one WebSocket */
 static int ep;
@@ -68,10 +75,18 @@ static void die(const char *fmt, ...)
 
 /* ---- blocking set-up requests ---- */
 
-static int dial(int nonblock)
+/* The node where user IDX logs in (SHIFT 0) or streams and posts (1). */
+static int node_port(int idx, int shift)
+{
+	if (nports == 0 || idx < 0)
+		return port;
+	return ports[(idx + shift) % nports];
+}
+
+static int dial(int nonblock, int to_port)
 {
 	int fd = socket(AF_INET, SOCK_STREAM | (nonblock ? SOCK_NONBLOCK : 0), 0);
-	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)to_port)};
 	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	int one = 1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -81,11 +96,11 @@ static int dial(int nonblock)
 }
 
 /* One request on a fresh blocking connection; returns the body (static). */
-static const char *request(const char *method, const char *path, const char *token, const char *body)
+static const char *request(int to_port, const char *method, const char *path, const char *token, const char *body)
 {
 	static char resp[65536];
 	char req[4096];
-	int fd = dial(0);
+	int fd = dial(0, to_port);
 	int n = snprintf(req, sizeof req,
 			 "%s %s HTTP/1.1\r\nHost: b\r\nConnection: close\r\n%s%s%sContent-Length: %zu\r\n\r\n%s",
 			 method, path, token ? "Authorization: Bearer " : "", token ? token : "", token ? "\r\n" : "",
@@ -102,11 +117,11 @@ static const char *request(const char *method, const char *path, const char *tok
 	return b ? b + 4 : resp;
 }
 
-static void login(const char *user, char *token)
+static void login(int to_port, const char *user, char *token)
 {
 	char body[128];
 	snprintf(body, sizeof body, "{\"type\":\"login\",\"userId\":\"%s\"}", user);
-	const char *r = request("POST", "/api/cmd", NULL, body);
+	const char *r = request(to_port, "POST", "/api/cmd", NULL, body);
 	const char *t = strstr(r, "\"token\":\"");
 	if (t == NULL)
 		die("login %s: %s", user, r);
@@ -114,11 +129,11 @@ static void login(const char *user, char *token)
 	token[64] = '\0';
 }
 
-static void join(const char *token, const char *room)
+static void join(int to_port, const char *token, const char *room)
 {
 	char body[128];
 	snprintf(body, sizeof body, "{\"type\":\"join\",\"roomId\":\"%s\"}", room);
-	const char *r = request("POST", "/api/cmd", token, body);
+	const char *r = request(to_port, "POST", "/api/cmd", token, body);
 	if (strstr(r, "\"success\":true") == NULL)
 		die("join %s: %s", room, r);
 }
@@ -131,6 +146,7 @@ struct user;
 
 struct conn {
 	int fd;
+	int port;             /* the node it is connected to */
 	enum kind kind;
 	struct user *u;       /* owner (receiver for SSE/POLL, sender for POST) */
 	char in[65536];
@@ -188,7 +204,8 @@ static void write_all(struct conn *c, const char *buf, size_t n)
 static struct conn *conn_new(enum kind kind, struct user *u)
 {
 	struct conn *c = calloc(1, sizeof *c);
-	c->fd = dial(1);
+	c->port = node_port(u->idx, 1);
+	c->fd = dial(1, c->port);
 	c->kind = kind;
 	c->u = u;
 	arm(c, EPOLLIN);
@@ -255,7 +272,7 @@ static void redial(struct conn *c)
 {
 	epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
 	close(c->fd);
-	c->fd = dial(1);
+	c->fd = dial(1, c->port);
 	c->inlen = 0;
 	c->headers_done = 0;
 	c->must_close = 0;
@@ -622,10 +639,10 @@ static void make_users(int n, int rooms_of, int ntx)
 		u->idx = i;
 		snprintf(u->name, sizeof u->name, "u%d", i);
 		if (!nchan) {
-			login(u->name, u->token);
+			login(node_port(i, 0), u->name, u->token);
 			char room[32];
 			snprintf(room, sizeof room, "room%d", i / rooms_of);
-			join(u->token, room);
+			join(node_port(i, 0), u->token, room);
 		}
 		u->ntx = ntx;
 		u->tx = calloc((size_t)(ntx ? ntx : 1), sizeof *u->tx);
@@ -708,6 +725,9 @@ int main(int argc, char **argv)
 			nchan = 1;
 		else if (strcmp(argv[i], "--port") == 0 && i + 1 < argc)
 			port = atoi(argv[++i]);
+		else if (strcmp(argv[i], "--ports") == 0 && i + 1 < argc)
+			for (char *p = argv[++i]; *p && nports < 16; p += strcspn(p, ","), p += *p == ',')
+				port = ports[nports++] = atoi(p);
 	}
 	if (port == 0 || i >= argc)
 		die("usage: loadgen [--nchan] --port P latency|throughput|held|idle ...");

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # run.sh - the benchmark: our service and nchan, side by side, on identical
 # work. The server is pinned to CPU 0 and the load generator to CPU 1.
-#   bench/run.sh [CASE...]   cases: latency throughput nginx held ws xproc idle pg (default: all),
-#   and ws-held (the held part of ws alone), pg (SQLite and PostgreSQL side by side)
+#   bench/run.sh [CASE...]   cases: latency throughput nginx held ws xproc idle pg cluster
+#   (default: all), and ws-held (the held part of ws alone), pg (SQLite and
+#   PostgreSQL side by side), cluster (1 and CLUSTER_NODES=3 nodes on one
+#   PostgreSQL: throughput, commands per commit, cross-node latency, what a
+#   message costs the nodes and the database)
 # (nginx: SSE latency and POST + SSE throughput through the shipped
 # nginx.conf, kept FastCGI connections; ws: the WebSocket relay cases, ours
 # only: latency through lighttpd and through nginx, throughput, held)
@@ -23,9 +26,12 @@ WORKERS=${WORKERS:-1}
 HELD_WORKERS=${HELD_WORKERS:-2}
 IDLE_SECS=${IDLE_SECS:-30}
 THROUGHPUT_SECS=${THROUGHPUT_SECS:-10}
-CASES=${*:-latency throughput nginx held ws xproc idle pg}
+CASES=${*:-latency throughput nginx held ws xproc idle pg cluster}
+CLUSTER_NODES=${CLUSTER_NODES:-3}
 LG=$WORK/loadgen
 SERVER_PID=""
+PG_PID=""       # the cases on PostgreSQL: its postmaster, whose CPU is counted too
+NODE_PORTS=""   # the cluster case: its nodes, "P1,P2,P3" (the load goes to all)
 TICK=$(getconf CLK_TCK)
 gcc -std=c11 -O2 -Wall -Wextra -Werror -o "$LG" "$B/loadgen.c" -lwslay || exit 1
 ulimit -n "$(ulimit -Hn)"
@@ -65,6 +71,15 @@ per_msg_us() {
 	read -r -a a <<<"$1"; read -r -a b <<<"$2"
 	awk -v f=$((b[0] - a[0])) -v r=$((b[1] - a[1])) -v n="$3" 'BEGIN{ if (n > 0) printf "%.0f %.0f", f / n / 1000, r / n / 1000; else print "- -" }'
 }
+# The database's CPU time (ns), all its processes; 0 on SQLite.
+db_cpu_ns() {
+	local ns=0 p
+	[ -n "$PG_PID" ] || { echo 0; return; }
+	for p in $(tree "$PG_PID"); do ns=$((ns + $(proc_cpu_ns "$p"))); done
+	echo $ns
+}
+# The load generator's target: one port, or the cluster's nodes.
+lg_target() { if [ -n "$NODE_PORTS" ]; then echo "--ports $NODE_PORTS"; else echo "--port $PORT"; fi; }
 cpu_ticks() { local t=0 p; for p in $(tree "$SERVER_PID"); do t=$((t + $(awk '{sub(/.*\) /,""); print $12+$13}' /proc/$p/stat 2>/dev/null || echo 0))); done; echo $t; }
 
 start_ours() { # start_ours [PROCS [LIGHTTPD_WORKERS]]
@@ -152,7 +167,7 @@ latency_runs() {
 	for k in $(seq 1 "$LATENCY_RUNS"); do
 		if [ -n "$1" ]; then start_nchan; else ${START_OURS:-start_ours}; fi
 		c0=$(cpu_split_ns)
-		o=$(lg $1 --port "$PORT" latency "$2" 200 2000)
+		o=$(lg $1 $(lg_target) latency "$2" 200 2000)
 		c1=$(cpu_split_ns)
 		stop_server
 		# 2,200 round trips: 4,400 one-way messages
@@ -178,9 +193,12 @@ run_latency() {
 	row "latency-$t" "CPU per message (us): responder" "$or" "-" "-"
 }
 
-# "commands commits" so far, from our /api/metrics (the whole node).
+# "commands commits" so far, from our /api/metrics (the whole node; every
+# node of the cluster, summed).
 cmd_commits() {
-	curl -s "http://127.0.0.1:$PORT/api/metrics" | awk '/^signal_commands_total/ {c += $NF}
+	local p
+	for p in $(echo "${NODE_PORTS:-$PORT}" | tr ',' ' '); do curl -s "http://127.0.0.1:$p/api/metrics"; done |
+		awk '/^signal_commands_total/ {c += $NF}
 		/^signal_store_commit_duration_seconds_count/ {k += $NF} END {printf "%d %d", c, k}'
 }
 # per_commit "C0 K0" "C1 K1" -> commands per store commit in between (group commit)
@@ -189,20 +207,27 @@ per_commit() {
 	read -r -a a <<<"$1"; read -r -a b <<<"$2"
 	awk -v c=$((b[0] - a[0])) -v k=$((b[1] - a[1])) 'BEGIN{ if (k > 0) printf "%.2f", c / k; else print "-" }'
 }
-# throughput_one NCHAN_FLAG [ws] -> "msgs cpu% rss_kb front_us responder_us cmds_per_commit"
+# throughput_one NCHAN_FLAG [ws] -> "msgs cpu% rss_kb front_us responder_us
+#   cmds_per_commit database_us" (database: PostgreSQL's CPU per message, - on SQLite)
 throughput_one() {
-	local c0 t0 c1 t1 out rss s0 s1 m0="" m1="" cpc=-
-	coproc LGP { lg $1 --port "$PORT" throughput 32 8 "$THROUGHPUT_SECS" ${2:-}; }
-	local lgpid=$LGP_PID
-	read -r line <&"${LGP[0]}"   # "start"
-	c0=$(cpu_ticks); t0=$(date +%s%N); s0=$(cpu_split_ns)
+	local c0 t0 c1 t1 out rss s0 s1 m0="" m1="" cpc=- d0 d1 dbus=-
+	coproc LGP { lg $1 $(lg_target) throughput 32 8 "$THROUGHPUT_SECS" ${2:-}; }
+	local lgpid=$LGP_PID lgout
+	# Our own copy of its output: bash drops LGP once the load generator
+	# exits, which it may do before the second read on a busy machine.
+	exec {lgout}<&"${LGP[0]}"
+	read -r line <&"$lgout"   # "start"
+	c0=$(cpu_ticks); t0=$(date +%s%N); s0=$(cpu_split_ns); d0=$(db_cpu_ns)
 	[ -z "$1" ] && m0=$(cmd_commits)
 	sleep $((THROUGHPUT_SECS / 2)); rss=$(rss_kb)
-	read -r out <&"${LGP[0]}"
-	c1=$(cpu_ticks); t1=$(date +%s%N); s1=$(cpu_split_ns)
+	read -r out <&"$lgout"
+	exec {lgout}<&-
+	c1=$(cpu_ticks); t1=$(date +%s%N); s1=$(cpu_split_ns); d1=$(db_cpu_ns)
 	[ -z "$1" ] && m1=$(cmd_commits) && cpc=$(per_commit "$m0" "$m1")
 	wait "$lgpid" 2>/dev/null
-	echo "$(echo "$out" | val msgs_per_s) $(awk -v c=$((c1 - c0)) -v t=$((t1 - t0)) -v k="$TICK" 'BEGIN{printf "%.0f", c / k / (t / 1e9) * 100}') $rss $(per_msg_us "$s0" "$s1" "$(echo "$out" | val delivered)") $cpc"
+	local msgs; msgs=$(echo "$out" | val delivered)
+	[ -n "$PG_PID" ] && dbus=$(awk -v d=$((d1 - d0)) -v n="$msgs" 'BEGIN{ if (n > 0) printf "%.0f", d / n / 1000; else print "-" }')
+	echo "$(echo "$out" | val msgs_per_s) $(awk -v c=$((c1 - c0)) -v t=$((t1 - t0)) -v k="$TICK" 'BEGIN{printf "%.0f", c / k / (t / 1e9) * 100}') $rss $(per_msg_us "$s0" "$s1" "$msgs") $cpc $dbus"
 }
 # throughput_runs NCHAN_FLAG [ws] -> throughput_one's line of the median run
 # (by msgs/s) of THROUGHPUT_RUNS on fresh servers, then "lowest-highest".
@@ -221,8 +246,8 @@ run_throughput() {
 	local o n
 	o=$(throughput_runs "")
 	n=$(throughput_runs --nchan)
-	set -- $o; local om=$1 oc=$2 orss=$3 of=$4 or=$5 ocpc=$6 osp=$7
-	set -- $n; local nm=$1 nc=$2 nrss=$3 nf=$4 nsp=$7
+	set -- $o; local om=$1 oc=$2 orss=$3 of=$4 or=$5 ocpc=$6 osp=$8
+	set -- $n; local nm=$1 nc=$2 nrss=$3 nf=$4 nsp=$8
 	row throughput "delivered msgs/s (32x2, 8 in flight), median of $THROUGHPUT_RUNS" "$om" "$nm" ">= 20000 and >= 1/3 nchan"
 	row throughput "msgs/s over the runs: lowest-highest" "$osp" "$nsp" "-"
 	row throughput "server CPU %" "$oc" "$nc" "-"
@@ -247,7 +272,7 @@ run_nginx() {
 	o=$(START_OURS=start_ours_nginx throughput_runs "")
 	set -- $o
 	row throughput-nginx "delivered msgs/s (32x2, 8 in flight), median of $THROUGHPUT_RUNS" "$1" "-" ">= 20000"
-	row throughput-nginx "msgs/s over the runs: lowest-highest" "$7" "-" "-"
+	row throughput-nginx "msgs/s over the runs: lowest-highest" "$8" "-" "-"
 	row throughput-nginx "server CPU %" "$2" "-" "-"
 	row throughput-nginx "CPU per message (us): front server" "$4" "-" "-"
 	row throughput-nginx "CPU per message (us): responder" "$5" "-" "-"
@@ -300,7 +325,7 @@ run_ws() {
 	o=$(throughput_runs "" ws)
 	set -- $o
 	row throughput-ws "delivered msgs/s (32x2, 8 in flight), median of $THROUGHPUT_RUNS" "$1" "-" ">= 20000"
-	row throughput-ws "msgs/s over the runs: lowest-highest" "$7" "-" "-"
+	row throughput-ws "msgs/s over the runs: lowest-highest" "$8" "-" "-"
 	row throughput-ws "server CPU %" "$2" "-" "-"
 	row throughput-ws "server RSS (KB)" "$3" "-" "-"
 	row throughput-ws "CPU per message (us): front server" "$4" "-" "-"
@@ -366,10 +391,10 @@ run_idle() {
 # acknowledged command durable, as SQLite's WAL commit is). The nchan column
 # holds PostgreSQL here; the ratio is SQLite over PostgreSQL.
 run_pg() {
-	local dir port o p n
+	local dir port o p n pid
 	dir=$(mktemp -d /tmp/signal-bench-pg.XXXXXX); chmod 755 "$dir"; chown postgres "$dir"
 	port=$(free_port)
-	"$ROOT/tools/pg-local.sh" start "$dir/data" "$port" fsync=on synchronous_commit=on >/dev/null || { echo "no PostgreSQL"; return; }
+	pid=$("$ROOT/tools/pg-local.sh" start "$dir/data" "$port" fsync=on synchronous_commit=on) || { echo "no PostgreSQL"; return; }
 	o=$(latency_runs "" sse)
 	p=$(PG_BENCH="$dir/data $port" latency_runs "" sse)
 	set -- $o; local o50=$1 o99=$2
@@ -377,13 +402,14 @@ run_pg() {
 	row pg-latency-sse "one-way p50 (us): SQLite | PostgreSQL" "$o50" "$1" "-"
 	row pg-latency-sse "one-way p99 (us): SQLite | PostgreSQL" "$o99" "$2" "-"
 	o=$(throughput_runs "")
-	p=$(PG_BENCH="$dir/data $port" throughput_runs "")
+	p=$(PG_PID=$pid PG_BENCH="$dir/data $port" throughput_runs "")
 	set -- $o; local om=$1 of=$4 or=$5 oc=$6
 	set -- $p
 	row pg-throughput "delivered msgs/s: SQLite | PostgreSQL" "$om" "$1" "-"
 	row pg-throughput "CPU per message, front (us)" "$of" "$4" "-"
 	row pg-throughput "CPU per message, responder (us)" "$or" "$5" "-"
 	row pg-throughput "commands per store commit" "$oc" "$6" "-"
+	row pg-throughput "CPU per message, PostgreSQL (us)" "-" "$7" "-"
 	for n in $HELD; do
 		start_ours 1 "$HELD_WORKERS"; o=$(held_one "" "$n"); stop_server
 		PG_BENCH="$dir/data $port" start_ours 1 "$HELD_WORKERS"; p=$(held_one "" "$n"); stop_server
@@ -397,6 +423,76 @@ run_pg() {
 	rm -rf "$dir"
 }
 
+# The cluster: NODES nodes on one database, as `make cluster` runs them (a
+# lighttpd with one responder each, its own runtime directory and metrics),
+# all pinned to CPU 0 under one shell, so the tree and stop_server cover
+# them; the load (CPU 1) logs user i in at node i and streams and posts at
+# node i+1 (loadgen --ports), so every signal is posted at one node and
+# delivered by another. start_cluster NODES, with PG_BENCH="DIR PORT" set.
+start_cluster() {
+	local n=$1 i np ports="" cmd="" store
+	set -- $PG_BENCH
+	PORT=$(free_port)
+	"$ROOT/tools/pg-local.sh" createdb "$1" "$2" "c$PORT" >/dev/null || { echo "createdb failed"; exit 1; }
+	store="--store postgresql://postgres@127.0.0.1:$2/c$PORT"
+	rm -rf "$WORK/ours"
+	for i in $(seq 1 "$n"); do
+		np=$(free_port)
+		[ "$i" = 1 ] && np=$PORT
+		mkdir -p "$WORK/ours/$np"
+		ports="$ports,$np"
+		cmd="$cmd SIGNAL_ROOT=$ROOT SIGNAL_BIN=$ROOT/build/signal-fcgi SIGNAL_RUNDIR=$WORK/ours/$np SIGNAL_DB=$WORK/ours/$np/signal.db \
+			SIGNAL_ARGS='--rate-ip 1000000 --rate-session 1000000 --rate-login 1000000 --mailbox-limit 100000 $store' \
+			SIGNAL_PROCS=1 SIGNAL_WORKERS=1 SIGNAL_BIND=127.0.0.1 PORT=$np lighttpd -D -f $ROOT/lighttpd.conf &"
+	done
+	NODE_PORTS=${ports#,}
+	setsid taskset -c 0 bash -c "$cmd wait" >"$WORK/ours-server.log" 2>&1 &
+	SERVER_PID=$!
+	SERVER_GROUP=1
+	for np in ${NODE_PORTS//,/ }; do
+		for i in $(seq 1 200); do curl -sf -o /dev/null "http://127.0.0.1:$np/api/health" && continue 2; sleep 0.05; done
+		echo "cluster node $np did not start"; cat "$WORK/ours-server.log"; exit 1
+	done
+}
+run_cluster() {
+	local dir port pid o n tps c
+	dir=$(mktemp -d /tmp/signal-bench-cluster.XXXXXX); chmod 755 "$dir"; chown postgres "$dir"
+	port=$(free_port)
+	pid=$("$ROOT/tools/pg-local.sh" start "$dir/data" "$port" fsync=on synchronous_commit=on) || { echo "no PostgreSQL"; return; }
+	# What this database commits per second, in a transaction shaped like
+	# one relayed signal (a mailbox lock, an event row, a NOTIFY): the
+	# ceiling of every node together when each command is its own commit.
+	"$ROOT/tools/pg-local.sh" createdb "$dir/data" "$port" pgb >/dev/null
+	printf '%s\n' '\set sid random(1, 1000)' 'BEGIN;' 'SELECT pg_advisory_xact_lock(1, :sid);' \
+		"INSERT INTO bench_events(session_id, body) VALUES (:sid, '{\"type\":\"signal\",\"to\":\"bob\"}');" \
+		"SELECT pg_notify('signal_bench', :sid::text);" 'COMMIT;' >"$dir/signal.sql"
+	chmod 644 "$dir/signal.sql"
+	psql -h 127.0.0.1 -p "$port" -U postgres -X -q -d pgb -c "CREATE TABLE bench_events (id bigserial PRIMARY KEY, session_id bigint, body text)" >/dev/null
+	for c in 1 8; do
+		tps=$(taskset -c 0 pgbench -h 127.0.0.1 -p "$port" -U postgres -n -c $c -j 2 -T "$THROUGHPUT_SECS" -f "$dir/signal.sql" pgb 2>/dev/null |
+			sed -n 's/^tps = \([0-9]*\).*/\1/p')
+		row cluster-db "signal-shaped commits/s, $c client(s) (pgbench)" "${tps:--}" "-" "-"
+	done
+	for n in ${CLUSTER_SIZES:-1 $CLUSTER_NODES}; do
+		o=$(PG_PID=$pid PG_BENCH="$dir/data $port" START_OURS="start_cluster $n" throughput_runs "")
+		set -- $o
+		row "cluster-$n" "delivered msgs/s, $n node(s), median of $THROUGHPUT_RUNS" "$1" "-" "-"
+		row "cluster-$n" "msgs/s over the runs: lowest-highest" "$8" "-" "-"
+		row "cluster-$n" "CPU per message (us): front servers" "$4" "-" "-"
+		row "cluster-$n" "CPU per message (us): responders" "$5" "-" "-"
+		row "cluster-$n" "CPU per message (us): PostgreSQL" "$7" "-" "-"
+		row "cluster-$n" "commands per store commit (group commit)" "$6" "-" "-"
+		NODE_PORTS=""
+	done
+	PG_BENCH="$dir/data $port" start_cluster "$CLUSTER_NODES"
+	o=$(lg $(lg_target) oneway 200 2000)
+	stop_server; NODE_PORTS=""
+	row cluster-xnode "POST->event p50 (us), posted at one node, streamed from another" "$(echo "$o" | val p50_us)" "-" "-"
+	row cluster-xnode "POST->event p99 (us), that run" "$(echo "$o" | val p99_us)" "-" "p99 <= 10000 us"
+	"$ROOT/tools/pg-local.sh" stop "$dir/data" >/dev/null 2>&1
+	rm -rf "$dir"
+}
+
 for c in $CASES; do
 	case $c in
 	latency) run_latency sse; run_latency poll ;;
@@ -406,6 +502,7 @@ for c in $CASES; do
 	ws) run_ws ;;
 	ws-held) run_ws_held ;;
 	pg) run_pg ;;
+	cluster) run_cluster ;;
 	xproc) run_xproc ;;
 	idle) run_idle ;;
 	*) echo "unknown case $c" ;;
