@@ -13,7 +13,8 @@
 # HELD="1000 5000 10000" IDLE_SECS=30 THROUGHPUT_SECS=10 override the sizes.
 # Ours runs as `make run` does: one lighttpd process (WORKERS), except in
 # the held cases, which run two (HELD_WORKERS, SIGNAL_WORKERS in
-# lighttpd.conf): 10,000 streams need more descriptors than one may open.
+# lighttpd.conf; through nginx, as many worker_processes): 10,000 streams
+# need more descriptors than one may open.
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 B=$ROOT/bench
@@ -102,15 +103,24 @@ start_ours() { # start_ours [PROCS [LIGHTTPD_WORKERS]]
 # Ours behind the shipped nginx.conf, as make run SERVER=nginx runs it: one
 # responder on TCP ports (FastCGI and WebSocket), nginx in front. Both run
 # under one shell in their own session, so the tree accounts for both and
-# stop_server ends the group.
+# stop_server ends the group. start_ours_nginx [NGINX_WORKERS] (default 1;
+# the held cases run HELD_WORKERS). Each held socket is two descriptors of
+# its worker (the client's and the responder's), and a worker may open no
+# more than the hard limit (ulimit -Hn, 20,000 here: setrlimit above it
+# fails and the worker keeps the soft one), so 10,000 sockets take two
+# workers (they share the connections out about evenly: 5,045 and 4,954
+# in one run).
 start_ours_nginx() {
-	local f w
+	local f w workers=${1:-1} nofile conns
 	PORT=$(free_port); f=$(free_port); w=$(free_port)
 	rm -rf "$WORK/ours"; mkdir -p "$WORK/ours/nginx"
+	nofile=$(ulimit -Hn); [ "$nofile" = unlimited ] && nofile=50000
+	conns=$((nofile - 100))   # room for the listeners, logs and files served
 	sed -e "s|listen 127.0.0.1:8080;|listen 127.0.0.1:$PORT;|" -e "s|server 127.0.0.1:9001|server 127.0.0.1:$f|" \
 		-e "s|server 127.0.0.1:9002|server 127.0.0.1:$w|" -e "s|^pid .*|pid $WORK/ours/nginx.pid;|" \
-		-e "s|var/nginx/|$WORK/ours/nginx/|" -e "s|worker_connections 9000;|worker_connections 24000;|" \
-		-e "s|worker_rlimit_nofile 20000;|worker_rlimit_nofile 50000;|" "$ROOT/nginx.conf" >"$WORK/ours/nginx.conf"
+		-e "s|var/nginx/|$WORK/ours/nginx/|" -e "s|^worker_processes .*|worker_processes     $workers;|" \
+		-e "s|worker_connections 9000;|worker_connections $conns;|" \
+		-e "s|^worker_rlimit_nofile .*|worker_rlimit_nofile $nofile;|" "$ROOT/nginx.conf" >"$WORK/ours/nginx.conf"
 	setsid taskset -c 0 bash -c "$ROOT/build/signal-fcgi --listen 127.0.0.1:$f --ws-listen 127.0.0.1:$w \
 		--db $WORK/ours/bench.db --rate-ip 1000000 --rate-session 1000000 --rate-login 1000000 --mailbox-limit 100000 &
 		nginx -p $ROOT -c $WORK/ours/nginx.conf; wait" >"$WORK/ours/server.log" 2>&1 &
@@ -348,7 +358,7 @@ run_ws_held() {
 		row "held-ws-$n" "... responder (KB)" "${7:--}" "-" "-"
 		row "held-ws-$n" "one message each: delivered" "$4" "-" "all $n"
 		row "held-ws-$n" "... in seconds" "$5" "-" "-"
-		start_ours_nginx; o=$(held_one "" "$n" ws); stop_server
+		start_ours_nginx "$HELD_WORKERS"; o=$(held_one "" "$n" ws); stop_server
 		set -- $o
 		row "held-ws-nginx-$n" "sockets connected" "$1" "-" "$n"
 		row "held-ws-nginx-$n" "RSS added per socket: nginx + responder (KB)" "$3" "-" "<= 8 KB"
