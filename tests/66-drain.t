@@ -130,7 +130,14 @@ A=$(login amy)
 sse_open amy "$A"
 curl -s "$BASE/api/poll?since=0&timeout=30" -H "Authorization: Bearer $(login ben)" -o "$OUT/ben.poll" &
 poller=$!
-sleep 0.5
+# Both must be held before the Ctrl-C (a poll that arrives during the drain
+# is rightly refused 503): wait for the count, not for a fixed time.
+for i in $(seq 1 300); do
+	get /api/health
+	[ "$(echo "$BODY" | jq -r .held)" -ge 2 ] 2>/dev/null && break
+	sleep 0.05
+done
+is "$(echo "$BODY" | jq -r .held)" 2 "amy's stream and ben's poll are held"
 rp=$(responder_pids | tr '\n' ' ')
 is "$(echo $rp | wc -w)" 1 "one responder to stop ($rp)"
 t0=$(date +%s%N)
