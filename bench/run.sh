@@ -519,3 +519,5 @@ for c in $CASES; do
 	esac
 done
 echo "results: $TSV"
+# Every target, met or not (and those that compare rows: bench/report.py).
+python3 "$B/report.py" verdicts "$TSV"
