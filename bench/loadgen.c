@@ -11,6 +11,9 @@
  *                                      WebSocket); then one message to each; waits
  *                                      for all (prints when)
  *     idle N SECS                      N held streams, no traffic, for SECS
+ *     burst N                          one WebSocket sends N signals back to back to a
+ *                                      peer reading on its own: how many were refused
+ *                                      (mailbox-full), and whether all came in order
  *     oneway N_WARM N                  one sender POSTs, one SSE receiver: POST-to-event
  *                                      time (with two responder processes, lighttpd's
  *                                      least-connection balancing sends the POSTs to
@@ -562,7 +565,7 @@ static void send_signal(struct conn *c, struct user *to, int64_t t)
 
 /* ---- the cases ---- */
 
-enum mode { M_LATENCY, M_THROUGHPUT, M_HELD } mode;
+enum mode { M_LATENCY, M_THROUGHPUT, M_HELD, M_BURST } mode;
 static struct user *users;
 static int nusers;
 static int64_t *samples;
@@ -570,6 +573,8 @@ static int nsamples, warm, want;
 static int64_t delivered, deadline_us;
 static int inflight;
 static int oneway;
+static int64_t burst_replies, burst_refused, burst_last_t, burst_out_of_order;
+static char burst_first_error[256];
 
 static int64_t field_t(const char *json, size_t len)
 {
@@ -580,8 +585,18 @@ static int64_t field_t(const char *json, size_t len)
 static void on_message(struct user *u, const char *json, size_t len)
 {
 	int64_t t = field_t(json, len);
+	if (mode == M_BURST && t < 0 && memmem(json, len, "\"success\":", 10)) { /* a reply */
+		burst_replies++;
+		if (memmem(json, len, "\"success\":false", 15) && burst_refused++ == 0)
+			snprintf(burst_first_error, sizeof burst_first_error, "%.*s", (int)(len < 200 ? len : 200), json);
+		return;
+	}
 	if (t < 0)
 		return; /* presence events */
+	if (mode == M_BURST) {
+		burst_out_of_order += t <= burst_last_t;
+		burst_last_t = t;
+	}
 	u->got++;
 	delivered++;
 	int64_t now = now_us();
@@ -712,6 +727,10 @@ static int never(void)
 {
 	return 0;
 }
+static int burst_done(void)
+{
+	return burst_replies >= want && delivered + burst_refused >= want;
+}
 
 int main(int argc, char **argv)
 {
@@ -810,6 +829,26 @@ int main(int argc, char **argv)
 		int64_t t1 = now_us();
 		printf("case=throughput rooms=%d inflight=%d seconds=%.2f delivered=%lld msgs_per_s=%.0f\n", rooms, inflight,
 		       (double)(t1 - t0) / 1e6, (long long)counted, (double)counted * 1e6 / (double)(t1 - t0));
+		return 0;
+	}
+	if (strcmp(cas, "burst") == 0 && i < argc) {
+		mode = M_BURST;
+		ws_mode = 1;
+		want = atoi(argv[i]);
+		make_users(2, 2, 1);
+		users[0].peer = &users[1];
+		users[1].peer = &users[0];
+		open_streams(K_WS);
+		loop_until(all_headers, now_us() + 10000000);
+		int64_t t0 = now_us();
+		for (int k = 0; k < want; k++) /* "t" is the sequence number here: the clock can repeat */
+			send_signal(users[0].tx[0], &users[1], k + 1);
+		loop_until(burst_done, now_us() + 60000000);
+		printf("case=burst sent=%d replies=%lld refused=%lld delivered=%lld out_of_order=%lld seconds=%.2f\n", want,
+		       (long long)burst_replies, (long long)burst_refused, (long long)delivered,
+		       (long long)burst_out_of_order, (double)(now_us() - t0) / 1e6);
+		if (burst_refused)
+			printf("first refused: %s\n", burst_first_error);
 		return 0;
 	}
 	if ((strcmp(cas, "held") == 0 || strcmp(cas, "idle") == 0) && i < argc) {

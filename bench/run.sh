@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # run.sh - the benchmark: our service and nchan, side by side, on identical
 # work. The server is pinned to CPU 0 and the load generator to CPU 1.
-#   bench/run.sh [CASE...]   cases: latency throughput nginx held ws xproc idle pg cluster
-#   (default: all), and ws-held (the held part of ws alone), pg (SQLite and
+#   bench/run.sh [CASE...]   cases: latency throughput nginx held ws burst xproc idle pg
+#   cluster (default: all), and ws-held (the held part of ws alone), pg (SQLite and
 #   PostgreSQL side by side), cluster (1 and CLUSTER_NODES=3 nodes on one
 #   PostgreSQL: throughput, commands per commit, cross-node latency, what a
 #   message costs the nodes and the database)
@@ -27,7 +27,7 @@ WORKERS=${WORKERS:-1}
 HELD_WORKERS=${HELD_WORKERS:-2}
 IDLE_SECS=${IDLE_SECS:-30}
 THROUGHPUT_SECS=${THROUGHPUT_SECS:-10}
-CASES=${*:-latency throughput nginx held ws xproc idle pg cluster}
+CASES=${*:-latency throughput nginx held ws burst xproc idle pg cluster}
 CLUSTER_NODES=${CLUSTER_NODES:-3}
 LG=$WORK/loadgen
 SERVER_PID=""
@@ -93,7 +93,7 @@ start_ours() { # start_ours [PROCS [LIGHTTPD_WORKERS]]
 		store="--store postgresql://postgres@127.0.0.1:$2/b$PORT"
 	fi
 	SIGNAL_ROOT=$ROOT SIGNAL_BIN=$ROOT/build/signal-fcgi SIGNAL_RUNDIR=$WORK/ours/run SIGNAL_DB=$WORK/ours/bench.db \
-		SIGNAL_ARGS="--rate-ip 1000000 --rate-session 1000000 --rate-login 1000000 --mailbox-limit 100000 $store" \
+		SIGNAL_ARGS="--rate-ip 1000000 --rate-session 1000000 --rate-login 1000000 --mailbox-limit ${MAILBOX_LIMIT:-100000} $store" \
 		SIGNAL_PROCS=$procs SIGNAL_WORKERS=$workers SIGNAL_BIND=127.0.0.1 PORT=$PORT \
 		setsid taskset -c 0 lighttpd -D -f "$ROOT/lighttpd.conf" >"$WORK/ours/server.log" 2>&1 &
 	SERVER_PID=$!
@@ -368,6 +368,21 @@ run_ws_held() {
 	done
 }
 
+# A burst of BURST (2,000) signals pipelined on one WebSocket to a peer
+# that reads its own at once, with the default mailbox cap (1,000
+# undelivered): the cap is for readers that do not read, so none may be
+# refused, and all must come in order.
+run_burst() {
+	local o n=${BURST:-2000}
+	MAILBOX_LIMIT=1000 start_ours; o=$(lg --port "$PORT" burst "$n"); stop_server
+	row burst "signals sent back to back on one WebSocket" "$(echo "$o" | val sent)" "-" "-"
+	row burst "... refused (mailbox-full), reader reading" "$(echo "$o" | val refused)" "-" "<= 0"
+	row burst "... delivered" "$(echo "$o" | val delivered)" "-" "all $n"
+	row burst "... out of order" "$(echo "$o" | val out_of_order)" "-" "<= 0"
+	row burst "... in seconds" "$(echo "$o" | val seconds)" "-" "-"
+	echo "$o" | grep '^first refused' | sed 's/^/# /'
+}
+
 run_xproc() {
 	local o
 	start_ours 2; o=$(lg --port "$PORT" oneway 200 2000); stop_server
@@ -514,6 +529,7 @@ for c in $CASES; do
 	pg) run_pg ;;
 	cluster) run_cluster ;;
 	xproc) run_xproc ;;
+	burst) run_burst ;;
 	idle) run_idle ;;
 	*) echo "unknown case $c" ;;
 	esac
