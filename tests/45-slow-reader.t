@@ -120,7 +120,7 @@ ok $? "... and the server logged why"
 got=$(sed -n 's/^got \([0-9]*\) last \([0-9]*\)/\1/p' "$OUT/sam.log")
 last=$(sed -n 's/^got \([0-9]*\) last \([0-9]*\)/\2/p' "$OUT/sam.log")
 [ "${got:-0}" -lt $TOTAL ]; ok $? "only part of the 8 MB reached the stuck socket (${got:-0} events)"
-kept=$(sqlite3 "$SERVER_DB" "SELECT count(*) FROM events e JOIN sessions s ON s.id=e.session_id WHERE s.user_id='sam' AND e.id > ${last:-0}")
+kept=$(sql "SELECT count(*) FROM events e JOIN sessions s ON s.id=e.session_id WHERE s.user_id='sam' AND e.id > ${last:-0}")
 [ "$kept" -ge $((TOTAL - ${got:-0})) ]; ok $? "the rest waits in sam's mailbox ($kept events after $last)"
 
 # sam resumes where his socket stopped

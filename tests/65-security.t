@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Security options: signed logins (--auth-secret), the Origin/CORS policy,
 # rate limits and caps, cookie flags, and what the logs and the database
-# file reveal.
+# file reveal. On PostgreSQL (STORE=postgres, tests/92-postgres.t) there is
+# no database file of ours; what must not leak there is the password of the
+# store's URL, which every server of this test then has in its --store.
 . "$(dirname "$0")/lib.sh"
+if [ "$STORE" = postgres ]; then PG_PASSWORD=pw65-Zq8vTr3kWm; fi # in SERVER_PG_URL (pg_db)
 
 BIN=$ROOT/build/signal-fcgi
 SECRET=$OUT/secret
@@ -96,7 +99,12 @@ stop_server
 
 # ---------- rate limits and caps (different client addresses through cgi-fcgi) ----------
 ADDR=$OUT/fcgi.sock
-"$BIN" --listen "$ADDR" --db "$OUT/limits.db" --rate-ip 5 --rate-session 2 --rate-login 6 \
+LSTORE="" # the store as start_server would give it
+if [ "$STORE" = postgres ]; then
+	pg_db "$OUT/limits.db" || exit 1
+	LSTORE="--store $SERVER_PG_URL"
+fi
+"$BIN" --listen "$ADDR" --db "$OUT/limits.db" $LSTORE --rate-ip 5 --rate-session 2 --rate-login 6 \
 	--max-sessions 4 --max-rooms 2 >>"$OUT/limits.log" 2>&1 &
 LPID=$!
 BG_PIDS="$BG_PIDS $LPID"
@@ -178,8 +186,13 @@ post "$C" '{"type":"join","roomId":"two"}'
 is "$STATUS" 200 "... joining an existing room is fine"
 
 # ---------- secrets: the database file and the logs ----------
-is "$(stat -c %a "$SERVER_DB")" 600 "the database file is created mode 0600"
-is "$(stat -c %a "$SERVER_DB-wal")" 600 "... and its WAL"
+if [ "$STORE" = postgres ]; then
+	skip "the database file is created mode 0600" "no database file of ours on PostgreSQL (the server's data directory is its own)"
+	skip "... and its WAL" "no WAL file of ours on PostgreSQL"
+else
+	is "$(stat -c %a "$SERVER_DB")" 600 "the database file is created mode 0600"
+	is "$(stat -c %a "$SERVER_DB-wal")" 600 "... and its WAL"
+fi
 stop_server
 leaks=$(grep -rhoE '[0-9a-f]{64}' "$OUT"/*.log "$OUT"/server.log 2>/dev/null | head -3)
 is "$leaks" "" "no token (or HMAC) appears in any log"
@@ -205,6 +218,26 @@ is "$STATUS/$(echo "$BODY" | jq -c '[.type, (.iceServers | length), (.iceExpires
 stop_server
 grep -q 'a-turn-secret-for-the-65-test' "$OUT"/server.log
 ok $(( ! $? )) "the TURN secret never appears in the log"
+if [ "$STORE" = postgres ]; then
+	# A store that cannot be reached: the log says so, naming host and
+	# port (from libpq's message), with the password of its URL kept out.
+	dead=$(free_port) # nothing listens there
+	"$BIN" --listen "127.0.0.1:$(free_port)" --store "postgresql://postgres:$PG_PASSWORD@127.0.0.1:$dead/nowhere" \
+		>"$OUT/unreachable.log" 2>&1 &
+	UPID=$!
+	BG_PIDS="$BG_PIDS $UPID"
+	wait_for "$OUT/unreachable.log" "cannot connect to PostgreSQL: .*port $dead" 30
+	ok $? "a PostgreSQL store that cannot be reached is logged, with its host and port"
+	# SIGKILL: until it has its store it takes no SIGTERM (the signals are
+	# blocked for the sigwait() it reaches once started).
+	kill -KILL "$UPID"; wait "$UPID" 2>/dev/null
+	grep -q 'store=postgresql (--store)' "$OUT/server.log"
+	ok $? "the start-up log names the PostgreSQL store without its URL"
+	grep -qF -- "$PG_PASSWORD" "$OUT"/*.log
+	ok $(( ! $? )) "the password of the store's URL never appears in a log"
+	grep -q 'postgresql://' "$OUT"/*.log
+	ok $(( ! $? )) "... nor the URL"
+fi
 "$BIN" --turn-uris turn:127.0.0.1:3478 >"$OUT/turnopt.log" 2>&1
 is "$?" 2 "--turn-uris without --turn-secret: exit 2"
 "$BIN" --turn-secret "$OUT/turn.secret" --turn-uris 'http://x/' >>"$OUT/turnopt.log" 2>&1

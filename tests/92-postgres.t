@@ -14,7 +14,7 @@ if ! pg_start; then
 	exit 1
 fi
 diag "PostgreSQL on 127.0.0.1:$PG_PORT, data in $PG_DIR"
-for suite in ${PG_SUITES-20-commands 30-delivery 40-prune 41-restart 42-procs 52-binding 55-websocket 60-hostile 62-metrics 64-admin 66-drain 75-crash 76-exactly-once}; do
+for suite in ${PG_SUITES-20-commands 30-delivery 40-prune 41-restart 42-procs 45-slow-reader 52-binding 55-websocket 60-hostile 62-metrics 64-admin 65-security 66-drain 75-crash 76-exactly-once}; do
 	STORE=postgres PG_PORT=$PG_PORT OUT_SUFFIX=-pg bash "$ROOT/tests/$suite.t" >"$OUT/$suite.tap" 2>&1
 	if [ $? = 0 ]; then
 		ok 0 "$suite on PostgreSQL ($(grep -cE '^ok ' "$OUT/$suite.tap") checks, $(grep -c '# skip' "$OUT/$suite.tap") skipped)"

@@ -15,7 +15,8 @@
 #                         shipped config (tests/67-front-errors.t);
 #                         STORE=postgres (with PG_PORT: a server pg_start
 #                         started) keeps the state in PostgreSQL instead, one
-#                         database per --db FILE
+#                         database per --db FILE (PG_PASSWORD: a password in
+#                         its URL, which trust authentication ignores)
 #   sql QUERY             -> the rows of QUERY on the store that runs (SQLite
 #                         file or PostgreSQL database), `|`-separated
 #   pg_start / pg_stop    a throwaway PostgreSQL on a free port: PG_PORT, PG_PID
@@ -23,7 +24,8 @@
 #   login USER            -> prints the token (fails the test on error)
 #   post TOKEN JSON       -> sets $STATUS and $BODY
 #   get PATH [curl args]  -> sets $STATUS and $BODY
-#   ok COND NAME / is GOT WANT NAME / like GOT REGEX NAME / done_testing
+#   ok COND NAME / is GOT WANT NAME / like GOT REGEX NAME / skip NAME REASON
+#   done_testing
 
 set -u
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -64,6 +66,10 @@ like() {
 		echo "#   got:   '$(printf '%s' "$1" | head -c 400)'"
 		echo "#   match: '$2'"
 	fi
+}
+skip() { # skip NAME REASON: a check that does not apply here, counted and shown as such
+	_T_N=$((_T_N + 1))
+	echo "ok $_T_N - $1 # skip $2"
 }
 diag() { echo "# $*"; }
 done_testing() {
@@ -316,10 +322,11 @@ pg_sql() { # pg_sql DB QUERY
 	PGOPTIONS="-c client_min_messages=warning" psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -d "$1" -X -qAt -v ON_ERROR_STOP=1 -c "$2"
 }
 # pg_db FILE: the database standing for the SQLite file FILE, fresh the
-# first time this test names it; sets SERVER_PG, SERVER_PG_URL.
+# first time this test names it; sets SERVER_PG, SERVER_PG_URL (with
+# PG_PASSWORD in it if set: tests/65-security.t looks for it in the logs).
 pg_db() {
 	SERVER_PG=t_$(printf '%s' "$1" | md5sum | cut -c1-16)
-	SERVER_PG_URL="postgresql://postgres@127.0.0.1:$PG_PORT/$SERVER_PG"
+	SERVER_PG_URL="postgresql://postgres${PG_PASSWORD:+:$PG_PASSWORD}@127.0.0.1:$PG_PORT/$SERVER_PG"
 	case "$PG_MADE" in *" $SERVER_PG "*) return 0 ;; esac
 	pg_sql postgres "DROP DATABASE IF EXISTS $SERVER_PG" >/dev/null &&
 		pg_sql postgres "CREATE DATABASE $SERVER_PG" >/dev/null || return 1
@@ -336,7 +343,7 @@ agg_sql() { if [ "$STORE" = postgres ]; then echo "string_agg($1, ',' ORDER BY $
 # format to check, so there it is a visible skip.
 integrity_check() {
 	if [ "$STORE" = postgres ]; then
-		_T_N=$((_T_N + 1)); echo "ok $_T_N - $1 # skip PRAGMA integrity_check is SQLite's"
+		skip "$1" "PRAGMA integrity_check is SQLite's"
 	else
 		is "$(sqlite3 "$SERVER_DB" 'PRAGMA integrity_check')" ok "$1"
 	fi
