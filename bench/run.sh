@@ -2,7 +2,7 @@
 # run.sh - the benchmark: our service and nchan, side by side, on identical
 # work. The server is pinned to CPU 0 and the load generator to CPU 1.
 #   bench/run.sh [CASE...]   cases: latency throughput nginx held ws burst xproc idle pg
-#   cluster (default: all), and ws-held (the held part of ws alone), pg (SQLite and
+#   cluster (default: all), and ws-held and ws-throughput (parts of ws alone), pg (SQLite and
 #   PostgreSQL side by side), cluster (1 and CLUSTER_NODES=3 nodes on one
 #   PostgreSQL: throughput, commands per commit, cross-node latency, what a
 #   message costs the nodes and the database)
@@ -332,6 +332,11 @@ run_ws() {
 	set -- $o
 	row latency-ws-nginx "one-way p50 (us) through nginx, median of $LATENCY_RUNS" "$1" "-" "<= 1.2 x latency-ws"
 	row latency-ws-nginx "one-way p99 (us), that run" "$2" "-" "-"
+	run_ws_throughput
+	run_ws_held
+}
+run_ws_throughput() {
+	local o
 	o=$(throughput_runs "" ws)
 	set -- $o
 	row throughput-ws "delivered msgs/s (32x2, 8 in flight), median of $THROUGHPUT_RUNS" "$1" "-" ">= 20000"
@@ -341,7 +346,6 @@ run_ws() {
 	row throughput-ws "CPU per message (us): front server" "$4" "-" "-"
 	row throughput-ws "CPU per message (us): responder" "$5" "-" "-"
 	row throughput-ws "commands per store commit (group commit)" "$6" "-" "-"
-	run_ws_held
 }
 
 # Held WebSockets through lighttpd and through nginx: memory per socket
@@ -526,6 +530,7 @@ for c in $CASES; do
 	held) run_held ;;
 	ws) run_ws ;;
 	ws-held) run_ws_held ;;
+	ws-throughput) run_ws_throughput ;;
 	pg) run_pg ;;
 	cluster) run_cluster ;;
 	xproc) run_xproc ;;

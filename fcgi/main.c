@@ -22,6 +22,7 @@
 #include "transport/ws.h"
 
 #include <fcgiapp.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,6 +58,30 @@ static const char *store_shown(void)
 	return cfg.store ? "postgresql (--store)" : cfg.db_path;
 }
 
+/* While the main thread opens the stores at start-up, the signals it will
+ * later take with sigwait() are already blocked: it takes them in the
+ * pauses of open_store() instead, so that a responder waiting for a
+ * database that is down still stops when told (lighttpd's SIGTERM, its
+ * parent's death, Ctrl-C). Only that thread: a request thread opening its
+ * connection later must not take the main thread's signals. */
+static const sigset_t *startup_sigs;
+static pthread_t startup_thread;
+
+/* One pause of open_store(); exits on SIGTERM or SIGINT at start-up. */
+static void pause_for_store(int64_t ms)
+{
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
+	if (startup_sigs == NULL || !pthread_equal(pthread_self(), startup_thread)) {
+		nanosleep(&ts, NULL);
+		return;
+	}
+	int sig = sigtimedwait(startup_sigs, NULL, &ts);
+	if (sig == SIGTERM || sig == SIGINT) {
+		log_info("stopping (%s) while waiting for the store %s", strsignal(sig), store_shown());
+		_exit(0);
+	}
+}
+
 /* A store that cannot be reached now (SIG_E_BUSY: PostgreSQL down, or
  * SQLite locked while another process sets it up) is waited for, with a
  * growing pause: a responder that exited instead would only be restarted
@@ -69,8 +94,7 @@ static store *open_store(void)
 	while ((e = store_open(store_where(), cfg.busy_timeout, &st)) == SIG_E_BUSY) {
 		if (pause_ms == 100)
 			log_warn("store %s cannot be reached (or stays locked); waiting for it", store_shown());
-		struct timespec ts = {pause_ms / 1000, (pause_ms % 1000) * 1000000};
-		nanosleep(&ts, NULL);
+		pause_for_store(pause_ms);
 		if (pause_ms < 2000)
 			pause_ms *= 2;
 	}
@@ -238,9 +262,12 @@ int main(int argc, char **argv)
 	 * early below (a WebSocket socket still taken by a draining
 	 * predecessor), which LeakSanitizer would otherwise report. */
 	static core *maint_core, *held_core, *group_core;
+	startup_thread = pthread_self();
+	startup_sigs = &sigs;
 	maint_core = open_core(); /* also creates and migrates the database */
 	held_core = maint_core ? open_loop_core() : NULL;
 	group_core = held_core ? open_core() : NULL;
+	startup_sigs = NULL; /* from here on, sigwait() below takes them */
 	if (group_core == NULL) {
 		log_error("cannot open the store %s", store_shown());
 		return 1;

@@ -228,9 +228,14 @@ if [ "$STORE" = postgres ]; then
 	BG_PIDS="$BG_PIDS $UPID"
 	wait_for "$OUT/unreachable.log" "cannot connect to PostgreSQL: .*port $dead" 30
 	ok $? "a PostgreSQL store that cannot be reached is logged, with its host and port"
-	# SIGKILL: until it has its store it takes no SIGTERM (the signals are
-	# blocked for the sigwait() it reaches once started).
-	kill -KILL "$UPID"; wait "$UPID" 2>/dev/null
+	# While it waits for its store it still stops when told (lighttpd's
+	# SIGTERM, or its parent's death): a responder spawned while the
+	# database is down must not outlive its web server.
+	kill -TERM "$UPID"
+	for i in $(seq 1 100); do kill -0 "$UPID" 2>/dev/null || break; sleep 0.1; done
+	kill -0 "$UPID" 2>/dev/null
+	ok $(( ! $? )) "... and SIGTERM stops it while it waits for the store"
+	kill -KILL "$UPID" 2>/dev/null; wait "$UPID" 2>/dev/null
 	grep -q 'store=postgresql (--store)' "$OUT/server.log"
 	ok $? "the start-up log names the PostgreSQL store without its URL"
 	grep -qF -- "$PG_PASSWORD" "$OUT"/*.log

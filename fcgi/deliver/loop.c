@@ -154,13 +154,20 @@ void loop_wake(loop *l)
 	(void)w;
 }
 
+/* Only a post that finds the queue empty writes the eventfd. The post that
+ * made the queue non-empty wrote it, and woken() reads the eventfd before
+ * it takes the whole queue, so no job is ever left queued without a write
+ * after it. A burst of replies (a group commit answering many WebSockets)
+ * costs one wake-up, not a system call each. */
 void loop_post(loop *l, struct loop_job *j)
 {
 	pthread_mutex_lock(&l->lock);
+	int was_empty = l->posted == NULL;
 	j->next = l->posted;
 	l->posted = j;
 	pthread_mutex_unlock(&l->lock);
-	loop_wake(l);
+	if (was_empty)
+		loop_wake(l);
 }
 
 /* The eventfd: the posted jobs in the order posted, then the wake hooks. */
