@@ -96,12 +96,7 @@ s.sendall(("GET /api/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\
 time.sleep(30)' "$PORT" "$Z"
 # The drain below needs that stream held: wait for it (a loaded machine
 # under ASan has taken over a second), not for a fixed time.
-for i in $(seq 1 200); do
-	get /api/health
-	[ "$(echo "$BODY" | jq -r .held)" -ge 1 ] 2>/dev/null && break
-	sleep 0.05
-done
-is "$(echo "$BODY" | jq -r .held)" 1 "the reader that never reads holds its stream"
+is "$(wait_held 1 10)" 1 "the reader that never reads holds its stream"
 rp=$(responder_pids)
 t0=$(date +%s%N)
 kill -TERM "$rp"
@@ -132,12 +127,7 @@ curl -s "$BASE/api/poll?since=0&timeout=30" -H "Authorization: Bearer $(login be
 poller=$!
 # Both must be held before the Ctrl-C (a poll that arrives during the drain
 # is rightly refused 503): wait for the count, not for a fixed time.
-for i in $(seq 1 300); do
-	get /api/health
-	[ "$(echo "$BODY" | jq -r .held)" -ge 2 ] 2>/dev/null && break
-	sleep 0.05
-done
-is "$(echo "$BODY" | jq -r .held)" 2 "amy's stream and ben's poll are held"
+is "$(wait_held 2 15)" 2 "amy's stream and ben's poll are held"
 rp=$(responder_pids | tr '\n' ' ')
 is "$(echo $rp | wc -w)" 1 "one responder to stop ($rp)"
 t0=$(date +%s%N)

@@ -408,6 +408,18 @@ wait_for() {
 	return 1
 }
 
+# wait_held N [seconds]: wait until /api/health counts N held streams and
+# polls (or more); prints the last count.
+wait_held() {
+	local n=$1 t=${2:-10} i
+	for i in $(seq 1 $((t * 20))); do
+		get /api/health
+		[ "$(echo "$BODY" | jq -r .held)" -ge "$n" ] 2>/dev/null && break
+		sleep 0.05
+	done
+	echo "$BODY" | jq -r .held
+}
+
 # relay TOKEN TO N SSEFILE: signal {"n":N} to TO and wait for it on TO's
 # stream; sets RELAY_MS (curl start-up included), returns 1 on a timeout.
 relay() {
