@@ -18,10 +18,14 @@ pgpid="" pgdir=""
 if [ -z "$url" ]; then
 	[ -x /usr/lib/postgresql/15/bin/initdb ] || { echo "run-postgres: postgresql-15 is not installed" >&2; exit 1; }
 	[ -n "$pgport" ] || pgport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-	pgdir=$PWD/var/pg
-	if [ "$(id -u)" = 0 ] && ! runuser -u postgres -- test -x "$PWD/var"; then
-		pgdir=/tmp/signal-pg-$(id -u)-$(printf '%s' "$PWD" | md5sum | cut -c1-8)
-		echo "run-postgres: the postgres user cannot enter $PWD, so the data lives in $pgdir"
+	if [ -n "${PG_DIR:-}" ]; then
+		pgdir=$PG_DIR
+	else
+		pgdir=$PWD/var/pg
+		if [ "$(id -u)" = 0 ] && ! runuser -u postgres -- test -x "$PWD/var"; then
+			pgdir=/tmp/signal-pg-$(id -u)-$(printf '%s' "$PWD" | md5sum | cut -c1-8)
+			echo "run-postgres: the postgres user cannot enter $PWD, so the data lives in $pgdir"
+		fi
 	fi
 	if [ -f "$pgdir/postmaster.pid" ] && kill -0 "$(head -1 "$pgdir/postmaster.pid")" 2>/dev/null; then
 		echo "run-postgres: a PostgreSQL already runs on $pgdir (another make run?)" >&2
