@@ -11,7 +11,7 @@
 # on both sides. Then SIGTERM to run-cluster.sh (what Ctrl-C does): make
 # exits, the nodes, the balancer and PostgreSQL are gone, checked by PID and
 # by session (pgrep -s). tests/browser/setup.sh installs chromium and
-# playwright-core when missing. About 30 s.
+# playwright-core when missing. About 20-45 s.
 . "$(dirname "$0")/lib.sh"
 t_start=$(date +%s)
 if ! "$ROOT/tests/browser/setup.sh" >"$OUT/setup.log" 2>&1; then
@@ -28,6 +28,17 @@ RUNROOT=$OUT/run
 LOG=$OUT/cluster.log
 MAKE_PID="" RPG_PID="" RC_PID="" PGPID="" LB_PID="" NODE_PIDS="" CALLS_PID="" TAIL_PID=""
 
+# The PIDs make cluster's scripts print: PostgreSQL's postmaster, each
+# node's lighttpd, the balancer's nginx (and run-cluster.sh's, a child of
+# run-postgres.sh, a child of make).
+node_pid() { sed -n "s|^node $1: http://127\.0\.0\.1:$((PORT + $1))/ (lighttpd pid \([0-9]*\),.*|\1|p" "$LOG"; }
+read_pids() {
+	[ -n "$RPG_PID" ] || RPG_PID=$(pgrep -P "$MAKE_PID" -f 'tools/run-postgres\.sh')
+	[ -n "$RPG_PID" ] && [ -z "$RC_PID" ] && RC_PID=$(pgrep -P "$RPG_PID" -f 'tools/run-cluster\.sh')
+	PGPID=$(sed -n "s|^PostgreSQL 15 on 127\.0\.0\.1:$PGPORT (pid \([0-9]*\), data $PGDIR); .*|\1|p" "$LOG")
+	NODE_PIDS="$(node_pid 1) $(node_pid 2) $(node_pid 3)"
+	LB_PID=$(sed -n "s|^balancer: http://127\.0\.0\.1:$PORT/ (nginx pid \([0-9]*\)).*|\1|p" "$LOG")
+}
 # What is still running of ours: each PID we know, and every process in the
 # sessions of the nodes' lighttpds (their responders), of nginx (its worker)
 # and of PostgreSQL's postmaster (its backends), each started by setsid.
@@ -67,6 +78,7 @@ cluster_cleanup() {
 		kill -TERM "$CALLS_PID" "$TAIL_PID" 2>/dev/null
 		wait "$CALLS_PID" "$TAIL_PID" 2>/dev/null
 	fi
+	[ -n "$MAKE_PID" ] && read_pids
 	stop_cluster
 	MAKE_PID=""
 	local left
@@ -74,7 +86,10 @@ cluster_cleanup() {
 	if [ -n "$left" ]; then
 		echo "# still running at exit, stopped by PID: $left"
 		kill -TERM $left 2>/dev/null
-		"$ROOT/tools/pg-local.sh" stop "$PGDIR" 2>/dev/null
+	fi
+	if [ -f "$PGDIR/postmaster.pid" ]; then # one whose PID was never printed
+		echo "# PostgreSQL still running at exit on $PGDIR: stopped"
+		"$ROOT/tools/pg-local.sh" stop "$PGDIR"
 	fi
 	cleanup
 	rm -rf "$PGDIR" "$PGDIR.initdb.log"
@@ -97,8 +112,7 @@ health() { curl -sf --max-time 5 "$1/api/health"; }
 up=1
 for k in $(seq 1 1800); do
 	kill -0 "$MAKE_PID" 2>/dev/null || break
-	[ -n "$RPG_PID" ] || RPG_PID=$(pgrep -P "$MAKE_PID" -f 'tools/run-postgres\.sh')
-	[ -n "$RPG_PID" ] && [ -z "$RC_PID" ] && RC_PID=$(pgrep -P "$RPG_PID" -f 'tools/run-cluster\.sh')
+	read_pids
 	if [ -n "$RC_PID" ] && health "$(node_url 0)" >/dev/null && health "$(node_url 1)" >/dev/null &&
 		health "$(node_url 2)" >/dev/null && health "$(node_url 3)" >/dev/null; then
 		up=0
@@ -107,6 +121,7 @@ for k in $(seq 1 1800); do
 	sleep 0.1
 done
 diag "up $(($(date +%s) - t_start)) s after the start (make, initdb, three nodes, the balancer)"
+read_pids
 if [ "$up" != 0 ]; then
 	ok 1 "make cluster comes up: three nodes and the balancer answer /api/health"
 	sed 's/^/#   /' "$LOG" | tail -30
@@ -114,14 +129,12 @@ if [ "$up" != 0 ]; then
 	exit 1
 fi
 
-PGPID=$(sed -n "s|^PostgreSQL 15 on 127\.0\.0\.1:$PGPORT (pid \([0-9]*\), data $PGDIR); .*|\1|p" "$LOG")
 [ -n "$PGPID" ] && [ "$(head -1 "$PGDIR/postmaster.pid" 2>/dev/null)" = "$PGPID" ] && kill -0 "$PGPID"
 ok $? "make cluster started PostgreSQL 15 on 127.0.0.1:$PGPORT (PGPORT), pid ${PGPID:-?}, its data in $PGDIR (PG_DIR), not var/pg"
 resp=""
 for i in 1 2 3; do
 	np=$((PORT + i))
-	lpid=$(sed -n "s|^node $i: http://127\.0\.0\.1:$np/ (lighttpd pid \([0-9]*\),.*|\1|p" "$LOG")
-	NODE_PIDS="$NODE_PIDS $lpid"
+	lpid=$(node_pid "$i")
 	h=$(health "$(node_url "$i")")
 	rpid=$(printf '%s' "$h" | jq -r .pid)
 	resp="$resp $rpid"
@@ -130,7 +143,6 @@ for i in 1 2 3; do
 	ok $? "node $i answers on 127.0.0.1:$np (PORT+$i): lighttpd pid $lpid, responder pid $rpid (in its session), its socket in RUNROOT/$np/"
 done
 is "$(echo $resp | tr ' ' '\n' | sort -u | wc -l)" 3 "... three nodes, three different responders"
-LB_PID=$(sed -n "s|^balancer: http://127\.0\.0\.1:$PORT/ (nginx pid \([0-9]*\)).*|\1|p" "$LOG")
 [ -n "$LB_PID" ] && [ "$(cat "$RUNROOT/$PORT/nginx.pid" 2>/dev/null)" = "$LB_PID" ] && health "http://127.0.0.1:$PORT" >/dev/null
 ok $? "the balancer answers on 127.0.0.1:$PORT (nginx pid $LB_PID, its configuration in RUNROOT/$PORT/balancer.conf)"
 # Every port of the cluster, PostgreSQL's included, listens on 127.0.0.1 only.
