@@ -4,6 +4,7 @@
 #                   (SERVER=nginx or SERVER=apache: that front server instead;
 #                   STORE=postgres: on a local PostgreSQL it starts; PG_URL=postgresql://...: on yours)
 #   make cluster    NODES=3 nodes on PORT+1.. on one local PostgreSQL (or PG_URL), an nginx balancer on PORT
+#                   (the local PostgreSQL's data: var/pg/, or PG_DIR=DIR; runtime files: var/run/, or RUNROOT=DIR)
 #   make test       install what is missing, build, run every test (TAP through prove)
 #   make bench      benchmarks (see bench/)
 #   make deb        the Debian package, build/deb/signal-fcgi_VERSION_amd64.deb
@@ -20,10 +21,14 @@ SERVER   ?= lighttpd
 STORE    ?= sqlite
 PG_URL   ?=
 PGPORT   ?=
+# The local PostgreSQL's data directory (empty: var/pg/, see tools/run-postgres.sh).
+PG_DIR   ?=
 STORE_ARGS ?=
 # Runtime files (sockets, pid files) of one instance: several `make run`
-# on different ports never share a socket.
-RUNDIR   ?= $(CURDIR)/var/run/$(PORT)
+# on different ports never share a socket; `make cluster` puts its nodes'
+# and its balancer's in RUNROOT/PORT+i/ and RUNROOT/PORT/.
+RUNROOT  ?= $(CURDIR)/var/run
+RUNDIR   ?= $(RUNROOT)/$(PORT)
 NODES    ?= 3
 
 CC       ?= cc
@@ -181,7 +186,7 @@ run: deps
 	@$(MAKE) --no-print-directory all
 	@mkdir -p $(dir $(DB)) $(RUNDIR)
 ifneq ($(PG_URL)$(filter postgres,$(STORE)),)
-	@exec tools/run-postgres.sh "$(PG_URL)" "$(PGPORT)" $(MAKE) --no-print-directory run-front
+	@PG_DIR="$(PG_DIR)" exec tools/run-postgres.sh "$(PG_URL)" "$(PGPORT)" $(MAKE) --no-print-directory run-front
 else
 	@$(MAKE) --no-print-directory run-front
 endif
@@ -207,7 +212,8 @@ cluster: STORE = postgres
 cluster: SERVER = nginx
 cluster: deps
 	@$(MAKE) --no-print-directory all
-	@exec tools/run-postgres.sh "$(PG_URL)" "$(PGPORT)" tools/run-cluster.sh $(NODES) $(PORT) $(BIND) $(PROCS) $(ARGS)
+	@PG_DIR="$(PG_DIR)" RUNROOT="$(RUNROOT)" exec tools/run-postgres.sh "$(PG_URL)" "$(PGPORT)" \
+	  tools/run-cluster.sh $(NODES) $(PORT) $(BIND) $(PROCS) $(ARGS)
 
 # Three test files at a time: most of a file's time is spent waiting
 # (servers starting, timeouts, heartbeats; one run used 240 s of CPU in

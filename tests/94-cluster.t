@@ -26,24 +26,6 @@ HB=8 # heartbeat: short, so the node killed for good has its users pruned soon
 # the wake-up across nodes (or the re-read when a listener comes back).
 NODE_ARGS="--store $URL --heartbeat-timeout $HB --prune-interval 1 --recheck 120 --rate-ip 100000 --rate-session 100000 --rate-login 100000"
 declare -a NPORT NPID
-# port_run N: the first of N consecutive ports that bind now, below the
-# ephemeral range, where a client connection's local port could take a
-# node's port while it is down (restarted) or not yet bound.
-port_run() {
-	python3 -c '
-import random, socket, sys
-for _ in range(200):
-    base, ss = random.randrange(20000, 32000), []
-    try:
-        for k in range(int(sys.argv[1])):
-            s = socket.socket(); s.bind(("127.0.0.1", base + k)); ss.append(s)
-        print(base); break
-    except OSError:
-        pass
-    finally:
-        for s in ss: s.close()
-' "$1"
-}
 p0=$(port_run 3)
 for i in 0 1 2; do NPORT[$i]=$((p0 + i)); done
 

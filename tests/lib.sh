@@ -19,6 +19,7 @@
 #                         its URL, which trust authentication ignores)
 #   sql QUERY             -> the rows of QUERY on the store that runs (SQLite
 #                         file or PostgreSQL database), `|`-separated
+#   port_run N            -> the first of N consecutive free ports (a cluster's)
 #   pg_start / pg_stop    a throwaway PostgreSQL on a free port: PG_PORT, PG_PID
 #   stop_server           (returns once its responders have exited)
 #   login USER            -> prints the token (fails the test on error)
@@ -79,6 +80,24 @@ done_testing() {
 
 free_port() {
 	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+# port_run N: the first of N consecutive ports that bind now, below the
+# ephemeral range, where a client connection's local port could take a
+# node's port while it is down (restarted) or not yet bound.
+port_run() {
+	python3 -c '
+import random, socket, sys
+for _ in range(200):
+    base, ss = random.randrange(20000, 32000), []
+    try:
+        for k in range(int(sys.argv[1])):
+            s = socket.socket(); s.bind(("127.0.0.1", base + k)); ss.append(s)
+        print(base); break
+    except OSError:
+        pass
+    finally:
+        for s in ss: s.close()
+' "$1"
 }
 
 # start_server [--procs N] [--workers N] [--db FILE] [-- responder options]

@@ -2,36 +2,22 @@
 // Starts its own lighttpd (the repo's lighttpd.conf) on a free port with a
 // fresh database (FRONT=nginx|apache|apache-fcgid: that front server instead,
 // by tests/serve.sh), drives the call page (www/index.html) in separate browser
-// contexts (one cookie jar per user), prints TAP, and stops what it started.
+// contexts (one cookie jar per user; the page helpers are lib.mjs's), prints
+// TAP, and stops what it started.
 //   node tests/browser/calls.mjs OUTDIR
-import { chromium } from 'playwright-core';
 import { spawn, execFileSync } from 'node:child_process';
 import { chmodSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { ok, checks, failures, freePort, launchBrowser, pageKit, channelsOpen, shownState, onTransport, sendSeq,
+  seqsOf, upTo, gotSeqs, chat, videoPlaying } from './lib.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const OUT = path.resolve(process.argv[2] || path.join(ROOT, 'tests/out/50-browser'));
 mkdirSync(OUT, { recursive: true });
 
-let n = 0;
-let failed = 0;
-function ok(cond, name, diag) {
-  n++;
-  if (!cond) failed++;
-  console.log(`${cond ? 'ok' : 'not ok'} ${n} - ${name}`);
-  if (!cond && diag) console.log(`# ${String(diag).split('\n').join('\n# ')}`);
-}
-
 // ---- the service ----
-function freePort() {
-  return new Promise((resolve) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
-  });
-}
-
 let server = null;
 const FRONT = process.env.FRONT || 'lighttpd';
 // Under mod_fcgid the bundle sits in a user's folder (lib.sh): one user for
@@ -75,130 +61,10 @@ async function stopServer() {
 }
 
 // ---- pages ----
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-features=WebRtcHideLocalIpsWithMdns',
-    '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream'],
-});
-
+const browser = await launchBrowser();
 let base = '';
-const contexts = [];
-const consoleLog = [];
-async function openPage(name, room, { transport = 'auto', media = false, width = 1100, noEventSource = false,
-  noWebSocket = false, ctx = null, switchableWs = false, switchableEs = false, query = '' } = {}) {
-  if (!ctx) {
-    ctx = await browser.newContext({ viewport: { width, height: 800 } });
-    contexts.push(ctx);
-  }
-  const page = await ctx.newPage();
-  // Every event the page's SignalClient dispatches (after its dedupe by id).
-  await page.addInitScript(() => {
-    window.__events = [];
-    window.__states = []; // for diagnostics
-    const dispatch = EventTarget.prototype.dispatchEvent;
-    EventTarget.prototype.dispatchEvent = function (ev) {
-      if (this.constructor && this.constructor.name === 'SignalClient' && ev.type === 'state')
-        window.__states.push(`${ev.detail.transport}/${ev.detail.state}/${ev.detail.reason}@${Math.round(performance.now())}`);
-      if (this.constructor && this.constructor.name === 'SignalClient' && ev.detail && typeof ev.detail.id === 'number')
-        window.__events.push(ev.detail);
-      return dispatch.call(this, ev);
-    };
-  });
-  if (noEventSource) await page.addInitScript(() => { delete window.EventSource; });
-  // Proxies, played in the page: while window.__blockWs is true (from the
-  // start with noWebSocket) the upgrade is refused (error, then close 1006);
-  // while window.__blockEs is true event streams are buffered (the
-  // EventSource never opens and delivers nothing).
-  if (noWebSocket || switchableWs || switchableEs) {
-    await page.addInitScript(({ ws, es }) => {
-      const gate = (name, flag, blocked, fake) => {
-        const Real = window[name];
-        window[flag] = blocked;
-        window[name] = function (...args) { return window[flag] ? fake() : new Real(...args); };
-      };
-      const refusedSocket = () => {
-        const f = new EventTarget();
-        f.readyState = 0;
-        f.send = () => { throw new Error('not open'); };
-        f.close = () => {};
-        setTimeout(() => {
-          f.readyState = 3;
-          if (f.onerror) f.onerror(new Event('error'));
-          if (f.onclose) f.onclose({ code: 1006, reason: '' });
-        }, 50);
-        return f;
-      };
-      const bufferedStream = () => Object.assign(new EventTarget(), { readyState: 0, close() { this.readyState = 2; } });
-      if (ws !== null) gate('WebSocket', '__blockWs', ws, refusedSocket);
-      if (es !== null) gate('EventSource', '__blockEs', es, bufferedStream);
-    }, { ws: noWebSocket || switchableWs ? noWebSocket : null, es: switchableEs ? false : null });
-  }
-  page.on('pageerror', (e) => console.log(`# page error (${name}): ${e.message}`));
-  page.on('console', (m) => { if (m.type() === 'warning' || m.type() === 'error') consoleLog.push(`${name}: ${m.text()}`); });
-  await page.goto(base + '/' + query);
-  await page.fill('#name', name);
-  await page.fill('#room', room);
-  await page.selectOption('#transport', transport);
-  await page.setChecked('#media', media); // the page ticks it by default
-  await page.click('#joinBtn');
-  return page;
-}
-async function closeAll() {
-  while (contexts.length) await contexts.pop().close();
-}
-// Wait until page shows an open chat channel with every one of peers.
-async function channelsOpen(page, peers, timeout = 30000) {
-  const sel = peers.map((p) => `#peers li[data-peer="${p}"][data-channel="open"]`).join(', ');
-  await page.waitForFunction((s) => document.querySelectorAll(s.sel).length === s.count,
-    { sel, count: peers.length }, { timeout });
-}
-// "transport/state/reason" as the page shows it.
-const shownState = (page) => page.evaluate(() => { const d = document.querySelector('#transportState').dataset;
-  return `${d.transport}/${d.state}/${d.reason}`; });
-const onTransport = (page, t, timeout) => page.waitForFunction((want) => {
-  const d = document.querySelector('#transportState').dataset;
-  return d.transport === want && d.state === 'open'; }, t, { timeout });
-// from sends {seq: first..last} to `to`, one every 100 ms, in the background.
-const sendSeq = (from, to, first, last) => from.evaluate(({ to, first, last }) => {
-  window.__sending = (async () => {
-    for (let i = first; i <= last; i++) {
-      await window.signalApp.client.signal(to, { seq: i });
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  })();
-}, { to, first, last });
-const seqsOf = (page) => page.evaluate(() => window.__events.filter((e) => e.seq).map((e) => e.seq));
-const upTo = (n) => Array.from({ length: n }, (_, i) => i + 1);
-const gotSeqs = (page, n, timeout = 20000) => page.waitForFunction((k) => window.__events.filter((e) => e.seq).length >= k, n,
-  { timeout });
-
-async function chat(from, to, text) {
-  await from.fill('#chatInput', text);
-  await from.press('#chatInput', 'Enter');
-  await to.waitForFunction((t) => [...document.querySelectorAll('#messages li')].some((li) => li.textContent.includes(t)),
-    text, { timeout: 10000 });
-}
-// A scenario gets one more try on fresh pages if the first fails (WebRTC
-// set-up on a loaded 2-core machine has its own timing); the first failure
-// is printed, so a flaky scenario is visible, and a real bug fails twice.
-// ONLY=REGEX runs just the scenarios whose name matches (while working on one).
-async function attempt(name, fn) {
-  if (process.env.ONLY && !new RegExp(process.env.ONLY).test(name)) return true;
-  for (let t = 1; t <= 2; t++) {
-    try {
-      await fn();
-      return true;
-    } catch (e) {
-      await closeAll();
-      if (t === 2) {
-        ok(false, name, e.stack || e);
-        return false;
-      }
-      console.log(`# ${name}: first try failed (${String(e.message || e).split('\n')[0]}); trying again`);
-    }
-  }
-  return false;
-}
+const { openPage: openAt, closeAll, attempt, contexts, consoleLog } = pageKit(browser);
+const openPage = (name, room, opts) => openAt(base, name, room, opts);
 
 const port = await freePort();
 base = `http://127.0.0.1:${port}${PREFIX}`;
@@ -456,14 +322,8 @@ try {
     const a = await openPage('vidA', 'video', { media: true });
     const b = await openPage('vidB', 'video', { media: true });
     await channelsOpen(a, ['vidB']);
-    const playing = async (page) => page.waitForFunction(() => {
-      const v = document.querySelector('video.remote');
-      if (!v || v.readyState < 2) return false;
-      if (window.__t0 === undefined) { window.__t0 = v.currentTime; return false; }
-      return v.currentTime > window.__t0 + 0.2 && v.videoWidth > 0;
-    }, null, { timeout: 20000, polling: 200 });
-    await playing(a);
-    await playing(b);
+    await videoPlaying(a);
+    await videoPlaying(b);
     ok(true, 'with fake devices, each page plays the other\'s remote video (time advancing, frames sized)');
     await a.screenshot({ path: `${OUT}/call-laptop.png` });
     const phone = await openPage('vidC', 'video-phone', { width: 390 });
@@ -754,5 +614,5 @@ try {
   await stopServer();
   writeFileSync(`${OUT}/console.log`, consoleLog.join('\n') + '\n');
 }
-console.log(`1..${n}`);
-process.exit(failed ? 1 : 0);
+console.log(`1..${checks()}`);
+process.exit(failures() ? 1 : 0);
