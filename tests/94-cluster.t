@@ -81,8 +81,12 @@ up=0
 for i in 0 1 2; do node_up "$i" && up=$((up + 1)); done
 is "$up" 3 "three nodes on one PostgreSQL answer their health checks"
 [ "$up" = 3 ] || { tail -20 "$OUT"/node*.log | sed 's/^/#   /'; done_testing; exit 1; }
-for i in 0 1 2; do [ -S "$(node_run "$i")/signal-fcgi.sock" ] || break; done
-ok $? "each node's sockets are in a directory of its own (run/PORT/)"
+# lighttpd names the FastCGI socket of its first responder signal-fcgi.sock-0.
+own=0
+for i in 0 1 2; do
+	[ -S "$(node_run "$i")/signal-fcgi.sock-0" ] && [ -S "$(node_run "$i")/signal-ws.sock" ] && own=$((own + 1))
+done
+is "$own $(for i in 0 1 2; do node_run "$i"; done | sort -u | wc -l)" "3 3" "each node's sockets are in a directory of its own (run/PORT/)"
 listeners() { pg_sql "$SERVER_PG" "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'signal-fcgi-listen' AND query LIKE 'LISTEN signal_%'"; }
 for k in $(seq 1 100); do # the loop connects it, soon after the node answers
 	listening=$(listeners)
