@@ -279,15 +279,20 @@ run_nginx() {
 	row latency-sse-nginx "p50 over the runs: lowest-highest" "$3-$4" "-" "-"
 	row latency-sse-nginx "CPU per message (us): front server" "$5" "-" "-"
 	row latency-sse-nginx "CPU per message (us): responder" "$6" "-" "-"
-	o=$(START_OURS=start_ours_nginx throughput_runs "")
-	set -- $o
-	row throughput-nginx "delivered msgs/s (32x2, 8 in flight), median of $THROUGHPUT_RUNS" "$1" "-" ">= 20000"
-	row throughput-nginx "msgs/s over the runs: lowest-highest" "$8" "-" "-"
-	row throughput-nginx "server CPU %" "$2" "-" "-"
-	row throughput-nginx "CPU per message (us): front server" "$4" "-" "-"
-	row throughput-nginx "CPU per message (us): responder" "$5" "-" "-"
-	row throughput-nginx "commands per store commit (group commit)" "$6" "-" "-"
-	row throughput-nginx "server RSS (KB)" "$3" "-" "-"
+	throughput_rows throughput-nginx ">= 20000" $(START_OURS=start_ours_nginx throughput_runs "")
+}
+# throughput_rows CASE TARGET THROUGHPUT_RUNS_LINE...: the rows of one of
+# ours (no nchan column).
+throughput_rows() {
+	local c=$1 t=$2
+	shift 2
+	row "$c" "delivered msgs/s (32x2, 8 in flight), median of $THROUGHPUT_RUNS" "$1" "-" "$t"
+	row "$c" "msgs/s over the runs: lowest-highest" "$8" "-" "-"
+	row "$c" "server CPU %" "$2" "-" "-"
+	row "$c" "CPU per message (us): front server" "$4" "-" "-"
+	row "$c" "CPU per message (us): responder" "$5" "-" "-"
+	row "$c" "commands per store commit (group commit)" "$6" "-" "-"
+	row "$c" "server RSS (KB)" "$3" "-" "-"
 }
 
 # held_one NCHAN_FLAG N [ws] -> "connected rss_per_stream_kb rss_added_per_stream_kb delivered deliver_s
@@ -336,16 +341,7 @@ run_ws() {
 	run_ws_held
 }
 run_ws_throughput() {
-	local o
-	o=$(throughput_runs "" ws)
-	set -- $o
-	row throughput-ws "delivered msgs/s (32x2, 8 in flight), median of $THROUGHPUT_RUNS" "$1" "-" ">= 20000"
-	row throughput-ws "msgs/s over the runs: lowest-highest" "$8" "-" "-"
-	row throughput-ws "server CPU %" "$2" "-" "-"
-	row throughput-ws "server RSS (KB)" "$3" "-" "-"
-	row throughput-ws "CPU per message (us): front server" "$4" "-" "-"
-	row throughput-ws "CPU per message (us): responder" "$5" "-" "-"
-	row throughput-ws "commands per store commit (group commit)" "$6" "-" "-"
+	throughput_rows throughput-ws ">= 20000" $(throughput_runs "" ws)
 }
 
 # Held WebSockets through lighttpd and through nginx: memory per socket
