@@ -6,7 +6,10 @@
 # kernel's TCP send buffer alone absorbs up to 4 MB before anyone notices.)
 . "$(dirname "$0")/lib.sh"
 
-start_server -- --write-timeout 3 --mailbox-limit 5000 --keepalive 1 --rate-session 100000 --rate-ip 100000 || exit 1
+# A heartbeat timeout far beyond the test's length: on a loaded machine its
+# steps take a minute or more, and a pruned sam would have no mailbox left.
+start_server -- --write-timeout 3 --mailbox-limit 5000 --keepalive 1 --rate-session 100000 --rate-ip 100000 \
+	--heartbeat-timeout 600 || exit 1
 A=$(login alice)
 B=$(login bob)
 S=$(login sam)
@@ -30,10 +33,13 @@ deadline = time.time() + 600
 while not os.path.exists(posted) and time.time() < deadline:
     time.sleep(0.1)
 time.sleep(6)
+# Then read as a normal client would: a 4 KB window takes hundreds of round
+# trips through a busy front server for the megabytes it still holds.
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
 s.settimeout(1)
 data = b""
 state = "still-open"
-deadline = time.time() + 10
+deadline = time.time() + 60
 while time.time() < deadline:   # then take what reached us, until EOF or the deadline
     try:
         chunk = s.recv(1 << 20)
@@ -84,22 +90,25 @@ for b in $(seq 0 $((TOTAL / 15 - 1))); do
 		"$BASE" "$A" "$OUT/batches/$b.json" "$OUT/batches/$b.out" >>"$OUT/batches.curl"
 done
 curl -s -K "$OUT/batches.curl"
-for b in $(seq 0 $((TOTAL / 15 - 1))); do jq -r '.[] | .success' "$OUT/batches/$b.out" 2>/dev/null || echo "no-answer"; done |
-	sort | uniq -c >"$OUT/sam-codes"
 touch "$OUT/posted"
+# One jq for all the answers (a jq per batch took 60 s at a load of 14); a
+# missing or cut answer leaves the count short.
+jq -r '.[] | .success' "$OUT"/batches/*.out 2>/dev/null | sort | uniq -c >"$OUT/sam-codes"
 is "$(cat "$OUT/sam-codes" | tr -s ' ')" " $TOTAL true" "$TOTAL x 4 KB signals to the slow reader are all accepted"
 grep -l -v '"success":true' "$OUT"/batches/*.out 2>/dev/null | head -1 | xargs -r cat | jq -c '[.[] | select(.success != true)][0]' 2>/dev/null | sed 's/^/# first refused: /'
 
 # meanwhile the other pair relays at normal speed
 worst=0
+relayed=0
 for n in $(seq 1 10); do
 	relay "$A" bob "$n" "$OUT/bob.sse" || break
+	relayed=$n
 	[ $RELAY_MS -gt $worst ] && worst=$RELAY_MS
 done
 diag "alice->bob while sam is stuck: slowest of 10 relays ${worst} ms (curl start-up included)"
 # A relay stuck behind sam would wait for his socket to be let go (after
 # --write-timeout 3 s); a loaded machine has made one take over 500 ms.
-[ $worst -lt 2500 ]; ok $? "other streams are not held up by the stuck one (slowest ${worst} ms < 2500)"
+[ $relayed = 10 ] && [ $worst -lt 2500 ]; ok $? "other streams are not held up by the stuck one ($relayed of 10 relayed, slowest ${worst} ms < 2500)"
 is "$(sse_data "$OUT/bob.sse" | jq -r 'select(.n) | .n' | tr '\n' ' ')" "$(seq 1 10 | tr '\n' ' ')" "bob got all 10, in order"
 
 wait $SAM
