@@ -189,10 +189,30 @@ def idle_listener(tok):
             conn.close()
 
 
+def idle_poller(tok):
+    """Holds a long-poll with nothing to receive and records only the
+    reconnect delay it is told: a poll certainly held when the drain starts
+    (a relaying pair's receiver is often between two polls)."""
+    while not stop_recv.is_set():
+        try:
+            req = urllib.request.Request("%s/api/poll?since=0&timeout=25" % base,
+                                         headers={"Authorization": "Bearer " + tok})
+            with urllib.request.urlopen(req, timeout=40) as r:
+                body = json.load(r)
+            for ev in body["events"]:
+                if ev.get("type") == "reconnect" and "id" not in ev:
+                    with lock:
+                        afters.append(("idle-poll", ev["after"]))
+                    return
+        except (urllib.error.URLError, OSError, ValueError):
+            time.sleep(0.2)
+
+
 readers = {"sse": sse_reader, "poll": poll_reader, "ws": ws_reader}
 threads = [threading.Thread(target=sender, args=(p,)) for p in spec["pairs"]]
 recv = [threading.Thread(target=readers[p["via"]], args=(p,)) for p in spec["pairs"]]
 idle = [threading.Thread(target=idle_listener, args=(t,)) for t in spec["idle"]]
+idle += [threading.Thread(target=idle_poller, args=(t,)) for t in spec.get("idle_polls", [])]
 for t in recv + idle + threads:
     t.daemon = True
     t.start()
