@@ -113,7 +113,11 @@ start_server() {
 		*) break ;;
 		esac
 	done
-	SERVER_ARGS="$*"
+	# A 10-minute heartbeat unless the test gives its own (the last one
+	# given wins): on a loaded machine a suite's steps can leave a user
+	# silent for over the default 60 s, and a pruned session fails checks
+	# that have nothing to do with liveness (40-prune tests that).
+	SERVER_ARGS="--heartbeat-timeout 600 $*"
 	SERVER_DB=$db
 	if [ "$STORE" = postgres ]; then
 		pg_db "$db" || return 1
