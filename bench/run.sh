@@ -346,9 +346,11 @@ run_ws_throughput() {
 
 # Held WebSockets through lighttpd and through nginx: memory per socket
 # (what each process added over its idle size) and one message each.
+# WS_HELD_FRONTS="lighttpd" (or "nginx") runs one of the two.
 run_ws_held() {
-	local o n
+	local o n fronts=" ${WS_HELD_FRONTS:-lighttpd nginx} "
 	for n in $HELD; do
+		[[ $fronts == *" lighttpd "* ]] && {
 		start_ours 1 "$HELD_WORKERS"; o=$(held_one "" "$n" ws); stop_server
 		set -- $o
 		row "held-ws-$n" "sockets connected" "$1" "-" "$n"
@@ -358,6 +360,8 @@ run_ws_held() {
 		row "held-ws-$n" "... responder (KB)" "${7:--}" "-" "-"
 		row "held-ws-$n" "one message each: delivered" "$4" "-" "all $n"
 		row "held-ws-$n" "... in seconds" "$5" "-" "-"
+		}
+		[[ $fronts == *" nginx "* ]] && {
 		start_ours_nginx "$HELD_WORKERS"; o=$(held_one "" "$n" ws); stop_server
 		set -- $o
 		row "held-ws-nginx-$n" "sockets connected" "$1" "-" "$n"
@@ -365,6 +369,7 @@ run_ws_held() {
 		row "held-ws-nginx-$n" "... nginx proxy (KB)" "${6:--}" "-" "-"
 		row "held-ws-nginx-$n" "... responder (KB)" "${7:--}" "-" "-"
 		row "held-ws-nginx-$n" "one message each: delivered" "$4" "-" "all $n"
+		}
 	done
 }
 
