@@ -133,12 +133,13 @@ class Sse:
 
 # ---- raw frames, for what no stock client sends ----
 
-def raw_connect(path="/api/ws", extra=b""):
+def raw_connect(path="/api/ws", extra=b"", after=b""):
+    """extra: more header lines; after: bytes in the same write, after the blank line."""
     s = socket.create_connection((HOST, PORT), timeout=10)
     key = "dGhlIHNhbXBsZSBub25jZQ=="
     req = ("GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
            "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n" % (path, HOST, PORT, key)).encode()
-    s.sendall(req + extra + b"\r\n")
+    s.sendall(req + extra + b"\r\n" + after)
     head = b""
     while b"\r\n\r\n" not in head:
         chunk = s.recv(4096)
@@ -425,6 +426,18 @@ def case_frames():
     # a close frame is answered with a close frame (code 1000)
     s.sendall(frame(8, struct.pack("!H", 1000)))
     check(close_code(s, f[2] if f else b"") == 1000, "a close is answered with 1000", "")
+    s.close()
+    # frames in the same write as the upgrade request (the bytes after its
+    # blank line, read before the socket's own) are answered, and so is the
+    # next frame, read from the socket once they are used up
+    s, status, _, rest = raw_connect(after=frame(9, b"early") + frame(9, b"early2"))
+    f = read_frame(s, rest)
+    g = read_frame(s, f[2] if f else b"")
+    check(status == 101 and f is not None and (f[0], f[1]) == (10, b"early") and g is not None
+          and (g[0], g[1]) == (10, b"early2"), "pings sent with the upgrade request -> their pongs", (status, f, g))
+    s.sendall(frame(9, b"later"))
+    f = read_frame(s, g[2] if g else b"")
+    check(f is not None and (f[0], f[1]) == (10, b"later"), "... and a ping after them -> its pong", f)
     s.close()
 
 

@@ -257,6 +257,8 @@ static ssize_t on_recv(wslay_event_context_ptr ctx, uint8_t *data, size_t len, i
 		size_t n = len < w->early.len ? len : w->early.len;
 		memcpy(data, w->early.data, n);
 		buf_consume(&w->early, n);
+		if (w->early.len == 0)
+			buf_free(&w->early); /* read once, never needed again */
 		w->fed += n;
 		return (ssize_t)n;
 	}
@@ -541,8 +543,11 @@ static int handshake(struct ws_conn *w, size_t head_len)
 		   "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
 		   "Sec-WebSocket-Accept: %s\r\n\r\n", key_out);
 	w->upgraded = 1;
-	/* Bytes after the blank line already belong to the WebSocket. */
-	buf_append(&w->early, w->head.data + head_len, w->head.len - head_len);
+	/* Bytes after the blank line already belong to the WebSocket. A
+	 * buffer for them only when there are some: an append of none would
+	 * still allocate one (256 bytes) and keep it for the socket's life. */
+	if (w->head.len > head_len)
+		buf_append(&w->early, w->head.data + head_len, w->head.len - head_len);
 	buf_free(&w->head);
 	w->last_recv_us = w->last_ping_us = util_mono_us();
 	if (cfg.verbose)
