@@ -38,16 +38,33 @@ def find(rows, case, metric_prefix):
     return None
 
 
+def judged_columns(r):
+    """The columns a row's target applies to: ours, and in the pg-* cases,
+    whose second column is the PostgreSQL store (not nchan), that one too."""
+    return ("ours", "nchan") if r["case"].startswith("pg-") else ("ours",)
+
+
 def own_verdict(rows, r):
-    """(met, why) for a row's own target; None when it has none. The other
-    rows of a held case mean nothing when not all its streams connected."""
-    t = r["target"].strip()
-    ours = num(r["ours"])
-    if t in ("", "-"):
+    """(met, why) for a row's own target; None when it has none. Met only
+    if every judged column meets it."""
+    if r["target"].strip() in ("", "-"):
         return None
+    cols = judged_columns(r)
+    vs = [column_verdict(rows, r, c) for c in cols]
+    if len(vs) == 1:
+        return vs[0]
+    return (all(v[0] for v in vs), "; ".join("%s %s: %s" % ({"ours": "SQLite", "nchan": "PostgreSQL"}[c], r[c], v[1])
+                                            for c, v in zip(cols, vs)))
+
+
+def column_verdict(rows, r, col):
+    """(met, why) of one column against the row's target. The other rows
+    of a held case mean nothing when not all its streams connected."""
+    t = r["target"].strip()
+    ours = num(r[col])
     conn = find(rows, r["case"], "streams connected") or find(rows, r["case"], "sockets connected")
-    if conn is not None and conn is not r and (num(conn["ours"]) or 0) < (num(conn["target"]) or 0):
-        return (False, "only %s of %s connected" % (conn["ours"], conn["target"]))
+    if conn is not None and conn is not r and (num(conn[col]) or 0) < (num(conn["target"]) or 0):
+        return (False, "only %s of %s connected" % (conn[col], conn["target"]))
     if ours is None:
         return (False, "no figure")
     m = re.fullmatch(r"all (\d+)", t)

@@ -83,6 +83,10 @@ db_cpu_ns() {
 lg_target() { if [ -n "$NODE_PORTS" ]; then echo "--ports $NODE_PORTS"; else echo "--port $PORT"; fi; }
 cpu_ticks() { local t=0 p; for p in $(tree "$SERVER_PID"); do t=$((t + $(awk '{sub(/.*\) /,""); print $12+$13}' /proc/$p/stat 2>/dev/null || echo 0))); done; echo $t; }
 
+# Every responder here runs with a 600 s heartbeat: the held cases' sessions
+# are silent once connected, and logging 10,000 of them in on PostgreSQL on
+# a busy machine took longer than the default 60 s, so the first ones were
+# pruned before their streams opened (401: 0 connected).
 start_ours() { # start_ours [PROCS [LIGHTTPD_WORKERS]]
 	local procs=${1:-1} workers=${2:-$WORKERS} store=""
 	PORT=$(free_port)
@@ -93,7 +97,7 @@ start_ours() { # start_ours [PROCS [LIGHTTPD_WORKERS]]
 		store="--store postgresql://postgres@127.0.0.1:$2/b$PORT"
 	fi
 	SIGNAL_ROOT=$ROOT SIGNAL_BIN=$ROOT/build/signal-fcgi SIGNAL_RUNDIR=$WORK/ours/run SIGNAL_DB=$WORK/ours/bench.db \
-		SIGNAL_ARGS="--rate-ip 1000000 --rate-session 1000000 --rate-login 1000000 --mailbox-limit ${MAILBOX_LIMIT:-100000} $store" \
+		SIGNAL_ARGS="--heartbeat-timeout 600 --rate-ip 1000000 --rate-session 1000000 --rate-login 1000000 --mailbox-limit ${MAILBOX_LIMIT:-100000} $store" \
 		SIGNAL_PROCS=$procs SIGNAL_WORKERS=$workers SIGNAL_BIND=127.0.0.1 PORT=$PORT \
 		setsid taskset -c 0 lighttpd -D -f "$ROOT/lighttpd.conf" >"$WORK/ours/server.log" 2>&1 &
 	SERVER_PID=$!
@@ -122,7 +126,7 @@ start_ours_nginx() {
 		-e "s|worker_connections 9000;|worker_connections $conns;|" \
 		-e "s|^worker_rlimit_nofile .*|worker_rlimit_nofile $nofile;|" "$ROOT/nginx.conf" >"$WORK/ours/nginx.conf"
 	setsid taskset -c 0 bash -c "$ROOT/build/signal-fcgi --listen 127.0.0.1:$f --ws-listen 127.0.0.1:$w \
-		--db $WORK/ours/bench.db --rate-ip 1000000 --rate-session 1000000 --rate-login 1000000 --mailbox-limit 100000 &
+		--db $WORK/ours/bench.db --heartbeat-timeout 600 --rate-ip 1000000 --rate-session 1000000 --rate-login 1000000 --mailbox-limit 100000 &
 		nginx -p $ROOT -c $WORK/ours/nginx.conf; wait" >"$WORK/ours/server.log" 2>&1 &
 	SERVER_PID=$!
 	SERVER_GROUP=1
@@ -475,7 +479,7 @@ start_cluster() {
 		mkdir -p "$WORK/ours/$np"
 		ports="$ports,$np"
 		cmd="$cmd SIGNAL_ROOT=$ROOT SIGNAL_BIN=$ROOT/build/signal-fcgi SIGNAL_RUNDIR=$WORK/ours/$np SIGNAL_DB=$WORK/ours/$np/signal.db \
-			SIGNAL_ARGS='--rate-ip 1000000 --rate-session 1000000 --rate-login 1000000 --mailbox-limit 100000 $store' \
+			SIGNAL_ARGS='--heartbeat-timeout 600 --rate-ip 1000000 --rate-session 1000000 --rate-login 1000000 --mailbox-limit 100000 $store' \
 			SIGNAL_PROCS=1 SIGNAL_WORKERS=1 SIGNAL_BIND=127.0.0.1 PORT=$np lighttpd -D -f $ROOT/lighttpd.conf &"
 	done
 	NODE_PORTS=${ports#,}
