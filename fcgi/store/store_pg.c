@@ -147,9 +147,9 @@ enum q {
 	Q_MEMBER_DELETE,
 	Q_MEMBER_INSERT,
 	Q_ROOM_MEMBERS,
-	Q_MAILBOX_HEAD,
 	Q_MAILBOX_PENDING,
 	Q_EVENT_INSERT,
+	Q_EVENT_PUSH,
 	Q_EVENTS_ACK,
 	Q_STREAM_CLAIM_READ,
 	Q_STREAM_CLAIM,
@@ -215,14 +215,21 @@ static const char *const q_sql[Q__COUNT] = {
 			    "(SELECT coalesce(max(seq), 0) + 1 FROM memberships WHERE room_id = $2::text))",
 	[Q_ROOM_MEMBERS] = "SELECT s.id, s.user_id, s.stream_owner FROM memberships m "
 			   "JOIN sessions s ON s.id = m.session_id WHERE m.room_id = $1 ORDER BY m.seq",
-	/* FOR KEY SHARE: the session cannot be deleted under the new event,
-	 * and a row lock gives the transaction its xid before the id is taken
-	 * (see pgs_recent_recipients). */
-	[Q_MAILBOX_HEAD] = "SELECT coalesce((SELECT max(id) FROM events WHERE session_id = $1), 0), sent_upto "
-			   "FROM sessions WHERE id = $1 FOR KEY SHARE",
 	[Q_MAILBOX_PENDING] = "SELECT count(*) FROM events WHERE session_id = $1 AND "
 			      "id > (SELECT sent_upto FROM sessions WHERE id = $1)",
 	[Q_EVENT_INSERT] = "INSERT INTO events(session_id, body, created_at) VALUES ($1, $2, $3) RETURNING id",
+	/* The mailbox's head (newest id, sent mark) and, if its pending count
+	 * is under the cap $4 (<= 0: none), the event: one statement, one
+	 * round trip; the id is 0 when the event was not inserted. FOR KEY
+	 * SHARE: the session cannot be deleted under the new event, and a row
+	 * lock gives the transaction its xid before the id is taken (see
+	 * pgs_recent_recipients): the insert reads h, so the row is locked
+	 * before its nextval runs. */
+	[Q_EVENT_PUSH] = "WITH h AS (SELECT coalesce((SELECT max(id) FROM events WHERE session_id = $1::int8), 0) AS newest, "
+			 "sent_upto FROM sessions WHERE id = $1::int8 FOR KEY SHARE), "
+			 "i AS (INSERT INTO events(session_id, body, created_at) SELECT $1::int8, $2::text, $3::int8 FROM h "
+			 "WHERE $4::int8 <= 0 OR h.newest - h.sent_upto < $4::int8 RETURNING id) "
+			 "SELECT h.newest, h.sent_upto, coalesce((SELECT id FROM i), 0) FROM h",
 	[Q_EVENTS_ACK] = "DELETE FROM events WHERE session_id = $1 AND id <= $2",
 	[Q_STREAM_CLAIM_READ] = "SELECT stream_owner, stream_gen FROM sessions WHERE id = $1 FOR NO KEY UPDATE",
 	[Q_STREAM_CLAIM] = "UPDATE sessions SET stream_owner = $2, stream_gen = $3, "
@@ -1053,6 +1060,12 @@ static sig_err pgs_savepoint(store *st)
 	return exec_text(st, "SAVEPOINT cmd", "savepoint");
 }
 
+/* A kept savepoint is not released: RELEASE would be a round trip per
+ * command for nothing, as the next command's SAVEPOINT cmd nests inside it
+ * and ROLLBACK TO names the innermost "cmd", which is that command's own.
+ * The levels (GROUP_MAX at most) all end with the transaction. A released
+ * subtransaction's xid stays in the backend's subxid cache until the top
+ * commit all the same, so nesting costs PostgreSQL nothing more there. */
 static sig_err pgs_savepoint_end(store *st, int keep)
 {
 	if (st->broken)
@@ -1066,7 +1079,7 @@ static sig_err pgs_savepoint_end(store *st, int keep)
 		if (was_failed && keep)
 			return SIG_E_INTERNAL;
 	}
-	return exec_text(st, "RELEASE SAVEPOINT cmd", "release savepoint");
+	return SIG_OK;
 }
 
 /* ---- sessions ---- */
@@ -1235,9 +1248,12 @@ static sig_err pgs_event_push(store *st, int64_t sid, const char *body, size_t l
 		return e;
 	struct args a = {0};
 	a_i64(&a, sid);
-	PGresult *r = run(st, Q_MAILBOX_HEAD, &a, 0, &e, "mailbox head");
+	a_bytes(&a, body, len);
+	a_i64(&a, now);
+	a_i64(&a, cap);
+	PGresult *r = run(st, Q_EVENT_PUSH, &a, 0, &e, "event push");
 	if (r == NULL)
-		return e;
+		return raced(st, e);
 	if (PQntuples(r) == 0) {
 		/* The recipient was removed after the caller read it: its
 		 * mailbox went with it, so there is nothing to queue. */
@@ -1246,20 +1262,26 @@ static sig_err pgs_event_push(store *st, int64_t sid, const char *body, size_t l
 	}
 	int64_t newest = get_i64(r, 0, 0);
 	int64_t pending = newest - get_i64(r, 0, 1);
+	int64_t id = get_i64(r, 0, 2);
 	PQclear(r);
-	if (cap > 0 && pending >= cap) {
-		if ((e = query_i64(st, Q_MAILBOX_PENDING, &a, &pending, "mailbox count")) != SIG_OK)
+	if (id == 0) {
+		/* The head says the mailbox is full; the sent mark may lag (it
+		 * is recorded once a second): count what is really pending. */
+		struct args c = {0};
+		a_i64(&c, sid);
+		if ((e = query_i64(st, Q_MAILBOX_PENDING, &c, &pending, "mailbox count")) != SIG_OK)
 			return e;
 		if (pending >= cap)
 			return SIG_E_MAILBOX_FULL;
+		struct args b = {0};
+		a_i64(&b, sid);
+		a_bytes(&b, body, len);
+		a_i64(&b, now);
+		if ((e = raced(st, query_i64(st, Q_EVENT_INSERT, &b, &id, "event insert"))) != SIG_OK)
+			return e;
 	}
 	if (prev_out)
 		*prev_out = newest;
-	a_bytes(&a, body, len);
-	a_i64(&a, now);
-	int64_t id = 0;
-	if ((e = raced(st, query_i64(st, Q_EVENT_INSERT, &a, &id, "event insert"))) != SIG_OK)
-		return e;
 	if (id_out)
 		*id_out = id;
 	return SIG_OK;
