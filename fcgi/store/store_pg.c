@@ -71,6 +71,16 @@
  * Read transactions (stream pulls) are REPEATABLE READ READ ONLY: one
  * snapshot, never blocking a writer.
  *
+ * Round trips. On one machine a statement's round trip, not its work,
+ * is most of what it costs the responder (the send that wakes the backend,
+ * the sleep in poll until it answers: bench/pg-profile.sh, issue 13), so
+ * a signal is made of as few as can be: a group commit's savepoint is sent
+ * with its command's first statement (libpq's pipeline mode, run_pipelined)
+ * and never released (the next one nests inside it), and the mailbox lock
+ * goes in one pipeline with the statement that reads the head and inserts
+ * the event. Pipelined statements stay separate statements, each with its
+ * own snapshot taken when it starts, after the one before has finished.
+ *
  * Deadlocks. One call takes its locks in one order (advisory lock, then
  * rows; several rows by id), but a transaction makes several calls in the
  * core's order (a join locks the new room and then the room it leaves; a
@@ -300,6 +310,8 @@ struct store {
 	int64_t busy_timeout_ms;
 	int in_txn;            /* 1 write, 2 read */
 	int failed;            /* a statement of the transaction failed: it is aborted */
+	int sp_pending;        /* a SAVEPOINT asked for, sent with the next statement */
+	int doomed;            /* such a SAVEPOINT failed: no ROLLBACK TO may undo the command */
 	sig_err fail_err;
 	int broken;            /* the connection is lost: reconnect before the next transaction */
 	int ever_up;           /* connected once: a later connect is a reconnect */
@@ -415,6 +427,8 @@ static sig_err fail(store *st, PGresult *r, const char *what)
 }
 
 static sig_err reconnect(store *st);
+static PGresult *run_pipelined(store *st, int cls, int64_t id, enum q q, const struct args *a, int binary,
+			       sig_err *e, const char *what);
 
 /* Before a transaction or a call outside one: a working connection. */
 static sig_err ready(store *st)
@@ -437,6 +451,8 @@ static PGresult *run(store *st, enum q q, const struct args *a, int binary, sig_
 		*e = st->fail_err;
 		return NULL;
 	}
+	if (st->in_txn && st->sp_pending) /* the command's SAVEPOINT goes with it */
+		return run_pipelined(st, 0, 0, q, a, binary, e, what);
 	if (!st->in_txn && (*e = ready(st)) != SIG_OK)
 		return NULL;
 	if (st->broken) {
@@ -506,6 +522,118 @@ static sig_err lock_id(store *st, int cls, int64_t id)
 	a_i64(&a, cls);
 	a_i64(&a, id);
 	return exec_q(st, Q_LOCK_ID, &a, "advisory lock");
+}
+
+/* Statements sent together in libpq's pipeline mode, one round trip for
+ * all: a prepared one (q >= 0, with a), or constant text (q < 0). They are
+ * still separate statements, run in that order, each with its own
+ * snapshot taken when it starts (READ COMMITTED), after the one before it
+ * has finished: a lock's waiting is over before the statement after it
+ * reads. If one fails the server skips the rest. Results in got[] (NULL
+ * for none); returns 0 when the exchange itself broke down. */
+struct piece {
+	int q;
+	const char *text;
+	const struct args *a;
+};
+
+static void pipeline(store *st, const struct piece *p, int n, int binary, PGresult **got)
+{
+	PGconn *c = st->conn;
+	int sent = PQenterPipelineMode(c);
+	for (int i = 0; i < n; i++) {
+		got[i] = NULL;
+		if (!sent)
+			continue;
+		const struct args *a = p[i].a;
+		if (p[i].q >= 0) {
+			char name[16];
+			snprintf(name, sizeof name, "q%d", p[i].q);
+			sent = PQsendQueryPrepared(c, name, a ? a->n : 0, a ? a->v : NULL, a ? a->len : NULL,
+						   a ? a->fmt : NULL, binary);
+		} else {
+			sent = PQsendQueryParams(c, p[i].text, 0, NULL, NULL, NULL, NULL, 0);
+		}
+	}
+	sent = sent && PQpipelineSync(c);
+	/* Each statement's result, then NULL; then the sync's. Bounded: a
+	 * connection that breaks half-way gives NULLs without a sync. */
+	for (int k = 0, guard = 0; sent && guard < 4 * n + 4; guard++) {
+		PGresult *r = PQgetResult(c);
+		if (r == NULL) {
+			if (k < n && got[k])
+				k++;
+			else if (k < n || PQstatus(c) != CONNECTION_OK)
+				break;
+			continue;
+		}
+		if (PQresultStatus(r) == PGRES_PIPELINE_SYNC) {
+			PQclear(r);
+			break;
+		}
+		if (k < n && got[k] == NULL)
+			got[k] = r;
+		else
+			PQclear(r);
+	}
+	if (!PQexitPipelineMode(c))
+		mark_broken(st); /* results left unread: this connection cannot be trusted any more */
+}
+
+/* In a write transaction: the pending SAVEPOINT (if any), the lock of
+ * class `cls` on an id (cls 0: none) and statement q, in one round trip.
+ * q runs once the lock is held, in a snapshot of its own, so it sees every
+ * transaction that held the lock before (the design note). Returns q's
+ * result as run() does; after a failure, *e is the first one's error. */
+static PGresult *run_pipelined(store *st, int cls, int64_t id, enum q q, const struct args *a, int binary,
+			       sig_err *e, const char *what)
+{
+	*e = SIG_OK;
+	if (!st->in_txn || st->failed || st->broken) {
+		*e = !st->in_txn ? SIG_E_INTERNAL : st->failed ? st->fail_err : SIG_E_BUSY;
+		return NULL;
+	}
+	struct args l = {0};
+	struct piece p[3];
+	const char *whats[3];
+	int n = 0, sp = st->sp_pending;
+	if (sp) {
+		whats[n] = "savepoint";
+		p[n++] = (struct piece){.q = -1, .text = "SAVEPOINT cmd"};
+		st->sp_pending = 0;
+	}
+	if (cls) {
+		a_i64(&l, cls);
+		a_i64(&l, id);
+		whats[n] = "advisory lock";
+		p[n++] = (struct piece){.q = Q_LOCK_ID, .a = &l};
+	}
+	whats[n] = what;
+	p[n++] = (struct piece){.q = (int)q, .a = a};
+	PGresult *got[3];
+	pipeline(st, p, n, binary, got);
+	PGresult *out = NULL;
+	int i = 0;
+	for (; i < n; i++) {
+		ExecStatusType s = got[i] ? PQresultStatus(got[i]) : PGRES_FATAL_ERROR;
+		if (s != PGRES_TUPLES_OK && s != PGRES_COMMAND_OK)
+			break;
+	}
+	if (i < n) {
+		*e = fail(st, got[i], whats[i]);
+		/* The command's savepoint may not exist: ROLLBACK TO would
+		 * undo the command before it instead (see pgs_savepoint_end). */
+		if (sp && i == 0)
+			st->doomed = 1;
+	} else if (st->broken) {
+		*e = fail(st, NULL, what);
+	} else {
+		out = got[n - 1];
+		got[n - 1] = NULL;
+	}
+	for (int k = 0; k < n; k++)
+		PQclear(got[k]);
+	return out;
 }
 
 static sig_err lock_name(store *st, int cls, const char *name)
@@ -991,6 +1119,7 @@ static sig_err begin_txn(store *st, const char *sql, int kind)
 		if ((e = exec_text(st, sql, "begin")) == SIG_OK) {
 			st->in_txn = kind;
 			st->failed = 0;
+			st->sp_pending = st->doomed = 0;
 			return SIG_OK;
 		}
 		/* A connection the server closed since its last use (it was
@@ -1040,6 +1169,7 @@ static sig_err pgs_commit(store *st)
 	PQclear(r);
 	st->in_txn = 0;
 	st->failed = 0;
+	st->sp_pending = st->doomed = 0;
 	return e;
 }
 
@@ -1051,13 +1181,20 @@ static void pgs_rollback(store *st)
 		PQclear(PQexec(st->conn, "ROLLBACK"));
 	st->in_txn = 0;
 	st->failed = 0;
+	st->sp_pending = st->doomed = 0;
 }
 
+/* The SAVEPOINT is not sent here but with the command's first statement
+ * (run_pipelined: one round trip for both); a command that runs none
+ * needs none. */
 static sig_err pgs_savepoint(store *st)
 {
 	if (st->broken)
 		return SIG_E_BUSY;
-	return exec_text(st, "SAVEPOINT cmd", "savepoint");
+	if (st->failed)
+		return st->fail_err;
+	st->sp_pending = 1;
+	return SIG_OK;
 }
 
 /* A kept savepoint is not released: RELEASE would be a round trip per
@@ -1068,8 +1205,14 @@ static sig_err pgs_savepoint(store *st)
  * commit all the same, so nesting costs PostgreSQL nothing more there. */
 static sig_err pgs_savepoint_end(store *st, int keep)
 {
+	if (st->sp_pending) { /* the command sent nothing: nothing to keep or undo */
+		st->sp_pending = 0;
+		return SIG_OK;
+	}
 	if (st->broken)
 		return SIG_E_BUSY;
+	if (st->doomed) /* its SAVEPOINT failed: the group cannot commit (failed stays set) */
+		return st->fail_err;
 	if (!keep || st->failed) {
 		int was_failed = st->failed;
 		st->failed = 0; /* ROLLBACK TO makes an aborted transaction usable again */
@@ -1243,15 +1386,13 @@ static sig_err pgs_event_push(store *st, int64_t sid, const char *body, size_t l
 		*prev_out = 0;
 	/* The mailbox lock first, then the head read in a statement of its
 	 * own: it sees every earlier writer of this mailbox committed. */
-	sig_err e = lock_id(st, LK_MAILBOX, sid);
-	if (e != SIG_OK)
-		return e;
+	sig_err e;
 	struct args a = {0};
 	a_i64(&a, sid);
 	a_bytes(&a, body, len);
 	a_i64(&a, now);
 	a_i64(&a, cap);
-	PGresult *r = run(st, Q_EVENT_PUSH, &a, 0, &e, "event push");
+	PGresult *r = run_pipelined(st, LK_MAILBOX, sid, Q_EVENT_PUSH, &a, 0, &e, "event push");
 	if (r == NULL)
 		return raced(st, e);
 	if (PQntuples(r) == 0) {
