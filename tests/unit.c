@@ -417,6 +417,55 @@ static void test_rooms_and_signals(void)
 	close_fixture();
 }
 
+/* A group commit (group.c): each command in its own savepoint of one
+ * transaction. A command refused after its statements ran (a full
+ * mailbox) is undone alone, one refused before any statement (no session)
+ * needs nothing undone, and the commands before and after both commit. */
+static void test_group_commit(void)
+{
+	struct core_limits lim = limits();
+	open_fixture("group", &lim);
+	char a[65], b[65], before[64], after[64], want[64];
+	alice_and_bob_in_r(a, b);
+	deliver_all(a);
+	deliver_all(b);
+	counts(before, sizeof before);
+	ok(core_group_begin(c) == SIG_OK, "group: begins");
+	int st200 = 0;
+	for (int i = 0; i < 2; i++)
+		st200 += run(a, "{\"type\":\"signal\",\"to\":\"bob\",\"n\":1}", NULL, NULL) == 200;
+	is_int(run(NULL, "{\"type\":\"ping\"}", NULL, NULL), 401, "group: a command refused before any statement");
+	for (int i = 0; i < 2; i++)
+		st200 += run(a, "{\"type\":\"signal\",\"to\":\"bob\",\"n\":2}", NULL, NULL) == 200;
+	is_int(st200, 4, "group: four signals fill bob's mailbox to its cap");
+	is_int(run(a, "{\"type\":\"signal\",\"to\":\"bob\",\"n\":3}", NULL, NULL), 429,
+	       "group: the fifth is refused after its statements ran");
+	is_int(run(NULL, "{\"type\":\"ping\"}", NULL, NULL), 401, "group: ... another refused before any statement");
+	is_int(run(b, "{\"type\":\"signal\",\"to\":\"alice\",\"n\":4}", NULL, NULL), 200,
+	       "group: a signal after them");
+	ok(core_group_end(c) == SIG_OK, "group: commits");
+	counts(after, sizeof after);
+	int s0 = 0, m0 = 0, q0 = 0;
+	sscanf(before, "%d/%d/%d", &s0, &m0, &q0);
+	snprintf(want, sizeof want, "%d/%d/%d", s0, m0, q0 + 5);
+	is_str(after, want, "group: the five signals that succeeded are queued, the refused one is not");
+	struct mail m = {0};
+	core_stream cs;
+	read_mail(b, 0, &cs, &m, NULL);
+	int n1 = 0, n2 = 0, n3 = 0;
+	for (int i = 0; i < m.n; i++) {
+		n1 += strstr(m.bodies[i], "\"n\":1") != NULL;
+		n2 += strstr(m.bodies[i], "\"n\":2") != NULL;
+		n3 += strstr(m.bodies[i], "\"n\":3") != NULL;
+	}
+	ok(n1 == 2 && n2 == 2 && n3 == 0, "group: bob has the signals before and after the refused ones, not it");
+	mail_free(&m);
+	read_mail(a, 0, &cs, &m, NULL);
+	ok(m.n > 0 && strstr(m.bodies[m.n - 1], "\"n\":4") != NULL, "group: alice has the last one");
+	mail_free(&m);
+	close_fixture();
+}
+
 static void test_errors_and_batches(void)
 {
 	struct core_limits lim = limits();
@@ -1365,6 +1414,7 @@ int main(void)
 	test_login();
 	test_rooms_and_signals();
 	test_errors_and_batches();
+	test_group_commit();
 	test_idempotency();
 	test_streams();
 	test_prune();
