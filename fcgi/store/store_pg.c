@@ -529,8 +529,8 @@ static sig_err lock_id(store *st, int cls, int64_t id)
  * still separate statements, run in that order, each with its own
  * snapshot taken when it starts (READ COMMITTED), after the one before it
  * has finished: a lock's waiting is over before the statement after it
- * reads. If one fails the server skips the rest. Results in got[] (NULL
- * for none); returns 0 when the exchange itself broke down. */
+ * reads. If one fails the server skips the rest (their results say
+ * so). Results in got[] (NULL for none: the exchange broke down). */
 struct piece {
 	int q;
 	const char *text;
