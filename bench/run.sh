@@ -11,6 +11,7 @@
 # only: latency through lighttpd and through nginx, throughput, held)
 # Prints a table and writes it as TSV to bench/results/DATE.tsv.
 # HELD="1000 5000 10000" IDLE_SECS=30 THROUGHPUT_SECS=10 override the sizes.
+# PERF_OUT=DIR profiles the server side of every run (see perf_during).
 # Ours runs as `make run` does: one lighttpd process (WORKERS), except in
 # the held cases, which run two (HELD_WORKERS, SIGNAL_WORKERS in
 # lighttpd.conf; through nginx, as many worker_processes): 10,000 streams
@@ -155,7 +156,37 @@ stop_server() {
 cleanup() { stop_server; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-lg() { taskset -c 1 "$LG" "$@"; }
+# PERF_OUT=DIR: every load generator run also profiles the server side
+# (perf record -g of the server's process tree and PostgreSQL's, PERF_SECS
+# seconds from 1 s in), to DIR/TIME-ARGS.data, with a summary by process and
+# library and by process and function in DIR/TIME-ARGS.txt. perf costs the
+# server CPU of its own: take the figures from a run without it.
+PERF_OUT=${PERF_OUT:-}
+PERF_SECS=${PERF_SECS:-3}
+perf_during() { # perf_during NAME: in the background while the load runs
+	local out=$PERF_OUT/$1 pids
+	sleep 1
+	pids=$({ tree "$SERVER_PID"; [ -n "$PG_PID" ] && tree "$PG_PID"; } | paste -sd, -)
+	perf record -q -F 999 -g -p "$pids" -o "$out.data" -- sleep "$PERF_SECS" >"$out.log" 2>&1 || return
+	{
+		echo "# perf record -F 999 -g, ${PERF_SECS} s of: $1 (server pids $pids)"
+		perf report -i "$out.data" --no-children --sort comm,dso --stdio 2>/dev/null | grep -v '^$' | head -40
+		perf report -i "$out.data" --no-children --sort comm,sym --stdio -g none 2>/dev/null | grep -v '^$' | head -60
+	} >"$out.txt"
+}
+lg() {
+	local p=""
+	if [ -n "$PERF_OUT" ] && [ -n "$SERVER_PID" ]; then
+		mkdir -p "$PERF_OUT"
+		# named by the time (lg may run in a subshell: no counter survives)
+		perf_during "$(date +%H%M%S.%N | cut -c1-9)-$(echo "$*" | tr -c 'A-Za-z0-9\n' _ | cut -c1-60)" &
+		p=$!
+	fi
+	taskset -c 1 "$LG" "$@"
+	local rc=$?
+	[ -n "$p" ] && wait "$p"
+	return $rc
+}
 val() { sed -n "s/.*\b$1=\([^ ]*\).*/\1/p" | tail -1; }
 
 printf 'case\tmetric\tours\tnchan\tratio_ours_over_nchan\ttarget\n' >"$TSV"
