@@ -88,20 +88,31 @@ cpu_ticks() { local t=0 p; for p in $(tree "$SERVER_PID"); do t=$((t + $(awk '{s
 # are silent once connected, and logging 10,000 of them in on PostgreSQL on
 # a busy machine took longer than the default 60 s, so the first ones were
 # pruned before their streams opened (401: 0 connected).
-start_ours() { # start_ours [PROCS [LIGHTTPD_WORKERS]]
+# ours_cmd DIR PORT PROCS WORKERS [STORE_ARG]: the command line (for bash
+# -c) of one node as make run starts it: lighttpd on PORT with PROCS
+# responders, its runtime files and SQLite database under DIR.
+ours_cmd() {
+	local args="--heartbeat-timeout 600 --rate-ip 1000000 --rate-session 1000000 --rate-login 1000000"
+	args="$args --mailbox-limit ${MAILBOX_LIMIT:-100000} ${5:-}"
+	printf 'SIGNAL_ROOT=%q SIGNAL_BIN=%q SIGNAL_RUNDIR=%q SIGNAL_DB=%q SIGNAL_ARGS=%q ' \
+		"$ROOT" "$ROOT/build/signal-fcgi" "$1/run" "$1/bench.db" "$args"
+	printf 'SIGNAL_PROCS=%q SIGNAL_WORKERS=%q SIGNAL_BIND=127.0.0.1 PORT=%q lighttpd -D -f %q' \
+		"$3" "$4" "$2" "$ROOT/lighttpd.conf"
+}
+# pg_database NAME: a fresh database on the bench's PostgreSQL (pg_bench_start),
+# echoes the --store argument that names it.
+pg_database() {
+	"$ROOT/tools/pg-local.sh" createdb "$BENCH_PG_DIR/data" "$BENCH_PG_PORT" "$1" >/dev/null || { echo "createdb failed" >&2; exit 1; }
+	echo "--store postgresql://postgres@127.0.0.1:$BENCH_PG_PORT/$1"
+}
+start_ours() { # start_ours [PROCS [LIGHTTPD_WORKERS]]; PG_BENCH=1: on the bench's PostgreSQL
 	local procs=${1:-1} workers=${2:-$WORKERS} store=""
 	PORT=$(free_port)
 	rm -rf "$WORK/ours"; mkdir -p "$WORK/ours/run"
-	if [ -n "${PG_BENCH:-}" ]; then # "DIR PORT" of run_pg's PostgreSQL: a fresh database each start
-		set -- $PG_BENCH
-		"$ROOT/tools/pg-local.sh" createdb "$1" "$2" "b$PORT" >/dev/null || { echo "createdb failed"; exit 1; }
-		store="--store postgresql://postgres@127.0.0.1:$2/b$PORT"
-	fi
-	SIGNAL_ROOT=$ROOT SIGNAL_BIN=$ROOT/build/signal-fcgi SIGNAL_RUNDIR=$WORK/ours/run SIGNAL_DB=$WORK/ours/bench.db \
-		SIGNAL_ARGS="--heartbeat-timeout 600 --rate-ip 1000000 --rate-session 1000000 --rate-login 1000000 --mailbox-limit ${MAILBOX_LIMIT:-100000} $store" \
-		SIGNAL_PROCS=$procs SIGNAL_WORKERS=$workers SIGNAL_BIND=127.0.0.1 PORT=$PORT \
-		setsid taskset -c 0 lighttpd -D -f "$ROOT/lighttpd.conf" >"$WORK/ours/server.log" 2>&1 &
+	if [ -n "${PG_BENCH:-}" ]; then store=$(pg_database "b$PORT") || exit 1; fi
+	setsid taskset -c 0 bash -c "$(ours_cmd "$WORK/ours" "$PORT" "$procs" "$workers" "$store")" >"$WORK/ours/server.log" 2>&1 &
 	SERVER_PID=$!
+	started
 	for i in $(seq 1 100); do curl -sf -o /dev/null "http://127.0.0.1:$PORT/api/health" && return 0; sleep 0.05; done
 	echo "our service did not start"; cat "$WORK/ours/server.log"; exit 1
 }
@@ -131,6 +142,7 @@ start_ours_nginx() {
 		nginx -p $ROOT -c $WORK/ours/nginx.conf; wait" >"$WORK/ours/server.log" 2>&1 &
 	SERVER_PID=$!
 	SERVER_GROUP=1
+	started
 	for i in $(seq 1 100); do curl -sf -o /dev/null "http://127.0.0.1:$PORT/api/health" && return 0; sleep 0.05; done
 	echo "our service behind nginx did not start"; cat "$WORK/ours/server.log"; exit 1
 }
@@ -140,20 +152,35 @@ start_nchan() {
 	sed -e "s|@PORT@|$PORT|g" -e "s|@DIR@|$WORK/nchan|g" "$B/nchan.conf" >"$WORK/nchan/nchan.conf"
 	taskset -c 0 nginx -p "$WORK/nchan" -c "$WORK/nchan/nchan.conf" >"$WORK/nchan/out.log" 2>&1 &
 	SERVER_PID=$!
+	started
 	for i in $(seq 1 100); do
 		curl -s -o /dev/null -w '%{http_code}' -X POST -d x "http://127.0.0.1:$PORT/pub/probe" | grep -q '^20' && return 0
 		sleep 0.05
 	done
 	echo "nchan did not start"; cat "$WORK/nchan/out.log" "$WORK/nchan/nginx-error.log"; exit 1
 }
+# Servers are started in the cases' subshells too (latency_runs and the
+# like run in $(...)), where the exit trap does not run: each start is
+# written to $WORK/servers, and the trap stops whatever is still there.
+started() { echo "$SERVER_PID ${SERVER_GROUP:-}" >>"$WORK/servers"; }
+kill_server() { # kill_server PID [GROUP]
+	if [ -n "${2:-}" ]; then kill -- "-$1" 2>/dev/null; else kill "$1" 2>/dev/null; fi
+}
 stop_server() {
 	[ -n "$SERVER_PID" ] || return
-	if [ -n "${SERVER_GROUP:-}" ]; then kill -- "-$SERVER_PID" 2>/dev/null; else kill "$SERVER_PID" 2>/dev/null; fi
+	kill_server "$SERVER_PID" "${SERVER_GROUP:-}"
 	wait "$SERVER_PID" 2>/dev/null
+	sed -i "/^$SERVER_PID /d" "$WORK/servers" 2>/dev/null # its number may be reused
 	SERVER_PID="" SERVER_GROUP=""
 	sleep 0.3
 }
-cleanup() { stop_server; rm -rf "$WORK"; }
+cleanup() {
+	local pid group
+	stop_server
+	while read -r pid group; do kill_server "$pid" "$group"; done <"$WORK/servers" 2>/dev/null
+	pg_bench_stop
+	rm -rf "$WORK"
+}
 trap cleanup EXIT
 
 # PERF_OUT=DIR: every load generator run also profiles the server side
@@ -449,25 +476,41 @@ run_idle() {
 	row idle "server CPU %, 1000 streams, ${IDLE_SECS}s" "$o" "$n" "<= 1 %"
 }
 
+# pg_bench_start: a throwaway PostgreSQL 15 for the pg and cluster cases
+# (tools/pg-local.sh, run as the postgres user under /tmp, fsync and
+# synchronous_commit on: every acknowledged command durable, as SQLite's WAL
+# commit is), in BENCH_PG_DIR on BENCH_PG_PORT, its postmaster BENCH_PG_PID.
+# pg_bench_stop ends it; the exit trap calls it too, so an interrupted
+# bench leaves no server behind.
+BENCH_PG_DIR="" BENCH_PG_PORT="" BENCH_PG_PID=""
+pg_bench_start() {
+	BENCH_PG_DIR=$(mktemp -d /tmp/signal-bench-pg.XXXXXX); chmod 755 "$BENCH_PG_DIR"; chown postgres "$BENCH_PG_DIR"
+	BENCH_PG_PORT=$(free_port)
+	BENCH_PG_PID=$("$ROOT/tools/pg-local.sh" start "$BENCH_PG_DIR/data" "$BENCH_PG_PORT" fsync=on synchronous_commit=on) ||
+		{ echo "no PostgreSQL"; rm -rf "$BENCH_PG_DIR"; BENCH_PG_DIR=""; return 1; }
+}
+pg_bench_stop() {
+	[ -n "$BENCH_PG_DIR" ] || return 0
+	"$ROOT/tools/pg-local.sh" stop "$BENCH_PG_DIR/data" >/dev/null 2>&1
+	rm -rf "$BENCH_PG_DIR"
+	BENCH_PG_DIR="" BENCH_PG_PORT="" BENCH_PG_PID=""
+}
+
 # The two stores side by side on one node (lighttpd, one responder): SSE
 # one-way latency, POST + SSE throughput with commands per commit, and held
-# streams, on SQLite and on a local PostgreSQL 15 (tools/pg-local.sh, run as
-# the postgres user under /tmp, fsync and synchronous_commit on: every
-# acknowledged command durable, as SQLite's WAL commit is). The nchan column
+# streams, on SQLite and on the bench's PostgreSQL (pg_bench_start). The nchan column
 # holds PostgreSQL here; the ratio is SQLite over PostgreSQL.
 run_pg() {
-	local dir port o p n pid
-	dir=$(mktemp -d /tmp/signal-bench-pg.XXXXXX); chmod 755 "$dir"; chown postgres "$dir"
-	port=$(free_port)
-	pid=$("$ROOT/tools/pg-local.sh" start "$dir/data" "$port" fsync=on synchronous_commit=on) || { echo "no PostgreSQL"; return; }
+	local o p n
+	pg_bench_start || return
 	o=$(latency_runs "" sse)
-	p=$(PG_BENCH="$dir/data $port" latency_runs "" sse)
+	p=$(PG_BENCH=1 latency_runs "" sse)
 	set -- $o; local o50=$1 o99=$2
 	set -- $p
 	row pg-latency-sse "one-way p50 (us): SQLite | PostgreSQL" "$o50" "$1" "-"
 	row pg-latency-sse "one-way p99 (us): SQLite | PostgreSQL" "$o99" "$2" "-"
 	o=$(throughput_runs "")
-	p=$(PG_PID=$pid PG_BENCH="$dir/data $port" throughput_runs "")
+	p=$(PG_PID=$BENCH_PG_PID PG_BENCH=1 throughput_runs "")
 	set -- $o; local om=$1 of=$4 or=$5 oc=$6
 	set -- $p
 	row pg-throughput "delivered msgs/s: SQLite | PostgreSQL" "$om" "$1" "-"
@@ -477,15 +520,14 @@ run_pg() {
 	row pg-throughput "CPU per message, PostgreSQL (us)" "-" "$7" "-"
 	for n in $HELD; do
 		start_ours 1 "$HELD_WORKERS"; o=$(held_one "" "$n"); stop_server
-		PG_BENCH="$dir/data $port" start_ours 1 "$HELD_WORKERS"; p=$(held_one "" "$n"); stop_server
+		PG_BENCH=1 start_ours 1 "$HELD_WORKERS"; p=$(held_one "" "$n"); stop_server
 		set -- $o; local oc=$1 od=$3 odl=$4
 		set -- $p
 		row "pg-held-$n" "streams connected: SQLite | PostgreSQL" "$oc" "$1" "$n"
 		row "pg-held-$n" "RSS added per stream (KB)" "$od" "$3" "-"
 		row "pg-held-$n" "one message each: delivered" "$odl" "$4" "all $n"
 	done
-	"$ROOT/tools/pg-local.sh" stop "$dir/data" >/dev/null 2>&1
-	rm -rf "$dir"
+	pg_bench_stop
 }
 
 # The cluster: NODES nodes on one database, as `make cluster` runs them (a
@@ -493,40 +535,36 @@ run_pg() {
 # all pinned to CPU 0 under one shell, so the tree and stop_server cover
 # them; the load (CPU 1) logs user i in at node i and streams and posts at
 # node i+1 (loadgen --ports), so every signal is posted at one node and
-# delivered by another. start_cluster NODES, with PG_BENCH="DIR PORT" set.
+# delivered by another. start_cluster NODES, on the bench's PostgreSQL.
 start_cluster() {
 	local n=$1 i np ports="" cmd="" store
-	set -- $PG_BENCH
 	PORT=$(free_port)
-	"$ROOT/tools/pg-local.sh" createdb "$1" "$2" "c$PORT" >/dev/null || { echo "createdb failed"; exit 1; }
+	store=$(pg_database "c$PORT") || exit 1
 	# CLUSTER_DB_SET="synchronous_commit = off": that database's setting (a diagnosis, not a way to run)
-	[ -n "${CLUSTER_DB_SET:-}" ] && psql -h 127.0.0.1 -p "$2" -U postgres -X -q -d postgres \
+	[ -n "${CLUSTER_DB_SET:-}" ] && psql -h 127.0.0.1 -p "$BENCH_PG_PORT" -U postgres -X -q -d postgres \
 		-c "ALTER DATABASE c$PORT SET $CLUSTER_DB_SET" >/dev/null
-	store="--store postgresql://postgres@127.0.0.1:$2/c$PORT"
 	rm -rf "$WORK/ours"
 	for i in $(seq 1 "$n"); do
 		np=$(free_port)
 		[ "$i" = 1 ] && np=$PORT
-		mkdir -p "$WORK/ours/$np"
+		mkdir -p "$WORK/ours/$np/run"
 		ports="$ports,$np"
-		cmd="$cmd SIGNAL_ROOT=$ROOT SIGNAL_BIN=$ROOT/build/signal-fcgi SIGNAL_RUNDIR=$WORK/ours/$np SIGNAL_DB=$WORK/ours/$np/signal.db \
-			SIGNAL_ARGS='--heartbeat-timeout 600 --rate-ip 1000000 --rate-session 1000000 --rate-login 1000000 --mailbox-limit 100000 $store' \
-			SIGNAL_PROCS=1 SIGNAL_WORKERS=1 SIGNAL_BIND=127.0.0.1 PORT=$np lighttpd -D -f $ROOT/lighttpd.conf &"
+		cmd="$cmd $(ours_cmd "$WORK/ours/$np" "$np" 1 1 "$store") &"
 	done
 	NODE_PORTS=${ports#,}
 	setsid taskset -c 0 bash -c "$cmd wait" >"$WORK/ours-server.log" 2>&1 &
 	SERVER_PID=$!
 	SERVER_GROUP=1
+	started
 	for np in ${NODE_PORTS//,/ }; do
 		for i in $(seq 1 200); do curl -sf -o /dev/null "http://127.0.0.1:$np/api/health" && continue 2; sleep 0.05; done
 		echo "cluster node $np did not start"; cat "$WORK/ours-server.log"; exit 1
 	done
 }
 run_cluster() {
-	local dir port pid o n tps c
-	dir=$(mktemp -d /tmp/signal-bench-cluster.XXXXXX); chmod 755 "$dir"; chown postgres "$dir"
-	port=$(free_port)
-	pid=$("$ROOT/tools/pg-local.sh" start "$dir/data" "$port" fsync=on synchronous_commit=on) || { echo "no PostgreSQL"; return; }
+	local dir port o n tps c
+	pg_bench_start || return
+	dir=$BENCH_PG_DIR port=$BENCH_PG_PORT
 	# What this database commits per second, in a transaction shaped like
 	# one relayed signal (a mailbox lock, an event row, a NOTIFY): the
 	# ceiling of every node together when each command is its own commit.
@@ -542,7 +580,7 @@ run_cluster() {
 		row cluster-db "signal-shaped commits/s, $c client(s) (pgbench)" "${tps:--}" "-" "-"
 	done
 	for n in ${CLUSTER_SIZES:-1 $CLUSTER_NODES}; do
-		o=$(PG_PID=$pid PG_BENCH="$dir/data $port" START_OURS="start_cluster $n" throughput_runs "")
+		o=$(PG_PID=$BENCH_PG_PID START_OURS="start_cluster $n" throughput_runs "")
 		set -- $o
 		row "cluster-$n" "delivered msgs/s, $n node(s), median of $THROUGHPUT_RUNS" "$1" "-" "-"
 		row "cluster-$n" "msgs/s over the runs: lowest-highest" "$8" "-" "-"
@@ -552,20 +590,19 @@ run_cluster() {
 		row "cluster-$n" "commands per store commit (group commit)" "$6" "-" "-"
 		NODE_PORTS=""
 	done
-	PG_BENCH="$dir/data $port" start_cluster "$CLUSTER_NODES"
+	start_cluster "$CLUSTER_NODES"
 	o=$(lg $(lg_target) oneway 200 2000)
 	stop_server; NODE_PORTS=""
 	row cluster-xnode "POST->event p50 (us), posted at one node, streamed from another" "$(echo "$o" | val p50_us)" "-" "-"
 	row cluster-xnode "POST->event p99 (us), that run" "$(echo "$o" | val p99_us)" "-" "p99 <= 10000 us"
 	# The same without waiting for the disk: what the commit's WAL flush
 	# adds to the cross-node time, and what the wake-up path costs alone.
-	CLUSTER_DB_SET="synchronous_commit = off" PG_BENCH="$dir/data $port" start_cluster "$CLUSTER_NODES"
+	CLUSTER_DB_SET="synchronous_commit = off" start_cluster "$CLUSTER_NODES"
 	o=$(lg $(lg_target) oneway 200 2000)
 	stop_server; NODE_PORTS=""
 	row cluster-xnode "... p50 (us) with synchronous_commit off (no WAL flush wait)" "$(echo "$o" | val p50_us)" "-" "-"
 	row cluster-xnode "... p99 (us) with synchronous_commit off" "$(echo "$o" | val p99_us)" "-" "-"
-	"$ROOT/tools/pg-local.sh" stop "$dir/data" >/dev/null 2>&1
-	rm -rf "$dir"
+	pg_bench_stop
 }
 
 for c in $CASES; do
