@@ -18,11 +18,13 @@
 # need more descriptors than one may open.
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+[ -x "$ROOT/build/signal-fcgi" ] || { echo "bench: no $ROOT/build/signal-fcgi: run make bench (it builds first), or make all" >&2; exit 1; }
 B=$ROOT/bench
 WORK=$(mktemp -d /tmp/signal-bench.XXXXXX)
 RESULTS=$B/results
 mkdir -p "$RESULTS"
 TSV=$RESULTS/$(date -u +%Y%m%dT%H%M%SZ).tsv
+LGLOG=${TSV%.tsv}.log  # the load generator's stderr, if it said anything
 HELD=${HELD:-"1000 5000 10000"}
 WORKERS=${WORKERS:-1}
 HELD_WORKERS=${HELD_WORKERS:-2}
@@ -83,6 +85,14 @@ db_cpu_ns() {
 # The load generator's target: one port, or the cluster's nodes.
 lg_target() { if [ -n "$NODE_PORTS" ]; then echo "--ports $NODE_PORTS"; else echo "--port $PORT"; fi; }
 cpu_ticks() { local t=0 p; for p in $(tree "$SERVER_PID"); do t=$((t + $(awk '{sub(/.*\) /,""); print $12+$13}' /proc/$p/stat 2>/dev/null || echo 0))); done; echo $t; }
+# start_failed WHAT LOG...: a server of a case did not come up. Said on
+# stderr (the cases run in $(...), whose stdout is parsed as figures) and
+# remembered, so that the bench ends non-zero with an incomplete table.
+start_failed() {
+	local what=$1; shift
+	echo "bench: $what did not start" >&2; cat "$@" >&2 2>/dev/null
+	touch "$WORK/start-failed"; exit 1
+}
 
 # Every responder here runs with a 600 s heartbeat: the held cases' sessions
 # are silent once connected, and logging 10,000 of them in on PostgreSQL on
@@ -114,7 +124,7 @@ start_ours() { # start_ours [PROCS [LIGHTTPD_WORKERS]]; PG_BENCH=1: on the bench
 	SERVER_PID=$!
 	started
 	for i in $(seq 1 100); do curl -sf -o /dev/null "http://127.0.0.1:$PORT/api/health" && return 0; sleep 0.05; done
-	echo "our service did not start"; cat "$WORK/ours/server.log"; exit 1
+	start_failed "our service" "$WORK/ours/server.log"
 }
 # Ours behind the shipped nginx.conf, as make run SERVER=nginx runs it: one
 # responder on TCP ports (FastCGI and WebSocket), nginx in front. Both run
@@ -144,7 +154,7 @@ start_ours_nginx() {
 	SERVER_GROUP=1
 	started
 	for i in $(seq 1 100); do curl -sf -o /dev/null "http://127.0.0.1:$PORT/api/health" && return 0; sleep 0.05; done
-	echo "our service behind nginx did not start"; cat "$WORK/ours/server.log"; exit 1
+	start_failed "our service behind nginx" "$WORK/ours/server.log"
 }
 start_nchan() {
 	PORT=$(free_port)
@@ -157,7 +167,7 @@ start_nchan() {
 		curl -s -o /dev/null -w '%{http_code}' -X POST -d x "http://127.0.0.1:$PORT/pub/probe" | grep -q '^20' && return 0
 		sleep 0.05
 	done
-	echo "nchan did not start"; cat "$WORK/nchan/out.log" "$WORK/nchan/nginx-error.log"; exit 1
+	start_failed nchan "$WORK/nchan/out.log" "$WORK/nchan/nginx-error.log"
 }
 # Servers are started in the cases' subshells too (latency_runs and the
 # like run in $(...)), where the exit trap does not run: each start is
@@ -209,12 +219,18 @@ lg() {
 		perf_during "$(date +%H%M%S.%N | cut -c1-9)-$(echo "$*" | tr -c 'A-Za-z0-9\n' _ | cut -c1-60)" &
 		p=$!
 	fi
-	taskset -c 1 "$LG" "$@"
+	# what it says on stderr (why it died, if it did) is kept beside the
+	# results: a row without figures has its reason there
+	taskset -c 1 "$LG" "$@" 2> >(tee -a "$LGLOG" >&2)
 	local rc=$?
+	[ $rc -eq 0 ] || echo "bench: loadgen $* exited $rc" | tee -a "$LGLOG" >&2
 	[ -n "$p" ] && wait "$p"
 	return $rc
 }
-val() { sed -n "s/.*\b$1=\([^ ]*\).*/\1/p" | tail -1; }
+# val KEY: KEY's value in the load generator's output, "-" when it printed
+# none (it died, or timed out before its summary line), so that the fields
+# of a record built from several values never shift into the wrong column.
+val() { sed -n "s/.*\b$1=\([^ ]*\).*/\1/p" | tail -1 | grep . || echo -; }
 
 printf 'case\tmetric\tours\tnchan\tratio_ours_over_nchan\ttarget\n' >"$TSV"
 row() { # row CASE METRIC OURS NCHAN TARGET
@@ -558,7 +574,7 @@ start_cluster() {
 	started
 	for np in ${NODE_PORTS//,/ }; do
 		for i in $(seq 1 200); do curl -sf -o /dev/null "http://127.0.0.1:$np/api/health" && continue 2; sleep 0.05; done
-		echo "cluster node $np did not start"; cat "$WORK/ours-server.log"; exit 1
+		start_failed "cluster node $np" "$WORK/ours-server.log"
 	done
 }
 run_cluster() {
@@ -622,6 +638,9 @@ for c in $CASES; do
 	*) echo "unknown case $c" ;;
 	esac
 done
+[ -s "$LGLOG" ] || rm -f "$LGLOG"
 echo "results: $TSV"
+[ ! -e "$LGLOG" ] || echo "the load generator's messages: $LGLOG"
 # Every target, met or not (and those that compare rows: bench/report.py).
 python3 "$B/report.py" verdicts "$TSV"
+[ ! -e "$WORK/start-failed" ] || { echo "bench: a server did not start; the rows of its case have no figures" >&2; exit 1; }
