@@ -588,8 +588,10 @@ async function probeStream() {
   if (!sc) return;
   const idx = [...Array(ECHO_N).keys()].filter((i) => e.got[i]);
   const ping = sc.rttMs || 0;
-  if (!idx.length)
+  if (!idx.length) {
+    bunchedBefore = false;
     return setBuffer('late', `held back: none of ${ECHO_N} events sent to ${peer} came back within ${ECHO_WAIT / 1000} s`);
+  }
   const rtt = median(idx.map((i) => e.got[i] - e.sent[i]));
   const where = `(${idx.length} of ${ECHO_N} echoes through ${peer}, ping ${ping} ms)`;
   const bunchedText = collapsed(idx.map((i) => e.spans[i])) >= 2
@@ -600,10 +602,10 @@ async function probeStream() {
   // that came back late and took two echoes at once); a proxy that buffers
   // bunches every round. So "buffered" stands only when two rounds in a
   // row say so; until then the verdict shown stays as it was.
-  const confirmed = bunchedText !== null && bunchedBefore;
+  const wasBunched = bunchedBefore;
   bunchedBefore = bunchedText !== null;
   if (bunchedText !== null) {
-    if (confirmed) return setBuffer('bunched', bunchedText);
+    if (wasBunched) return setBuffer('bunched', bunchedText);
     if ($('diagBuffer').dataset.verdict === 'unmeasured')
       $('diagBuffer').textContent = `measuring again: one round came in bunches ${where}`;
     // the next round now, not at the panel's next 15 s probe (3 s apart at least)
@@ -677,6 +679,7 @@ function toggleDiag() {
   clearInterval(diagTimer);
   diagTimer = null;
   if (!open) return;
+  bunchedBefore = false; // rounds count in a row while the panel is open
   updateDiag();
   $('diag').scrollIntoView({ block: 'nearest' }); // below the stage on a phone
   let ticks = 0;
